@@ -1,0 +1,3 @@
+-- Undo add_attendance: drop the attendance table.
+
+DROP TABLE attendance;

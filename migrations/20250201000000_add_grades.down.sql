@@ -1,0 +1,3 @@
+-- Undo add_grades: drop the grades table.
+
+DROP TABLE grades;

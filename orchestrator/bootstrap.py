@@ -1,0 +1,62 @@
+"""What the admin side used to do by hand before a school's first migration: the database and its extensions.
+
+Everything here is idempotent and safe when two processes race (a second CREATE DATABASE or CREATE EXTENSION
+loses with a duplicate error, which counts as success). Names are always quoted, never pasted.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from .connection import SessionSettings, as_database_error, quote_ident, session
+from .errors import DatabaseError
+from .target import DatabaseTarget
+
+MAINTENANCE_DATABASE = "postgres"
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("uuid-ossp",)
+
+
+async def create_database(target: DatabaseTarget, settings: SessionSettings) -> bool:
+    """Create the target's database through the server's maintenance database. True if we created it."""
+    maintenance = target.with_database(MAINTENANCE_DATABASE)
+    async with session(maintenance, settings) as conn:
+        try:
+            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database):
+                return False
+            # CREATE DATABASE takes no parameters: the name is quoted as an identifier.
+            await conn.execute(f"CREATE DATABASE {quote_ident(target.database)}")
+            return True
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return False  # another process created it between our check and our CREATE
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise DatabaseError(
+                f"not allowed to create database {target.database} on {target.server}: {exc.message}",
+                hint="grant CREATEDB to the URL's user, or have the database created by an admin first",
+            ) from None
+        except asyncpg.PostgresError as exc:
+            raise as_database_error(target, exc, "creating the database") from None
+
+
+async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, names: tuple[str, ...]) -> list[str]:
+    """CREATE EXTENSION IF NOT EXISTS for each name; returns those that were created."""
+    created = []
+    for name in names:
+        if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = $1", name):
+            continue
+        try:
+            await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {quote_ident(name)}")
+            created.append(name)
+        except asyncpg.UniqueViolationError:
+            continue  # a concurrent CREATE EXTENSION won the race
+        except asyncpg.UndefinedFileError as exc:
+            raise DatabaseError(
+                f"extension {name} is not installed on {target.server}: {exc.message}",
+                hint="install the server's contrib package (e.g. postgresql-contrib), or fix `extensions` "
+                "in the registry",
+            ) from None
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise DatabaseError(
+                f"not allowed to create extension {name} in {target.database}: {exc.message}",
+                hint="create it once as a superuser, or make it a trusted extension",
+            ) from None
+    return created

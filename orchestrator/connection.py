@@ -1,0 +1,124 @@
+"""Opening and closing one session to one database, with our timeouts, and turning driver failures into our errors.
+
+Every message that leaves this module has passed through `target.scrub()`: driver errors can quote the DSN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from .errors import DatabaseError, DatabaseMissing, Interrupted, Unreachable
+from .target import DatabaseTarget
+
+APPLICATION_NAME = "orchestrator"
+
+# SQLSTATEs that mean "the session is gone", not "the SQL was wrong".
+_CONNECTION_LOST_CLASSES = ("08",)  # connection exceptions
+_CONNECTION_LOST_CODES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, cannot connect now
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Per-session limits. Timeouts in seconds; 0 disables lock_timeout/statement_timeout (PostgreSQL's meaning)."""
+
+    connect_timeout: float = 10.0
+    lock_timeout: float = 5.0
+    statement_timeout: float = 600.0
+
+    def server_settings(self) -> dict[str, str]:
+        return {
+            "application_name": APPLICATION_NAME,
+            "lock_timeout": str(int(self.lock_timeout * 1000)),
+            "statement_timeout": str(int(self.statement_timeout * 1000)),
+        }
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        return state in _CONNECTION_LOST_CODES or state.startswith(_CONNECTION_LOST_CLASSES)
+    return isinstance(exc, (asyncpg.InterfaceError, ConnectionError, OSError, TimeoutError))
+
+
+def connection_lost(target: DatabaseTarget, exc: BaseException, doing: str) -> Interrupted:
+    return Interrupted(
+        f"lost the connection to {target.database} on {target.server} while {doing}: {target.scrub(describe(exc))}",
+        hint="the server rolled back the open transaction; nothing half-done was kept. Run the command again",
+    )
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def open_session(target: DatabaseTarget, settings: SessionSettings) -> asyncpg.Connection:
+    """Connect, or raise Unreachable / DatabaseMissing with a message that says what to do."""
+    try:
+        return await asyncpg.connect(
+            dsn=target.dsn,
+            timeout=settings.connect_timeout,
+            server_settings=settings.server_settings(),
+            statement_cache_size=0,  # migration SQL runs once; a cache only holds memory on big fleets
+        )
+    except asyncpg.InvalidCatalogNameError:
+        raise DatabaseMissing(
+            f"database {target.database} does not exist on {target.server}",
+            hint="create it with `orchestrator provision` (or `bootstrap` for a fleet), or fix the URL",
+        ) from None
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        raise Unreachable(
+            f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
+            hint="check the user and password in the URL (or the ${VAR} it comes from)",
+        ) from None
+    except asyncpg.TooManyConnectionsError as exc:
+        raise Unreachable(
+            f"{target.server} has no free connection slot: {target.scrub(describe(exc))}",
+            hint="lower --concurrency / --per-server, or retry later",
+        ) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unreachable(
+            f"cannot connect to {target.database} on {target.server}: {target.scrub(describe(exc))}",
+            hint="is the server up and reachable from here? (checked after "
+            f"{settings.connect_timeout:g}s; raise --connect-timeout for slow networks)",
+        ) from None
+
+
+async def close_quietly(conn: asyncpg.Connection) -> None:
+    """Close, and if a polite close is not possible, drop the socket: the server then releases our locks."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.close(timeout=5)
+    except Exception:
+        conn.terminate()
+
+
+@asynccontextmanager
+async def session(target: DatabaseTarget, settings: SessionSettings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await open_session(target, settings)
+    try:
+        yield conn
+    finally:
+        await close_quietly(conn)
+
+
+def as_database_error(target: DatabaseTarget, exc: BaseException, doing: str) -> DatabaseError:
+    """Map an unexpected driver failure to our hierarchy, password scrubbed."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if is_connection_lost(exc):
+        return connection_lost(target, exc, doing)
+    return DatabaseError(
+        f"{doing} on {target.database} failed: {target.scrub(describe(exc))}",
+        hint="see the server log for details; the run can be repeated safely",
+    )
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL's quote_ident() does, always."""
+    return '"' + name.replace('"', '""') + '"'

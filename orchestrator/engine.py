@@ -1,0 +1,350 @@
+"""One database: bootstrap, plan, apply, revert, status. Knows nothing about fleets.
+
+The apply algorithm is SQLx's (docs/sqlx-compat.md): take the advisory lock, ensure the history table, refuse a
+dirty / missing / modified ledger, then for each pending file in version order run it and insert its history row in
+one transaction, and afterwards record the execution time in nanoseconds. We are stricter in one place: all checks
+run before the first file is applied, so a refused database is left untouched.
+
+Every public function returns a `DatabaseResult`; database problems never escape as exceptions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import asyncpg
+import structlog
+
+from . import sqlx
+from .bootstrap import DEFAULT_EXTENSIONS, create_database, ensure_extensions
+from .connection import (
+    SessionSettings,
+    as_database_error,
+    close_quietly,
+    connection_lost,
+    is_connection_lost,
+    open_session,
+)
+from .errors import DatabaseError, DatabaseMissing, MigrationFailed, NotReversible, UsageError
+from .history import (
+    AppliedMigration,
+    ensure_history_table,
+    history_exists,
+    read_applied,
+    validate,
+)
+from .lock import is_locked, migration_lock
+from .outcome import DatabaseResult, MigrationStep, Status, status_for
+from .source import Migration, MigrationSource
+from .sqltext import line_of
+from .target import DatabaseTarget
+
+log = structlog.get_logger("orchestrator.engine")
+
+# SQLSTATEs worth retrying as a whole: the statement was fine, the moment was not.
+_RETRYABLE_SQLSTATES = {"55P03", "40001", "40P01"}  # lock_not_available, serialization_failure, deadlock
+_SQLSTATE_HINTS = {
+    "55P03": "a table lock was not available within lock_timeout (a long transaction holds it); the file's "
+    "transaction rolled back. Retry later, or raise --lock-timeout",
+    "57014": "the statement ran longer than statement_timeout and was cancelled; the file's transaction rolled "
+    "back. Raise --statement-timeout, or make the migration cheaper",
+    "42P07": "the object already exists: the database has changes the history does not record (see "
+    "`orchestrator audit`)",
+    "42710": "the object already exists: the database has changes the history does not record (see "
+    "`orchestrator audit`)",
+    "42883": "a function is missing; is the extension it comes from installed? (see `extensions` in the registry)",
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    session: SessionSettings = field(default_factory=SessionSettings)
+    lock_wait: float = 30.0  # seconds to wait for SQLx's advisory lock before reporting `locked`
+    target_version: int | None = None  # migrate: apply up to and including this version
+    ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # created by bootstrap / provision
+
+
+def check_target_version(source: MigrationSource, version: int | None, *, allow_zero: bool = False) -> None:
+    """Raise UsageError unless `version` names a migration (or 0 = everything, for revert)."""
+    if version is None or (allow_zero and version == 0) or source.get(version) is not None:
+        return
+    known = ", ".join(map(str, source.versions)) or "none"
+    raise UsageError(
+        f"version {version} is not a migration in {source.directory}",
+        hint=f"pick one of: {known}" + (" (or 0 to revert everything)" if allow_zero else ""),
+    )
+
+
+# --- the public operations -----------------------------------------------------------------------------------------
+
+
+async def migrate(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
+    """Apply pending migrations (up to options.target_version). The database must exist."""
+    return await _run(target, options, create=False, work=lambda c, r: _migrate(c, r, source, options, None))
+
+
+async def provision(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
+    """Onboard one school: create the database if missing, extensions, history table, then migrate. Idempotent."""
+    return await _run(
+        target, options, create=True, work=lambda c, r: _migrate(c, r, source, options, options.extensions)
+    )
+
+
+async def bootstrap(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
+    """Create what is missing (database, extensions, history table) without applying migrations."""
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        async with migration_lock(conn, options.lock_wait):
+            await _bootstrap_inside_lock(conn, result, target, options.extensions)
+            applied = await read_applied(conn)
+            result.version_before = result.version_after = _current_version(applied)
+            result.pending = [m.version for m in source.up_to(None) if m.version not in applied]
+        result.status = Status.APPLIED if result.notes else Status.UP_TO_DATE
+
+    return await _run(target, options, create=True, work=work)
+
+
+async def status(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
+    """Read-only: where this database stands against `source`. Takes no lock, writes nothing."""
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        await _inspect(conn, result, source, options, plan=False)
+
+    return await _run(target, options, create=False, work=work)
+
+
+async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
+    """Read-only dry run: which migrations `migrate` would apply here."""
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        await _inspect(conn, result, source, options, plan=True)
+
+    return await _run(target, options, create=False, work=work)
+
+
+async def revert(
+    target: DatabaseTarget, source: MigrationSource, to_version: int, options: EngineOptions
+) -> DatabaseResult:
+    """Run down files, newest first, until the newest applied version is `to_version` (0 = revert everything)."""
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        async with migration_lock(conn, options.lock_wait):
+            if not await history_exists(conn):
+                result.status = Status.UP_TO_DATE
+                result.notes.append("no history table: nothing to revert")
+                return
+            applied = await read_applied(conn)
+            result.version_before = result.version_after = _current_version(applied)
+            validate(applied, source, ignore_missing=False)
+            to_revert = sorted((v for v in applied if v > to_version), reverse=True)
+            for version in to_revert:
+                migration = source.get(version)
+                assert migration is not None  # validate() refused missing files
+                if not migration.reversible:
+                    raise NotReversible(
+                        f"migration {version} ({migration.filename}) has no down file; cannot revert past it",
+                        hint=f"revert to {version} or later, or write {migration.version}_... .down.sql",
+                    )
+                await _revert_one(conn, result, migration)
+                result.version_after = max((v for v in applied if v < version), default=None)
+            result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
+
+    return await _run(target, options, create=False, work=work)
+
+
+# --- the machinery ------------------------------------------------------------------------------------------------
+
+
+Work = Callable[[asyncpg.Connection, DatabaseResult], Awaitable[None]]
+
+
+async def _run(target: DatabaseTarget, options: EngineOptions, *, create: bool, work: Work) -> DatabaseResult:
+    """Open a session, do `work`, always close; turn every failure into the result's status and error."""
+    started = time.perf_counter()
+    result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
+    bound = log.bind(database=target.database, server=target.server)
+    conn: asyncpg.Connection | None = None
+    try:
+        try:
+            conn = await open_session(target, options.session)
+        except DatabaseMissing:
+            if not create:
+                raise
+            result.created_database = await create_database(target, options.session)
+            if result.created_database:
+                result.notes.append(f"created database {target.database}")
+                bound.info("database.created")
+            conn = await open_session(target, options.session)
+        await work(conn, result)
+    except DatabaseError as exc:
+        result.status, result.error = status_for(exc), exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        error = as_database_error(target, exc, "working")
+        result.status, result.error = status_for(error), error
+    finally:
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await close_quietly(conn)
+        result.duration_s = time.perf_counter() - started
+    if result.error is not None:
+        bound.warning("database.failed", status=result.status.value, code=result.error.code, error=result.error.message)
+    else:
+        bound.info(
+            "database.done",
+            status=result.status.value,
+            applied=result.applied_versions,
+            duration_s=round(result.duration_s, 3),
+        )
+    return result
+
+
+def _current_version(applied: dict[int, AppliedMigration]) -> int | None:
+    return max(applied) if applied else None
+
+
+async def _bootstrap_inside_lock(
+    conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, extensions: tuple[str, ...]
+) -> None:
+    for name in await ensure_extensions(conn, target, extensions):
+        result.notes.append(f"created extension {name}")
+    if await ensure_history_table(conn):
+        result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
+
+
+async def _migrate(
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    source: MigrationSource,
+    options: EngineOptions,
+    extensions: tuple[str, ...] | None,
+) -> None:
+    async with migration_lock(conn, options.lock_wait):
+        if extensions is not None:
+            await _bootstrap_inside_lock(conn, result, _target_of(result), extensions)
+        elif await ensure_history_table(conn):
+            result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
+        applied = await read_applied(conn)
+        result.version_before = result.version_after = _current_version(applied)
+        validate(applied, source, ignore_missing=options.ignore_missing)
+        pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
+        result.pending = [m.version for m in pending]
+        newest = result.version_before
+        for migration in pending:
+            if newest is not None and migration.version < newest:
+                result.notes.append(
+                    f"applied {migration.version} out of order: it is older than the newest applied version {newest}"
+                )
+            await _apply_one(conn, result, migration)
+            result.pending.remove(migration.version)
+            result.version_after = max(result.version_after or migration.version, migration.version)
+        result.status = Status.APPLIED if pending or result.notes else Status.UP_TO_DATE
+
+
+def _target_of(result: DatabaseResult) -> DatabaseTarget:
+    # Only used for messages inside bootstrap; the password is not needed there.
+    host, _, port = result.server.rpartition(":")
+    return DatabaseTarget(dsn="", host=host, port=int(port), database=result.database, user=None)
+
+
+async def _inspect(
+    conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
+) -> None:
+    async with conn.transaction(readonly=True):
+        if await history_exists(conn):
+            applied = await read_applied(conn)
+        else:
+            applied = {}
+            result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
+        if await is_locked(conn):
+            result.notes.append("a migrator holds the SQLx lock right now (a migration is in progress)")
+    result.version_before = result.version_after = _current_version(applied)
+    pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
+    result.pending = [m.version for m in pending]
+    validate(applied, source, ignore_missing=options.ignore_missing)
+    if plan:
+        result.steps = [MigrationStep(m.version, m.description, "up") for m in pending]
+        result.status = Status.PLANNED if pending else Status.UP_TO_DATE
+    else:
+        result.status = Status.PENDING if pending else Status.UP_TO_DATE
+
+
+async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migration) -> None:
+    started_ns = time.perf_counter_ns()
+    try:
+        if m.no_transaction:
+            await conn.execute(m.up_sql)
+            await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+        else:
+            # The file and its history row commit together or not at all.
+            async with conn.transaction():
+                await conn.execute(m.up_sql)
+                await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+    except Exception as exc:
+        raise _step_error(exc, result, m, m.filename, m.up_sql, no_transaction=m.no_transaction) from None
+    elapsed_ns = time.perf_counter_ns() - started_ns
+    result.steps.append(MigrationStep(m.version, m.description, "up", elapsed_ns / 1e9))
+    log.info("migration.applied", database=result.database, version=m.version, duration_s=elapsed_ns / 1e9)
+    try:
+        await conn.execute(sqlx.UPDATE_EXECUTION_TIME, elapsed_ns, m.version)
+    except Exception as exc:  # the migration is committed; only the timing is lost (it stays -1, as in SQLx)
+        raise _step_error(exc, result, m, m.filename, "", no_transaction=True) from None
+
+
+async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migration) -> None:
+    assert m.down_sql is not None and m.down_filename is not None
+    started = time.perf_counter()
+    try:
+        if m.down_no_transaction:
+            await conn.execute(m.down_sql)
+            await conn.execute(sqlx.DELETE_APPLIED, m.version)
+        else:
+            async with conn.transaction():
+                await conn.execute(m.down_sql)
+                await conn.execute(sqlx.DELETE_APPLIED, m.version)
+    except Exception as exc:
+        raise _step_error(exc, result, m, m.down_filename, m.down_sql, no_transaction=m.down_no_transaction) from None
+    result.steps.append(MigrationStep(m.version, m.description, "down", time.perf_counter() - started))
+    log.info("migration.reverted", database=result.database, version=m.version)
+
+
+def _step_error(
+    exc: BaseException, result: DatabaseResult, m: Migration, file: str, sql: str, *, no_transaction: bool
+) -> DatabaseError:
+    if isinstance(exc, DatabaseError):
+        return exc
+    target = _target_of(result)
+    if is_connection_lost(exc):
+        error = connection_lost(target, exc, f"running {file}")
+        if no_transaction:
+            error.hint = (
+                f"{file} runs outside a transaction: check whether it took effect before running again "
+                "(its history row may be missing)"
+            )
+        return error
+    if not isinstance(exc, asyncpg.PostgresError):
+        return as_database_error(target, exc, f"running {file}")
+    position = getattr(exc, "position", None)
+    line = line_of(sql, int(position) - 1) if position and sql else None
+    sqlstate = exc.sqlstate
+    detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""
+    where = f"{file}:{line}" if line else file
+    hint = _SQLSTATE_HINTS.get(sqlstate or "")
+    if hint is None:
+        hint = (
+            f"fix {file} and run again; its transaction rolled back, so nothing from it was kept"
+            if not no_transaction
+            else f"{file} ran outside a transaction: check what it left behind before running again"
+        )
+    return MigrationFailed(
+        f"{where}: {exc.message}{detail} [SQLSTATE {sqlstate}]",
+        version=m.version,
+        file=file,
+        line=line,
+        sqlstate=sqlstate,
+        hint=hint,
+        retryable=(sqlstate in _RETRYABLE_SQLSTATES) and not no_transaction,
+    )

@@ -1,0 +1,174 @@
+"""One error hierarchy with stable codes.
+
+Every error carries a `code` (stable, documented in docs/errors.md, safe to match on in scripts), a message that says
+what went wrong, and a `hint` that says what to do next. Errors are either *invalid input* (exit code 2, raised before
+any connection is made) or *database* errors (they become a per-database outcome, never a crash of the whole run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Base of every error this tool raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+# --- invalid input: exit code 2, nothing touched ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in an input file a problem is."""
+
+    path: Path
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else str(self.path)
+
+
+class InvalidInput(OrchestratorError):
+    """Bad input (files, flags, registry). Raised before any database is touched."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None) -> None:
+        super().__init__(f"{location}: {message}" if location else message, hint=hint)
+        self.location = location
+
+
+class MigrationSourceError(InvalidInput):
+    """A migration file or directory breaks SQLx's rules (or ours, which are stricter)."""
+
+    code = "bad_migration_source"
+
+
+class RegistryError(InvalidInput):
+    """The tenant registry (tenants.yaml) is malformed."""
+
+    code = "bad_registry"
+
+
+class UsageError(InvalidInput):
+    """A flag or argument is wrong."""
+
+    code = "bad_usage"
+
+
+# --- database errors: become a per-database outcome ---------------------------------------------------------------
+
+
+class DatabaseError(OrchestratorError):
+    """Something about one database stopped the run on it."""
+
+    code = "database_error"
+    #: worth retrying later on its own (a dropped connection, a lock not available)
+    retryable: bool = False
+
+
+class Unreachable(DatabaseError):
+    code = "unreachable"
+    retryable = True
+
+
+class DatabaseMissing(DatabaseError):
+    """The database does not exist and we were not asked to create it."""
+
+    code = "database_missing"
+
+
+class Locked(DatabaseError):
+    """Another migrator held SQLx's advisory lock for longer than we were willing to wait."""
+
+    code = "locked"
+    retryable = True
+
+
+class Dirty(DatabaseError):
+    """A history row says success = false: SQLx refuses to run, so do we."""
+
+    code = "dirty"
+
+    def __init__(self, message: str, *, version: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.version = version
+
+
+class MissingMigration(DatabaseError):
+    """A version was applied but its file is gone."""
+
+    code = "missing"
+
+    def __init__(self, message: str, *, versions: list[int], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.versions = versions
+
+
+class ModifiedMigration(DatabaseError):
+    """A file was edited after it was applied (its checksum differs from the history row)."""
+
+    code = "modified"
+
+    def __init__(self, message: str, *, versions: list[int], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.versions = versions
+
+
+class NotReversible(DatabaseError):
+    code = "not_reversible"
+
+
+class MigrationFailed(DatabaseError):
+    """A statement in a migration file failed on the server."""
+
+    code = "migration_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        file: str,
+        line: int | None,
+        sqlstate: str | None,
+        hint: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.version = version
+        self.file = file
+        self.line = line
+        self.sqlstate = sqlstate
+        self.retryable = retryable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "version": self.version,
+            "file": self.file,
+            "line": self.line,
+            "sqlstate": self.sqlstate,
+        }
+
+
+class Interrupted(DatabaseError):
+    """The connection was lost or the run was interrupted while working on this database."""
+
+    code = "interrupted"
+    retryable = True

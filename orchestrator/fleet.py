@@ -1,0 +1,285 @@
+"""Fan one operation out over many schools: global and per-server budgets, canary waves, a failure budget,
+retries, and a clean stop on Ctrl-C / SIGTERM. Sends no SQL: the work per school is a callable handed in.
+
+Scheduling: each server gets `per_server` workers pulling from that server's queue, and every worker needs one of
+the `concurrency` global slots to run. So a server never sees more than `per_server` of our sessions, a busy
+server never blocks the others (no head-of-line blocking), and the number of tasks is bounded by
+servers x per_server, not by the size of the fleet.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
+
+from .errors import Interrupted, UsageError
+from .outcome import DatabaseResult, Status
+from .registry import Tenant
+
+log = structlog.get_logger("orchestrator.fleet")
+
+Work = Callable[[Tenant], Awaitable[DatabaseResult]]
+
+
+@dataclass(frozen=True)
+class FailureBudget:
+    """Halt once this many schools have failed: a count, or a fraction of the selection."""
+
+    count: int | None = None
+    fraction: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> FailureBudget | None:
+        if text is None or text == "":
+            return None
+        try:
+            if text.endswith("%"):
+                pct = float(text[:-1])
+                if not 0 < pct <= 100:
+                    raise ValueError
+                return cls(fraction=pct / 100)
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return cls(count=count)
+        except ValueError:
+            raise UsageError(
+                f"--max-failures {text!r} is not a whole number >= 1 or a percentage",
+                hint="e.g. --max-failures 3 or --max-failures 5%",
+            ) from None
+
+    def limit(self, total: int) -> int:
+        if self.count is not None:
+            return self.count
+        return max(1, math.ceil((self.fraction or 0) * total))
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{(self.fraction or 0) * 100:g}%"
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    concurrency: int = 8
+    per_server: int = 4
+    canary: int = 0  # when no tenant is tagged `canary_tag`: the first N selected schools form the canary wave
+    canary_tag: str = "canary"
+    waves: bool = True  # read-only commands run in one wave
+    max_failures: FailureBudget | None = None
+    retries: int = 2  # extra attempts for a school whose failure is retryable
+    retry_backoff: float = 0.5  # seconds before the first retry; doubles, with jitter
+    handle_signals: bool = False
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.per_server < 1:
+            raise UsageError("--concurrency and --per-server must be at least 1")
+        if self.retries < 0 or self.canary < 0:
+            raise UsageError("--retries and --canary must not be negative")
+
+
+@dataclass
+class TenantOutcome:
+    tenant: Tenant
+    result: DatabaseResult
+    wave: str
+
+
+@dataclass
+class FleetRun:
+    outcomes: list[TenantOutcome]
+    started_at: datetime
+    finished_at: datetime
+    halted: str | None = None  # why scheduling stopped early (failure budget, canary)
+    interrupted: bool = False  # Ctrl-C / SIGTERM
+
+    @property
+    def ok(self) -> bool:
+        return not self.halted and not self.interrupted and all(o.result.ok for o in self.outcomes)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+Observer = Callable[[TenantOutcome], None]
+
+
+@dataclass
+class _State:
+    total: int
+    options: FleetOptions
+    failures: int = 0
+    halted: str | None = None
+    stopping: bool = False
+    interrupted: bool = False
+    results: dict[str, TenantOutcome] = field(default_factory=dict)
+    work_scope: anyio.CancelScope | None = None  # cancelled by a second Ctrl-C
+
+    @property
+    def accepting(self) -> bool:
+        return not (self.halted or self.stopping)
+
+
+def plan_waves(tenants: Sequence[Tenant], options: FleetOptions) -> list[tuple[str, list[Tenant]]]:
+    if not options.waves:
+        return [("all", list(tenants))]
+    canaries = [t for t in tenants if options.canary_tag in t.tags]
+    if not canaries and options.canary:
+        canaries = list(tenants[: options.canary])
+    chosen = {t.id for t in canaries}
+    rest = [t for t in tenants if t.id not in chosen]
+    return [(name, group) for name, group in (("canary", canaries), ("main", rest)) if group]
+
+
+async def run_fleet(
+    tenants: Sequence[Tenant], work: Work, options: FleetOptions, observer: Observer | None = None
+) -> FleetRun:
+    started = datetime.now(UTC)
+    state = _State(total=len(tenants), options=options)
+    waves = plan_waves(tenants, options)
+    async with anyio.create_task_group() as outer:
+        if options.handle_signals:
+            outer.start_soon(_watch_signals, state)
+        with anyio.CancelScope() as state.work_scope:
+            for name, group in waves:
+                if not state.accepting:
+                    break
+                await _run_wave(name, group, work, state, observer)
+                failed = [o.tenant.id for o in state.results.values() if o.wave == name and not o.result.ok]
+                if name == "canary" and failed and not state.halted:
+                    state.halted = f"canary wave failed ({', '.join(failed)}): the rest was not started"
+                    log.warning("fleet.halted", reason=state.halted)
+        outer.cancel_scope.cancel()  # stop the signal watcher
+    outcomes = []
+    wave_of = {t.id: name for name, group in waves for t in group}
+    for t in tenants:
+        outcome = state.results.get(t.id)
+        if outcome is None:
+            reason = "interrupted before it was started" if state.interrupted else f"not started: {state.halted}"
+            outcome = TenantOutcome(t, _skipped(t, reason), wave_of.get(t.id, "all"))
+            if observer:
+                observer(outcome)
+        outcomes.append(outcome)
+    return FleetRun(outcomes, started, datetime.now(UTC), halted=state.halted, interrupted=state.interrupted)
+
+
+async def _run_wave(
+    name: str, tenants: Sequence[Tenant], work: Work, state: _State, observer: Observer | None
+) -> None:
+    queues: dict[str, deque[Tenant]] = {}
+    for t in tenants:
+        queues.setdefault(t.server, deque()).append(t)
+    global_slots = anyio.CapacityLimiter(state.options.concurrency)
+    log.info("fleet.wave", wave=name, schools=len(tenants), servers=len(queues))
+    async with anyio.create_task_group() as tg:
+        for queue in queues.values():
+            for _ in range(min(state.options.per_server, len(queue))):
+                tg.start_soon(_worker, name, queue, global_slots, work, state, observer)
+
+
+async def _worker(
+    wave: str,
+    queue: deque[Tenant],
+    global_slots: anyio.CapacityLimiter,
+    work: Work,
+    state: _State,
+    observer: Observer | None,
+) -> None:
+    while queue and state.accepting:
+        tenant = queue.popleft()
+        async with global_slots:
+            if not state.accepting:
+                queue.appendleft(tenant)
+                return
+            try:
+                result = await _with_retries(tenant, work, state)
+            except anyio.get_cancelled_exc_class():
+                outcome = TenantOutcome(tenant, _cancelled(tenant), wave)
+                state.results[tenant.id] = outcome
+                if observer:
+                    observer(outcome)
+                raise
+        outcome = TenantOutcome(tenant, result, wave)
+        state.results[tenant.id] = outcome
+        if not result.ok:
+            state.failures += 1
+            budget = state.options.max_failures
+            if budget and state.failures >= budget.limit(state.total) and not state.halted:
+                state.halted = f"{state.failures} schools failed, reaching --max-failures {budget}"
+                log.warning("fleet.halted", reason=state.halted)
+        if observer:
+            observer(outcome)
+
+
+async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseResult:
+    attempts = 0
+
+    async def attempt() -> DatabaseResult:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            log.info("school.retry", school=tenant.id, attempt=attempts)
+        return await work(tenant)
+
+    def should_retry(result: DatabaseResult) -> bool:
+        return bool(result.error and result.error.retryable) and not state.stopping
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(state.options.retries + 1),
+        wait=wait_exponential_jitter(initial=state.options.retry_backoff, max=30),
+        retry=retry_if_result(should_retry),
+        retry_error_callback=_last_result,
+        sleep=anyio.sleep,
+    )
+    result: DatabaseResult = await retrying(attempt)
+    result.attempts = attempts
+    return result
+
+
+def _last_result(retry_state: RetryCallState) -> DatabaseResult:
+    """Out of attempts: the last result is the outcome (it carries the error), not an exception."""
+    assert retry_state.outcome is not None
+    result: DatabaseResult = retry_state.outcome.result()
+    return result
+
+
+async def _watch_signals(state: _State) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not state.stopping:
+                state.stopping = state.interrupted = True
+                log.warning(
+                    "fleet.stopping",
+                    signal=signal.Signals(signum).name,
+                    message="no new schools will start; running ones finish (send again to abort them)",
+                )
+            else:
+                log.warning("fleet.aborting", message="cancelling running schools; open transactions roll back")
+                if state.work_scope is not None:
+                    state.work_scope.cancel()
+
+
+def _skipped(tenant: Tenant, reason: str) -> DatabaseResult:
+    return DatabaseResult(
+        database=tenant.target.database, server=tenant.server, status=Status.SKIPPED, notes=[reason], attempts=0
+    )
+
+
+def _cancelled(tenant: Tenant) -> DatabaseResult:
+    return DatabaseResult(
+        database=tenant.target.database,
+        server=tenant.server,
+        status=Status.FAILED,
+        error=Interrupted(
+            "aborted by a second interrupt while working on this school",
+            hint="its open transaction was rolled back by the server; run `orchestrator status` and migrate again",
+        ),
+    )
+

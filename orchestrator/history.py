@@ -1,0 +1,99 @@
+"""The `_sqlx_migrations` ledger of one database, read and checked the way SQLx checks it.
+
+The checks run in SQLx's order (dirty, then missing, then modified) and raise with SQLx's wording plus a hint on
+how to recover, because the same database must be accepted or refused identically by us and by every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from . import sqlx
+from .errors import Dirty, MissingMigration, ModifiedMigration
+from .source import Migration, MigrationSource, checksum
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: int
+    checksum: bytes
+    success: bool
+
+
+async def history_exists(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(sqlx.HISTORY_TABLE_EXISTS))
+
+
+async def ensure_history_table(conn: asyncpg.Connection) -> bool:
+    """Create the table if missing (SQLx's DDL). Returns True when it was created."""
+    if await history_exists(conn):
+        return False
+    await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+    return True
+
+
+async def read_applied(conn: asyncpg.Connection) -> dict[int, AppliedMigration]:
+    rows = await conn.fetch(sqlx.SELECT_APPLIED)
+    return {r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"]) for r in rows}
+
+
+def check_dirty(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
+    for row in applied.values():
+        if not row.success:
+            m = source.get(row.version)
+            name = m.filename if m else f"version {row.version}"
+            raise Dirty(
+                sqlx.dirty_message(row.version),
+                version=row.version,
+                hint=f"{name} failed part-way outside a transaction (or another tool wrote the row). Check what it "
+                f"left behind, undo or finish it by hand, then `DELETE FROM _sqlx_migrations WHERE version = "
+                f"{row.version}` and run again. Until then every backend worker refuses to start.",
+            )
+
+
+def check_missing(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
+    missing = sorted(v for v in applied if source.get(v) is None)
+    if missing:
+        first = missing[0]
+        raise MissingMigration(
+            sqlx.missing_message(first) + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            versions=missing,
+            hint=f"restore the file(s) for version(s) {', '.join(map(str, missing))} in {source.directory} "
+            "(e.g. `git log --diff-filter=D -- migrations/`), or, if this database is ahead of your checkout, "
+            "update the checkout",
+        )
+
+
+def differs_only_in_line_endings(m: Migration, stored: bytes) -> bool:
+    raw = m.up_path.read_bytes()
+    lf = raw.replace(b"\r\n", b"\n")
+    return stored in {checksum(lf), checksum(lf.replace(b"\n", b"\r\n"))} and stored != m.checksum
+
+
+def check_modified(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
+    modified = [m for m in source if m.version in applied and applied[m.version].checksum != m.checksum]
+    if modified:
+        first = modified[0]
+        crlf = differs_only_in_line_endings(first, applied[first.version].checksum)
+        hint = (
+            f"{first.filename} differs from what was applied only in its line endings (CRLF vs LF): restore the "
+            "original endings (`git checkout` with `*.sql -text` in .gitattributes); do not re-apply"
+            if crlf
+            else f"{first.filename} was edited after it was applied. Restore the released version "
+            "(`git log -p -- " + str(first.up_path) + "`) and put the change in a new migration "
+            "(`orchestrator new ...`)"
+        )
+        raise ModifiedMigration(
+            sqlx.modified_message(first.version) + (f" (and {len(modified) - 1} more)" if len(modified) > 1 else ""),
+            versions=[m.version for m in modified],
+            hint=hint,
+        )
+
+
+def validate(applied: dict[int, AppliedMigration], source: MigrationSource, *, ignore_missing: bool) -> None:
+    check_dirty(applied, source)
+    if not ignore_missing:
+        check_missing(applied, source)
+    check_modified(applied, source)

@@ -1,0 +1,76 @@
+"""SQLx's migration lock: a session-level advisory lock keyed on the database name.
+
+Backend workers take it in `sqlx::migrate!().run()`; we take the same key, so a rollout and a worker starting up
+never apply the same migration twice. Waiting is bounded: past `wait_s` we give up with `Locked`, naming who holds
+it, instead of hanging. The lock is released on the way out; if that fails the caller closes the connection, which
+releases it too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import asyncpg
+
+from .errors import Locked
+from .sqlx import advisory_lock_key
+
+_HOLDER = """
+SELECT a.pid, a.application_name, a.client_addr::text, a.state, now() - a.xact_start AS running_for
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid AND l.objsubid = 1
+LIMIT 1
+"""
+
+
+async def lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
+    """A short description of the session holding the lock, if it can be seen."""
+    try:
+        row = await conn.fetchrow(_HOLDER, key)
+    except asyncpg.PostgresError:
+        return None
+    if row is None:
+        return None
+    app = row["application_name"] or "unnamed client"
+    client = row["client_addr"] or "local socket"
+    return f"pid {row['pid']} ({app}, from {client}, {row['state']})"
+
+
+async def is_locked(conn: asyncpg.Connection) -> bool:
+    """Whether some session holds the migration lock right now (read-only check)."""
+    database = await conn.fetchval("SELECT current_database()")
+    return await lock_holder(conn, advisory_lock_key(database)) is not None
+
+
+@asynccontextmanager
+async def migration_lock(conn: asyncpg.Connection, wait_s: float) -> AsyncIterator[int]:
+    database = await conn.fetchval("SELECT current_database()")
+    key = advisory_lock_key(database)
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            holder = await lock_holder(conn, key)
+            raise Locked(
+                f"another migrator holds the SQLx migration lock on {database} "
+                f"(held by {holder or 'another session'}); gave up after {wait_s:g}s",
+                hint="a backend worker may be migrating at start-up, or another rollout is running: "
+                "retry later, or raise --lock-wait",
+            )
+        await anyio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 1.0)
+    try:
+        yield key
+    finally:
+        if not conn.is_closed():
+            with anyio.CancelScope(shield=True):
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                except Exception:
+                    conn.terminate()  # closing the session releases the lock

@@ -1,0 +1,110 @@
+"""What happened to one database: a value, never an exception.
+
+`Status` is the fixed, documented set (docs/statuses.md); `DatabaseResult` is what every command returns per
+database and what the reports serialise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import DatabaseError
+
+
+class Status(StrEnum):
+    APPLIED = "applied"  # migrations (or a bootstrap step) were applied; the database is at its target
+    UP_TO_DATE = "up_to_date"  # nothing to do
+    PENDING = "pending"  # status/audit only: migrations are waiting to be applied
+    PLANNED = "planned"  # dry run: these migrations would be applied / reverted
+    REVERTED = "reverted"  # down files ran
+    FAILED = "failed"  # a migration or bootstrap step failed; its transaction rolled back
+    LOCKED = "locked"  # another migrator held the SQLx lock longer than --lock-wait
+    UNREACHABLE = "unreachable"  # no connection (server down, auth failed, database missing)
+    DIRTY = "dirty"  # a history row says success = false
+    MODIFIED = "modified"  # an applied file's checksum changed
+    MISSING = "missing"  # an applied version has no file
+    SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed)
+    DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
+
+    @property
+    def ok(self) -> bool:
+        return self in _OK
+
+
+_OK = frozenset({Status.APPLIED, Status.UP_TO_DATE, Status.PLANNED, Status.REVERTED, Status.PENDING})
+
+_ERROR_STATUS: dict[str, Status] = {
+    "locked": Status.LOCKED,
+    "unreachable": Status.UNREACHABLE,
+    "database_missing": Status.UNREACHABLE,
+    "dirty": Status.DIRTY,
+    "modified": Status.MODIFIED,
+    "missing": Status.MISSING,
+}
+
+
+def status_for(error: DatabaseError) -> Status:
+    return _ERROR_STATUS.get(error.code, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class MigrationStep:
+    """One migration applied, reverted or planned on one database."""
+
+    version: int
+    description: str
+    direction: str  # "up" | "down"
+    duration_s: float | None = None  # None for a planned step
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "description": self.description,
+            "direction": self.direction,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
+        }
+
+
+@dataclass
+class DatabaseResult:
+    """The outcome for one database."""
+
+    database: str  # the database name
+    server: str  # host:port (never a password)
+    status: Status
+    version_before: int | None = None
+    version_after: int | None = None
+    steps: list[MigrationStep] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    error: DatabaseError | None = None
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    created_database: bool = False
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status.ok
+
+    @property
+    def applied_versions(self) -> list[int]:
+        return [s.version for s in self.steps if s.direction == "up" and s.duration_s is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "server": self.server,
+            "status": self.status.value,
+            "ok": self.ok,
+            "version_before": self.version_before,
+            "version_after": self.version_after,
+            "steps": [s.to_dict() for s in self.steps],
+            "pending": self.pending,
+            "error": self.error.to_dict() if self.error else None,
+            "duration_s": round(self.duration_s, 6),
+            "notes": self.notes,
+            "created_database": self.created_database,
+            "attempts": self.attempts,
+        }

@@ -1,0 +1,315 @@
+"""The tenant registry (`tenants.yaml`), supplied by the admin side: one URL per school.
+
+Validated completely before any connection, with `file:line` in every message: unknown keys, duplicate ids, two
+schools on one database, malformed URLs, unset `${VAR}`s. See docs/registry.md for the format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .bootstrap import DEFAULT_EXTENSIONS
+from .errors import InvalidInput, Location, RegistryError, UsageError
+from .target import DatabaseTarget, redact_url
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+_SETTING_KEYS = {"extensions", "lock_timeout", "statement_timeout", "lock_wait", "connect_timeout"}
+_DEFAULT_KEYS = _SETTING_KEYS | {"per_server"}
+_TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
+_TOP_KEYS = {"defaults", "tenants"}
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """Per-school knobs; None means "use the command line's value"."""
+
+    extensions: tuple[str, ...] | None = None
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    lock_wait: float | None = None
+    connect_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    target: DatabaseTarget
+    tags: tuple[str, ...] = ()
+    settings: TenantSettings = field(default_factory=TenantSettings)
+    line: int | None = None
+
+    @property
+    def server(self) -> str:
+        return self.target.server
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    tenants: tuple[Tenant, ...]
+    per_server: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.tenants)
+
+
+def merge_settings(own: TenantSettings, base: TenantSettings) -> TenantSettings:
+    """`own`'s values where set, else `base`'s."""
+    return TenantSettings(
+        **{k: getattr(own, k) if getattr(own, k) is not None else getattr(base, k) for k in _SETTING_KEYS}
+    )
+
+
+def parse_duration(value: object, where: Location) -> float:
+    """Seconds from 30, 2.5, '500ms', '5s', '10m', '1h'."""
+    if isinstance(value, bool):
+        raise RegistryError(f"{value!r} is not a duration", location=where, hint="write e.g. 5s, 500ms or 10m")
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise RegistryError(f"{value!r} is not a duration", location=where, hint="write e.g. 5s, 500ms or 10m")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def expand_env(text: str, env: Mapping[str, str], where: Location) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. An unset VAR without default is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise RegistryError(
+            f"environment variable {name} is not set",
+            location=where,
+            hint=f"export {name}=... before running, or write ${{{name}:-default}}",
+        )
+
+    return _VAR.sub(sub, text)
+
+
+class _Loader:
+    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.env = env
+
+    def at(self, node: yaml.Node) -> Location:
+        return Location(self.path, node.start_mark.line + 1)
+
+    def mapping(self, node: yaml.Node, what: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise RegistryError(f"{what} must be a mapping of keys to values", location=self.at(node))
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in out:
+                raise RegistryError(f"key {key!r} appears twice in {what}", location=self.at(key_node))
+            if key not in allowed:
+                raise RegistryError(
+                    f"unknown key {key!r} in {what}",
+                    location=self.at(key_node),
+                    hint=f"allowed keys: {', '.join(sorted(allowed))}",
+                )
+            out[key] = (key_node, value_node)
+        return out
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise RegistryError(f"{what} must be a single value", location=self.at(node))
+        value = yaml.safe_load(yaml.serialize(node))
+        if isinstance(value, str):
+            return expand_env(value, self.env, self.at(node))
+        return value
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        value = self.scalar(node, what)
+        if not isinstance(value, str) or not value.strip():
+            raise RegistryError(f"{what} must be a non-empty string", location=self.at(node))
+        return value
+
+    def string_list(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise RegistryError(f"{what} must be a list, e.g. [a, b]", location=self.at(node))
+        return tuple(self.string(item, f"each entry of {what}") for item in node.value)
+
+    def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> TenantSettings:
+        values: dict[str, Any] = {}
+        for key in _SETTING_KEYS & fields.keys():
+            node = fields[key][1]
+            if key == "extensions":
+                values[key] = self.string_list(node, f"{what}.extensions")
+            else:
+                seconds = parse_duration(self.scalar(node, f"{what}.{key}"), self.at(node))
+                if seconds < 0:
+                    raise RegistryError(f"{what}.{key} must not be negative", location=self.at(node))
+                values[key] = seconds
+        return TenantSettings(**values)
+
+    def tenant(self, node: yaml.Node, defaults: TenantSettings) -> Tenant:
+        fields = self.mapping(node, "a tenant", _TENANT_KEYS)
+        for required in ("id", "url"):
+            if required not in fields:
+                raise RegistryError(
+                    f"tenant has no {required!r}",
+                    location=self.at(node),
+                    hint="each tenant needs `id: <slug>` and `url: postgresql://...`",
+                )
+        id_node = fields["id"][1]
+        tenant_id = str(self.scalar(id_node, "id"))
+        if not _ID.match(tenant_id):
+            raise RegistryError(
+                f"tenant id {tenant_id!r} is not a slug",
+                location=self.at(id_node),
+                hint="use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit",
+            )
+        url_node = fields["url"][1]
+        url = self.string(url_node, "url")
+        try:
+            target = DatabaseTarget.parse(url)
+        except InvalidInput as exc:
+            raise RegistryError(exc.message, location=self.at(url_node), hint=exc.hint) from None
+        tags = self.string_list(fields["tags"][1], "tags") if "tags" in fields else ()
+        own = self.settings(fields, f"tenant {tenant_id}")
+        return Tenant(tenant_id, target, tags, merge_settings(own, defaults), line=self.at(node).line)
+
+
+def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Registry:
+    path = Path(path)
+    if not path.is_file():
+        raise RegistryError(
+            f"registry {path} does not exist",
+            hint="pass --registry PATH, or -D URL for a single database",
+        )
+    loader = _Loader(path, os.environ if env is None else env)
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise RegistryError(
+            f"not valid YAML: {exc.problem}",
+            location=Location(path, mark.line + 1 if mark else None),
+            hint="check the indentation and quoting around that line",
+        ) from None
+    except UnicodeDecodeError:
+        raise RegistryError("not valid UTF-8", location=Location(path)) from None
+    if root is None:
+        raise RegistryError("the registry is empty", location=Location(path), hint="add a `tenants:` list")
+    top = loader.mapping(root, "the registry", _TOP_KEYS)
+    defaults = TenantSettings(extensions=DEFAULT_EXTENSIONS)
+    per_server = None
+    if "defaults" in top:
+        fields = loader.mapping(top["defaults"][1], "defaults", _DEFAULT_KEYS)
+        own = loader.settings(fields, "defaults")
+        defaults = merge_settings(own, defaults)
+        if "per_server" in fields:
+            node = fields["per_server"][1]
+            per_server = loader.scalar(node, "per_server")
+            if not isinstance(per_server, int) or isinstance(per_server, bool) or per_server < 1:
+                raise RegistryError("defaults.per_server must be a whole number >= 1", location=loader.at(node))
+    if "tenants" not in top:
+        raise RegistryError("the registry has no `tenants:` list", location=loader.at(root))
+    tenants_node = top["tenants"][1]
+    if not isinstance(tenants_node, yaml.SequenceNode):
+        raise RegistryError("`tenants` must be a list of tenants", location=loader.at(tenants_node))
+    tenants: list[Tenant] = []
+    seen_ids: dict[str, int | None] = {}
+    seen_dbs: dict[tuple[str, int, str], Tenant] = {}
+    for node in tenants_node.value:
+        tenant = loader.tenant(node, defaults)
+        where = Location(path, tenant.line)
+        if tenant.id in seen_ids:
+            raise RegistryError(
+                f"tenant id {tenant.id!r} is already used at line {seen_ids[tenant.id]}",
+                location=where,
+                hint="ids must be unique",
+            )
+        key = (tenant.target.host, tenant.target.port, tenant.target.database)
+        if key in seen_dbs:
+            other = seen_dbs[key]
+            raise RegistryError(
+                f"tenants {other.id!r} (line {other.line}) and {tenant.id!r} point at the same database "
+                f"{redact_url(tenant.target.dsn)}",
+                location=where,
+                hint="every school needs its own database",
+            )
+        seen_ids[tenant.id] = tenant.line
+        seen_dbs[key] = tenant
+        tenants.append(tenant)
+    return Registry(path, tuple(tenants), per_server)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tenants of the registry a command works on."""
+
+    ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None  # (index, count), index 0-based
+    only: frozenset[str] | None = None  # e.g. from --resume
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise UsageError(
+            f"--shard {text!r} is not I/N with 0 <= I < N",
+            hint="e.g. --shard 0/4 ... --shard 3/4 (Kubernetes: --shard $JOB_COMPLETION_INDEX/N)",
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(tenant_id: str, count: int) -> int:
+    """Stable across processes and machines (unlike hash()): N shards cover the fleet exactly once."""
+    return zlib.crc32(tenant_id.encode("utf-8")) % count
+
+
+def select(tenants: Iterable[Tenant], selection: Selection) -> list[Tenant]:
+    tenants = list(tenants)
+    known = {t.id for t in tenants}
+    for wanted in (*selection.ids, *selection.exclude):
+        if wanted not in known:
+            raise UsageError(
+                f"no tenant with id {wanted!r} in the registry",
+                hint="`orchestrator status` lists the registered tenants",
+            )
+    chosen = []
+    for t in tenants:
+        if selection.ids and t.id not in selection.ids:
+            continue
+        if selection.tags and not set(selection.tags) & set(t.tags):
+            continue
+        if t.id in selection.exclude:
+            continue
+        if selection.shard and shard_of(t.id, selection.shard[1]) != selection.shard[0]:
+            continue
+        if selection.only is not None and t.id not in selection.only:
+            continue
+        chosen.append(t)
+    return chosen
+
+
+def single_tenant(url: str, settings: TenantSettings | None = None) -> Tenant:
+    """A one-school "registry" for `-D URL`: the id is the database name."""
+    target = DatabaseTarget.parse(url)
+    return Tenant(id=target.database, target=target, settings=settings or TenantSettings())
+
+
+def tenant_ids(tenants: Sequence[Tenant]) -> list[str]:
+    return [t.id for t in tenants]

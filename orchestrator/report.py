@@ -1,0 +1,151 @@
+"""The run report: what happened to each school, as JSON (documented schema, docs/report.md) and JUnit XML.
+
+Nothing here can see a password: results carry only `host:port` and database names, and error texts were scrubbed
+where they were made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import UsageError
+from .fleet import FleetRun, TenantOutcome
+from .outcome import Status
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunReport:
+    command: str
+    run: FleetRun
+    migrations_dir: str
+    latest_version: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> list[TenantOutcome]:
+        return self.run.outcomes
+
+    @property
+    def ok(self) -> bool:
+        return self.run.ok
+
+    def counts(self) -> Counter[str]:
+        return Counter(o.result.status.value for o in self.outcomes)
+
+    def version_histogram(self) -> list[tuple[int | None, int]]:
+        """How many schools stand at each version (after the run), newest first; None = no history."""
+        counts = Counter(o.result.version_after for o in self.outcomes if o.result.status is not Status.UNREACHABLE)
+        return sorted(counts.items(), key=lambda kv: (kv[0] is None, -(kv[0] or 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": f"orchestrator {__version__}",
+            "command": self.command,
+            "started_at": self.run.started_at.isoformat(),
+            "finished_at": self.run.finished_at.isoformat(),
+            "duration_s": round(self.run.duration_s, 3),
+            "ok": self.ok,
+            "halted": self.run.halted,
+            "interrupted": self.run.interrupted,
+            "migrations": {"directory": self.migrations_dir, "latest_version": self.latest_version},
+            "options": self.options,
+            "summary": {
+                "total": len(self.outcomes),
+                "ok": sum(1 for o in self.outcomes if o.result.ok),
+                "not_ok": sum(1 for o in self.outcomes if not o.result.ok),
+                "by_status": dict(sorted(counts.items())),
+            },
+            "version_histogram": [
+                {"version": version, "schools": n} for version, n in self.version_histogram()
+            ],
+            "schools": [
+                {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
+                for o in self.outcomes
+            ],
+        }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(report: RunReport, path: Path) -> None:
+    write_atomically(path, json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def to_junit(report: RunReport) -> str:
+    """One test case per school, so CI dashboards show each school's fate."""
+    counts = report.counts()
+    failures = sum(1 for o in report.outcomes if not o.result.ok and o.result.status is not Status.SKIPPED)
+    suite = ET.Element(
+        "testsuite",
+        name=f"orchestrator {report.command}",
+        tests=str(len(report.outcomes)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(counts.get(Status.SKIPPED.value, 0)),
+        time=f"{report.run.duration_s:.3f}",
+        timestamp=report.run.started_at.isoformat(),
+    )
+    for o in report.outcomes:
+        r = o.result
+        case = ET.SubElement(
+            suite, "testcase", classname=f"{report.command}.{r.server}", name=o.tenant.id, time=f"{r.duration_s:.3f}"
+        )
+        summary = f"status={r.status.value} version {r.version_before} -> {r.version_after}"
+        if r.status is Status.SKIPPED:
+            ET.SubElement(case, "skipped", message="; ".join(r.notes) or "skipped")
+        elif not r.ok:
+            message = r.error.message if r.error else r.status.value
+            failure = ET.SubElement(case, "failure", message=message, type=r.error.code if r.error else r.status.value)
+            failure.text = "\n".join(filter(None, [summary, r.error.hint if r.error else None]))
+        else:
+            out = ET.SubElement(case, "system-out")
+            applied = ", ".join(f"{s.version} ({s.duration_s:.3f}s)" for s in r.steps if s.duration_s is not None)
+            out.text = summary + (f"; applied {applied}" if applied else "")
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(report: RunReport, path: Path) -> None:
+    write_atomically(path, to_junit(report))
+
+
+def not_ok_ids(report_path: Path) -> frozenset[str]:
+    """For --resume: the ids of schools that did not end ok in a previous report."""
+    try:
+        data = json.loads(report_path.read_text(encoding="utf-8"))
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        return frozenset(s["id"] for s in data["schools"] if not s["ok"])
+    except FileNotFoundError:
+        raise UsageError(
+            f"--resume {report_path}: no such report", hint="pass the --report file of an earlier run"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(
+            f"--resume {report_path} is not an orchestrator JSON report ({exc})",
+            hint="pass the file an earlier run wrote with --report",
+        ) from None

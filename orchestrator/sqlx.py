@@ -1,0 +1,53 @@
+"""The facts SQLx 0.8 fixes and we must match byte for byte (docs/sqlx-compat.md).
+
+Everything here is shared with every `sqlx::migrate!` in the school backends and with the `sqlx` CLI: the history
+table, the advisory-lock key, and the wording of the refusals (so an operator who knows SQLx recognises them).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+HISTORY_TABLE = "_sqlx_migrations"
+
+CREATE_HISTORY_TABLE = """
+CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+);
+"""
+
+SELECT_APPLIED = "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version"
+
+INSERT_APPLIED = (
+    "INSERT INTO _sqlx_migrations ( version, description, success, checksum, execution_time ) "
+    "VALUES ( $1, $2, TRUE, $3, -1 )"
+)
+UPDATE_EXECUTION_TIME = "UPDATE _sqlx_migrations SET execution_time = $1 WHERE version = $2"
+DELETE_APPLIED = "DELETE FROM _sqlx_migrations WHERE version = $1"
+
+# The table SQLx would use: the first schema of search_path that exists.
+HISTORY_TABLE_EXISTS = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL"
+
+_LOCK_MULTIPLIER = 0x3D32AD9E
+
+
+def advisory_lock_key(database_name: str) -> int:
+    """SQLx's PostgreSQL migration lock key: 0x3d32ad9e * crc32(current_database()), a signed 64-bit value."""
+    return _LOCK_MULTIPLIER * zlib.crc32(database_name.encode("utf-8"))
+
+
+def dirty_message(version: int) -> str:
+    return f"migration {version} is partially applied; fix and remove row from `_sqlx_migrations` table"
+
+
+def missing_message(version: int) -> str:
+    return f"migration {version} was previously applied but is missing in the resolved migrations"
+
+
+def modified_message(version: int) -> str:
+    return f"migration {version} was previously applied but has been modified"
