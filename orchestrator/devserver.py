@@ -311,9 +311,7 @@ def _write_conf(datadir: Path, port: int, max_connections: int) -> None:
         main.write_text(text + "\n" + include)
 
 
-def create_server(
-    datadir: Path, *, port: int | None = None, password: str, max_connections: int = 300
-) -> DevServer:
+def create_server(datadir: Path, *, port: int | None = None, password: str, max_connections: int = 300) -> DevServer:
     """Create (initdb) the cluster in `datadir` if it has none, else reuse it; configure it; do not start it.
 
     `port=None` picks a free port for a new cluster and keeps the remembered one for an existing cluster.

@@ -170,9 +170,7 @@ async def run_fleet(
     return FleetRun(outcomes, started, datetime.now(UTC), halted=state.halted, interrupted=state.interrupted)
 
 
-async def _run_wave(
-    name: str, tenants: Sequence[Tenant], work: Work, state: _State, observer: Observer | None
-) -> None:
+async def _run_wave(name: str, tenants: Sequence[Tenant], work: Work, state: _State, observer: Observer | None) -> None:
     queues: dict[str, deque[Tenant]] = {}
     for t in tenants:
         queues.setdefault(t.server, deque()).append(t)
@@ -226,7 +224,8 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
         attempts += 1
         if attempts > 1:
             log.info("school.retry", school=tenant.id, attempt=attempts)
-        return await work(tenant)
+        with structlog.contextvars.bound_contextvars(school=tenant.id):
+            return await work(tenant)
 
     def should_retry(result: DatabaseResult) -> bool:
         return bool(result.error and result.error.retryable) and not state.stopping
@@ -282,4 +281,3 @@ def _cancelled(tenant: Tenant) -> DatabaseResult:
             hint="its open transaction was rolled back by the server; run `orchestrator status` and migrate again",
         ),
     )
-

@@ -100,6 +100,7 @@ class DatabaseResult:
             "ok": self.ok,
             "version_before": self.version_before,
             "version_after": self.version_after,
+            "applied": self.applied_versions,
             "steps": [s.to_dict() for s in self.steps],
             "pending": self.pending,
             "error": self.error.to_dict() if self.error else None,

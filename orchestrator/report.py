@@ -67,9 +67,7 @@ class RunReport:
                 "not_ok": sum(1 for o in self.outcomes if not o.result.ok),
                 "by_status": dict(sorted(counts.items())),
             },
-            "version_histogram": [
-                {"version": version, "schools": n} for version, n in self.version_histogram()
-            ],
+            "version_histogram": [{"version": version, "schools": n} for version, n in self.version_histogram()],
             "schools": [
                 {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
                 for o in self.outcomes

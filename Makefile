@@ -1,0 +1,36 @@
+# `make demo`: set up, start a throwaway PostgreSQL, roll the example registry out, show status. Run it twice.
+# `make test`: install what the tests need, then run them (real PostgreSQL servers, started by the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/ruff check orchestrator tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator tests bench
+	$(BIN)/ruff format --check orchestrator tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/bench.py
+
+clean:
+	-$(BIN)/python -m orchestrator.devserver stop --dir .demo/pg 2>/dev/null
+	rm -rf .demo $(VENV)

@@ -1,0 +1,221 @@
+"""Human output: the plan before anything runs, progress while it runs, the table and summary after.
+Rendering only: every figure shown comes from the report values.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..fleet import Observer, TenantOutcome
+from ..outcome import DatabaseResult, Status
+from ..report import RunReport
+from ..runner import Job
+
+STATUS_STYLE = {
+    Status.APPLIED: "green",
+    Status.UP_TO_DATE: "green",
+    Status.REVERTED: "green",
+    Status.PLANNED: "cyan",
+    Status.PENDING: "cyan",
+    Status.SKIPPED: "yellow",
+    Status.LOCKED: "yellow",
+}
+TABLE_LIMIT = 200  # beyond this many schools, the table lists only those not ok (the JSON report has all)
+
+
+def version(v: int | None) -> str:
+    return "-" if v is None else str(v)
+
+
+def version_change(r: DatabaseResult) -> str:
+    if r.version_before == r.version_after:
+        return version(r.version_after)
+    return f"{version(r.version_before)} -> {version(r.version_after)}"
+
+
+def status_text(status: Status) -> str:
+    return f"[{STATUS_STYLE.get(status, 'red')}]{status.value}[/]"
+
+
+def print_plan(console: Console, job: Job) -> None:
+    spec = job.spec
+    source = job.source
+    where = "1 database" if spec.database_url else f"{len(job.tenants)} schools on {len(job.servers)} server(s)"
+    console.print(
+        f"[bold]{spec.command.value}[/]: {where}; migrations in {source.directory} "
+        f"({len(source)} files, latest {version(source.latest)})"
+    )
+    for warning in source.warnings:
+        console.print(f"[yellow]warning[/]: {escape(str(warning))}")
+    if spec.database_url is None and spec.command.writes:
+        from ..runner import fleet_options
+
+        options = fleet_options(job)
+        waves = " then ".join(f"{name} ({len(group)})" for name, group in job.waves) or "nothing to do"
+        budget = f"halt after {options.max_failures} failures" if options.max_failures else "no failure budget"
+        console.print(
+            f"  waves: {waves}; concurrency {options.concurrency}, {options.per_server} per server; {budget}; "
+            f"{options.retries} retries for transient errors"
+        )
+
+
+@contextmanager
+def progress(console: Console, total: int, enabled: bool) -> Iterator[Observer | None]:
+    """A live bar on a terminal; one line per school otherwise (CI logs); nothing when disabled."""
+    if not enabled:
+        yield None
+        return
+    if console.is_terminal:
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        counts: dict[str, int] = {}
+        with bar:
+            task = bar.add_task("schools", total=total, counts="")
+
+            def on_result(outcome: TenantOutcome) -> None:
+                status = outcome.result.status.value
+                counts[status] = counts.get(status, 0) + 1
+                bar.update(task, advance=1, counts=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+            yield on_result
+        return
+    done = 0
+
+    def on_line(outcome: TenantOutcome) -> None:
+        nonlocal done
+        done += 1
+        pct = 100 * done // max(total, 1)
+        console.print(
+            f"[{done}/{total} {pct:3d}%] {outcome.tenant.id}: {line_summary(outcome.result)}",
+            highlight=False,
+            markup=False,
+        )
+
+    yield on_line
+
+
+def line_summary(r: DatabaseResult) -> str:
+    applied = r.applied_versions
+    parts = [r.status.value]
+    if applied:
+        parts.append(f"{len(applied)} applied")
+    if r.status in (Status.PENDING, Status.PLANNED) and r.pending:
+        parts.append(f"{len(r.pending)} pending")
+    if r.error:
+        parts.append(r.error.message.splitlines()[0])
+    return ", ".join(parts) + f" ({r.duration_s:.2f}s)"
+
+
+def print_single(console: Console, report: RunReport) -> None:
+    """One database: say what happened to each migration."""
+    r = report.outcomes[0].result
+    console.print(
+        f"{r.database} on {r.server}: {status_text(r.status)} (version {version(r.version_before)} -> "
+        f"{version(r.version_after)}, {r.duration_s:.2f}s)"
+    )
+    for note in r.notes:
+        console.print(f"  - {escape(note)}")
+    for step in r.steps:
+        verb = {"up": "applied", "down": "reverted"}[step.direction] if step.duration_s is not None else "would apply"
+        timing = f" ({step.duration_s * 1000:.1f} ms)" if step.duration_s is not None else ""
+        console.print(f"  {verb} {step.version} {escape(step.description)}{timing}")
+    if r.pending and r.status is not Status.PLANNED:
+        console.print(f"  pending: {', '.join(map(str, r.pending))}")
+    print_error(console, r)
+
+
+def print_error(console: Console, r: DatabaseResult) -> None:
+    if r.error is None:
+        return
+    console.print(f"  [red]error[/] [{r.error.code}]: {escape(r.error.message)}", highlight=False)
+    if r.error.hint:
+        console.print(f"  [bold]what to do[/]: {escape(r.error.hint)}", highlight=False)
+
+
+def print_table(console: Console, report: RunReport) -> None:
+    outcomes = report.outcomes
+    shown = outcomes if len(outcomes) <= TABLE_LIMIT else [o for o in outcomes if not o.result.ok]
+    table = Table(title=f"{report.command}: {len(outcomes)} schools", show_lines=False)
+    for column in ("school", "server", "status", "version", "migrations", "time", "error / what to do"):
+        table.add_column(column, overflow="fold")
+    for o in shown:
+        r = o.result
+        if r.steps:
+            migrations = ", ".join(str(s.version) for s in r.steps)
+            if r.status is Status.PLANNED:
+                migrations = "would apply " + migrations
+            elif r.status is Status.REVERTED:
+                migrations = "reverted " + migrations
+        elif r.pending:
+            migrations = f"{len(r.pending)} pending"
+        else:
+            migrations = ""
+        error = ""
+        if r.error:
+            error = escape(r.error.message) + (f"\n-> {escape(r.error.hint)}" if r.error.hint else "")
+        elif r.status is Status.SKIPPED:
+            error = escape("; ".join(r.notes))
+        table.add_row(
+            escape(o.tenant.id),
+            r.server,
+            status_text(r.status),
+            version_change(r),
+            migrations,
+            f"{r.duration_s:.2f}s",
+            error,
+        )
+    console.print(table)
+    if len(shown) < len(outcomes):
+        console.print(f"({len(outcomes) - len(shown)} schools that ended ok are not listed; see --report)")
+
+
+def print_histogram(console: Console, report: RunReport) -> None:
+    histogram = report.version_histogram()
+    if not histogram:
+        return
+    width = max(n for _, n in histogram)
+    console.print("[bold]versions across the fleet[/]:")
+    for v, n in histogram:
+        bar = "#" * max(1, round(30 * n / width))
+        latest = " (latest)" if v is not None and v == report.latest_version else ""
+        console.print(f"  {version(v):>16} {bar} {n}{latest}", highlight=False)
+
+
+def print_summary(console: Console, report: RunReport) -> None:
+    counts = report.counts()
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"[bold]summary[/]: {len(report.outcomes)} schools: {parts} ({report.run.duration_s:.2f}s)")
+    if report.run.halted:
+        console.print(f"[red]halted[/]: {escape(report.run.halted)}")
+    if report.run.interrupted:
+        console.print("[yellow]interrupted[/]: running schools finished; the rest were skipped")
+
+
+def print_next_steps(console: Console, report: RunReport, report_path: str | None) -> None:
+    if report.ok or report.command in ("status", "plan"):
+        return
+    again = f"--resume {report_path}" if report_path else "--report PATH next time, then --resume PATH"
+    console.print(
+        f"next: fix what the table says, then run `orchestrator {report.command} {again}` to redo only "
+        "the schools that did not end ok"
+    )
+
+
+def make_console(*, stderr: bool) -> Console:
+    """Rich wraps at 80 columns when not on a terminal; CI logs and pipes read better unwrapped."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=not stream.isatty())

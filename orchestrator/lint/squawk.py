@@ -1,0 +1,181 @@
+"""Squawk (https://squawkhq.com), the maintained PostgreSQL migration linter, run over the up files.
+
+Squawk knows the lock and rewrite behaviour of far more statements than our rules do; we run its binary with the
+JSON reporter and turn each of its results into a Finding with origin "squawk" and rule `squawk:<its rule>`.
+
+- Transactional files are linted with `--assume-in-transaction` (SQLx wraps them in one), which also lets squawk
+  see that an index on a table created in the same file is harmless; `-- no-transaction` files without it.
+- Rules that do not fit the platform are excluded (see EXCLUDED_RULES).
+- Where squawk and one of our rules flag the same statement for the same thing, ours is kept (it says why and
+  what to do at fleet scale); squawk's equivalents stay on so that they catch what our patterns miss.
+- Squawk reports 0-based lines and byte columns; findings use 1-based lines and character columns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .findings import Finding, Severity
+from .rules import MigrationFile, statement_lines
+
+EXCLUDED_RULES: tuple[str, ...] = (
+    # Our engine sets lock_timeout and statement_timeout on every session, so the files need not.
+    "require-timeout-settings",
+    # IF [NOT] EXISTS everywhere: SQLx runs each file once, in a transaction, and records it; guards would
+    # only hide a database whose schema drifted from its history.
+    "prefer-robust-stmts",
+    # Column type preferences are schema design decisions, not migration safety.
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+)
+
+#: squawk rule -> our rule that reports the same thing (ours wins on the same statement)
+EQUIVALENT_RULES: dict[str, str] = {
+    "ban-drop-column": "drop-column",
+    "ban-drop-table": "drop-table",
+    "renaming-column": "rename-column",
+    "renaming-table": "rename-table",
+    "changing-column-type": "change-column-type",
+    "adding-required-field": "add-not-null-without-default",
+    "require-concurrent-index-creation": "index-without-concurrently",
+    "ban-concurrent-index-creation-in-transaction": "concurrently-in-transaction",
+}
+
+_DOCS = "https://squawkhq.com/docs/"
+_TIMEOUT_SECONDS = 120.0
+
+
+def find_squawk() -> Path | None:
+    """The squawk binary installed next to this Python (the squawk-cli wheel), else the one on PATH."""
+    for name in ("squawk", "squawk.exe"):
+        beside = Path(sys.executable).parent / name
+        if beside.is_file():
+            return beside
+    found = shutil.which("squawk")
+    return Path(found) if found else None
+
+
+def _tool_warning(rule: str, path: Path, message: str, instead: str) -> Finding:
+    return Finding(
+        rule=rule,
+        severity="warning",
+        path=path,
+        line=1,
+        column=1,
+        message=message,
+        why="without squawk, lock and table-rewrite hazards that our own rules do not know go unreported",
+        instead=instead,
+        origin="squawk",
+    )
+
+
+def _char_column(raw: bytes, line: int, byte_column: int) -> int:
+    """1-based character column from squawk's 0-based line and byte column."""
+    lines = raw.split(b"\n")
+    if not 0 <= line < len(lines):
+        return byte_column + 1
+    return len(lines[line][:byte_column].decode("utf-8", errors="ignore")) + 1
+
+
+def _severity(level: str) -> Severity:
+    return "error" if level.lower() == "error" else "warning"
+
+
+def _to_finding(item: dict[str, Any], files: dict[Path, MigrationFile]) -> Finding | None:
+    file = files.get(Path(str(item.get("file", ""))).resolve())
+    if file is None:
+        return None
+    rule = str(item.get("rule_name") or "unknown")
+    line = int(item.get("line") or 0)
+    help_text = item.get("help")
+    return Finding(
+        rule=f"squawk:{rule}",
+        severity=_severity(str(item.get("level", "warning"))),
+        path=file.path,
+        line=line + 1,
+        column=_char_column(file.raw, line, int(item.get("column") or 0)),
+        message=str(item.get("message", "")),
+        why=f"squawk's rule {rule}: see {_DOCS}{rule}",
+        instead=str(help_text) if help_text else f"see {_DOCS}{rule}",
+        origin="squawk",
+    )
+
+
+def _run(executable: Path, files: Sequence[MigrationFile], *, in_transaction: bool) -> list[Finding]:
+    by_path = {f.path.resolve(): f for f in files}
+    command = [str(executable), "--reporter", "json", f"--exclude={','.join(EXCLUDED_RULES)}"]
+    if in_transaction:
+        command.append("--assume-in-transaction")
+    command += [str(p) for p in by_path]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [_tool_warning("squawk-failed", files[0].path, f"squawk could not run: {exc}", "run it by hand")]
+    # Exit code 1 only means "found something"; anything else is squawk failing.
+    try:
+        items = json.loads(done.stdout or "[]") if done.returncode in (0, 1) else None
+    except json.JSONDecodeError:
+        items = None
+    if not isinstance(items, list):
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        return [
+            _tool_warning(
+                "squawk-failed",
+                files[0].path,
+                f"squawk failed (exit code {done.returncode}): {detail[0] if detail else 'no output'}",
+                f"run `{' '.join(command)}` to see why",
+            )
+        ]
+    found = [_to_finding(item, by_path) for item in items if isinstance(item, dict)]
+    return [f for f in found if f is not None]
+
+
+def run_squawk(files: Sequence[MigrationFile], *, executable: Path | None = None) -> list[Finding]:
+    """Squawk's findings on the given files; a warning finding (never an exception) when it is missing or fails."""
+    if not files:
+        return []
+    executable = executable or find_squawk()
+    if executable is None:
+        return [
+            _tool_warning(
+                "squawk-missing",
+                files[0].path,
+                "squawk is not installed: only the orchestrator's own rules were checked",
+                "install it (`pip install squawk-cli`, a dependency of this project), or pass --no-squawk",
+            )
+        ]
+    found = []
+    for in_transaction in (True, False):
+        group = [f for f in files if f.no_transaction != in_transaction]
+        if group:
+            found += _run(executable, group, in_transaction=in_transaction)
+    return found
+
+
+def drop_duplicates(squawk_findings: Sequence[Finding], ours: Sequence[Finding], files: Sequence[MigrationFile]) -> list[
+    Finding
+]:
+    """Squawk's findings minus those one of our rules already reports on the same statement."""
+    statements = {f.path: statement_lines(f.text) for f in files if f.text is not None}
+    ours_at = {(f.path, f.rule, f.line) for f in ours}
+
+    def lines_of_statement(path: Path, line: int) -> range:
+        for first, last in statements.get(path, []):
+            if first <= line <= last:
+                return range(first, last + 1)
+        return range(line, line + 1)
+
+    kept = []
+    for s in squawk_findings:
+        equivalent = EQUIVALENT_RULES.get(s.rule.removeprefix("squawk:"))
+        if equivalent and any((s.path, equivalent, n) in ours_at for n in lines_of_statement(s.path, s.line)):
+            continue
+        kept.append(s)
+    return kept

@@ -1,0 +1,60 @@
+"""structlog set-up: console or JSON lines on stderr, each event bound to its school, secrets scrubbed.
+
+Passwords are kept out of messages where they are made (DatabaseTarget.scrub); the scrubbing processor here is the
+second line of defence: any known password that still reaches an event is replaced by ***.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+from .target import REDACTED
+
+_secrets: set[str] = set()
+
+
+def register_secrets(secrets: Iterable[str | None]) -> None:
+    _secrets.update(s for s in secrets if s)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
+def scrub_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def configure_logging(fmt: str = "console", level: str = "warning") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
