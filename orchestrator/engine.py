@@ -39,7 +39,7 @@ from .history import (
 from .lock import is_locked, migration_lock
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .source import Migration, MigrationSource
-from .sqltext import line_of
+from .sqltext import line_of, split_statements
 from .target import DatabaseTarget
 
 log = structlog.get_logger("orchestrator.engine")
@@ -284,7 +284,10 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migrat
                 await conn.execute(m.up_sql)
                 await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
     except Exception as exc:
-        raise _step_error(exc, result, m, m.filename, m.up_sql, no_transaction=m.no_transaction) from None
+        error = _step_error(exc, result, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
+        if isinstance(error, MigrationFailed) and error.line is None and not m.no_transaction:
+            await _locate_failure(conn, error, m.up_sql)
+        raise error from None
     elapsed_ns = time.perf_counter_ns() - started_ns
     result.steps.append(MigrationStep(m.version, m.description, "up", elapsed_ns / 1e9))
     log.info("migration.applied", database=result.database, version=m.version, duration_s=elapsed_ns / 1e9)
@@ -309,6 +312,28 @@ async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migra
         raise _step_error(exc, result, m, m.down_filename, m.down_sql, no_transaction=m.down_no_transaction) from None
     result.steps.append(MigrationStep(m.version, m.description, "down", time.perf_counter() - started))
     log.info("migration.reverted", database=result.database, version=m.version)
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def _locate_failure(conn: asyncpg.Connection, error: MigrationFailed, sql: str) -> None:
+    """Some errors carry no position (e.g. "relation already exists"). Replay the file statement by statement in
+    a transaction that is always rolled back, to find the line of the statement that fails the same way."""
+    try:
+        async with conn.transaction():
+            for statement in split_statements(sql):
+                try:
+                    await conn.execute(statement.text)
+                except asyncpg.PostgresError as exc:
+                    if exc.sqlstate == error.sqlstate:
+                        error.line = statement.line
+                        error.message = error.message.replace(f"{error.file}: ", f"{error.file}:{statement.line}: ", 1)
+                    break
+            raise _Rollback
+    except (_Rollback, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        pass  # best effort: the report still names the file
 
 
 def _step_error(

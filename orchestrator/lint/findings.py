@@ -62,6 +62,8 @@ class LintReport:
     files_checked: list[Path]
     #: names recorded in released.sum by `--release`; None when no release was asked for
     released_recorded: list[str] | None = field(default=None)
+    #: `--release` was asked for (and refused when released_recorded is None)
+    release_requested: bool = False
 
     @property
     def errors(self) -> list[Finding]:

@@ -79,9 +79,7 @@ def read_released(path: Path) -> ReleasedSum:
             )
         name = m.group("name")
         if name in entries:
-            raise MigrationSourceError(
-                f"{name} is listed twice", location=Location(path, number), hint=hint
-            )
+            raise MigrationSourceError(f"{name} is listed twice", location=Location(path, number), hint=hint)
         entries[name], where[name] = m.group("digest"), number
     intact = lines[0] == _body_digest(lines[1:])
     return ReleasedSum(path, entries, where, intact, exists=True)

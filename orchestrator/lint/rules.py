@@ -212,7 +212,7 @@ def finding(
     )
 
 
-# --- files ----------------------------------------------------------------------------------------------------------
+# --- files --------------------------------------------------------------------------------------------------------
 
 
 def migration_kind(path: Path) -> MigrationKind:
@@ -268,7 +268,7 @@ class MigrationFile:
         return None
 
 
-# --- text helpers ---------------------------------------------------------------------------------------------------
+# --- text helpers -------------------------------------------------------------------------------------------------
 
 
 def _blank(text: str) -> str:
@@ -365,7 +365,7 @@ def _matching_paren(text: str, open_at: int) -> int:
     return len(text)
 
 
-# --- SQL patterns (matched case-insensitively against masked text) ---------------------------------------------------
+# --- SQL patterns (matched case-insensitively against masked text) ------------------------------------------------
 
 IDENT = r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)'
 QNAME = rf"{IDENT}(?:\s*\.\s*{IDENT}){{0,2}}"
@@ -399,9 +399,7 @@ _CREATE_INDEX = re.compile(
     rf"(?:(?!ON\b){IDENT}\s+)?ON\s+(?:ONLY\s+)?(?P<table>{QNAME})",
     _I,
 )
-_DROP_TABLE = re.compile(
-    rf"\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<tables>{QNAME}(?:\s*,\s*{QNAME})*)", _I
-)
+_DROP_TABLE = re.compile(rf"\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<tables>{QNAME}(?:\s*,\s*{QNAME})*)", _I)
 _REFRESH_MATVIEW = re.compile(r"\s*REFRESH\s+MATERIALIZED\s+VIEW\b", _I)
 _CONCURRENTLY = re.compile(r"\bCONCURRENTLY\b", _I)
 _REFERENCES = re.compile(rf"\bREFERENCES\s+(?P<target>{QNAME})", _I)
@@ -421,7 +419,7 @@ def _shown(name: str) -> str:
     return " ".join(name.split())
 
 
-# --- the statement rules ----------------------------------------------------------------------------------------------
+# --- the statement rules ------------------------------------------------------------------------------------------
 
 
 class _FileChecker:

@@ -118,9 +118,10 @@ def _run(executable: Path, files: Sequence[MigrationFile], *, in_transaction: bo
         done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_SECONDS, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [_tool_warning("squawk-failed", files[0].path, f"squawk could not run: {exc}", "run it by hand")]
-    # Exit code 1 only means "found something"; anything else is squawk failing.
+    # Exit code 0 is "nothing found", 1 "found something" (with a JSON list on stdout); anything else failed.
+    output = done.stdout.strip() or ("[]" if done.returncode == 0 else "")
     try:
-        items = json.loads(done.stdout or "[]") if done.returncode in (0, 1) else None
+        items = json.loads(output) if done.returncode in (0, 1) else None
     except json.JSONDecodeError:
         items = None
     if not isinstance(items, list):
@@ -159,9 +160,9 @@ def run_squawk(files: Sequence[MigrationFile], *, executable: Path | None = None
     return found
 
 
-def drop_duplicates(squawk_findings: Sequence[Finding], ours: Sequence[Finding], files: Sequence[MigrationFile]) -> list[
-    Finding
-]:
+def drop_duplicates(
+    squawk_findings: Sequence[Finding], ours: Sequence[Finding], files: Sequence[MigrationFile]
+) -> list[Finding]:
     """Squawk's findings minus those one of our rules already reports on the same statement."""
     statements = {f.path: statement_lines(f.text) for f in files if f.text is not None}
     ours_at = {(f.path, f.rule, f.line) for f in ours}

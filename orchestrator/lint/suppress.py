@@ -55,9 +55,7 @@ def _covered_lines(text: str, masked: str, comment_line: int, own_line: bool) ->
     statements = statement_lines(text)
     lines = masked.split("\n")
     if own_line:
-        target = next(
-            (n for n in range(comment_line + 1, len(lines) + 1) if lines[n - 1].strip()), comment_line + 1
-        )
+        target = next((n for n in range(comment_line + 1, len(lines) + 1) if lines[n - 1].strip()), comment_line + 1)
         covered = {target}
         for first, last in statements:
             if first == target:
@@ -90,9 +88,7 @@ def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Fin
         rule_part, reason = _split_reason(m.group("rest"))
         rules = frozenset(r for r in re.split(r"[\s,]+", rule_part) if r)
         if not rules:
-            problems.append(
-                finding("suppression-without-rule", file.path, line, column, "`lint:ignore` names no rule")
-            )
+            problems.append(finding("suppression-without-rule", file.path, line, column, "`lint:ignore` names no rule"))
             continue
         if not reason:
             problems.append(

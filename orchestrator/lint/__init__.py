@@ -1,0 +1,119 @@
+"""`orchestrator lint`: the safety gate that stops unsafe migrations before they reach hundreds of databases.
+
+The platform's rules: always add migrations, never edit a released one; adding a table, an index or a column
+with a default is safe; dropping, renaming or retyping a column needs downtime; every foreign key has ON DELETE;
+NOT NULL columns have defaults; every up has a tested down.
+
+    report = lint_paths([Path("migrations")], released_file=Path("migrations/released.sum"))
+    if not report.ok: ...
+
+A run: our rules (rules.py) on every file, the released record (released.py), squawk on the up files
+(squawk.py, duplicates of ours dropped), then in-file suppressions (suppress.py). `lint_migrations` is the same
+on already-loaded migrations, for the gate in front of `migrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UsageError
+from ..source import Migration
+from .findings import Finding, LintReport
+from .released import SUM_FILENAME, check_released, read_released, record_release
+from .rules import MigrationFile, check_file, check_pairs, is_migration_name
+from .squawk import drop_duplicates, run_squawk
+from .suppress import Suppression, apply_suppressions, parse_suppressions
+
+__all__ = [
+    "SUM_FILENAME",
+    "Finding",
+    "LintReport",
+    "default_released_file",
+    "lint_migrations",
+    "lint_paths",
+]
+
+
+def default_released_file(paths: Sequence[Path]) -> Path:
+    """`<dir>/released.sum` for the first path given (a migrations directory, or the directory of a file)."""
+    first = paths[0] if paths else Path("migrations")
+    return (first if first.is_dir() else first.parent) / SUM_FILENAME
+
+
+def _collect(paths: Sequence[Path]) -> list[MigrationFile]:
+    """The files to lint: migration files (by SQLx's naming rule) of each directory, and files named directly."""
+    seen: set[Path] = set()
+    files: list[MigrationFile] = []
+    for path in paths:
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file() and is_migration_name(p.name))
+        elif path.is_file():
+            candidates = [path]
+        else:
+            raise UsageError(
+                f"{path} does not exist",
+                hint="pass a migrations directory or migration files (default: migrations)",
+            )
+        for candidate in candidates:
+            if candidate.resolve() not in seen:
+                seen.add(candidate.resolve())
+                files.append(MigrationFile.read(candidate))
+    return files
+
+
+def _lint(files: Sequence[MigrationFile], *, released_file: Path | None, use_squawk: bool) -> LintReport:
+    ours: list[Finding] = []
+    for file in files:
+        ours += check_file(file)
+    ours += check_pairs(list(files))
+    if released_file is not None:
+        ours += check_released(read_released(released_file), files)
+
+    suppressions: dict[Path, list[Suppression]] = {}
+    for file in files:
+        suppressions[file.path], malformed = parse_suppressions(file)
+        ours += malformed
+
+    found = ours
+    if use_squawk:
+        # Squawk lints what runs forward; down files are allowed to drop what their up created.
+        ups = [f for f in files if f.kind != "down" and f.text is not None]
+        found = ours + drop_duplicates(run_squawk(ups), ours, ups)
+
+    found = apply_suppressions(found, suppressions)
+    found.sort(key=lambda f: (str(f.path), f.line, f.column, f.rule))
+    return LintReport(findings=found, files_checked=[f.path for f in files])
+
+
+def lint_paths(
+    paths: Sequence[Path],
+    *,
+    released_file: Path | None,
+    use_squawk: bool = True,
+    release: bool = False,
+) -> LintReport:
+    """Lint migration files and directories of them. Raises UsageError for a path that does not exist.
+
+    `released_file`: the released.sum to check edits against (None: skip that check; missing file: nothing
+    released yet). `release=True` then records every linted file in it, but only when the lint is clean.
+    """
+    if release and released_file is None:
+        raise UsageError("--release needs a released.sum to record into", hint="pass --released PATH")
+    files = _collect(paths)
+    report = _lint(files, released_file=released_file, use_squawk=use_squawk)
+    report.release_requested = release
+    if release and released_file is not None and report.ok:
+        report.released_recorded = record_release(released_file, files)
+    return report
+
+
+def lint_migrations(migrations: Sequence[Migration], *, directory: Path, use_squawk: bool = True) -> LintReport:
+    """Lint already-loaded migrations (the pending ones, in front of `migrate`), against `directory`/released.sum."""
+    files: list[MigrationFile] = []
+    for m in migrations:
+        # The loader decoded the bytes as strict UTF-8, so encoding the text gives back the exact bytes.
+        files.append(MigrationFile(m.up_path, m.up_sql.encode("utf-8"), m.up_sql))
+        if m.down_path is not None and m.down_sql is not None:
+            files.append(MigrationFile(m.down_path, m.down_sql.encode("utf-8"), m.down_sql))
+    return _lint(files, released_file=directory / SUM_FILENAME, use_squawk=use_squawk)

@@ -1,0 +1,94 @@
+"""Helpers to build small fleets for tests: migration directories, registries, and in-process runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pgfixtures import PG_PASSWORD, create_database, run_sync, unique_db_name
+
+from orchestrator.devserver import DevServer
+from orchestrator.operations import Command
+from orchestrator.report import RunReport
+from orchestrator.runner import JobSpec, prepare, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Three small migrations; the second one sleeps when the school's name asks for it (slow_ prefix), so tests can
+# catch a school mid-migration.
+BASIC = {
+    "1_create_log.sql": "CREATE TABLE log (id serial PRIMARY KEY, note text NOT NULL DEFAULT '');\n",
+    "2_slow_step.sql": (
+        "INSERT INTO log (note) VALUES ('two');\n"
+        "SELECT CASE WHEN current_database() LIKE '%slow%' THEN pg_sleep(1.5) END;\n"
+        "CREATE TABLE two (id int);\n"
+    ),
+    "3_add_three.sql": "INSERT INTO log (note) VALUES ('three');\nCREATE TABLE three (id int);\n",
+}
+
+
+def make_migrations(directory: Path, files: dict[str, str] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, sql in (files or BASIC).items():
+        (directory / name).write_text(sql)
+    return directory
+
+
+def make_school(server: DevServer, label: str) -> str:
+    """Create an empty school database; returns its name."""
+    name = unique_db_name(label)
+    run_sync(create_database(server.url(), name))
+    return name
+
+
+def registry_url(server: DevServer, database: str) -> str:
+    """A registry URL whose password comes from ${PGPW}: passwords stay out of the file."""
+    return f"postgresql://postgres:${{PGPW}}@127.0.0.1:{server.port}/{database}"
+
+
+def write_registry(path: Path, tenants: Sequence[tuple[str, str, Sequence[str]]], defaults: str = "") -> Path:
+    lines = [defaults.rstrip(), "tenants:"] if defaults else ["tenants:"]
+    for tenant_id, url, tags in tenants:
+        lines.append(f"  - id: {tenant_id}")
+        lines.append(f"    url: {url}")
+        if tags:
+            lines.append(f"    tags: [{', '.join(tags)}]")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_fleet_job(command: Command, registry: Path, migrations: Path, **spec: Any) -> RunReport:
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(JobSpec(command=command, registry_path=registry, migrations_dir=migrations, **spec))
+    return run_sync(run(job))
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a subprocess (signals, exit codes, two processes at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PGPW": PG_PASSWORD, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PGPW": PG_PASSWORD},
+        cwd=ROOT,
+    )
+
+
+def by_id(report: RunReport) -> dict[str, Any]:
+    return {o.tenant.id: o.result for o in report.outcomes}

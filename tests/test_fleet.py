@@ -1,0 +1,326 @@
+"""Fleet rollouts on real servers: budgets, waves, the failure budget, resume, signals, two orchestrators at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+from fleetkit import by_id, cli, make_migrations, make_school, popen, registry_url, run_fleet_job, write_registry
+from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync
+
+from orchestrator.devserver import DevServer, free_port
+from orchestrator.fleet import FailureBudget, FleetOptions
+from orchestrator.operations import Command, Overrides
+from orchestrator.outcome import Status
+from orchestrator.sqlx import advisory_lock_key
+
+
+def history(server: DevServer, db: str) -> list[int]:
+    return [r["version"] for r in fetch_sync(server.url(db), "SELECT version FROM _sqlx_migrations ORDER BY 1")]
+
+
+def tables(server: DevServer, db: str) -> set[str]:
+    rows = fetch_sync(server.url(db), "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r["tablename"] for r in rows}
+
+
+def assert_consistent(server: DevServer, db: str) -> None:
+    """Every applied version's effects exist, and no unapplied version's effects do."""
+    applied = set(history(server, db)) if "_sqlx_migrations" in tables(server, db) else set()
+    present = tables(server, db)
+    assert (1 in applied) == ("log" in present)
+    assert (2 in applied) == ("two" in present)
+    assert (3 in applied) == ("three" in present)
+    if "log" in present:
+        notes = [r["note"] for r in fetch_sync(server.url(db), "SELECT note FROM log ORDER BY id")]
+        expected = [n for v, n in ((2, "two"), (3, "three")) if v in applied]
+        assert notes == expected, "each migration ran exactly once"
+
+
+def test_a_mixed_fleet_over_two_servers_reports_each_school(tmp_path: Path, pg: DevServer, pg2: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    healthy = [make_school(pg, "ok_a"), make_school(pg2, "ok_b"), make_school(pg2, "ok_c")]
+    failing = make_school(pg, "failing")
+    execute_sync(pg.url(failing), "CREATE TABLE two (id int)")  # migration 2 will collide with it
+    locked = make_school(pg2, "locked")
+    tenants = [(f"s{i}", registry_url(srv, db), []) for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy))]
+    tenants += [
+        ("failing", registry_url(pg, failing), []),
+        ("locked", registry_url(pg2, locked), []),
+        ("gone", f"postgresql://postgres:${{PGPW}}@127.0.0.1:{free_port()}/nowhere", []),
+    ]
+    registry = write_registry(tmp_path / "tenants.yaml", tenants)
+
+    async def hold_lock_and_run() -> object:
+        conn = await asyncpg.connect(pg2.url(locked))
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(locked))
+            return await anyio.to_thread.run_sync(
+                lambda: run_fleet_job(
+                    Command.MIGRATE,
+                    registry,
+                    migrations,
+                    overrides=Overrides(lock_wait=1.0, connect_timeout=2.0),
+                    fleet=FleetOptions(retries=1, retry_backoff=0.05),
+                )
+            )
+        finally:
+            await conn.close()
+
+    report = anyio.run(hold_lock_and_run)
+    results = by_id(report)  # type: ignore[arg-type]
+    for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy)):
+        assert results[f"s{i}"].status is Status.APPLIED
+        assert history(srv, db) == [1, 2, 3]
+    assert results["failing"].status is Status.FAILED
+    assert results["failing"].error.sqlstate == "42P07"
+    assert results["failing"].error.file == "2_slow_step.sql"
+    assert history(pg, failing) == [1], "the failed file and its row rolled back together"
+    assert fetch_sync(pg.url(failing), "SELECT note FROM log") == []
+    assert results["locked"].status is Status.LOCKED
+    assert results["locked"].attempts == 2, "a lock is transient: retried once"
+    assert results["gone"].status is Status.UNREACHABLE
+    assert results["gone"].attempts == 2
+    assert not report.ok  # type: ignore[attr-defined]
+
+
+def test_a_server_never_sees_more_sessions_than_its_budget(tmp_path: Path, pg: DevServer, pg2: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [(srv, make_school(srv, f"slow_budget_{i}")) for i in range(4) for srv in (pg, pg2)]
+    registry = write_registry(
+        tmp_path / "tenants.yaml", [(f"s{i}", registry_url(srv, db), []) for i, (srv, db) in enumerate(schools)]
+    )
+    peak = {pg.port: 0, pg2.port: 0}
+    done = False
+
+    async def watch() -> None:
+        conns = {srv.port: await asyncpg.connect(srv.url()) for srv in (pg, pg2)}
+        try:
+            while not done:
+                for port, conn in conns.items():
+                    n = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'orchestrator' AND datname LIKE 't_slow_budget%'"
+                    )
+                    peak[port] = max(peak[port], n)
+                await anyio.sleep(0.05)
+        finally:
+            for conn in conns.values():
+                await conn.close()
+
+    async def main() -> None:
+        nonlocal done
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await anyio.to_thread.run_sync(
+                lambda: run_fleet_job(
+                    Command.MIGRATE, registry, migrations, fleet=FleetOptions(concurrency=10), per_server=2
+                )
+            )
+            done = True
+
+    anyio.run(main)
+    assert peak == {pg.port: 2, pg2.port: 2}, "the budget was used, and never exceeded"
+
+
+def test_the_failure_budget_halts_and_skips_the_rest(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, f"budget_{i}") for i in range(5)]
+    for db in schools:
+        execute_sync(pg.url(db), "CREATE TABLE two (id int)")
+    registry = write_registry(
+        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
+    )
+    report = run_fleet_job(
+        Command.MIGRATE,
+        registry,
+        migrations,
+        fleet=FleetOptions(concurrency=1, max_failures=FailureBudget.parse("2")),
+    )
+    statuses = [o.result.status for o in report.outcomes]
+    assert statuses.count(Status.FAILED) == 2
+    assert statuses.count(Status.SKIPPED) == 3
+    assert report.run.halted and "--max-failures 2" in report.run.halted
+    skipped = [o.result for o in report.outcomes if o.result.status is Status.SKIPPED]
+    assert all("max-failures" in r.notes[0] for r in skipped)
+    for db in schools[2:]:
+        assert "_sqlx_migrations" not in tables(pg, db), "skipped schools were not touched"
+
+
+def test_a_failing_canary_stops_the_rollout(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    canary, *rest = [make_school(pg, f"canary_{i}") for i in range(3)]
+    execute_sync(pg.url(canary), "CREATE TABLE two (id int)")
+    registry = write_registry(
+        tmp_path / "t.yaml",
+        [("canary", registry_url(pg, canary), ["canary"])]
+        + [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(rest)],
+    )
+    report = run_fleet_job(Command.MIGRATE, registry, migrations)
+    results = by_id(report)
+    assert results["canary"].status is Status.FAILED
+    assert results["s0"].status is results["s1"].status is Status.SKIPPED
+    assert "canary wave failed" in (report.run.halted or "")
+    assert all("_sqlx_migrations" not in tables(pg, db) for db in rest)
+
+
+def test_resume_reruns_only_the_schools_that_did_not_end_ok(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    good, bad = make_school(pg, "resume_good"), make_school(pg, "resume_bad")
+    execute_sync(pg.url(bad), "CREATE TABLE two (id int)")
+    registry = write_registry(
+        tmp_path / "t.yaml", [("good", registry_url(pg, good), []), ("bad", registry_url(pg, bad), [])]
+    )
+    first = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--report",
+                str(tmp_path / "r1.json"), "--no-progress")  # fmt: skip
+    assert first.returncode == 1
+    assert "--resume" in first.stdout, "the output says how to redo only what failed"
+    execute_sync(pg.url(bad), "DROP TABLE two")
+    second = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--resume",
+                 str(tmp_path / "r1.json"), "--report", str(tmp_path / "r2.json"), "--no-progress")  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    schools = json.loads((tmp_path / "r2.json").read_text())["schools"]
+    assert [(s["id"], s["status"]) for s in schools] == [("bad", "applied")]
+    assert schools[0]["applied"] == [2, 3]
+
+
+def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    ok, bad = make_school(pg, "report_ok"), make_school(pg, "report_bad")
+    execute_sync(pg.url(bad), "CREATE TABLE three (id int)")
+    registry = write_registry(
+        tmp_path / "t.yaml",
+        [("ok", registry_url(pg, ok), ["north"]), ("bad", registry_url(pg, bad), []),
+         ("wrongpw", f"postgresql://postgres:{PG_PASSWORD}x@127.0.0.1:{pg.port}/{ok}_x", [])],
+    )  # fmt: skip
+    result = cli("--log-format", "json", "migrate", "--registry", str(registry), "--migrations", str(migrations),
+                 "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))  # fmt: skip
+    assert result.returncode == 1
+    for text in (result.stdout, result.stderr, (tmp_path / "r.json").read_text(), (tmp_path / "j.xml").read_text()):
+        assert PG_PASSWORD not in text
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["schema_version"] == 1
+    assert data["summary"]["by_status"] == {"applied": 1, "failed": 1, "unreachable": 1}
+    schools = {s["id"]: s for s in data["schools"]}
+    assert schools["ok"]["applied"] == [1, 2, 3] and schools["ok"]["version_after"] == 3
+    assert schools["ok"]["tags"] == ["north"]
+    assert [s["version"] for s in schools["ok"]["steps"]] == [1, 2, 3]
+    bad_error = schools["bad"]["error"]
+    assert (bad_error["code"], bad_error["sqlstate"], bad_error["file"], bad_error["line"]) == (
+        "migration_failed", "42P07", "3_add_three.sql", 2,
+    )  # fmt: skip
+    assert schools["bad"]["version_before"] is None and schools["bad"]["version_after"] == 2
+    cases = ET.parse(tmp_path / "j.xml").getroot().findall("testcase")
+    assert sorted(c.get("name") for c in cases) == ["bad", "ok", "wrongpw"]
+    assert len([c for c in cases if c.find("failure") is not None]) == 2
+    log_lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(e.get("school") == "bad" and e["event"] == "database.failed" for e in log_lines)
+
+
+def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "untouched")
+    registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, db), []), ("a", registry_url(pg, "x"), [])])
+    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations))
+    assert result.returncode == 2
+    assert f"{registry}:" in result.stderr and "already used" in result.stderr
+    good = write_registry(tmp_path / "g.yaml", [("a", registry_url(pg, db), [])])
+    for args in (["--max-failures", "lots"], ["--shard", "2/2"], ["--tenant", "zz"], ["--lock-timeout", "soon"]):
+        result = cli("migrate", "--registry", str(good), "--migrations", str(migrations), *args)
+        assert result.returncode == 2, args
+        assert "what to do" in result.stderr or "hint" in result.stderr or "Error" in result.stderr
+    assert "_sqlx_migrations" not in tables(pg, db)
+
+
+def test_sigint_lets_running_schools_finish_and_skips_the_rest(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, f"slow_sigint_{i}") for i in range(4)]
+    registry = write_registry(
+        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
+    )
+    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+                 "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
+    deadline = time.monotonic() + 30
+    while fetchval_sync(
+        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
+        "AND datname LIKE 't_slow_sigint%'"
+    ) == 0:  # fmt: skip
+        assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    statuses = [s["status"] for s in report["schools"]]
+    assert report["interrupted"] is True
+    assert statuses[0] == "applied", "the running school finished its migrations"
+    assert "skipped" in statuses
+    for db in schools:
+        assert_consistent(pg, db)
+    again = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    assert again.returncode == 0, again.stdout
+    for db in schools:
+        assert history(pg, db) == [1, 2, 3]
+        assert_consistent(pg, db)
+
+
+def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, f"twice_{i}") for i in range(3)] + [make_school(pg, "slow_twice")]
+    registry = write_registry(
+        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
+    )
+    args = ("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
+    procs = [popen(*args), popen(*args)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applied_by = {}
+    for stdout, _ in outputs:
+        for school in json.loads(stdout)["schools"]:
+            for version in school["applied"]:
+                assert (school["id"], version) not in applied_by, "applied twice"
+                applied_by[(school["id"], version)] = True
+    assert len(applied_by) == 3 * len(schools)
+    for db in schools:
+        assert history(pg, db) == [1, 2, 3]
+        assert_consistent(pg, db)
+
+
+def test_shards_split_a_rollout_between_processes(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, f"shard_{i}") for i in range(6)]
+    registry = write_registry(
+        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
+    )
+    seen: list[str] = []
+    for index in range(2):
+        result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--shard",
+                     f"{index}/2", "--json", "--no-progress")  # fmt: skip
+        assert result.returncode == 0
+        seen += [s["id"] for s in json.loads(result.stdout)["schools"]]
+    assert sorted(seen) == sorted(f"s{i}" for i in range(6))
+
+
+@pytest.mark.parametrize("command", ["status", "plan"])
+def test_status_and_plan_show_a_version_histogram_and_write_nothing(
+    tmp_path: Path, pg: DevServer, command: str
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    done, fresh = make_school(pg, f"{command}_done"), make_school(pg, f"{command}_fresh")
+    registry = write_registry(
+        tmp_path / "t.yaml", [("done", registry_url(pg, done), []), ("fresh", registry_url(pg, fresh), [])]
+    )
+    assert (
+        cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "done").returncode == 0
+    )
+    result = cli(command, "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    assert result.returncode == 0, result.stdout
+    assert "versions across the fleet" in result.stdout
+    assert "3 ############################## 1 (latest)" in result.stdout.replace("  ", " ").replace("  ", " ")
+    assert "_sqlx_migrations" not in tables(pg, fresh), f"{command} wrote nothing"
