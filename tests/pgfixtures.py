@@ -95,13 +95,9 @@ async def create_database(server_url: str, name: str) -> str:
 
 async def drop_database(server_url: str, name: str) -> None:
     """Drop `name` if it exists, disconnecting whoever is still connected (tests may leak connections)."""
-    await execute(
-        with_database(server_url, "postgres"), f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
-    )
+    await execute(with_database(server_url, "postgres"), f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 async def database_exists(server_url: str, name: str) -> bool:
-    rows = await fetch(
-        with_database(server_url, "postgres"), "SELECT 1 FROM pg_database WHERE datname = $1", name
-    )
+    rows = await fetch(with_database(server_url, "postgres"), "SELECT 1 FROM pg_database WHERE datname = $1", name)
     return bool(rows)

@@ -49,7 +49,9 @@ def test_a_mixed_fleet_over_two_servers_reports_each_school(tmp_path: Path, pg: 
     failing = make_school(pg, "failing")
     execute_sync(pg.url(failing), "CREATE TABLE two (id int)")  # migration 2 will collide with it
     locked = make_school(pg2, "locked")
-    tenants = [(f"s{i}", registry_url(srv, db), []) for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy))]
+    tenants = [
+        (f"s{i}", registry_url(srv, db), []) for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy, strict=True))
+    ]
     tenants += [
         ("failing", registry_url(pg, failing), []),
         ("locked", registry_url(pg2, locked), []),
@@ -75,7 +77,7 @@ def test_a_mixed_fleet_over_two_servers_reports_each_school(tmp_path: Path, pg: 
 
     report = anyio.run(hold_lock_and_run)
     results = by_id(report)  # type: ignore[arg-type]
-    for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy)):
+    for i, (srv, db) in enumerate(zip([pg, pg2, pg2], healthy, strict=True)):
         assert results[f"s{i}"].status is Status.APPLIED
         assert history(srv, db) == [1, 2, 3]
     assert results["failing"].status is Status.FAILED

@@ -1,0 +1,3 @@
+-- Undo add_library.
+
+DROP TABLE library_books;

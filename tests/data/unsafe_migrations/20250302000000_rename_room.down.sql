@@ -1,0 +1,1 @@
+ALTER TABLE classes RENAME COLUMN room_code TO room;

@@ -1,0 +1,1 @@
+ALTER TABLE grades ALTER COLUMN score TYPE numeric(5,2);

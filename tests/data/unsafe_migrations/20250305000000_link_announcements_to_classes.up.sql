@@ -1,0 +1,2 @@
+-- Announcements can target one class.
+ALTER TABLE announcements ADD COLUMN class_id uuid REFERENCES classes (id);

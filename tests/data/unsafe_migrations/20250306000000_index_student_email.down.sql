@@ -1,0 +1,1 @@
+DROP INDEX students_email_idx;

@@ -1,0 +1,2 @@
+-- Look students up by email.
+CREATE INDEX students_email_idx ON students (email);

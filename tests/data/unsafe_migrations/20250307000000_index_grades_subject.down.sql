@@ -1,0 +1,1 @@
+DROP INDEX grades_subject_idx;

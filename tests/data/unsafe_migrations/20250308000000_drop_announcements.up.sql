@@ -1,0 +1,3 @@
+-- Announcements move to the messaging service.
+
+DROP TABLE announcements;

@@ -1,0 +1,1 @@
+ALTER TABLE marks RENAME TO grades;

@@ -1,0 +1,2 @@
+-- "Marks" is what the schools call them.
+ALTER TABLE grades RENAME TO marks;

@@ -1,0 +1,2 @@
+-- lint:ignore drop-column
+ALTER TABLE teachers DROP COLUMN phone;

@@ -1,0 +1,646 @@
+"""`orchestrator lint` and `orchestrator new`: pure files, no database.
+
+Each rule fires on an unsafe example at the right line and stays quiet on its safe alternative. Squawk runs for
+real where it is installed (the squawk-cli wheel puts it next to the venv's python).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from orchestrator.cli_lint import register
+from orchestrator.errors import InvalidInput, MigrationSourceError, UsageError
+from orchestrator.lint import LintReport, lint_migrations, lint_paths
+from orchestrator.lint import squawk as squawk_module
+from orchestrator.lint.released import SUM_FILENAME, digest, read_released, render_released
+from orchestrator.lint.render import render_editor, render_text
+from orchestrator.newfile import DOWN_CONTENT, UP_CONTENT, new_migration
+from orchestrator.source import load_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+UNSAFE_DIR = Path(__file__).resolve().parent / "data" / "unsafe_migrations"
+UP = "20250401000000_change.up.sql"
+DOWN = "20250401000000_change.down.sql"
+
+needs_squawk = pytest.mark.skipif(squawk_module.find_squawk() is None, reason="squawk is not installed")
+
+
+def write_migration(directory: Path, up: str | bytes, *, down: str | bytes | None = "SELECT 1;\n") -> Path:
+    """Write the pair 20250401000000_change.{up,down}.sql (no down file when `down` is None); returns the up path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / UP
+    path.write_bytes(up if isinstance(up, bytes) else up.encode())
+    if down is not None:
+        (directory / DOWN).write_bytes(down if isinstance(down, bytes) else down.encode())
+    return path
+
+
+def lint_sql(tmp_path: Path, up: str | bytes, *, down: str | bytes | None = "SELECT 1;\n") -> LintReport:
+    """Our rules only (squawk has its own tests), on one migration."""
+    write_migration(tmp_path, up, down=down)
+    return lint_paths([tmp_path], released_file=None, use_squawk=False)
+
+
+def flagged(report: LintReport) -> set[tuple[str, int]]:
+    """(rule, line) of every unsuppressed finding."""
+    return {(f.rule, f.line) for f in report.findings if not f.suppressed}
+
+
+# --- our rules: unsafe example (rule, line) and its safe alternative ----------------------------------------------
+
+CASES = [
+    pytest.param(
+        "drop-column",
+        "-- Phones move to guardians.\nALTER TABLE students\n    DROP COLUMN phone;\n",
+        3,
+        "-- Phones move to guardians.\nALTER TABLE students ADD COLUMN guardian_phone text;\n",
+        id="drop-column",
+    ),
+    pytest.param(
+        "drop-column",
+        "ALTER TABLE students ADD COLUMN x text,\n  DROP IF EXISTS phone CASCADE;\n",
+        2,
+        "ALTER TABLE students DROP CONSTRAINT students_phone_check;\n",
+        id="drop-column-without-keyword",
+    ),
+    pytest.param(
+        "drop-table",
+        "-- Announcements move elsewhere.\n\nDROP TABLE IF EXISTS announcements;\n",
+        3,
+        "CREATE TABLE scratch (id bigint PRIMARY KEY);\nDROP TABLE scratch;\n",
+        id="drop-table",
+    ),
+    pytest.param(
+        "rename-column",
+        "SELECT 1;\nALTER TABLE classes RENAME room TO room_code;\n",
+        2,
+        "ALTER TABLE classes RENAME CONSTRAINT classes_room_check TO classes_room_code_check;\n",
+        id="rename-column",
+    ),
+    pytest.param(
+        "rename-table",
+        "-- Marks.\nALTER TABLE IF EXISTS grades RENAME TO marks;\n",
+        2,
+        "-- Marks.\nCREATE VIEW marks AS SELECT * FROM grades;\n",
+        id="rename-table",
+    ),
+    pytest.param(
+        "change-column-type",
+        "-- Wider scores.\nALTER TABLE grades\n  ALTER COLUMN score TYPE numeric(6,2) USING score::numeric(6,2);\n",
+        3,
+        "-- Wider scores.\nALTER TABLE grades ALTER COLUMN score SET DEFAULT 0;\n",
+        id="change-column-type",
+    ),
+    pytest.param(
+        "change-column-type",
+        'ALTER TABLE ONLY "Grades" ALTER "Score" SET DATA TYPE bigint;\n',
+        1,
+        'ALTER TABLE ONLY "Grades" ALTER "Score" DROP NOT NULL;\n',
+        id="set-data-type",
+    ),
+    pytest.param(
+        "add-not-null-without-default",
+        "-- Nationality.\nALTER TABLE students ADD COLUMN nationality text NOT NULL;\n",
+        2,
+        "-- Nationality.\nALTER TABLE students ADD COLUMN nationality text NOT NULL DEFAULT 'unknown';\n",
+        id="add-not-null",
+    ),
+    pytest.param(
+        "add-not-null-without-default",
+        "ALTER TABLE students\n  ADD COLUMN IF NOT EXISTS nationality text\n    NOT NULL;\n",
+        3,
+        "ALTER TABLE students ADD COLUMN nationality text CHECK (nationality IS NOT NULL);\n",
+        id="add-not-null-multiline",
+    ),
+    pytest.param(
+        "fk-without-on-delete",
+        "CREATE TABLE homework (\n  id bigint PRIMARY KEY,\n  class_id uuid NOT NULL REFERENCES classes (id)\n);\n",
+        3,
+        "CREATE TABLE homework (\n  id bigint PRIMARY KEY,\n"
+        "  class_id uuid NOT NULL REFERENCES classes (id) ON DELETE CASCADE\n);\n",
+        id="fk-column",
+    ),
+    pytest.param(
+        "fk-without-on-delete",
+        "CREATE TABLE homework (\n  id bigint PRIMARY KEY,\n  class_id uuid,\n"
+        "  FOREIGN KEY (class_id) REFERENCES classes (id) ON UPDATE CASCADE\n);\n",
+        4,
+        "CREATE TABLE homework (\n  id bigint PRIMARY KEY,\n  class_id uuid,\n"
+        "  FOREIGN KEY (class_id) REFERENCES classes (id) ON UPDATE CASCADE ON DELETE RESTRICT\n);\n",
+        id="fk-table-constraint",
+    ),
+    pytest.param(
+        "fk-without-on-delete",
+        "-- Link.\nALTER TABLE announcements ADD CONSTRAINT announcements_class_fk\n"
+        "  FOREIGN KEY (class_id) REFERENCES classes (id) NOT VALID;\n",
+        3,
+        "-- Link.\nALTER TABLE announcements ADD CONSTRAINT announcements_class_fk\n"
+        "  FOREIGN KEY (class_id) REFERENCES classes (id) ON DELETE SET NULL NOT VALID;\n",
+        id="fk-alter-table",
+    ),
+    pytest.param(
+        "index-without-concurrently",
+        "-- Lookup.\nCREATE UNIQUE INDEX students_email_idx ON students (email);\n",
+        2,
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS students_email_idx ON students (email);\n",
+        id="index-without-concurrently",
+    ),
+    pytest.param(
+        "index-without-concurrently",
+        "CREATE INDEX ON ONLY public.students (email);\n",
+        1,
+        "CREATE TABLE library (id bigint PRIMARY KEY, title text);\nCREATE INDEX ON library (title);\n",
+        id="index-unnamed",
+    ),
+    pytest.param(
+        "concurrently-in-transaction",
+        "-- Index.\nCREATE INDEX CONCURRENTLY students_email_idx ON students (email);\n",
+        2,
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY students_email_idx ON students (email);\n",
+        id="concurrently-in-transaction",
+    ),
+    pytest.param(
+        "concurrently-in-transaction",
+        "SELECT 1;\nDROP INDEX CONCURRENTLY students_email_idx;\n",
+        2,
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY class_sizes;\n",
+        id="drop-index-concurrently",
+    ),
+    pytest.param(
+        "no-transaction-multiple-statements",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\nCREATE INDEX CONCURRENTLY b_idx ON t (b);\n",
+        3,
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\n",
+        id="no-transaction-multiple-statements",
+    ),
+    pytest.param(
+        "byte-order-mark",
+        b"\xef\xbb\xbfCREATE TABLE t (id bigint PRIMARY KEY);\n",
+        1,
+        b"CREATE TABLE t (id bigint PRIMARY KEY);\n",
+        id="byte-order-mark",
+    ),
+    pytest.param(
+        "crlf-line-endings",
+        b"-- LF here\nCREATE TABLE t (id bigint PRIMARY KEY);\r\n",
+        2,
+        b"-- LF here\nCREATE TABLE t (id bigint PRIMARY KEY);\n",
+        id="crlf-line-endings",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "unsafe", "line", "safe"), CASES)
+def test_rule_fires_on_unsafe_and_stays_quiet_on_safe(
+    tmp_path: Path, rule: str, unsafe: str | bytes, line: int, safe: str | bytes
+) -> None:
+    report = lint_sql(tmp_path / "unsafe", unsafe)
+    assert (rule, line) in flagged(report), render_text(report)
+    finding = next(f for f in report.findings if f.rule == rule)
+    assert finding.why and finding.instead and finding.origin == "orchestrator"
+
+    quiet = lint_sql(tmp_path / "safe", safe)
+    assert quiet.findings == [], render_text(quiet)
+
+
+def test_findings_point_at_the_exact_column(tmp_path: Path) -> None:
+    report = lint_sql(tmp_path, "-- x\nALTER TABLE students DROP COLUMN phone;\n")
+    (f,) = report.findings
+    assert (f.line, f.column) == (2, 22)
+    assert f.severity == "error" and "phone" in f.message and "students" in f.message
+
+
+def test_missing_down_fires_and_a_pair_is_quiet(tmp_path: Path) -> None:
+    assert ("missing-down", 1) in flagged(lint_sql(tmp_path / "a", "SELECT 1;\n", down=None))
+    assert lint_sql(tmp_path / "b", "SELECT 1;\n").findings == []
+    # A down without its up, linted as a loose file.
+    orphan = tmp_path / "c" / DOWN
+    orphan.parent.mkdir()
+    orphan.write_text("SELECT 1;\n")
+    assert ("down-without-up", 1) in flagged(lint_paths([orphan], released_file=None, use_squawk=False))
+
+
+def test_simple_migrations_need_no_down(tmp_path: Path) -> None:
+    (tmp_path / "20250401000000_simple.sql").write_text("CREATE TABLE t (id bigint PRIMARY KEY);\n")
+    assert lint_paths([tmp_path], released_file=None, use_squawk=False).findings == []
+
+
+def test_down_files_may_drop_what_their_up_created(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "ALTER TABLE students ADD COLUMN nickname text;\n",
+        down="ALTER TABLE students DROP COLUMN nickname;\nDROP TABLE IF EXISTS library;\n"
+        "ALTER TABLE classes RENAME room_code TO room;\n",
+    )
+    assert report.findings == []
+
+
+def test_down_files_still_get_the_rules_that_make_them_fail(tmp_path: Path) -> None:
+    report = lint_sql(tmp_path, "SELECT 1;\n", down="-- undo\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\n")
+    assert flagged(report) == {("concurrently-in-transaction", 2)}
+    assert report.findings[0].path.name == DOWN
+
+
+def test_sql_in_comments_strings_and_function_bodies_is_not_flagged(tmp_path: Path) -> None:
+    sql = (
+        "-- ALTER TABLE students DROP COLUMN phone;\n"
+        "/* DROP TABLE students; */\n"
+        "COMMENT ON TABLE students IS 'we will DROP TABLE students; one day';\n"
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\n"
+        "BEGIN EXECUTE 'ALTER TABLE students DROP COLUMN phone'; END $$;\n"
+    )
+    assert lint_sql(tmp_path, sql).findings == []
+
+
+def test_changes_to_a_table_created_in_the_same_file_are_safe(tmp_path: Path) -> None:
+    sql = (
+        "CREATE TABLE library (id bigint PRIMARY KEY, title text, isbn varchar(13));\n"
+        "ALTER TABLE library ADD COLUMN shelf text NOT NULL;\n"
+        "ALTER TABLE library ALTER COLUMN isbn TYPE text, DROP COLUMN title;\n"
+        "CREATE INDEX library_shelf_idx ON library (shelf);\n"
+    )
+    assert lint_sql(tmp_path, sql).findings == []
+
+
+def test_not_utf8_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    report = lint_sql(tmp_path, b"SELECT '\xff';\n")
+    assert flagged(report) == {("not-utf8", 1)}
+
+
+def test_missing_path_is_invalid_input(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        lint_paths([tmp_path / "nope"], released_file=None, use_squawk=False)
+
+
+# --- suppressions -------------------------------------------------------------------------------------------------
+
+
+def test_suppression_with_reason_on_the_line_before(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "-- lint:ignore drop-column reason: nothing reads it since v42\nALTER TABLE students\n  DROP COLUMN phone;\n",
+    )
+    (f,) = report.findings
+    assert f.rule == "drop-column" and f.line == 3
+    assert f.suppressed and f.suppression_reason == "nothing reads it since v42"
+    assert report.ok and report.errors == [] and report.suppressed == [f]
+    assert "suppressed" in render_text(report) and render_editor(report) == ""
+
+
+def test_suppression_at_the_end_of_the_line(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "ALTER TABLE students DROP COLUMN phone;  -- lint:ignore drop-column reason: unused since v42\n"
+        "ALTER TABLE students DROP COLUMN email;\n",
+    )
+    assert flagged(report) == {("drop-column", 2)}
+    assert [f.line for f in report.suppressed] == [1]
+
+
+def test_suppression_covers_only_the_rules_it_names(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "-- lint:ignore rename-column reason: wrong rule\nALTER TABLE students DROP COLUMN phone;\n",
+    )
+    assert flagged(report) == {("drop-column", 2)}
+
+
+def test_suppression_without_reason_is_an_error_and_suppresses_nothing(tmp_path: Path) -> None:
+    report = lint_sql(tmp_path, "-- lint:ignore drop-column\nALTER TABLE students DROP COLUMN phone;\n")
+    assert flagged(report) == {("suppression-without-reason", 1), ("drop-column", 2)}
+    assert not report.ok
+
+
+def test_file_suppression_in_the_first_comment_block(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "-- Drop the old phone columns.\n"
+        "-- lint:ignore-file drop-column, rename-column reason: the app stopped using them in v42\n\n"
+        "ALTER TABLE students DROP COLUMN phone;\nALTER TABLE teachers DROP COLUMN phone;\n"
+        "ALTER TABLE classes RENAME room TO room_code;\n",
+    )
+    assert len(report.suppressed) == 3 and report.ok
+
+
+def test_file_suppression_after_the_first_statement_is_an_error(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "ALTER TABLE students DROP COLUMN phone;\n-- lint:ignore-file drop-column reason: too late\n",
+    )
+    assert flagged(report) == {("drop-column", 1), ("misplaced-suppression", 2)}
+
+
+# --- released files -----------------------------------------------------------------------------------------------
+
+
+def release(directory: Path) -> Path:
+    report = lint_paths([directory], released_file=directory / SUM_FILENAME, use_squawk=False, release=True)
+    assert report.ok and report.released_recorded, render_text(report)
+    return directory / SUM_FILENAME
+
+
+def test_release_records_every_file_with_a_checked_header(tmp_path: Path) -> None:
+    up = write_migration(tmp_path, "CREATE TABLE t (id bigint PRIMARY KEY);\n", down="DROP TABLE t;\n")
+    sum_file = release(tmp_path)
+    lines = sum_file.read_text().splitlines()
+    assert lines[1:] == [f"{DOWN} {digest((tmp_path / DOWN).read_bytes())}", f"{UP} {digest(up.read_bytes())}"]
+    assert re.fullmatch(r"sha384:[0-9a-f]{96}", lines[0])
+    released = read_released(sum_file)
+    assert released.intact and set(released.entries) == {UP, DOWN}
+    # Unchanged files lint clean against their record.
+    assert lint_paths([tmp_path], released_file=sum_file, use_squawk=False).findings == []
+
+
+def test_release_is_refused_while_the_lint_fails(tmp_path: Path) -> None:
+    write_migration(tmp_path, "ALTER TABLE students DROP COLUMN phone;\n")
+    report = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, release=True)
+    assert not report.ok and report.released_recorded is None
+    assert not (tmp_path / SUM_FILENAME).exists()
+
+
+def test_editing_a_released_file_is_an_error(tmp_path: Path) -> None:
+    up = write_migration(tmp_path, "CREATE TABLE t (id bigint PRIMARY KEY);\n")
+    sum_file = release(tmp_path)
+    up.write_text("CREATE TABLE t (id bigint PRIMARY KEY, name text);\n")
+    report = lint_paths([tmp_path], released_file=sum_file, use_squawk=False)
+    (f,) = report.findings
+    assert (f.rule, f.path, f.line) == ("released-file-edited", up, 1) and not report.ok
+    assert "line endings" not in f.message
+
+
+def test_a_crlf_only_difference_says_so(tmp_path: Path) -> None:
+    up = write_migration(tmp_path, "-- t\nCREATE TABLE t (id bigint PRIMARY KEY);\n")
+    sum_file = release(tmp_path)
+    up.write_bytes(up.read_bytes().replace(b"\n", b"\r\n"))
+    report = lint_paths([tmp_path], released_file=sum_file, use_squawk=False)
+    edited = next(f for f in report.findings if f.rule == "released-file-edited")
+    assert "only in line endings" in edited.message and "now CRLF" in edited.message
+
+
+def test_editing_a_released_up_cannot_be_suppressed_but_a_down_can(tmp_path: Path) -> None:
+    up = write_migration(tmp_path, "SELECT 1;\n", down="SELECT 2;\n")
+    sum_file = release(tmp_path)
+    reason = "-- lint:ignore-file released-file-edited reason: fixing a typo\n"
+    up.write_text(reason + "SELECT 1;\n")
+    (tmp_path / DOWN).write_text(reason + "SELECT 2;\n")
+    report = lint_paths([tmp_path], released_file=sum_file, use_squawk=False)
+    by_file = {f.path.name: f for f in report.findings}
+    assert not by_file[UP].suppressed and by_file[DOWN].suppressed
+
+
+def test_new_unreleased_files_can_be_edited_freely(tmp_path: Path) -> None:
+    write_migration(tmp_path, "SELECT 1;\n")
+    sum_file = release(tmp_path)
+    newer = tmp_path / "20250501000000_newer.sql"
+    newer.write_text("SELECT 1;\n")
+    newer.write_text("SELECT 2;\n")
+    assert lint_paths([tmp_path], released_file=sum_file, use_squawk=False).findings == []
+
+
+def test_no_sum_file_means_nothing_released(tmp_path: Path) -> None:
+    write_migration(tmp_path, "SELECT 1;\n")
+    assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
+
+
+def test_hand_edited_sum_and_deleted_released_file(tmp_path: Path) -> None:
+    write_migration(tmp_path, "SELECT 1;\n")
+    sum_file = release(tmp_path)
+    (tmp_path / DOWN).unlink()
+    lines = sum_file.read_text().splitlines()
+    sum_file.write_text("\n".join([lines[0], *lines[1:], f"20250101000000_extra.sql {digest(b'x')}"]) + "\n")
+    report = lint_paths([tmp_path], released_file=sum_file, use_squawk=False)
+    rules = flagged(report)
+    assert ("released-sum-edited", 1) in rules
+    assert ("released-file-deleted", 2) in rules  # the down, listed first
+    assert ("missing-down", 1) in rules
+
+
+def test_a_malformed_sum_is_invalid_input(tmp_path: Path) -> None:
+    write_migration(tmp_path, "SELECT 1;\n")
+    (tmp_path / SUM_FILENAME).write_text("not a checksum\n")
+    with pytest.raises(MigrationSourceError):
+        lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False)
+
+
+def test_render_released_is_sorted_and_stable() -> None:
+    text = render_released({"b.sql": digest(b"b"), "a.sql": digest(b"a")})
+    assert text.splitlines()[1].startswith("a.sql ") and text == render_released(
+        {"a.sql": digest(b"a"), "b.sql": digest(b"b")}
+    )
+
+
+# --- squawk -------------------------------------------------------------------------------------------------------
+
+
+@needs_squawk
+def test_squawk_findings_are_merged_with_their_lines(tmp_path: Path) -> None:
+    write_migration(
+        tmp_path,
+        "-- Tighten constraints.\n\n"
+        "ALTER TABLE classes ADD CONSTRAINT classes_room_not_blank CHECK (room <> '');\n"
+        "ALTER TABLE students ALTER COLUMN email SET NOT NULL;\n",
+    )
+    report = lint_paths([tmp_path], released_file=None)
+    squawk = {(f.rule, f.line) for f in report.findings if f.origin == "squawk"}
+    assert squawk == {("squawk:constraint-missing-not-valid", 3), ("squawk:adding-not-nullable-field", 4)}
+    check = next(f for f in report.findings if f.rule == "squawk:constraint-missing-not-valid")
+    assert check.column == 21 and check.severity == "warning" and "NOT VALID" in check.instead
+    assert report.ok  # squawk's warnings do not fail the gate
+
+
+@needs_squawk
+def test_squawk_duplicates_of_our_rules_are_dropped(tmp_path: Path) -> None:
+    write_migration(
+        tmp_path,
+        "ALTER TABLE students\n  DROP COLUMN phone;\nCREATE INDEX students_email_idx ON students (email);\n"
+        "ALTER TABLE students ADD COLUMN nationality text NOT NULL;\n",
+    )
+    report = lint_paths([tmp_path], released_file=None)
+    assert {f.rule for f in report.findings} == {
+        "drop-column",
+        "index-without-concurrently",
+        "add-not-null-without-default",
+    }
+
+
+@needs_squawk
+def test_squawk_rules_that_do_not_fit_are_excluded(tmp_path: Path) -> None:
+    # int columns, no IF NOT EXISTS, no timeouts: squawk would complain about all three by default.
+    write_migration(tmp_path, "CREATE TABLE t (id int PRIMARY KEY);\nALTER TABLE t ADD COLUMN n int;\n")
+    assert lint_paths([tmp_path], released_file=None).findings == []
+
+
+@needs_squawk
+def test_squawk_findings_can_be_suppressed(tmp_path: Path) -> None:
+    write_migration(
+        tmp_path,
+        "-- lint:ignore adding-not-nullable-field reason: students has at most 2000 rows per school\n"
+        "ALTER TABLE students ALTER COLUMN email SET NOT NULL;\n",
+    )
+    report = lint_paths([tmp_path], released_file=None)
+    assert [f.rule for f in report.suppressed] == ["squawk:adding-not-nullable-field"]
+
+
+def test_missing_squawk_is_a_warning_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(squawk_module, "find_squawk", lambda: None)
+    write_migration(tmp_path, "SELECT 1;\n")
+    report = lint_paths([tmp_path], released_file=None)
+    (f,) = report.findings
+    assert f.rule == "squawk-missing" and f.severity == "warning" and report.ok
+
+
+def test_failing_squawk_is_a_warning_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin" / "squawk"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'boom' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(squawk_module, "find_squawk", lambda: fake)
+    write_migration(tmp_path / "m", "SELECT 1;\n")
+    (f,) = lint_paths([tmp_path / "m"], released_file=None).findings
+    assert f.rule == "squawk-failed" and "exit code 3" in f.message and "boom" in f.message
+
+
+# --- the fixture directory, lint_migrations, the project's own migrations -----------------------------------------
+
+#: what tests/data/unsafe_migrations holds: file -> (rule, line) of each unsuppressed error
+UNSAFE_EXPECTED = {
+    "20250220000000_add_library.up.sql": {("released-file-edited", 1)},
+    "20250301000000_drop_student_phone.up.sql": {("drop-column", 3)},
+    "20250302000000_rename_room.up.sql": {("rename-column", 3)},
+    "20250303000000_widen_score.up.sql": {("change-column-type", 2)},
+    "20250304000000_add_nationality.up.sql": {("add-not-null-without-default", 2)},
+    "20250305000000_link_announcements_to_classes.up.sql": {("fk-without-on-delete", 2)},
+    "20250306000000_index_student_email.up.sql": {("index-without-concurrently", 2)},
+    "20250307000000_index_grades_subject.up.sql": {("concurrently-in-transaction", 2)},
+    "20250308000000_drop_announcements.up.sql": {("drop-table", 3)},
+    "20250309000000_rename_grades.up.sql": {("rename-table", 2)},
+    "20250310000000_index_attendance.up.sql": {("no-transaction-multiple-statements", 3)},
+    "20250311000000_add_homework.up.sql": {("missing-down", 1)},
+    "20250312000000_drop_teacher_phone.up.sql": {("suppression-without-reason", 1), ("drop-column", 2)},
+}
+
+
+def test_unsafe_fixture_directory(tmp_path: Path) -> None:
+    report = lint_paths([UNSAFE_DIR], released_file=UNSAFE_DIR / SUM_FILENAME, use_squawk=False)
+    errors: dict[str, set[tuple[str, int]]] = {}
+    for f in report.errors:
+        errors.setdefault(f.path.name, set()).add((f.rule, f.line))
+    assert errors == UNSAFE_EXPECTED
+    assert [f.path.name for f in report.suppressed] == ["20250313000000_drop_guardian_email.up.sql"]
+
+
+def test_lint_migrations_lints_loaded_migrations(tmp_path: Path) -> None:
+    write_migration(tmp_path, "-- x\nALTER TABLE students DROP COLUMN phone;\n", down="SELECT 1;\n")
+    source = load_migrations(tmp_path)
+    report = lint_migrations(source.migrations, directory=tmp_path, use_squawk=False)
+    assert flagged(report) == {("drop-column", 2)}
+    assert report.files_checked == [tmp_path / UP, tmp_path / DOWN]
+
+
+def test_the_projects_own_migrations_lint_clean() -> None:
+    directory = ROOT / "migrations"
+    if not any(directory.glob("*.sql")):
+        pytest.skip("no migrations in migrations/ yet")
+    report = lint_paths([directory], released_file=directory / SUM_FILENAME)
+    assert report.ok, render_text(report)
+    assert report.warnings == [], render_text(report)
+
+
+# --- orchestrator new ---------------------------------------------------------------------------------------------
+
+NOW = datetime(2025, 4, 1, 9, 30, 15, tzinfo=UTC)
+
+
+def test_new_writes_the_pair_like_sqlx(tmp_path: Path) -> None:
+    up, down = new_migration(tmp_path / "migrations", "add library books", now=NOW)
+    assert up.name == "20250401093015_add_library_books.up.sql"
+    assert down.name == "20250401093015_add_library_books.down.sql"
+    assert up.read_text() == UP_CONTENT == "-- Add up migration script here\n"
+    assert down.read_text() == DOWN_CONTENT == "-- Add down migration script here\n"
+    assert load_migrations(tmp_path / "migrations").versions == [20250401093015]
+
+
+def test_new_uses_utc(tmp_path: Path) -> None:
+    from datetime import timedelta, timezone
+
+    local = datetime(2025, 4, 1, 11, 30, 15, tzinfo=timezone(timedelta(hours=2)))
+    up, _ = new_migration(tmp_path, "x", now=local)
+    assert up.name.startswith("20250401093015_")
+
+
+def test_new_refuses_an_existing_version(tmp_path: Path) -> None:
+    new_migration(tmp_path, "first", now=NOW)
+    with pytest.raises(InvalidInput) as err:
+        new_migration(tmp_path, "second", now=NOW)
+    assert "20250401093015" in str(err.value) and err.value.hint
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("description", ["", "   ", "a/b", "../escape", "semi;colon", "new\nline", "_lead"])
+def test_new_refuses_unsafe_descriptions(tmp_path: Path, description: str) -> None:
+    with pytest.raises(UsageError):
+        new_migration(tmp_path, description, now=NOW)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_lint_fails_on_unsafe_migrations_and_lists_each(cli: typer.Typer) -> None:
+    result = CliRunner().invoke(cli, ["lint", str(UNSAFE_DIR), "--no-squawk"])
+    assert result.exit_code == 1, result.output
+    for name, expected in UNSAFE_EXPECTED.items():
+        for rule, line in expected:
+            assert re.search(rf"{re.escape(name)}:{line}:\d+ +error +{re.escape(rule)} ", result.output), (name, rule)
+    assert "FAILED" in result.output
+
+
+def test_cli_lint_editor_and_json_formats(cli: typer.Typer) -> None:
+    runner = CliRunner()
+    editor = runner.invoke(cli, ["lint", str(UNSAFE_DIR), "--no-squawk", "--format", "editor"])
+    assert editor.exit_code == 1
+    assert f"{UNSAFE_DIR}/20250301000000_drop_student_phone.up.sql:3:22: error: [drop-column] " in editor.output
+    as_json = runner.invoke(cli, ["lint", str(UNSAFE_DIR), "--no-squawk", "--format", "json"])
+    data = json.loads(as_json.output)
+    assert data["schema_version"] == 1 and data["ok"] is False and data["summary"]["errors"] == 14
+
+
+def test_cli_lint_missing_path_exits_2(cli: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["lint", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_cli_lint_release_then_edit(cli: typer.Typer, tmp_path: Path) -> None:
+    runner = CliRunner()
+    up = write_migration(tmp_path, "CREATE TABLE t (id bigint PRIMARY KEY);\n", down="DROP TABLE t;\n")
+    released = runner.invoke(cli, ["lint", str(tmp_path), "--release", "--no-squawk"])
+    assert released.exit_code == 0 and "recorded as released" in released.output
+    assert (tmp_path / SUM_FILENAME).is_file()
+    up.write_text("CREATE TABLE t (id bigint PRIMARY KEY, x text);\n")
+    edited = runner.invoke(cli, ["lint", str(tmp_path), "--no-squawk"])
+    assert edited.exit_code == 1 and f"{UP}:1:1" in edited.output and "released-file-edited" in edited.output
+
+
+def test_cli_new_prints_both_paths(cli: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["new", "add", "library", "books", "--migrations", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    up, down = result.output.split()
+    assert up.endswith("_add_library_books.up.sql") and down.endswith("_add_library_books.down.sql")
+    assert Path(up).is_file() and Path(down).is_file()
+    bad = CliRunner().invoke(cli, ["new", "a/b", "--migrations", str(tmp_path)])
+    assert bad.exit_code == 2 and "hint:" in bad.output
