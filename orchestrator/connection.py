@@ -29,12 +29,16 @@ class SessionSettings:
     lock_timeout: float = 5.0
     statement_timeout: float = 600.0
 
-    def server_settings(self) -> dict[str, str]:
-        return {
+    def server_settings(self, *, read_only: bool = False) -> dict[str, str]:
+        settings = {
             "application_name": APPLICATION_NAME,
             "lock_timeout": str(int(self.lock_timeout * 1000)),
             "statement_timeout": str(int(self.statement_timeout * 1000)),
         }
+        if read_only:
+            # The server itself then refuses any write in this session: the audit's guarantee.
+            settings["default_transaction_read_only"] = "on"
+        return settings
 
 
 def is_connection_lost(exc: BaseException) -> bool:
@@ -56,13 +60,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def open_session(target: DatabaseTarget, settings: SessionSettings) -> asyncpg.Connection:
+async def open_session(
+    target: DatabaseTarget, settings: SessionSettings, *, read_only: bool = False
+) -> asyncpg.Connection:
     """Connect, or raise Unreachable / DatabaseMissing with a message that says what to do."""
     try:
         return await asyncpg.connect(
             dsn=target.dsn,
             timeout=settings.connect_timeout,
-            server_settings=settings.server_settings(),
+            server_settings=settings.server_settings(read_only=read_only),
             statement_cache_size=0,  # migration SQL runs once; a cache only holds memory on big fleets
         )
     except asyncpg.InvalidCatalogNameError:

@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator.cli_lint import register
+from orchestrator.cli.lint import register
 from orchestrator.errors import InvalidInput, MigrationSourceError, UsageError
 from orchestrator.lint import LintReport, lint_migrations, lint_paths
 from orchestrator.lint import squawk as squawk_module
@@ -328,6 +328,14 @@ def test_file_suppression_in_the_first_comment_block(tmp_path: Path) -> None:
         "ALTER TABLE classes RENAME room TO room_code;\n",
     )
     assert len(report.suppressed) == 3 and report.ok
+
+
+def test_what_fails_on_every_database_cannot_be_suppressed(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "-- lint:ignore concurrently-in-transaction reason: it is fast\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\n",
+    )
+    assert flagged(report) == {("concurrently-in-transaction", 2)}
 
 
 def test_file_suppression_after_the_first_statement_is_an_error(tmp_path: Path) -> None:

@@ -270,3 +270,6 @@ def main() -> None:
 
 # Registered last: the command modules use the shared options defined above.
 from . import commands  # noqa: E402, F401
+from .lint import register as _register_lint  # noqa: E402
+
+_register_lint(app)

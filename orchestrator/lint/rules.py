@@ -102,12 +102,14 @@ CATALOG: dict[str, RuleInfo] = {
         "PostgreSQL refuses CONCURRENTLY inside a transaction block, and SQLx runs every file in a transaction "
         "unless its first line is `-- no-transaction`: the migration fails on every database",
         "make `-- no-transaction` the file's first line and keep that statement alone in its file",
+        suppressible=False,  # it fails on every database: there is no reason that makes it safe
     ),
     "no-transaction-multiple-statements": RuleInfo(
         "error",
         "SQLx sends a no-transaction file as one query string: its statements then run in an implicit "
         "transaction (so CONCURRENTLY fails), and a failure halfway leaves databases half-migrated",
         "put each statement in its own migration (`orchestrator new <description>` writes one)",
+        suppressible=False,  # the source loader refuses such a file anyway
     ),
     "byte-order-mark": RuleInfo(
         "error",
@@ -115,6 +117,7 @@ CATALOG: dict[str, RuleInfo] = {
         "statement fails with a syntax error (and a `-- no-transaction` first line is no longer recognised); "
         "the mark is also part of the checksum",
         "re-save the file as UTF-8 without a byte-order mark",
+        suppressible=False,
     ),
     "crlf-line-endings": RuleInfo(
         "warning",
@@ -160,8 +163,8 @@ CATALOG: dict[str, RuleInfo] = {
         "error",
         "released.sum is the record of what reached the fleet; a hand edit (or a merge of two releases) means "
         "edits to released files may go unnoticed",
-        "restore released.sum from version control; after a merge of two branches that both released, "
-        "re-record it with `orchestrator lint --release` once the lint is clean",
+        "restore released.sum from version control; after a merge of two branches that both released, take "
+        "the version of the branch merged into and run `orchestrator lint --release` to record the new files",
         suppressible=False,
     ),
     "suppression-without-reason": RuleInfo(

@@ -51,11 +51,13 @@ def suppressible(f: Finding) -> bool:
     return info is None or info.suppressible
 
 
-def _covered_lines(text: str, masked: str, comment_line: int, own_line: bool) -> frozenset[int]:
-    statements = statement_lines(text)
-    lines = masked.split("\n")
+def _covered_lines(
+    masked_lines: list[str], statements: list[tuple[int, int]], comment_line: int, own_line: bool
+) -> frozenset[int]:
+    """The lines a line suppression covers; `masked_lines` (comments blanked) tell code lines from the rest."""
     if own_line:
-        target = next((n for n in range(comment_line + 1, len(lines) + 1) if lines[n - 1].strip()), comment_line + 1)
+        code_lines = (n for n in range(comment_line + 1, len(masked_lines) + 1) if masked_lines[n - 1].strip())
+        target = next(code_lines, comment_line + 1)
         covered = {target}
         for first, last in statements:
             if first == target:
@@ -75,7 +77,8 @@ def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Fin
         return [], []
     statements = split_statements(text)
     first_code = statements[0].start if statements else len(text)
-    masked = mask_sql(text)
+    masked_lines = mask_sql(text).split("\n")
+    statement_ranges = statement_lines(text)
     suppressions: list[Suppression] = []
     problems: list[Finding] = []
     for offset, comment in line_comments(text):
@@ -113,7 +116,7 @@ def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Fin
             )
             continue
         own_line = not text[text.rfind("\n", 0, offset) + 1 : offset].strip()
-        covered = None if whole_file else _covered_lines(text, masked, line, own_line)
+        covered = None if whole_file else _covered_lines(masked_lines, statement_ranges, line, own_line)
         suppressions.append(Suppression(rules, reason, line, covered))
     return suppressions, problems
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import typer
 
-from .errors import InvalidInput
-from .lint import default_released_file, lint_paths
-from .lint.render import render_editor, render_json, render_text
-from .newfile import new_migration
+from ..errors import InvalidInput
+from ..lint import default_released_file, lint_paths
+from ..lint.render import render_editor, render_json, render_text
+from ..newfile import new_migration
 
 
 class LintFormat(StrEnum):
