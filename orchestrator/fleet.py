@@ -232,7 +232,9 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(state.options.retries + 1),
-        wait=wait_exponential_jitter(multiplier=state.options.retry_backoff, max=30, jitter=state.options.retry_backoff),
+        wait=wait_exponential_jitter(
+            multiplier=state.options.retry_backoff, max=30, jitter=state.options.retry_backoff
+        ),
         retry=retry_if_result(should_retry),
         retry_error_callback=_last_result,
         sleep=anyio.sleep,
