@@ -17,7 +17,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-postgres.sh --chromium
 	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q

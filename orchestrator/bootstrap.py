@@ -60,3 +60,13 @@ async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, na
                 hint="create it once as a superuser, or make it a trusted extension",
             ) from None
     return created
+
+
+async def drop_database(target: DatabaseTarget, settings: SessionSettings) -> None:
+    """Drop a scratch database (never a school's): used for the audit's and the rehearsal's reference builds."""
+    maintenance = target.with_database(MAINTENANCE_DATABASE)
+    try:
+        async with session(maintenance, settings) as conn:
+            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.database)} WITH (FORCE)")
+    except asyncpg.PostgresError as exc:
+        raise as_database_error(target, exc, "dropping the scratch database") from None

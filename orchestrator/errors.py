@@ -71,6 +71,12 @@ class UsageError(InvalidInput):
     code = "bad_usage"
 
 
+class UnsafeMigrations(InvalidInput):
+    """The safety gate refused the pending migrations (lint errors) and --allow-unsafe was not given."""
+
+    code = "unsafe_migrations"
+
+
 # --- database errors: become a per-database outcome ---------------------------------------------------------------
 
 

@@ -267,6 +267,16 @@ async def _watch_signals(state: _State) -> None:
                     state.work_scope.cancel()
 
 
+def skipped_run(tenants: Sequence[Tenant], reason: str, observer: Observer | None = None) -> FleetRun:
+    """A run in which nothing started (e.g. the rehearsal failed): every school `skipped` with the reason."""
+    now = datetime.now(UTC)
+    outcomes = [TenantOutcome(t, _skipped(t, reason), "all") for t in tenants]
+    for outcome in outcomes:
+        if observer:
+            observer(outcome)
+    return FleetRun(outcomes, now, now, halted=reason)
+
+
 def _skipped(tenant: Tenant, reason: str) -> DatabaseResult:
     return DatabaseResult(
         database=tenant.target.database, server=tenant.server, status=Status.SKIPPED, notes=[reason], attempts=0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from . import __version__
 from .errors import UsageError
 from .fleet import FleetRun, TenantOutcome
+from .junit import JunitCase, render_junit
 from .outcome import Status
 
 SCHEMA_VERSION = 1
@@ -30,6 +30,7 @@ class RunReport:
     migrations_dir: str
     latest_version: int | None
     options: dict[str, Any] = field(default_factory=dict)
+    rehearsal: list[str] | None = None  # what `--rehearse` tried, when given
 
     @property
     def outcomes(self) -> list[TenantOutcome]:
@@ -61,6 +62,7 @@ class RunReport:
             "interrupted": self.run.interrupted,
             "migrations": {"directory": self.migrations_dir, "latest_version": self.latest_version},
             "options": self.options,
+            "rehearsal": self.rehearsal,
             "summary": {
                 "total": len(self.outcomes),
                 "ok": sum(1 for o in self.outcomes if o.result.ok),
@@ -95,36 +97,28 @@ def write_json(report: RunReport, path: Path) -> None:
 
 def to_junit(report: RunReport) -> str:
     """One test case per school, so CI dashboards show each school's fate."""
-    counts = report.counts()
-    failures = sum(1 for o in report.outcomes if not o.result.ok and o.result.status is not Status.SKIPPED)
-    suite = ET.Element(
-        "testsuite",
-        name=f"orchestrator {report.command}",
-        tests=str(len(report.outcomes)),
-        failures=str(failures),
-        errors="0",
-        skipped=str(counts.get(Status.SKIPPED.value, 0)),
-        time=f"{report.run.duration_s:.3f}",
-        timestamp=report.run.started_at.isoformat(),
-    )
+    cases = []
     for o in report.outcomes:
         r = o.result
-        case = ET.SubElement(
-            suite, "testcase", classname=f"{report.command}.{r.server}", name=o.tenant.id, time=f"{r.duration_s:.3f}"
-        )
         summary = f"status={r.status.value} version {r.version_before} -> {r.version_after}"
-        if r.status is Status.SKIPPED:
-            ET.SubElement(case, "skipped", message="; ".join(r.notes) or "skipped")
-        elif not r.ok:
-            message = r.error.message if r.error else r.status.value
-            failure = ET.SubElement(case, "failure", message=message, type=r.error.code if r.error else r.status.value)
-            failure.text = "\n".join(filter(None, [summary, r.error.hint if r.error else None]))
-        else:
-            out = ET.SubElement(case, "system-out")
-            applied = ", ".join(f"{s.version} ({s.duration_s:.3f}s)" for s in r.steps if s.duration_s is not None)
-            out.text = summary + (f"; applied {applied}" if applied else "")
-    ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+        applied = ", ".join(f"{s.version} ({s.duration_s:.3f}s)" for s in r.steps if s.duration_s is not None)
+        failed = not r.ok and r.status is not Status.SKIPPED
+        cases.append(
+            JunitCase(
+                name=o.tenant.id,
+                classname=f"{report.command}.{r.server}",
+                time_s=r.duration_s,
+                skipped="; ".join(r.notes) or "skipped" if r.status is Status.SKIPPED else None,
+                failure=(r.error.message if r.error else r.status.value) if failed else None,
+                failure_type=r.error.code if r.error else r.status.value,
+                details="\n".join(filter(None, [summary, r.error.hint if r.error else None]))
+                if failed
+                else summary + (f"; applied {applied}" if applied else ""),
+            )
+        )
+    return render_junit(
+        f"orchestrator {report.command}", cases, duration_s=report.run.duration_s, timestamp=report.run.started_at
+    )
 
 
 def write_junit(report: RunReport, path: Path) -> None:

@@ -7,13 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import gate
 from .engine import EngineOptions, check_target_version
 from .errors import UsageError
-from .fleet import FleetOptions, Observer, plan_waves, run_fleet
+from .fleet import FleetOptions, Observer, plan_waves, run_fleet, skipped_run
+from .lint import LintReport
+from .lint.render import editor_line
 from .operations import Command, Overrides, make_work
 from .registry import Registry, Selection, Tenant, load_registry, select, single_tenant
+from .rehearsal import rehearse
 from .report import RunReport, not_ok_ids
 from .source import MigrationSource, load_migrations
+from .target import DatabaseTarget
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ class JobSpec:
     fleet: FleetOptions = field(default_factory=FleetOptions)
     per_server: int | None = None  # --per-server; None = the registry's `defaults.per_server`, else 4
     revert_to: int | None = None
+    allow_unsafe: bool = False  # let the safety gate's errors through (recorded in the report)
+    rehearse: bool = False  # try the rollout on a scratch database first
+    reference_url: str | None = None  # server for scratch databases (rehearsal)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class Job:
     source: MigrationSource
     tenants: list[Tenant]
     registry: Registry | None
+    lint: LintReport | None = None  # the safety gate's findings, for commands that apply migrations
 
     @property
     def servers(self) -> list[str]:
@@ -71,7 +80,12 @@ def prepare(spec: JobSpec) -> Job:
                 selection.ids, selection.tags, selection.exclude, selection.shard, not_ok_ids(spec.resume_from)
             )
         tenants = select(registry.tenants, selection)
-    return Job(spec, source, tenants, registry)
+    if spec.reference_url is not None:
+        DatabaseTarget.parse(spec.reference_url)
+    lint = None
+    if spec.command in (Command.MIGRATE, Command.PROVISION):
+        lint = gate.check(source, spec.engine.target_version, allow_unsafe=spec.allow_unsafe)
+    return Job(spec, source, tenants, registry, lint)
 
 
 def fleet_options(job: Job) -> FleetOptions:
@@ -89,8 +103,16 @@ def fleet_options(job: Job) -> FleetOptions:
 
 async def run(job: Job, observer: Observer | None = None) -> RunReport:
     spec = job.spec
-    work = make_work(spec.command, job.source, spec.engine, spec.overrides, revert_to=spec.revert_to)
-    fleet_run = await run_fleet(job.tenants, work, fleet_options(job), observer)
+    rehearsal = None
+    if spec.rehearse and spec.command is Command.MIGRATE:
+        rehearsal = await rehearse(
+            job.tenants, job.source, spec.engine, spec.overrides, fleet_options(job), spec.reference_url
+        )
+    if rehearsal is not None and not rehearsal.ok:
+        fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
+    else:
+        work = make_work(spec.command, job.source, spec.engine, spec.overrides, revert_to=spec.revert_to)
+        fleet_run = await run_fleet(job.tenants, work, fleet_options(job), observer)
     return RunReport(
         command=spec.command.value,
         run=fleet_run,
@@ -103,5 +125,9 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
             "target_version": spec.engine.target_version,
             "revert_to": spec.revert_to,
             "resume_from": str(spec.resume_from) if spec.resume_from else None,
+            "allow_unsafe": spec.allow_unsafe,
+            "unsafe_findings": [editor_line(f) for f in job.lint.errors] if job.lint else [],
+            "rehearsed": rehearsal is not None,
         },
+        rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,
     )

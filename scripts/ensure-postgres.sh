@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL server binaries (with contrib, for uuid-ossp) are installed. Tests and the demo start their
-# own throwaway servers from these binaries; nothing here starts a server.
+# Make sure what the tests and the demo run on is installed: PostgreSQL server binaries with contrib (for
+# uuid-ossp), and, with --chromium, Debian's Chromium (the audit's HTML page is checked in a headless browser).
+# Nothing here starts a server: tests and the demo start their own throwaway ones.
 set -euo pipefail
+need=()
 bindir=$(pg_config --bindir 2>/dev/null || true)
-if [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -n "$(ls /usr/share/postgresql/*/extension/uuid-ossp.control 2>/dev/null)" ]; then
-  exit 0
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ -z "$(ls /usr/share/postgresql/*/extension/uuid-ossp.control 2>/dev/null)" ]; then
+  need+=(postgresql postgresql-contrib)
 fi
-echo "PostgreSQL server binaries or contrib missing: installing them" >&2
+if [ "${1:-}" = "--chromium" ] && ! command -v chromium >/dev/null; then
+  need+=(chromium)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]}" >&2
 if [ "$(id -u)" -ne 0 ]; then
-  echo "run as root, or: sudo apt-get install -y postgresql postgresql-contrib" >&2
+  echo "run as root, or: sudo apt-get install -y ${need[*]}" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+apt-get install -y -qq "${need[@]}" >/dev/null

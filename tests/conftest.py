@@ -6,7 +6,9 @@ directory, on its own free port) and stops them at the end. `pg2` is only starte
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +24,11 @@ from pgfixtures import PG_PASSWORD, create_database, drop_database, run_sync, un
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port  # noqa: E402
 
 
-def _server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[DevServer]:
-    datadir = tmp_path_factory.mktemp(name) / "data"
+def _server(name: str) -> Iterator[DevServer]:
+    # Not under pytest's basetemp: pytest re-chmods /tmp/pytest-of-<user> to 0700 when a session starts, which
+    # would lock the postgres OS user (root runs the servers as postgres) out of a running server's files.
+    base = Path(tempfile.mkdtemp(prefix=f"orchestrator-test-{name}-"))
+    datadir = base / "data"
     server = create_server(datadir, password=PG_PASSWORD)
     try:
         server.start()
@@ -35,18 +40,19 @@ def _server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Dev
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def pg() -> Iterator[DevServer]:
     """The main throwaway server (password PG_PASSWORD)."""
-    yield from _server(tmp_path_factory, "pg1")
+    yield from _server("pg1")
 
 
 @pytest.fixture(scope="session")
-def pg2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def pg2() -> Iterator[DevServer]:
     """A second, independent server (same password), for fleets spread over several hosts."""
-    yield from _server(tmp_path_factory, "pg2")
+    yield from _server("pg2")
 
 
 @pytest.fixture

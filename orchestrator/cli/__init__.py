@@ -28,6 +28,7 @@ from ..operations import Command, Overrides
 from ..registry import Selection, parse_duration, parse_shard
 from ..report import RunReport, write_json, write_junit
 from ..runner import Job, JobSpec, prepare, run
+from ..target import DatabaseTarget
 from . import render
 
 EXIT_OK, EXIT_NOT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -124,7 +125,7 @@ def main_callback(
 
 def fail_usage(error: InvalidInput) -> None:
     console = render.make_console(stderr=True)
-    console.print(f"[red]error[/] [{error.code}]: {escape(error.message)}", highlight=False)
+    console.print(f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False)
     if error.hint:
         console.print(f"  what to do: {escape(error.hint)}", highlight=False)
     raise typer.Exit(EXIT_INVALID)
@@ -170,6 +171,9 @@ def build_spec(
     connect_timeout: str | None = None,
     target_version: int | None = None,
     revert_to: int | None = None,
+    allow_unsafe: bool = False,
+    rehearse: bool = False,
+    reference_url: str | None = None,
 ) -> JobSpec:
     url, registry_path = resolve_target(database_url, registry)
     if per_server is not None and per_server < 1:
@@ -202,6 +206,9 @@ def build_spec(
         ),
         per_server=per_server,
         revert_to=revert_to,
+        allow_unsafe=allow_unsafe,
+        rehearse=rehearse,
+        reference_url=reference_url,
     )
 
 
@@ -220,7 +227,7 @@ def execute(
     except InvalidInput as error:
         fail_usage(error)
         return
-    register_secrets(t.target.password for t in job.tenants)
+    register_secrets([*(t.target.password for t in job.tenants), _reference_password(spec.reference_url)])
     human = render.make_console(stderr=json_out)
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
@@ -229,6 +236,10 @@ def execute(
         report = anyio.run(run, job, observer)
     write_outputs(report, job, human, json_out=json_out, report_path=report_path, junit_path=junit_path)
     raise typer.Exit(exit_code(report))
+
+
+def _reference_password(url: str | None) -> str | None:
+    return DatabaseTarget.parse(url).password if url else None
 
 
 def write_outputs(
@@ -240,6 +251,7 @@ def write_outputs(
     report_path: Path | None,
     junit_path: Path | None,
 ) -> None:
+    render.print_gate_and_rehearsal(human, job, report)
     if job.spec.database_url is not None:
         render.print_single(human, report)
     else:
@@ -269,7 +281,7 @@ def main() -> None:
 
 
 # Registered last: the command modules use the shared options defined above.
-from . import commands  # noqa: E402, F401
+from . import audit, commands  # noqa: E402, F401
 from .lint import register as _register_lint  # noqa: E402
 
 _register_lint(app)

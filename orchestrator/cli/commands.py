@@ -36,6 +36,20 @@ from . import (
 )
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
+AllowUnsafe = Annotated[
+    bool,
+    typer.Option("--allow-unsafe", help="Let the safety gate's lint errors through (the report records it)."),
+]
+Rehearse = Annotated[
+    bool,
+    typer.Option("--rehearse", help="First apply, revert and re-apply the pending files on a scratch database at "
+                 "the fleet's current version(s); stop before any school if that fails."),
+]  # fmt: skip
+ReferenceUrl = Annotated[
+    str | None,
+    typer.Option("--reference-url", help="Server for scratch databases (needs CREATEDB). "
+                 "[default: the first reachable school's server]", show_default=False),
+]  # fmt: skip
 
 
 @app.command()
@@ -45,6 +59,9 @@ def migrate(
     migrations: MigrationsDir = Path("migrations"),
     target: TargetVersion = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be applied (same as plan).")] = False,
+    allow_unsafe: AllowUnsafe = False,
+    rehearse: Rehearse = False,
+    reference_url: ReferenceUrl = None,
     tenant: Tenants = None,
     tag: Tags = None,
     exclude: Excludes = None,
@@ -72,7 +89,7 @@ def migrate(
             exclude=exclude, shard=shard, resume=resume, concurrency=concurrency, per_server=per_server,
             canary=canary, max_failures=max_failures, retries=retries, lock_timeout=lock_timeout,
             statement_timeout=statement_timeout, lock_wait=lock_wait, connect_timeout=connect_timeout,
-            target_version=target,
+            target_version=target, allow_unsafe=allow_unsafe, rehearse=rehearse, reference_url=reference_url,
         ),
         json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
     )  # fmt: skip
@@ -171,6 +188,7 @@ def provision(
     registry: RegistryPath = None,
     migrations: MigrationsDir = Path("migrations"),
     tenant: Tenants = None,
+    allow_unsafe: AllowUnsafe = False,
     lock_timeout: LockTimeout = None,
     statement_timeout: StatementTimeout = None,
     lock_wait: LockWait = None,
@@ -186,7 +204,7 @@ def provision(
         lambda: build_spec(
             Command.PROVISION, database_url=database_url, registry=registry, migrations=migrations,
             tenant=tenant, lock_timeout=lock_timeout, statement_timeout=statement_timeout, lock_wait=lock_wait,
-            connect_timeout=connect_timeout, retries=retries,
+            connect_timeout=connect_timeout, retries=retries, allow_unsafe=allow_unsafe,
         ),
         json_out=json_out, report_path=report, junit_path=junit, no_progress=True,
     )  # fmt: skip

@@ -141,7 +141,7 @@ def print_single(console: Console, report: RunReport) -> None:
 def print_error(console: Console, r: DatabaseResult) -> None:
     if r.error is None:
         return
-    console.print(f"  [red]error[/] [{r.error.code}]: {escape(r.error.message)}", highlight=False)
+    console.print(f"  [red]error[/] {escape(f'[{r.error.code}]')}: {escape(r.error.message)}", highlight=False)
     if r.error.hint:
         console.print(f"  [bold]what to do[/]: {escape(r.error.hint)}", highlight=False)
 
@@ -193,6 +193,15 @@ def print_histogram(console: Console, report: RunReport) -> None:
         bar = "#" * max(1, round(30 * n / width))
         latest = " (latest)" if v is not None and v == report.latest_version else ""
         console.print(f"  {version(v):>16} {bar} {n}{latest}", highlight=False)
+
+
+def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> None:
+    if job.lint is not None and job.lint.errors:
+        console.print(f"[yellow]--allow-unsafe[/]: {len(job.lint.errors)} unsafe change(s) let through:")
+        for line in report.options.get("unsafe_findings", []):
+            console.print(f"  {escape(line)}", highlight=False)
+    for line in report.rehearsal or []:
+        console.print(f"rehearsal: {escape(line)}", highlight=False)
 
 
 def print_summary(console: Console, report: RunReport) -> None:

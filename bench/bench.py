@@ -1,0 +1,874 @@
+"""Benchmark: the orchestrator against the real `sqlx` CLI and a plain asyncpg floor, plus a simulated 100k fleet.
+
+Run it with `make bench` or `.venv/bin/python bench/bench.py` (see bench/README.md for what each figure means).
+It starts its own throwaway PostgreSQL server in a temporary directory, creates the school databases it needs
+from a template that already has uuid-ossp, times each tool on the same work, and removes everything on the way
+out (also on Ctrl-C / SIGTERM). It prints figures and the targets they are measured against; it never fails on a
+figure: this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import anyio
+import asyncpg
+
+from orchestrator import sqlx
+from orchestrator.connection import quote_ident
+from orchestrator.devserver import DevServer, DevServerError, create_server, free_port
+from orchestrator.fleet import FleetOptions, TenantOutcome, run_fleet
+from orchestrator.logsetup import configure_logging
+from orchestrator.operations import Command
+from orchestrator.outcome import DatabaseResult, Status
+from orchestrator.registry import Tenant, TenantSettings, load_registry
+from orchestrator.report import RunReport
+from orchestrator.runner import JobSpec, prepare, run
+from orchestrator.source import Migration, MigrationSource, load_migrations
+from orchestrator.target import DatabaseTarget
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+BIN = Path(sys.executable).parent
+PASSWORD_VAR = "BENCH_PG_PASSWORD"
+TEMPLATE_DB = "bench_template"
+
+# Targets the figures are compared with (printed, never asserted).
+TARGET_COLD_VS_FLOOR = 1.2  # cold rollout at most 1.2x the asyncpg floor
+TARGET_STATUS_VS_SQLX = 2.0  # `status` at least 2x faster than xargs -P C `sqlx migrate info`
+TARGET_SIM_US_PER_SCHOOL = 50.0  # scheduling overhead per school, zero-latency work
+TARGET_SIM_PEAK_MB = 300.0  # peak RSS of a 100k-school run
+
+PHASE_COLD = "cold migrate"
+PHASE_NOOP = "migrate, nothing pending"
+PHASE_STATUS = "status"
+TOOL_CLI = "orchestrator CLI (subprocess)"
+TOOL_INPROC = "orchestrator in-process"
+TOOL_FLOOR = "asyncpg floor"
+
+
+def tool_sqlx(concurrency: int) -> str:
+    return f"sqlx CLI, xargs -P{concurrency}"
+
+
+# --- small helpers -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One timed run of one tool on one phase."""
+
+    phase: str
+    tool: str
+    seconds: float
+    schools: int
+    ok: bool = True
+    note: str = ""
+    runs: list[float] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.schools / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class Timed:
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_timed(cmd: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None) -> Timed:
+    """Run a command to completion, wall-clock timed. On Ctrl-C its whole process group is killed, so nothing
+    (an xargs and its sqlx children, a simulation child) outlives the benchmark."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(stdin)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return Timed(time.perf_counter() - started, proc.returncode, out, err)
+
+
+def tail(text: str, lines: int = 8) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+def orchestrator_exe() -> str:
+    exe = BIN / "orchestrator"
+    return str(exe) if exe.exists() else shutil.which("orchestrator") or "orchestrator"
+
+
+def sqlx_exe() -> str | None:
+    exe = BIN / "sqlx"
+    return str(exe) if exe.exists() else shutil.which("sqlx")
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def mb(kib: float) -> float:
+    return kib / 1024
+
+
+# --- the throwaway server and the school databases ------------------------------------------------------------------
+
+
+@dataclass
+class SchoolSet:
+    """N school databases made for one tool's cold run (then reused read-only by the warm phases)."""
+
+    name: str
+    databases: list[str]
+    registry: Path
+
+    def urls(self, server: DevServer) -> list[str]:
+        return [server.url(db) for db in self.databases]
+
+
+def start_server(workdir: Path, password: str, concurrency: int) -> DevServer:
+    # Every tool opens at most `concurrency` sessions; the creation pool and the checks add a few.
+    max_connections = max(100, 2 * concurrency + 40)
+    datadir = workdir / "pg"
+    server = create_server(datadir, password=password, max_connections=max_connections)
+    try:
+        server.start()
+    except DevServerError:
+        # The free port can be taken between choosing it and binding it: once more, on another port.
+        server = create_server(datadir, port=free_port(), password=password, max_connections=max_connections)
+        server.start()
+    return server
+
+
+async def create_template(server: DevServer) -> None:
+    conn = await asyncpg.connect(server.url())
+    try:
+        await conn.execute(f"CREATE DATABASE {quote_ident(TEMPLATE_DB)}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(server.url(TEMPLATE_DB))
+    try:
+        # What the admin side sets up before a school's first migration: the extension, nothing else.
+        await conn.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+    finally:
+        await conn.close()
+
+
+async def create_databases(server: DevServer, names: Sequence[str], parallel: int) -> None:
+    """CREATE DATABASE ... TEMPLATE, in parallel. FILE_COPY is about twice as fast as WAL_LOG for a tiny template."""
+    pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=parallel)
+    try:
+
+        async def one(name: str) -> None:
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(TEMPLATE_DB)} STRATEGY FILE_COPY"
+                )
+
+        await asyncio.gather(*(one(n) for n in names))
+    finally:
+        await pool.close()
+
+
+async def checkpoint(server: DevServer) -> None:
+    """Flush before a cold run, so no run pays for the previous one's dirty buffers."""
+    conn = await asyncpg.connect(server.url())
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+def write_registry(path: Path, server: DevServer, set_name: str, databases: Sequence[str], per_server: int) -> None:
+    lines = [
+        f"# Written by bench/bench.py for the `{set_name}` set; the password comes from ${{{PASSWORD_VAR}}}.",
+        "defaults:",
+        "  extensions: [uuid-ossp]",
+        f"  per_server: {per_server}",
+        "tenants:",
+    ]
+    for db in databases:
+        lines.append(f"  - id: {db.replace('_', '-')}")
+        lines.append(f"    url: postgresql://postgres:${{{PASSWORD_VAR}}}@{server.host}:{server.port}/{db}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def history_matches(urls: Sequence[str], source: MigrationSource, parallel: int) -> int:
+    """How many databases hold exactly the history SQLx would write: version, description, success, checksum."""
+    expected = [(m.version, m.description, True, m.checksum) for m in source]
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(url: str) -> bool:
+        async with sem:
+            conn = await asyncpg.connect(url)
+            try:
+                rows = await conn.fetch(
+                    "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version"
+                )
+            except asyncpg.UndefinedTableError:
+                return False
+            finally:
+                await conn.close()
+            return [(r["version"], r["description"], r["success"], bytes(r["checksum"])) for r in rows] == expected
+
+    return sum(await asyncio.gather(*(one(u) for u in urls)))
+
+
+# --- the tools ------------------------------------------------------------------------------------------------------
+
+
+def cli_run(command: str, registry: Path, concurrency: int, env: dict[str, str]) -> Timed:
+    return run_timed(
+        [
+            orchestrator_exe(), command, "--registry", str(registry), "--migrations", str(MIGRATIONS),
+            "--concurrency", str(concurrency), "--per-server", str(concurrency), "--no-progress",
+        ],
+        env=env,
+    )  # fmt: skip
+
+
+def inprocess_run(command: Command, registry: Path, concurrency: int) -> tuple[float, bool, str]:
+    """The same work as the CLI, minus interpreter start-up, imports and rendering: prepare() + run()."""
+    started = time.perf_counter()
+    spec = JobSpec(
+        command=command,
+        migrations_dir=MIGRATIONS,
+        registry_path=registry,
+        fleet=FleetOptions(concurrency=concurrency),
+        per_server=concurrency,
+    )
+    job = prepare(spec)
+    report = anyio.run(run, job)
+    elapsed = time.perf_counter() - started
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items()))
+    return elapsed, report.ok, counts
+
+
+def sqlx_run(args: Sequence[str], urls: Sequence[str], concurrency: int, env: dict[str, str]) -> Timed:
+    """`xargs -P C` running one `sqlx migrate ...` per database, the way an operator would script it."""
+    exe = sqlx_exe()
+    assert exe is not None
+    cmd = ["xargs", "-P", str(concurrency), "-I", "{}", exe, "migrate", *args]
+    cmd += ["--source", str(MIGRATIONS), "--no-dotenv", "-D", "{}"]
+    return run_timed(cmd, stdin="\n".join(urls) + "\n", env=env)
+
+
+async def floor_cold(urls: Sequence[str], databases: Sequence[str], source: MigrationSource, concurrency: int) -> None:
+    """The least work a correct rollout can do: lock, history table, each file + its row in one transaction."""
+    sem = asyncio.Semaphore(concurrency)
+    migrations: list[Migration] = list(source)
+
+    async def one(url: str, database: str) -> None:
+        async with sem:
+            conn = await asyncpg.connect(url)
+            try:
+                key = sqlx.advisory_lock_key(database)
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+                for m in migrations:
+                    async with conn.transaction():
+                        await conn.execute(m.up_sql)
+                        await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            finally:
+                await conn.close()
+
+    await asyncio.gather(*(one(u, d) for u, d in zip(urls, databases, strict=True)))
+
+
+async def floor_read(urls: Sequence[str], concurrency: int) -> None:
+    """The least work a status (or a no-op migrate) can do: connect, read the history, close."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> None:
+        async with sem:
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.fetch("SELECT version, checksum, success FROM _sqlx_migrations")
+            finally:
+                await conn.close()
+
+    await asyncio.gather(*(one(u) for u in urls))
+
+
+def timed_async(fn: Callable[[], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    asyncio.run(_call(fn))
+    return time.perf_counter() - started
+
+
+async def _call(fn: Callable[[], Awaitable[None]]) -> None:
+    await fn()
+
+
+# --- the database benchmark -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class DbBench:
+    server: DevServer
+    workdir: Path
+    schools: int
+    concurrency: int
+    repeat: int
+    with_sqlx: bool
+    source: MigrationSource
+    env: dict[str, str]
+    figures: list[Figure] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def make_set(self, name: str) -> SchoolSet:
+        databases = [f"bench_{name}_{i:05d}" for i in range(1, self.schools + 1)]
+        registry = self.workdir / f"tenants-{name}.yaml"
+        write_registry(registry, self.server, name, databases, self.concurrency)
+        return SchoolSet(name, databases, registry)
+
+    def record(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        flag = "" if figure.ok else "  NOT OK"
+        note = f"  ({figure.note})" if figure.note else ""
+        say(f"  {figure.phase:<26} {figure.tool:<32} {figure.seconds:8.2f} s{flag}{note}")
+
+    def verify(self, school_set: SchoolSet, tool: str) -> bool:
+        good = asyncio.run(history_matches(school_set.urls(self.server), self.source, self.concurrency))
+        if good != self.schools:
+            say(f"    ! {tool}: only {good}/{self.schools} databases hold the expected SQLx history")
+        return good == self.schools
+
+    def run(self) -> None:
+        sets = ["floor", "inproc", "cli"] + (["sqlx"] if self.with_sqlx else [])
+        say(f"creating {len(sets)} x {self.schools} school databases (template with uuid-ossp) ...")
+        started = time.perf_counter()
+        asyncio.run(create_template(self.server))
+        school_sets = {name: self.make_set(name) for name in sets}
+        for school_set in school_sets.values():
+            asyncio.run(create_databases(self.server, school_set.databases, max(self.concurrency, 8)))
+        self.facts["create_databases_s"] = round(time.perf_counter() - started, 2)
+        say(f"  done in {self.facts['create_databases_s']:.1f} s")
+
+        self.facts["cli_startup_s"] = round(
+            statistics.median(run_timed([orchestrator_exe(), "--version"]).seconds for _ in range(3)), 3
+        )
+        say()
+        say(f"cold rollout: {self.schools} databases holding only the extension, concurrency {self.concurrency}")
+        self.cold(school_sets)
+        say()
+        say(f"warm phases on the `cli` set (migrated by the orchestrator), median of {self.repeat} runs each")
+        self.warm(school_sets["cli"])
+
+    def cold(self, sets: dict[str, SchoolSet]) -> None:
+        n, c = self.schools, self.concurrency
+
+        s = sets["floor"]
+        asyncio.run(checkpoint(self.server))
+        seconds = timed_async(lambda: floor_cold(s.urls(self.server), s.databases, self.source, c))
+        self.record(Figure(PHASE_COLD, TOOL_FLOOR, seconds, n, self.verify(s, TOOL_FLOOR)))
+
+        s = sets["inproc"]
+        asyncio.run(checkpoint(self.server))
+        seconds, ok, counts = inprocess_run(Command.MIGRATE, s.registry, c)
+        ok = ok and self.verify(s, TOOL_INPROC)
+        self.record(Figure(PHASE_COLD, TOOL_INPROC, seconds, n, ok, "" if ok else counts))
+
+        s = sets["cli"]
+        asyncio.run(checkpoint(self.server))
+        timed = cli_run("migrate", s.registry, c, self.env)
+        ok = timed.returncode == 0 and self.verify(s, TOOL_CLI)
+        self.record(Figure(PHASE_COLD, TOOL_CLI, timed.seconds, n, ok, "" if ok else f"exit {timed.returncode}"))
+        if timed.returncode != 0:
+            say(tail(timed.stdout + timed.stderr))
+
+        if "sqlx" in sets:
+            s = sets["sqlx"]
+            asyncio.run(checkpoint(self.server))
+            timed = sqlx_run(["run"], s.urls(self.server), c, self.env)
+            ok = timed.returncode == 0 and self.verify(s, tool_sqlx(c))
+            self.record(
+                Figure(PHASE_COLD, tool_sqlx(c), timed.seconds, n, ok, "" if ok else f"exit {timed.returncode}")
+            )
+            if timed.returncode != 0:
+                say(tail(timed.stderr))
+
+    def warm(self, s: SchoolSet) -> None:
+        n, c = self.schools, self.concurrency
+        urls = s.urls(self.server)
+        runners: list[tuple[str, str, Callable[[], tuple[float, bool, str]]]] = []
+
+        def cli(command: str) -> Callable[[], tuple[float, bool, str]]:
+            def go() -> tuple[float, bool, str]:
+                t = cli_run(command, s.registry, c, self.env)
+                return t.seconds, t.returncode == 0, "" if t.returncode == 0 else tail(t.stdout + t.stderr)
+
+            return go
+
+        def inproc(command: Command) -> Callable[[], tuple[float, bool, str]]:
+            return lambda: inprocess_run(command, s.registry, c)
+
+        def sqlx_cmd(args: list[str]) -> Callable[[], tuple[float, bool, str]]:
+            def go() -> tuple[float, bool, str]:
+                t = sqlx_run(args, urls, c, self.env)
+                return t.seconds, t.returncode == 0, "" if t.returncode == 0 else tail(t.stderr)
+
+            return go
+
+        def floor() -> tuple[float, bool, str]:
+            return timed_async(lambda: floor_read(urls, c)), True, ""
+
+        for phase, command, sqlx_args in (
+            (PHASE_NOOP, Command.MIGRATE, ["run"]),
+            (PHASE_STATUS, Command.STATUS, ["info"]),
+        ):
+            runners.append((phase, TOOL_FLOOR, floor))
+            runners.append((phase, TOOL_INPROC, inproc(command)))
+            runners.append((phase, TOOL_CLI, cli(command.value)))
+            if self.with_sqlx:
+                runners.append((phase, tool_sqlx(c), sqlx_cmd(sqlx_args)))
+
+        # Rounds interleave the tools, so a slow moment of the machine does not land on one tool only.
+        results: dict[tuple[str, str], list[tuple[float, bool, str]]] = {(p, t): [] for p, t, _ in runners}
+        for _ in range(self.repeat):
+            for phase, tool, go in runners:
+                results[(phase, tool)].append(go())
+        for phase, tool, _ in runners:
+            runs = results[(phase, tool)]
+            times = [r[0] for r in runs]
+            ok = all(r[1] for r in runs)
+            note = next((r[2] for r in runs if not r[1]), "")
+            self.record(
+                Figure(phase, tool, statistics.median(times), n, ok, note.splitlines()[0] if note else "", times)
+            )
+            if not ok:
+                say(note)
+        # The read-only tools must not have changed anything, and sqlx must have accepted our history.
+        self.verify(s, "warm phases")
+
+
+# --- the simulated fleet (runs in a child process, so its peak RSS is its own) ------------------------------------
+
+
+def sim_tenants(schools: int, servers: int) -> list[Tenant]:
+    tenants = []
+    for i in range(schools):
+        host = f"db-{i % servers:03d}.schools.internal"
+        url = f"postgresql://app:not-a-real-password@{host}:5432/school_{i:06d}"
+        settings = TenantSettings(extensions=("uuid-ossp",), lock_timeout=5.0, statement_timeout=600.0, lock_wait=30.0)
+        tenants.append(Tenant(f"school-{i:06d}", DatabaseTarget.parse(url), ("north",), settings, line=i + 5))
+    return tenants
+
+
+def current_rss_kib() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+    return 0.0
+
+
+def sim_child(args: argparse.Namespace) -> int:
+    """One simulated run; prints a JSON object on stdout."""
+    configure_logging("console", "warning")  # as the CLI does: info events are filtered, not rendered
+    out: dict[str, Any] = {"mode": args.sim_child}
+    if args.sim_child == "registry":
+        # What the CLI pays before scheduling anything: parsing and validating a registry of this size.
+        path = Path(args.sim_registry)
+        started = time.perf_counter()
+        registry = load_registry(path, env={"BENCH_SIM_PASSWORD": "x"})
+        out["load_s"] = time.perf_counter() - started
+        out["tenants"] = len(registry)
+        out["peak_rss_mb"] = mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(json.dumps(out))
+        return 0
+
+    latency: float = args.sim_latency
+    started = time.perf_counter()
+    tenants = sim_tenants(args.sim_schools, args.sim_servers)
+    out["build_s"] = time.perf_counter() - started
+    out["rss_before_mb"] = mb(current_rss_kib())
+    if args.sim_child == "trace":
+        tracemalloc.start()
+
+    async def work(tenant: Tenant) -> DatabaseResult:
+        await anyio.sleep(latency)  # sleep(0) is a bare checkpoint: every real session yields at least once
+        return DatabaseResult(database=tenant.target.database, server=tenant.server, status=Status.UP_TO_DATE)
+
+    done = 0
+
+    def observer(_: TenantOutcome) -> None:
+        nonlocal done
+        done += 1
+
+    options = FleetOptions(concurrency=args.sim_concurrency, per_server=args.sim_per_server)
+    started = time.perf_counter()
+    fleet_run = anyio.run(run_fleet, tenants, work, options, observer)
+    out["wall_s"] = time.perf_counter() - started
+    out["completed"] = done
+    out["all_ok"] = fleet_run.ok and len(fleet_run.outcomes) == len(tenants)
+    out["peak_rss_mb"] = mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    if args.sim_child == "trace":
+        out["tracemalloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    if args.sim_child == "fleet" and latency == 0:
+        # The JSON report of such a run (--report): built and serialised after the run, so it adds to the peak.
+        started = time.perf_counter()
+        report = RunReport("migrate", fleet_run, "migrations", None)
+        text = json.dumps(report.to_dict(), indent=2)
+        out["report_s"] = time.perf_counter() - started
+        out["report_mb"] = len(text) / 2**20
+        out["peak_rss_with_report_mb"] = mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(json.dumps(out))
+    return 0
+
+
+@dataclass
+class SimResult:
+    schools: int
+    servers: int
+    concurrency: int
+    per_server: int
+    zero: dict[str, Any]
+    latency: dict[str, Any]
+    latency_s: float
+    trace: dict[str, Any] | None
+    registry: dict[str, Any] | None
+
+    @property
+    def us_per_school(self) -> float:
+        return 1e6 * float(self.zero["wall_s"]) / self.schools
+
+    @property
+    def ideal_s(self) -> float:
+        return self.schools * self.latency_s / min(self.concurrency, self.servers * self.per_server)
+
+    @property
+    def latency_overhead_us(self) -> float:
+        return 1e6 * (float(self.latency["wall_s"]) - self.ideal_s) / self.schools
+
+    @property
+    def peak_mb(self) -> float:
+        return float(self.zero["peak_rss_mb"])
+
+
+def sim_bench(args: argparse.Namespace, workdir: Path) -> SimResult | None:
+    schools, servers = args.sim_schools, args.sim_servers
+    say(
+        f"simulated fleet: {schools} schools on {servers} servers, concurrency {args.sim_concurrency}, "
+        f"{args.sim_per_server} per server, no database (fake work)"
+    )
+    base = [
+        sys.executable, str(Path(__file__).resolve()), "--sim-schools", str(schools), "--sim-servers", str(servers),
+        "--sim-concurrency", str(args.sim_concurrency), "--sim-per-server", str(args.sim_per_server),
+    ]  # fmt: skip
+
+    def child(mode: str, latency: float = 0.0, extra: Sequence[str] = ()) -> dict[str, Any] | None:
+        t = run_timed([*base, "--sim-child", mode, "--sim-latency", str(latency), *extra])
+        if t.returncode != 0:
+            say(f"  ! simulation ({mode}, latency {latency}) failed, exit {t.returncode}:\n{tail(t.stderr, 15)}")
+            return None
+        result: dict[str, Any] = json.loads(t.stdout.strip().splitlines()[-1])
+        return result
+
+    zero = child("fleet", 0.0)
+    if zero is None:
+        return None
+    say(f"  zero-latency work:  {zero['wall_s']:.2f} s wall, peak RSS {zero['peak_rss_mb']:.0f} MB")
+    latency_s = args.sim_latency_ms / 1000
+    with_latency = child("fleet", latency_s)
+    if with_latency is None:
+        return None
+    say(f"  {args.sim_latency_ms:g} ms work:        {with_latency['wall_s']:.2f} s wall")
+    trace = child("trace", 0.0) if not args.no_tracemalloc else None
+    if trace is not None:
+        say(f"  tracemalloc run:    peak traced {trace['tracemalloc_peak_mb']:.0f} MB")
+    registry_path = workdir / "sim-tenants.yaml"
+    with registry_path.open("w") as f:
+        f.write("defaults:\n  extensions: [uuid-ossp]\n  per_server: 4\ntenants:\n")
+        for i in range(schools):
+            f.write(
+                f"  - id: school-{i:06d}\n    url: postgresql://app:${{BENCH_SIM_PASSWORD}}@db-{i % servers:03d}"
+                f".schools.internal:5432/school_{i:06d}\n    tags: [north]\n"
+            )
+    registry = child("registry", 0.0, ["--sim-registry", str(registry_path)])
+    if registry is not None:
+        say(f"  registry load:      {registry['load_s']:.2f} s for {registry['tenants']} tenants")
+    return SimResult(
+        schools, servers, args.sim_concurrency, args.sim_per_server, zero, with_latency, latency_s, trace, registry
+    )
+
+
+# --- audit (later) --------------------------------------------------------------------------------------------------
+
+
+def has_command(name: str) -> bool:
+    """Whether `orchestrator --help` lists `name` as a command."""
+    t = run_timed([orchestrator_exe(), "--help"], env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    return any(re.match(rf"^\W*{re.escape(name)}\s", line) for line in t.stdout.splitlines())
+
+
+def audit_bench(bench: DbBench, registry: Path) -> Figure | None:
+    """`orchestrator audit` on the migrated set, once the command exists; skipped until then."""
+    if not has_command("audit"):
+        say("  audit: skipped (`orchestrator audit` is not a command yet)")
+        return None
+    times, ok, note = [], True, ""
+    for _ in range(bench.repeat):
+        t = cli_run("audit", registry, bench.concurrency, bench.env)
+        times.append(t.seconds)
+        if t.returncode != 0:
+            ok, note = False, f"exit {t.returncode}"
+    figure = Figure("audit", TOOL_CLI, statistics.median(times), bench.schools, ok, note, times)
+    bench.record(figure)
+    return figure
+
+
+# --- output ---------------------------------------------------------------------------------------------------------
+
+
+def find(figures: Sequence[Figure], phase: str, tool: str) -> Figure | None:
+    return next((f for f in figures if f.phase == phase and f.tool == tool), None)
+
+
+def print_table(figures: Sequence[Figure]) -> None:
+    say()
+    say(f"{'phase':<26} {'tool':<32} {'seconds':>8} {'schools/s':>10} {'vs floor':>9}")
+    say("-" * 89)
+    last_phase = None
+    for f in figures:
+        if last_phase is not None and f.phase != last_phase:
+            say()
+        last_phase = f.phase
+        floor = find(figures, f.phase, TOOL_FLOOR)
+        ratio = f"{f.seconds / floor.seconds:8.2f}x" if floor and floor.seconds > 0 else ""
+        flag = "  NOT OK" if not f.ok else ""
+        say(f"{f.phase:<26} {f.tool:<32} {f.seconds:8.2f} {f.per_second:10.1f} {ratio:>9}{flag}")
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | None, facts: dict[str, Any]) -> None:
+    say()
+    say("targets")
+    floor = find(figures, PHASE_COLD, TOOL_FLOOR)
+    for tool in (TOOL_CLI, TOOL_INPROC):
+        ours = find(figures, PHASE_COLD, tool)
+        if floor and ours:
+            ratio = ours.seconds / floor.seconds
+            say(
+                f"  cold rollout, {tool} / asyncpg floor: {ratio:.2f}x "
+                f"(target <= {TARGET_COLD_VS_FLOOR:.1f}x): {verdict(ratio <= TARGET_COLD_VS_FLOOR)}"
+            )
+    sqlx_info = find(figures, PHASE_STATUS, tool_sqlx(concurrency))
+    for tool in (TOOL_CLI, TOOL_INPROC):
+        ours = find(figures, PHASE_STATUS, tool)
+        if sqlx_info and ours:
+            speedup = sqlx_info.seconds / ours.seconds
+            say(
+                f"  status, {tool}: {speedup:.2f}x faster than xargs -P{concurrency} sqlx migrate info "
+                f"(target >= {TARGET_STATUS_VS_SQLX:.0f}x): {verdict(speedup >= TARGET_STATUS_VS_SQLX)}"
+            )
+    if sim is not None:
+        say(
+            f"  simulated fleet, scheduling overhead: {sim.us_per_school:.1f} us/school at zero latency "
+            f"(target < {TARGET_SIM_US_PER_SCHOOL:.0f} us): {verdict(sim.us_per_school < TARGET_SIM_US_PER_SCHOOL)}"
+        )
+        say(
+            f"  simulated fleet, peak RSS: {sim.peak_mb:.0f} MB "
+            f"(target < {TARGET_SIM_PEAK_MB:.0f} MB): {verdict(sim.peak_mb < TARGET_SIM_PEAK_MB)}"
+        )
+    say()
+    say("context")
+    if "cli_startup_s" in facts:
+        say(f"  orchestrator CLI start-up (`orchestrator --version`): {facts['cli_startup_s']:.2f} s")
+    if sim is not None:
+        z, lat = sim.zero, sim.latency
+        say(
+            f"  simulated fleet, {sim.latency_s * 1000:g} ms work: {lat['wall_s']:.2f} s wall vs ideal "
+            f"{sim.ideal_s:.2f} s ({sim.schools} x {sim.latency_s * 1000:g} ms / "
+            f"{min(sim.concurrency, sim.servers * sim.per_server)} slots): "
+            f"{sim.latency_overhead_us:.1f} us/school above ideal"
+        )
+        say(
+            f"  simulated fleet, building {sim.schools} Tenant objects: {z['build_s']:.2f} s, "
+            f"RSS before the run {z['rss_before_mb']:.0f} MB"
+        )
+        if "report_s" in z:
+            say(
+                f"  simulated fleet, JSON report (--report): {z['report_s']:.2f} s, {z['report_mb']:.0f} MB of JSON, "
+                f"peak RSS with it {z['peak_rss_with_report_mb']:.0f} MB"
+            )
+        if sim.trace is not None:
+            say(
+                f"  simulated fleet, tracemalloc peak (Python allocations only, traced run): "
+                f"{sim.trace['tracemalloc_peak_mb']:.0f} MB"
+            )
+        if sim.registry is not None:
+            say(
+                f"  registry of {sim.registry['tenants']} tenants: load_registry {sim.registry['load_s']:.2f} s, "
+                f"peak RSS {sim.registry['peak_rss_mb']:.0f} MB (paid by every CLI run before scheduling)"
+            )
+
+
+def environment(server: DevServer | None) -> str:
+    parts = [f"{os.cpu_count()} CPUs", f"Python {platform.python_version()}", platform.machine()]
+    if server is not None:
+        with contextlib.suppress(Exception):
+            version = asyncio.run(_server_version(server))
+            parts.append(f"PostgreSQL {version}")
+    exe = sqlx_exe()
+    if exe:
+        with contextlib.suppress(OSError):
+            parts.append(subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip())
+    return ", ".join(parts)
+
+
+async def _server_version(server: DevServer) -> str:
+    conn = await asyncpg.connect(server.url())
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+# --- main -----------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/bench.py",
+        description="Time the orchestrator against the sqlx CLI and an asyncpg floor; simulate a large fleet.",
+    )
+    p.add_argument("--schools", type=int, default=200, help="school databases per set (default 200)")
+    p.add_argument("--concurrency", type=int, default=8, help="sessions at once, for every tool (default 8)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per warm figure; the median is shown (default 3)")
+    p.add_argument("--sim-schools", type=int, default=100_000, help="schools in the simulated fleet (default 100000)")
+    p.add_argument("--sim-servers", type=int, default=200, help="fake servers in the simulation (default 200)")
+    p.add_argument("--sim-concurrency", type=int, default=512, help="simulation --concurrency (default 512)")
+    p.add_argument("--sim-per-server", type=int, default=4, help="simulation --per-server (default 4)")
+    p.add_argument("--sim-latency-ms", type=float, default=1.0, help="fake work latency, ms (default 1)")
+    p.add_argument("--no-tracemalloc", action="store_true", help="skip the (slower) tracemalloc simulation run")
+    p.add_argument("--skip-sqlx", action="store_true", help="leave out the sqlx CLI comparison")
+    p.add_argument("--skip-sim", action="store_true", help="leave out the simulated fleet")
+    p.add_argument("--skip-db", action="store_true", help="leave out everything that needs PostgreSQL")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
+    # Internal: one simulation run in a child process.
+    p.add_argument("--sim-child", choices=["fleet", "trace", "registry"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sim-latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--sim-registry", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.schools < 1 or args.concurrency < 1 or args.repeat < 1 or args.sim_schools < 1 or args.sim_servers < 1:
+        p.error("--schools, --concurrency, --repeat, --sim-schools and --sim-servers must be at least 1")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.sim_child is not None:
+        return sim_child(args)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
+    configure_logging("console", "warning")
+    with_sqlx = not args.skip_sqlx and sqlx_exe() is not None
+    if not args.skip_sqlx and not with_sqlx:
+        say("sqlx CLI not found (pip install -e '.[dev]' installs it): leaving out the sqlx comparison")
+    figures: list[Figure] = []
+    facts: dict[str, Any] = {}
+    sim: SimResult | None = None
+    try:
+        with workspace() as workdir:
+            if not args.skip_db:
+                password = secrets.token_urlsafe(18)
+                say(f"starting a throwaway PostgreSQL in {workdir} ...")
+                server = start_server(workdir, password, args.concurrency)
+                try:
+                    say(f"environment: {environment(server)}")
+                    bench = DbBench(
+                        server=server,
+                        workdir=workdir,
+                        schools=args.schools,
+                        concurrency=args.concurrency,
+                        repeat=args.repeat,
+                        with_sqlx=with_sqlx,
+                        source=load_migrations(MIGRATIONS),
+                        env={**os.environ, PASSWORD_VAR: password},
+                    )
+                    os.environ[PASSWORD_VAR] = password  # the in-process runs read the registry from here
+                    bench.run()
+                    say()
+                    audit_bench(bench, workdir / "tenants-cli.yaml")
+                    figures, facts = bench.figures, bench.facts
+                finally:
+                    say("stopping the throwaway server ...")
+                    server.stop()
+            else:
+                say(f"environment: {environment(None)}")
+            if not args.skip_sim:
+                say()
+                sim = sim_bench(args, workdir)
+    except KeyboardInterrupt:
+        say("\ninterrupted: server stopped, temporary directory removed")
+        return 130
+    if figures:
+        print_table(figures)
+    print_targets(figures, args.concurrency, sim, facts)
+    if args.json:
+        data = {
+            "schools": args.schools,
+            "concurrency": args.concurrency,
+            "figures": [asdict(f) | {"schools_per_s": f.per_second} for f in figures],
+            "facts": facts,
+            "sim": None if sim is None else asdict(sim) | {"us_per_school": sim.us_per_school},
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        say(f"\nfigures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Read one school's history and live schema, strictly read-only.
+
+The session is opened with `default_transaction_read_only = on` and every query runs in a read-only transaction,
+so even a bug here cannot write to a school: the server would refuse it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from .. import sqlx
+from ..connection import as_database_error, close_quietly, open_session
+from ..engine import EngineOptions
+from ..errors import DatabaseError
+from ..history import AppliedMigration, differs_only_in_line_endings, history_exists, read_applied
+from ..lock import is_locked
+from ..outcome import DatabaseResult, Status, status_for
+from ..source import MigrationSource
+from ..target import DatabaseTarget
+from .model import Finding
+from .schema import SchemaSnapshot, snapshot
+
+
+@dataclass
+class LiveState:
+    result: DatabaseResult
+    findings: list[Finding] = field(default_factory=list)
+    schema: SchemaSnapshot | None = None
+    applied: frozenset[int] = frozenset()
+
+
+def history_findings(
+    applied: dict[int, AppliedMigration], source: MigrationSource, *, has_history: bool
+) -> list[Finding]:
+    """Every history drift at once (SQLx stops at the first; an audit wants them all)."""
+    if not has_history:
+        return [Finding("no_history", f"no {sqlx.HISTORY_TABLE} table: this school was never bootstrapped")]
+    findings = []
+    for row in applied.values():
+        if not row.success:
+            findings.append(
+                Finding("dirty", f"migration {row.version} is partially applied (success = false in the history)")
+            )
+    for version in sorted(v for v in applied if source.get(v) is None):
+        findings.append(
+            Finding("ahead", f"migration {version} is applied but has no file (deleted, or the school is ahead)")
+        )
+    for m in source:
+        stored = applied.get(m.version)
+        if stored is not None and stored.checksum != m.checksum:
+            crlf = differs_only_in_line_endings(m, stored.checksum)
+            why = " (only its line endings differ: CRLF vs LF)" if crlf else ""
+            findings.append(Finding("modified", f"{m.filename} was edited after it was applied{why}"))
+    pending = [m.version for m in source if m.version not in applied]
+    if pending:
+        listed = ", ".join(map(str, pending[:5])) + (" ..." if len(pending) > 5 else "")
+        findings.append(Finding("pending", f"{len(pending)} migration(s) pending: {listed}"))
+    return findings
+
+
+async def inspect_school(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> LiveState:
+    started = time.perf_counter()
+    result = DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE)
+    state = LiveState(result)
+    session = options.session
+    conn: asyncpg.Connection | None = None
+    try:
+        conn = await open_session(target, session, read_only=True)
+        async with conn.transaction(readonly=True):
+            has_history = await history_exists(conn)
+            applied = await read_applied(conn) if has_history else {}
+            present = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+            state.schema = await snapshot(conn)
+            if await is_locked(conn):
+                result.notes.append("a migrator holds the SQLx lock right now (a migration is in progress)")
+        state.applied = frozenset(v for v, row in applied.items() if row.success)
+        state.findings = history_findings(applied, source, has_history=has_history)
+        state.findings += [
+            Finding("extension_missing", f"extension {name} is not installed")
+            for name in options.extensions
+            if name not in present
+        ]
+        result.version_before = result.version_after = max(applied) if applied else None
+        result.pending = [m.version for m in source if m.version not in applied]
+        result.status = Status.DRIFT if state.findings else Status.UP_TO_DATE
+    except DatabaseError as exc:
+        result.status, result.error = status_for(exc), exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        error = as_database_error(target, exc, "auditing")
+        result.status, result.error = status_for(error), error
+    finally:
+        if conn is not None:
+            await close_quietly(conn)
+        result.duration_s = time.perf_counter() - started
+    return state

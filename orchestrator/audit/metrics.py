@@ -1,0 +1,79 @@
+"""The audit as Prometheus metrics, for node_exporter's textfile collector.
+
+The nightly audit writes e.g. `/var/lib/node_exporter/textfile/orchestrator_audit.prom`; node_exporter serves it
+and alerts fire on `orchestrator_audit_school_drift == 1` or a stale `orchestrator_audit_last_run_timestamp_seconds`.
+The file is replaced atomically, because the collector may read it at any moment and a half-written file is dropped
+(with an error metric) rather than partly read.
+
+Labels carry the school id and `host:port` only: never a URL, user or password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from ..report import write_atomically
+from .model import AuditReport
+
+_PREFIX = "orchestrator_audit_"
+_SCHOOL_LABELS = ("school", "server")
+
+#: the `state` label values of orchestrator_audit_schools, in AuditReport.counts() terms
+STATES = ("clean", "drift", "schema_drift", "pending", "unreachable")
+
+
+def _gauge(registry: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return Gauge(_PREFIX + name, doc, labelnames=labels, registry=registry)
+
+
+def render_prometheus(report: AuditReport) -> str:
+    """The report in the Prometheus text exposition format (version 0.0.4)."""
+    # A private registry: the process-wide default one would add python_* / process_* metrics and collide across
+    # calls.
+    registry = CollectorRegistry(auto_describe=True)
+
+    drift = _gauge(
+        registry, "school_drift", "1 if the school drifted (findings, or unreachable), else 0.", _SCHOOL_LABELS
+    )
+    pending = _gauge(registry, "school_pending_migrations", "Migrations not yet applied on the school.", _SCHOOL_LABELS)
+    reachable = _gauge(registry, "school_reachable", "1 if the audit could connect to the school.", _SCHOOL_LABELS)
+    version = _gauge(
+        registry, "school_version", "The school's latest applied migration version (when known).", _SCHOOL_LABELS
+    )
+    for school in report.schools:
+        labels = {"school": school.tenant.id, "server": school.result.server}
+        drift.labels(**labels).set(1 if school.drift else 0)
+        reachable.labels(**labels).set(1 if school.reachable else 0)
+        # An unreachable school's pending list is unknown, not empty: leave the series absent instead of a false 0.
+        if school.reachable:
+            pending.labels(**labels).set(school.pending_count)
+        if school.result.version_after is not None:
+            version.labels(**labels).set(school.result.version_after)
+
+    _gauge(registry, "last_run_timestamp_seconds", "When the audit finished, as a Unix time.").set(
+        report.finished_at.timestamp()
+    )
+    _gauge(registry, "duration_seconds", "How long the audit took.").set(report.duration_s)
+    _gauge(registry, "interrupted", "1 if the audit was interrupted before it saw every school.").set(
+        1 if report.interrupted else 0
+    )
+    if report.latest_version is not None:
+        # Lets PromQL compare: orchestrator_audit_school_version < on() group_left orchestrator_audit_latest_...
+        _gauge(registry, "latest_migration_version", "The newest migration version in the migrations directory.").set(
+            report.latest_version
+        )
+    schools = _gauge(registry, "schools", "Schools per audit state (a school may be in several).", ("state",))
+    counts = report.counts()
+    for state in STATES:
+        schools.labels(state=state).set(counts[state])
+    _gauge(registry, "schema_fingerprints", "Distinct live-schema fingerprints across the fleet.").set(
+        len(report.fingerprint_groups())
+    )
+    return generate_latest(registry).decode("utf-8")
+
+
+def write_prometheus(report: AuditReport, path: Path | str) -> None:
+    """Write the metrics file atomically (temp file beside it, then rename), as the textfile collector needs."""
+    write_atomically(Path(path), render_prometheus(report))

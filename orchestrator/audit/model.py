@@ -1,0 +1,124 @@
+"""What the nightly audit found, per school and for the fleet: plain values that the JSON, JUnit, Prometheus and
+HTML outputs all render from.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..outcome import DatabaseResult, Status
+from ..registry import Tenant
+
+AUDIT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One drift finding, in words a DBA reads at a glance."""
+
+    kind: str  # history: pending | ahead | modified | dirty | no_history | extension_missing; schema: schema
+    text: str  # e.g. "students: index idx_students_email not in migrations"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "text": self.text}
+
+
+@dataclass
+class SchoolAudit:
+    tenant: Tenant
+    result: DatabaseResult  # the read-only status of the school (versions, pending, error)
+    findings: list[Finding] = field(default_factory=list)
+    fingerprint: str | None = None  # of the live schema; None when it could not be read
+    expected_fingerprint: str | None = None  # of what the migrations produce at the school's version
+
+    @property
+    def reachable(self) -> bool:
+        return self.result.status is not Status.UNREACHABLE
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.findings) or not self.reachable
+
+    @property
+    def schema_drift(self) -> bool:
+        return any(f.kind == "schema" for f in self.findings)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.result.pending)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.tenant.id,
+            "tags": list(self.tenant.tags),
+            "database": self.result.database,
+            "server": self.result.server,
+            "status": "drift" if self.drift and self.reachable else self.result.status.value,
+            "drift": self.drift,
+            "version": self.result.version_after,
+            "pending": self.result.pending,
+            "findings": [f.to_dict() for f in self.findings],
+            "fingerprint": self.fingerprint,
+            "expected_fingerprint": self.expected_fingerprint,
+            "error": self.result.error.to_dict() if self.result.error else None,
+            "duration_s": round(self.result.duration_s, 6),
+        }
+
+
+@dataclass
+class AuditReport:
+    schools: list[SchoolAudit]
+    started_at: datetime
+    finished_at: datetime
+    migrations_dir: str
+    latest_version: int | None
+    interrupted: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def clean(self) -> bool:
+        return not self.interrupted and not any(s.drift for s in self.schools)
+
+    def version_histogram(self) -> list[tuple[int | None, int]]:
+        counts = Counter(s.result.version_after for s in self.schools if s.reachable)
+        return sorted(counts.items(), key=lambda kv: (kv[0] is None, -(kv[0] or 0)))
+
+    def fingerprint_groups(self) -> list[tuple[str, list[str]]]:
+        """Schools grouped by live-schema fingerprint, largest group first: "998 identical, 2 differ"."""
+        groups: dict[str, list[str]] = {}
+        for s in self.schools:
+            if s.fingerprint:
+                groups.setdefault(s.fingerprint, []).append(s.tenant.id)
+        return sorted(groups.items(), key=lambda kv: -len(kv[1]))
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "schools": len(self.schools),
+            "clean": sum(1 for s in self.schools if not s.drift),
+            "drift": sum(1 for s in self.schools if s.drift and s.reachable),
+            "schema_drift": sum(1 for s in self.schools if s.schema_drift),
+            "pending": sum(1 for s in self.schools if s.pending_count),
+            "unreachable": sum(1 for s in self.schools if not s.reachable),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": AUDIT_SCHEMA_VERSION,
+            "command": "audit",
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "clean": self.clean,
+            "interrupted": self.interrupted,
+            "migrations": {"directory": self.migrations_dir, "latest_version": self.latest_version},
+            "summary": self.counts(),
+            "version_histogram": [{"version": v, "schools": n} for v, n in self.version_histogram()],
+            "fingerprint_groups": [{"fingerprint": f, "schools": ids} for f, ids in self.fingerprint_groups()],
+            "schools": [s.to_dict() for s in self.schools],
+        }

@@ -1,0 +1,163 @@
+"""The nightly audit over the fleet: history drift and schema drift, read-only on every school.
+
+1. Every school is read (history, extensions, live schema) through the fleet's budgets, read-only.
+2. For each distinct set of applied migrations, the expected schema is built once by applying exactly those
+   migrations to a scratch database (on --reference-url's server, or the first reachable school's server), read,
+   and dropped. A fleet of 1,000 schools at one version builds one scratch database, not 1,000.
+3. Each school's live schema is compared with the expected one; identical fingerprints skip the comparison.
+Live schemas are kept once per fingerprint, so memory grows with the number of distinct schemas, not schools.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import structlog
+
+from .. import engine
+from ..bootstrap import create_database, drop_database
+from ..connection import session
+from ..errors import DatabaseError
+from ..fleet import FleetOptions, Observer, run_fleet
+from ..operations import options_for
+from ..outcome import DatabaseResult, Status
+from ..registry import Tenant
+from ..runner import Job
+from ..source import MigrationSource
+from ..target import DatabaseTarget
+from .inspect import LiveState, inspect_school
+from .model import AuditReport, Finding, SchoolAudit
+from .schema import SchemaSnapshot, diff, fingerprint, snapshot
+
+log = structlog.get_logger("orchestrator.audit")
+
+AppliedSet = frozenset[int]
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    reference_url: str | None = None  # a server where scratch databases may be created (needs CREATEDB)
+    schema: bool = True  # compare live schemas with what the migrations produce
+
+
+@dataclass(frozen=True)
+class Reference:
+    schema: SchemaSnapshot | None
+    fingerprint: str | None
+    error: str | None = None
+
+
+async def run_audit(job: Job, options: AuditOptions, observer: Observer | None = None) -> AuditReport:
+    started = datetime.now(UTC)
+    states: dict[str, LiveState] = {}
+    schemas_by_fingerprint: dict[str, SchemaSnapshot] = {}
+    fingerprints: dict[str, str] = {}
+    spec = job.spec
+
+    async def work(tenant: Tenant) -> DatabaseResult:
+        state = await inspect_school(tenant.target, job.source, options_for(tenant, spec.engine, spec.overrides))
+        if state.schema is not None:
+            fp = fingerprint(state.schema)
+            state.schema = schemas_by_fingerprint.setdefault(fp, state.schema)
+            fingerprints[tenant.id] = fp
+        states[tenant.id] = state
+        return state.result
+
+    fleet = replace(spec.fleet, waves=False, max_failures=None)
+    if spec.per_server is not None:
+        fleet = replace(fleet, per_server=spec.per_server)
+    elif job.registry is not None and job.registry.per_server:
+        fleet = replace(fleet, per_server=job.registry.per_server)
+    fleet_run = await run_fleet(job.tenants, work, fleet, observer)
+
+    references: dict[AppliedSet, Reference] = {}
+    if options.schema:
+        references = await _build_references(job, states, options, fleet)
+
+    schools = []
+    for outcome in fleet_run.outcomes:
+        state = states.get(outcome.tenant.id, LiveState(outcome.result))
+        audit = SchoolAudit(outcome.tenant, state.result, list(state.findings), fingerprints.get(outcome.tenant.id))
+        if options.schema and state.schema is not None:
+            _compare(audit, state, references.get(_key(state, job.source)))
+        if audit.findings and audit.result.status is Status.UP_TO_DATE:
+            audit.result.status = Status.DRIFT
+        schools.append(audit)
+    return AuditReport(
+        schools,
+        started,
+        datetime.now(UTC),
+        str(spec.migrations_dir),
+        job.source.latest,
+        interrupted=fleet_run.interrupted,
+    )
+
+
+def _key(state: LiveState, source: MigrationSource) -> AppliedSet:
+    return frozenset(v for v in state.applied if source.get(v) is not None)
+
+
+def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) -> None:
+    assert state.schema is not None
+    if reference is None or reference.schema is None:
+        why = reference.error if reference else "no reference was built"
+        audit.findings.append(Finding("schema", f"expected schema could not be built: {why}"))
+        return
+    audit.expected_fingerprint = reference.fingerprint
+    if audit.fingerprint != reference.fingerprint:
+        audit.findings.extend(diff(reference.schema, state.schema))
+
+
+async def _build_references(
+    job: Job, states: dict[str, LiveState], options: AuditOptions, fleet: FleetOptions
+) -> dict[AppliedSet, Reference]:
+    wanted = {_key(s, job.source) for s in states.values() if s.schema is not None}
+    if not wanted:
+        return {}
+    server = _reference_server(job, states, options)
+    if server is None:
+        return {k: Reference(None, None, "no reachable server to build it on (give --reference-url)") for k in wanted}
+    references = {}
+    for key in sorted(wanted, key=lambda k: (len(k), sorted(k))):
+        references[key] = await _build_reference(server, job, key)
+    return references
+
+
+def _reference_server(job: Job, states: dict[str, LiveState], options: AuditOptions) -> DatabaseTarget | None:
+    if options.reference_url:
+        return DatabaseTarget.parse(options.reference_url)
+    for tenant in job.tenants:
+        state = states.get(tenant.id)
+        if state is not None and state.schema is not None:
+            return tenant.target
+    return None
+
+
+async def _build_reference(server: DatabaseTarget, job: Job, key: AppliedSet) -> Reference:
+    """Apply exactly the migrations in `key` to a scratch database, read its schema, drop it."""
+    name = f"orchestrator_ref_{os.getpid()}_{secrets.token_hex(4)}"
+    scratch = server.with_database(name)
+    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in key))
+    base = job.spec.engine
+    extensions = job.registry.tenants[0].settings.extensions if job.registry and job.registry.tenants else None
+    options = replace(base, extensions=extensions or base.extensions, target_version=None)
+    log.info("audit.reference", versions=len(key), server=server.server, database=name)
+    try:
+        await create_database(scratch, options.session)
+        result = await engine.provision(scratch, subset, options)
+        if not result.ok:
+            message = result.error.message if result.error else result.status.value
+            return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
+        async with session(scratch, options.session) as conn, conn.transaction(readonly=True):
+            expected = await snapshot(conn)
+        return Reference(expected, fingerprint(expected))
+    except DatabaseError as exc:
+        return Reference(None, None, exc.message)
+    finally:
+        try:
+            await drop_database(scratch, options.session)
+        except DatabaseError as exc:
+            log.warning("audit.reference_not_dropped", database=name, error=exc.message)

