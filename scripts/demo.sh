@@ -23,9 +23,17 @@ step "Roll out: canary first, then the rest; report and JUnit written" \
 step "Status of the fleet after the rollout" $BIN/orchestrator status
 step "Onboard one new school in one idempotent call (the admin service's hook)" \
   $BIN/orchestrator provision -D "postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_demo"
-if [ -d tests/data/unsafe_migrations ]; then
-  step "The safety gate on a directory of unsafe migrations (expected to fail)" \
-    $BIN/orchestrator lint tests/data/unsafe_migrations --no-squawk
-fi
+step "Nightly audit of a clean fleet (read-only)" $BIN/orchestrator audit --no-progress
+
+psql_echo() { PGPASSWORD=$SCHOOL_DB_PASSWORD psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d school_echo -c "$1"; }
+step "Inject a drift by hand into school-echo: an index the migrations never made" \
+  psql_echo "CREATE INDEX IF NOT EXISTS idx_students_email ON students (email)"
+step "The audit finds it (exit 1), with metrics and an HTML page" \
+  $BIN/orchestrator audit --no-progress --metrics .demo/audit.prom --html .demo/audit.html --report .demo/audit.json
+psql_echo "DROP INDEX IF EXISTS idx_students_email"
+
+step "The safety gate on a directory of unsafe migrations (expected to fail)" \
+  $BIN/orchestrator lint tests/data/unsafe_migrations --format editor
 echo
-echo "report: .demo/report.json  junit: .demo/junit.xml  (run 'make demo' again: everything is up to date)"
+echo "written: .demo/report.json .demo/junit.xml .demo/audit.json .demo/audit.prom .demo/audit.html"
+echo "run 'make demo' again: every school is up to date."

@@ -330,7 +330,8 @@ DRIFTS = {
         "CREATE SCHEMA reporting;"
         "CREATE TABLE reporting.summary (id serial PRIMARY KEY, students integer NOT NULL);"
         "CREATE VIEW reporting.big AS SELECT * FROM reporting.summary WHERE students > 100;"
-        "CREATE FUNCTION reporting.total() RETURNS bigint LANGUAGE sql AS 'SELECT sum(students) FROM reporting.summary'",
+        "CREATE FUNCTION reporting.total() RETURNS bigint LANGUAGE sql"
+        " AS 'SELECT sum(students) FROM reporting.summary'",
         ["schema reporting not in migrations"],
     ),
     "object in another schema": (

@@ -1,0 +1,172 @@
+"""The nightly audit on real school databases: every kind of drift, injected by hand, is found and described;
+a clean fleet is clean; nothing is ever written to a school."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fleetkit import ROOT, cli, make_school, registry_url, write_registry
+from pgfixtures import PG_PASSWORD, execute_sync, run_sync
+
+from orchestrator import provision
+from orchestrator.audit.model import AuditReport
+from orchestrator.audit.run import AuditOptions, run_audit
+from orchestrator.devserver import DevServer
+from orchestrator.operations import Command
+from orchestrator.runner import JobSpec, prepare
+
+FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
+
+
+@pytest.fixture
+def migrations(tmp_path: Path) -> Path:
+    """A private copy of the school schema, so a test can edit or delete files."""
+    return Path(shutil.copytree(ROOT / "migrations", tmp_path / "migrations"))
+
+
+def school(pg: DevServer, label: str, migrations: Path, target: int | None = None) -> str:
+    name = make_school(pg, label)
+    if target is None:
+        result = provision(pg.url(name), migrations=migrations)
+    else:
+        from orchestrator import engine
+        from orchestrator.source import load_migrations
+        from orchestrator.target import DatabaseTarget
+
+        result = run_sync(
+            engine.provision(
+                DatabaseTarget.parse(pg.url(name)),
+                load_migrations(migrations),
+                engine.EngineOptions(target_version=target),
+            )
+        )
+    assert result.ok, result.error
+    return name
+
+
+def audit(tmp_path: Path, pg: DevServer, migrations: Path, schools: dict[str, str]) -> AuditReport:
+    registry = write_registry(tmp_path / "t.yaml", [(sid, registry_url(pg, db), []) for sid, db in schools.items()])
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(JobSpec(command=Command.STATUS, registry_path=registry, migrations_dir=migrations))
+    return run_sync(run_audit(job, AuditOptions()))
+
+
+def findings(report: AuditReport) -> dict[str, list[str]]:
+    return {s.tenant.id: [f.text for f in s.findings] for s in report.schools}
+
+
+def test_a_clean_fleet_at_two_versions_is_clean(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {
+        "a": school(pg, "clean_a", migrations),
+        "b": school(pg, "clean_b", migrations),
+        "old": school(pg, "clean_old", migrations, target=SECOND),
+    }
+    report = audit(tmp_path, pg, migrations, schools)
+    found = findings(report)
+    assert found["a"] == found["b"] == []
+    assert found["old"] == [f"1 migration(s) pending: {LATEST}"], "behind, but its schema matches its version"
+    assert not any(s.schema_drift for s in report.schools)
+    groups = report.fingerprint_groups()
+    assert [len(ids) for _, ids in groups] == [2, 1], "two schemas: one per version"
+    assert report.version_histogram() == [(LATEST, 2), (SECOND, 1)]
+
+
+def test_each_kind_of_schema_drift_is_found_and_described(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {kind: school(pg, f"drift_{kind}", migrations) for kind in ("clean", "index", "column", "type")}
+    execute_sync(pg.url(schools["index"]), "CREATE INDEX idx_students_email ON students (email)")
+    execute_sync(pg.url(schools["column"]), "ALTER TABLE grades DROP COLUMN comment")
+    execute_sync(pg.url(schools["type"]), "ALTER TABLE grades ALTER COLUMN score TYPE numeric(6,2)")
+    report = audit(tmp_path, pg, migrations, schools)
+    found = findings(report)
+    assert found["clean"] == []
+    assert found["index"] == ["students: index idx_students_email not in migrations"]
+    assert "grades.comment: column missing (migrations create it)" in found["column"]
+    assert "grades.score: type numeric(6,2), migrations say numeric(5,2)" in found["type"]
+    assert report.counts()["schema_drift"] == 3
+    groups = report.fingerprint_groups()
+    assert len(groups) == 4 and all(len(ids) == 1 for _, ids in groups)
+
+
+def test_history_drift_is_found_and_described(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {kind: school(pg, f"hist_{kind}", migrations) for kind in ("dirty", "nohistory")}
+    execute_sync(pg.url(schools["dirty"]), f"UPDATE _sqlx_migrations SET success = false WHERE version = {LATEST}")
+    execute_sync(pg.url(schools["nohistory"]), "DROP TABLE _sqlx_migrations")
+    execute_sync(pg.url(schools["nohistory"]), 'DROP EXTENSION "uuid-ossp" CASCADE')
+    report = audit(tmp_path, pg, migrations, schools)
+    found = findings(report)
+    assert f"migration {LATEST} is partially applied (success = false in the history)" in found["dirty"]
+    assert "no _sqlx_migrations table: this school was never bootstrapped" in found["nohistory"]
+    assert "extension uuid-ossp is not installed" in found["nohistory"]
+
+
+def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {"edited": school(pg, "files_edited", migrations)}
+    up = migrations / "20250115000000_add_attendance.up.sql"
+    up.write_bytes(up.read_bytes().replace(b"\n", b"\r\n"))
+    (migrations / "20250201000000_add_grades.up.sql").unlink()
+    (migrations / "20250201000000_add_grades.down.sql").unlink()
+    report = audit(tmp_path, pg, migrations, schools)
+    texts = findings(report)["edited"]
+    assert (
+        "20250115000000_add_attendance.up.sql was edited after it was applied "
+        "(only its line endings differ: CRLF vs LF)"
+    ) in texts
+    assert f"migration {LATEST} is applied but has no file (deleted, or the school is ahead)" in texts
+
+
+def pg_dump(pg: DevServer, db: str) -> str:
+    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [f"{bindir}/pg_dump", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", db],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PGPASSWORD": PG_PASSWORD},
+    ).stdout
+    # PostgreSQL 15.18's pg_dump writes a random \restrict token per dump.
+    return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def test_the_audit_writes_nothing_to_schools(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {"drifted": school(pg, "ro_drifted", migrations), "behind": school(pg, "ro_behind", migrations, FIRST)}
+    execute_sync(pg.url(schools["drifted"]), "CREATE TABLE library (id int); INSERT INTO library VALUES (1)")
+    before = {sid: pg_dump(pg, db) for sid, db in schools.items()}
+    report = audit(tmp_path, pg, migrations, schools)
+    assert not report.clean
+    assert {sid: pg_dump(pg, db) for sid, db in schools.items()} == before
+    assert "table library not in migrations" in findings(report)["drifted"]
+
+
+def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
+    tmp_path: Path, pg: DevServer, migrations: Path
+) -> None:
+    clean, drifted = school(pg, "cli_clean", migrations), school(pg, "cli_drifted", migrations)
+    execute_sync(pg.url(drifted), "CREATE INDEX idx_teachers_phone ON teachers (phone)")
+    registry = write_registry(tmp_path / "t.yaml", [("clean", registry_url(pg, clean), []),
+                                                     ("drifted", registry_url(pg, drifted), [])])  # fmt: skip
+    out = tmp_path / "out"
+    result = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+                 "--report", str(out / "a.json"), "--junit", str(out / "a.xml"), "--metrics", str(out / "a.prom"),
+                 "--html", str(out / "a.html"))  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "teachers: index idx_teachers_phone not in migrations" in result.stdout
+    assert "schemas: 1 identical, 1 differ" in result.stdout
+    data = json.loads((out / "a.json").read_text())
+    assert data["summary"]["drift"] == 1 and data["clean"] is False
+    prom = (out / "a.prom").read_text()
+    assert 'orchestrator_audit_school_drift{school="drifted"' in prom
+    html = (out / "a.html").read_text()
+    assert "idx_teachers_phone" in html
+    for path in out.iterdir():
+        assert PG_PASSWORD not in path.read_text()
+    assert PG_PASSWORD not in result.stdout + result.stderr
+
+    execute_sync(pg.url(drifted), "DROP INDEX idx_teachers_phone")
+    again = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    assert again.returncode == 0, again.stdout
+    assert "clean" in again.stdout
