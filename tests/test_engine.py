@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -509,7 +510,7 @@ def test_two_concurrent_migrates_apply_each_migration_exactly_once(db_url: str) 
 
     assert all(r.ok for r in results), [r.error for r in results]
     assert sorted(r.status.value for r in results) == ["applied", "up_to_date"]
-    applied = [r for r in results if r.status is Status.APPLIED][0]
+    applied = next(r for r in results if r.status is Status.APPLIED)
     assert applied.applied_versions == [V1, V2, V3]
     assert versions(db_url) == [V1, V2, V3]
 
@@ -658,17 +659,43 @@ def test_the_password_never_appears_in_any_result(
         assert wrong_password not in said, label
 
 
-@pytest.mark.parametrize("status_fn", [engine.status, engine.plan])
-def test_read_only_commands_take_no_lock_and_write_nothing_on_a_refused_ledger(
-    fresh_url: str, status_fn: object
-) -> None:
+ReadOnly = Callable[[DatabaseTarget, MigrationSource, EngineOptions], Awaitable[DatabaseResult]]
+
+
+@pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])
+def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(fresh_url: str, read_only: ReadOnly) -> None:
     source = load_migrations(PROJECT_MIGRATIONS)
     provision(fresh_url, source, options(target_version=V1))
     execute_sync(fresh_url, "UPDATE _sqlx_migrations SET success = false")
 
-    result = run_sync(status_fn, DatabaseTarget.parse(fresh_url), source, options())  # type: ignore[arg-type]
+    result = run_sync(read_only, DatabaseTarget.parse(fresh_url), source, options())
 
     assert result.status is Status.DIRTY
     assert [tuple(r) for r in fetch_sync(fresh_url, "SELECT version, success FROM _sqlx_migrations")] == [
         (V1, False)
     ]
+
+
+@pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])
+def test_read_only_commands_do_not_wait_for_the_lock_and_say_a_migration_is_in_progress(
+    fresh_url: str, db_name: str, read_only: ReadOnly
+) -> None:
+    source = load_migrations(PROJECT_MIGRATIONS)
+    provision(fresh_url, source, options(target_version=V1))
+
+    async def scenario() -> tuple[DatabaseResult, float]:
+        holder = await asyncpg.connect(fresh_url)
+        try:
+            await holder.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(db_name))
+            started = time.monotonic()
+            result = await read_only(DatabaseTarget.parse(fresh_url), source, options(lock_wait=5.0))
+            return result, time.monotonic() - started
+        finally:
+            await holder.close()
+
+    result, took = run_sync(scenario)
+
+    assert result.ok and result.status in (Status.PENDING, Status.PLANNED)
+    assert result.pending == [V2, V3]
+    assert took < 2
+    assert any("holds the SQLx lock" in note for note in result.notes)

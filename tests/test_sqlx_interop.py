@@ -57,14 +57,17 @@ def sqlx_info(source: Path, url: str, cwd: Path) -> dict[int, str]:
         if not head.isdigit():
             continue  # the checksum lines under a "different checksum" entry
         version = int(head)
-        state = "installed (different checksum)" if rest.startswith("installed (different checksum)") else rest.split()[0]
+        different = rest.startswith("installed (different checksum)")
+        state = "installed (different checksum)" if different else rest.split()[0]
         assert rest.endswith(DESCRIPTIONS.get(version, rest.split()[-1])), line
         states[version] = state
     return states
 
 
 def options(*, target_version: int | None = None, lock_wait: float = 10.0) -> EngineOptions:
-    return EngineOptions(session=SessionSettings(connect_timeout=5.0), target_version=target_version, lock_wait=lock_wait)
+    return EngineOptions(
+        session=SessionSettings(connect_timeout=5.0), target_version=target_version, lock_wait=lock_wait
+    )
 
 
 def ours(fn: object, url: str, source: MigrationSource, opts: EngineOptions | None = None) -> DatabaseResult:
