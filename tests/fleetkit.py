@@ -61,6 +61,11 @@ def write_registry(path: Path, tenants: Sequence[tuple[str, str, Sequence[str]]]
     return path
 
 
+def fleet_registry(path: Path, server: DevServer, schools: Sequence[str]) -> Path:
+    """A registry of `schools` (database names) on one server, with ids s0, s1, ..."""
+    return write_registry(path, [(f"s{i}", registry_url(server, db), []) for i, db in enumerate(schools)])
+
+
 def run_fleet_job(command: Command, registry: Path, migrations: Path, **spec: Any) -> RunReport:
     os.environ["PGPW"] = PG_PASSWORD
     job = prepare(JobSpec(command=command, registry_path=registry, migrations_dir=migrations, **spec))

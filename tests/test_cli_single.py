@@ -93,9 +93,7 @@ def test_human_output_says_what_was_applied(fresh_url: str) -> None:
 def test_database_url_from_the_environment_is_used_when_d_is_absent(
     pg: DevServer, fresh_url: str, db_name: str, tmp_path: Path
 ) -> None:
-    result = invoke(
-        "provision", "--migrations", str(PROJECT_MIGRATIONS), "--json", env={"DATABASE_URL": fresh_url}
-    )
+    result = invoke("provision", "--migrations", str(PROJECT_MIGRATIONS), "--json", env={"DATABASE_URL": fresh_url})
 
     assert result.exit_code == 0, result.output
     assert report(result)["schools"][0]["database"] == db_name

@@ -244,9 +244,7 @@ def test_applied_version_without_a_file_is_missing_with_sqlx_wording(fresh_url: 
 
     assert result.status is Status.MISSING
     assert result.error is not None and result.error.code == "missing"
-    assert result.error.message == (
-        f"migration {V2} was previously applied but is missing in the resolved migrations"
-    )
+    assert result.error.message == f"migration {V2} was previously applied but is missing in the resolved migrations"
     assert result.error.hint and str(V2) in result.error.hint
     assert versions(fresh_url) == [V1, V2, V3]
 
@@ -269,9 +267,7 @@ def test_edited_applied_file_is_modified_with_sqlx_wording(fresh_url: str, tmp_p
     assert versions(fresh_url) == [V1, V2]
 
 
-def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(
-    fresh_url: str, tmp_path: Path
-) -> None:
+def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(fresh_url: str, tmp_path: Path) -> None:
     directory = project_copy(tmp_path)
     provision(fresh_url, load_migrations(directory))
     path = directory / f"{V1}_initial_schema.up.sql"
@@ -288,9 +284,7 @@ def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(
 # --- a migration that fails --------------------------------------------------------------------------------------
 
 
-def test_failing_statement_reports_sqlstate_file_and_line_and_rolls_the_file_back(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_failing_statement_reports_sqlstate_file_and_line_and_rolls_the_file_back(db_url: str, tmp_path: Path) -> None:
     source = migrations_dir(
         tmp_path / "m",
         {
@@ -408,9 +402,7 @@ def test_lock_timeout_on_a_busy_table_fails_with_55p03_and_is_retryable(db_url: 
 
 
 def test_statement_timeout_cancels_a_slow_migration_with_57014(db_url: str, tmp_path: Path) -> None:
-    source = migrations_dir(
-        tmp_path / "m", {"1_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n"}
-    )
+    source = migrations_dir(tmp_path / "m", {"1_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n"})
     started = time.monotonic()
 
     result = migrate(db_url, source, options(statement_timeout=0.3))
@@ -595,10 +587,14 @@ def test_revert_to_zero_removes_every_migration(fresh_url: str) -> None:
     assert [s.version for s in result.steps] == [V3, V2, V1]
     assert result.version_after is None
     assert versions(fresh_url) == []
-    assert fetchval_sync(
-        fresh_url, "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND c.relname <> '_sqlx_migrations'"
-    ) == 0
+    assert (
+        fetchval_sync(
+            fresh_url,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND c.relname <> '_sqlx_migrations'",
+        )
+        == 0
+    )
 
     nothing = run_sync(engine.revert, DatabaseTarget.parse(fresh_url), source, 0, options())
     assert nothing.status is Status.UP_TO_DATE and nothing.steps == []
@@ -671,9 +667,7 @@ def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(fresh_ur
     result = run_sync(read_only, DatabaseTarget.parse(fresh_url), source, options())
 
     assert result.status is Status.DIRTY
-    assert [tuple(r) for r in fetch_sync(fresh_url, "SELECT version, success FROM _sqlx_migrations")] == [
-        (V1, False)
-    ]
+    assert [tuple(r) for r in fetch_sync(fresh_url, "SELECT version, success FROM _sqlx_migrations")] == [(V1, False)]
 
 
 @pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])

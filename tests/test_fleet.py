@@ -11,7 +11,17 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-from fleetkit import by_id, cli, make_migrations, make_school, popen, registry_url, run_fleet_job, write_registry
+from fleetkit import (
+    by_id,
+    cli,
+    fleet_registry,
+    make_migrations,
+    make_school,
+    popen,
+    registry_url,
+    run_fleet_job,
+    write_registry,
+)
 from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync
 
 from orchestrator.devserver import DevServer, free_port
@@ -136,9 +146,7 @@ def test_the_failure_budget_halts_and_skips_the_rest(tmp_path: Path, pg: DevServ
     schools = [make_school(pg, f"budget_{i}") for i in range(5)]
     for db in schools:
         execute_sync(pg.url(db), "CREATE TABLE two (id int)")
-    registry = write_registry(
-        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
-    )
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     report = run_fleet_job(
         Command.MIGRATE,
         registry,
@@ -243,9 +251,7 @@ def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevS
 def test_sigint_lets_running_schools_finish_and_skips_the_rest(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"slow_sigint_{i}") for i in range(4)]
-    registry = write_registry(
-        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
-    )
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 30
@@ -275,9 +281,7 @@ def test_sigint_lets_running_schools_finish_and_skips_the_rest(tmp_path: Path, p
 def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"twice_{i}") for i in range(3)] + [make_school(pg, "slow_twice")]
-    registry = write_registry(
-        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
-    )
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     args = ("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
     procs = [popen(*args), popen(*args)]
     outputs = [p.communicate(timeout=120) for p in procs]
@@ -297,9 +301,7 @@ def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: P
 def test_shards_split_a_rollout_between_processes(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"shard_{i}") for i in range(6)]
-    registry = write_registry(
-        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
-    )
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     seen: list[str] = []
     for index in range(2):
         result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--shard",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fleetkit import cli, make_migrations, make_school, registry_url, write_registry
+from fleetkit import cli, fleet_registry, make_migrations, make_school
 from pgfixtures import fetch_sync, fetchval_sync
 
 from orchestrator.devserver import DevServer
@@ -27,9 +27,7 @@ def has_history(pg: DevServer, db: str) -> bool:
 
 def fleet(tmp_path: Path, pg: DevServer, n: int, label: str) -> tuple[Path, list[str]]:
     schools = [make_school(pg, f"{label}_{i}") for i in range(n)]
-    registry = write_registry(
-        tmp_path / "t.yaml", [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(schools)]
-    )
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     return registry, schools
 
 
