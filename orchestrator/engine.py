@@ -28,7 +28,7 @@ from .connection import (
     is_connection_lost,
     open_session,
 )
-from .errors import DatabaseError, DatabaseMissing, MigrationFailed, NotReversible, UsageError
+from .errors import DatabaseError, DatabaseMissing, Locked, MigrationFailed, NotReversible, UsageError
 from .history import (
     AppliedMigration,
     ensure_history_table,
@@ -36,7 +36,7 @@ from .history import (
     read_applied,
     validate,
 )
-from .lock import is_locked, migration_lock
+from .lock import current_holder, migration_lock
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
@@ -259,12 +259,16 @@ async def _inspect(
         else:
             applied = {}
             result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
-        if await is_locked(conn):
-            result.notes.append("a migrator holds the SQLx lock right now (a migration is in progress)")
+        holder = await current_holder(conn)
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]
     validate(applied, source, ignore_missing=options.ignore_missing)
+    if holder is not None:
+        raise Locked(
+            f"a migration is in progress on {result.database}: the SQLx lock is held by {holder}",
+            hint="wait for it to finish, then run this again",
+        )
     if plan:
         result.steps = [MigrationStep(m.version, m.description, "up") for m in pending]
         result.status = Status.PLANNED if pending else Status.UP_TO_DATE

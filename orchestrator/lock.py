@@ -41,10 +41,10 @@ async def lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
     return f"pid {row['pid']} ({app}, from {client}, {row['state']})"
 
 
-async def is_locked(conn: asyncpg.Connection) -> bool:
-    """Whether some session holds the migration lock right now (read-only check)."""
+async def current_holder(conn: asyncpg.Connection) -> str | None:
+    """Who holds the migration lock right now, if anyone (a read-only check: takes no lock)."""
     database = await conn.fetchval("SELECT current_database()")
-    return await lock_holder(conn, advisory_lock_key(database)) is not None
+    return await lock_holder(conn, advisory_lock_key(database))
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -328,3 +329,32 @@ def test_status_and_plan_show_a_version_histogram_and_write_nothing(
     assert "versions across the fleet" in result.stdout
     assert "3 ############################## 1 (latest)" in result.stdout.replace("  ", " ").replace("  ", " ")
     assert "_sqlx_migrations" not in tables(pg, fresh), f"{command} wrote nothing"
+
+
+def test_status_reports_a_migration_in_progress_as_locked_naming_the_holder(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "status_locked")
+    registry = fleet_registry(tmp_path / "t.yaml", pg, [db])
+
+    async def hold_and_check() -> subprocess.CompletedProcess[str]:
+        conn = await asyncpg.connect(pg.url(db), server_settings={"application_name": "school-worker"})
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(db))
+            return await anyio.to_thread.run_sync(
+                lambda: cli(
+                    "status",
+                    "--registry",
+                    str(registry),
+                    "--migrations",
+                    str(migrations),
+                    "--no-progress",
+                    "--retries",
+                    "0",
+                )
+            )
+        finally:
+            await conn.close()
+
+    result = anyio.run(hold_and_check)
+    assert result.returncode == 1
+    assert "locked" in result.stdout and "school-worker" in result.stdout

@@ -16,7 +16,7 @@ from ..connection import as_database_error, close_quietly, open_session
 from ..engine import EngineOptions
 from ..errors import DatabaseError
 from ..history import AppliedMigration, differs_only_in_line_endings, history_exists, read_applied
-from ..lock import is_locked
+from ..lock import current_holder
 from ..outcome import DatabaseResult, Status, status_for
 from ..source import MigrationSource
 from ..target import DatabaseTarget
@@ -74,8 +74,9 @@ async def inspect_school(target: DatabaseTarget, source: MigrationSource, option
             applied = await read_applied(conn) if has_history else {}
             present = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
             state.schema = await snapshot(conn)
-            if await is_locked(conn):
-                result.notes.append("a migrator holds the SQLx lock right now (a migration is in progress)")
+            holder = await current_holder(conn)
+            if holder is not None:
+                result.notes.append(f"a migration is in progress (the SQLx lock is held by {holder})")
         state.applied = frozenset(v for v, row in applied.items() if row.success)
         state.findings = history_findings(applied, source, has_history=has_history)
         state.findings += [

@@ -107,6 +107,7 @@ def plan(
     shard: Shard = None,
     concurrency: Concurrency = 8,
     per_server: PerServer = None,
+    retries: Retries = 2,
     connect_timeout: ConnectTimeout = None,
     json_out: JsonOut = False,
     report: ReportPath = None,
@@ -117,7 +118,7 @@ def plan(
         lambda: build_spec(
             Command.PLAN, database_url=database_url, registry=registry, migrations=migrations, tenant=tenant,
             tag=tag, exclude=exclude, shard=shard, concurrency=concurrency, per_server=per_server,
-            connect_timeout=connect_timeout, target_version=target,
+            retries=retries, connect_timeout=connect_timeout, target_version=target,
         ),
         json_out=json_out, report_path=report, junit_path=None, no_progress=no_progress,
     )  # fmt: skip
@@ -134,6 +135,7 @@ def status(
     shard: Shard = None,
     concurrency: Concurrency = 8,
     per_server: PerServer = None,
+    retries: Retries = 2,
     connect_timeout: ConnectTimeout = None,
     json_out: JsonOut = False,
     report: ReportPath = None,
@@ -146,7 +148,7 @@ def status(
         lambda: build_spec(
             Command.STATUS, database_url=database_url, registry=registry, migrations=migrations, tenant=tenant,
             tag=tag, exclude=exclude, shard=shard, concurrency=concurrency, per_server=per_server,
-            connect_timeout=connect_timeout,
+            retries=retries, connect_timeout=connect_timeout,
         ),
         json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
     )  # fmt: skip
