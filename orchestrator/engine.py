@@ -84,13 +84,13 @@ def check_target_version(source: MigrationSource, version: int | None, *, allow_
 
 async def migrate(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
     """Apply pending migrations (up to options.target_version). The database must exist."""
-    return await _run(target, options, create=False, work=lambda c, r: _migrate(c, r, source, options, None))
+    return await _run(target, options, create=False, work=lambda c, r: _migrate(c, r, target, source, options, None))
 
 
 async def provision(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
     """Onboard one school: create the database if missing, extensions, history table, then migrate. Idempotent."""
     return await _run(
-        target, options, create=True, work=lambda c, r: _migrate(c, r, source, options, options.extensions)
+        target, options, create=True, work=lambda c, r: _migrate(c, r, target, source, options, options.extensions)
     )
 
 
@@ -149,7 +149,7 @@ async def revert(
                         f"migration {version} ({migration.filename}) has no down file; cannot revert past it",
                         hint=f"revert to {version} or later, or write {migration.version}_... .down.sql",
                     )
-                await _revert_one(conn, result, migration)
+                await _revert_one(conn, result, target, migration)
                 result.version_after = max((v for v in applied if v < version), default=None)
             result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
 
@@ -218,13 +218,14 @@ async def _bootstrap_inside_lock(
 async def _migrate(
     conn: asyncpg.Connection,
     result: DatabaseResult,
+    target: DatabaseTarget,
     source: MigrationSource,
     options: EngineOptions,
     extensions: tuple[str, ...] | None,
 ) -> None:
     async with migration_lock(conn, options.lock_wait):
         if extensions is not None:
-            await _bootstrap_inside_lock(conn, result, _target_of(result), extensions)
+            await _bootstrap_inside_lock(conn, result, target, extensions)
         elif await ensure_history_table(conn):
             result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
         applied = await read_applied(conn)
@@ -238,16 +239,10 @@ async def _migrate(
                 result.notes.append(
                     f"applied {migration.version} out of order: it is older than the newest applied version {newest}"
                 )
-            await _apply_one(conn, result, migration)
+            await _apply_one(conn, result, target, migration)
             result.pending.remove(migration.version)
             result.version_after = max(result.version_after or migration.version, migration.version)
         result.status = Status.APPLIED if pending or result.notes else Status.UP_TO_DATE
-
-
-def _target_of(result: DatabaseResult) -> DatabaseTarget:
-    # Only used for messages inside bootstrap; the password is not needed there.
-    host, _, port = result.server.rpartition(":")
-    return DatabaseTarget(dsn="", host=host, port=int(port), database=result.database, user=None)
 
 
 async def _inspect(
@@ -276,7 +271,7 @@ async def _inspect(
         result.status = Status.PENDING if pending else Status.UP_TO_DATE
 
 
-async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migration) -> None:
+async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, m: Migration) -> None:
     started_ns = time.perf_counter_ns()
     try:
         if m.no_transaction:
@@ -288,7 +283,7 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migrat
                 await conn.execute(m.up_sql)
                 await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
     except Exception as exc:
-        error = _step_error(exc, result, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
+        error = _step_error(exc, target, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
         if isinstance(error, MigrationFailed) and error.line is None and not m.no_transaction:
             await _locate_failure(conn, error, m.up_sql)
         raise error from None
@@ -298,10 +293,10 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migrat
     try:
         await conn.execute(sqlx.UPDATE_EXECUTION_TIME, elapsed_ns, m.version)
     except Exception as exc:  # the migration is committed; only the timing is lost (it stays -1, as in SQLx)
-        raise _step_error(exc, result, m, m.filename, "", no_transaction=True) from None
+        raise _step_error(exc, target, m, m.filename, "", no_transaction=True) from None
 
 
-async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migration) -> None:
+async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, m: Migration) -> None:
     assert m.down_sql is not None and m.down_filename is not None
     started = time.perf_counter()
     try:
@@ -313,7 +308,7 @@ async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, m: Migra
                 await conn.execute(m.down_sql)
                 await conn.execute(sqlx.DELETE_APPLIED, m.version)
     except Exception as exc:
-        raise _step_error(exc, result, m, m.down_filename, m.down_sql, no_transaction=m.down_no_transaction) from None
+        raise _step_error(exc, target, m, m.down_filename, m.down_sql, no_transaction=m.down_no_transaction) from None
     result.steps.append(MigrationStep(m.version, m.description, "down", time.perf_counter() - started))
     log.info("migration.reverted", database=result.database, version=m.version)
 
@@ -341,11 +336,10 @@ async def _locate_failure(conn: asyncpg.Connection, error: MigrationFailed, sql:
 
 
 def _step_error(
-    exc: BaseException, result: DatabaseResult, m: Migration, file: str, sql: str, *, no_transaction: bool
+    exc: BaseException, target: DatabaseTarget, m: Migration, file: str, sql: str, *, no_transaction: bool
 ) -> DatabaseError:
     if isinstance(exc, DatabaseError):
         return exc
-    target = _target_of(result)
     if is_connection_lost(exc):
         error = connection_lost(target, exc, f"running {file}")
         if no_transaction:

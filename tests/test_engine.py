@@ -671,25 +671,28 @@ def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(fresh_ur
 
 
 @pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])
-def test_read_only_commands_do_not_wait_for_the_lock_and_say_a_migration_is_in_progress(
+def test_read_only_commands_do_not_wait_for_the_lock_and_report_locked_naming_the_holder(
     fresh_url: str, db_name: str, read_only: ReadOnly
 ) -> None:
     source = load_migrations(PROJECT_MIGRATIONS)
     provision(fresh_url, source, options(target_version=V1))
 
-    async def scenario() -> tuple[DatabaseResult, float]:
-        holder = await asyncpg.connect(fresh_url)
+    async def scenario() -> tuple[DatabaseResult, int, float]:
+        holder = await asyncpg.connect(fresh_url, server_settings={"application_name": "school-backend-worker"})
         try:
             await holder.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(db_name))
+            pid = await holder.fetchval("SELECT pg_backend_pid()")
             started = time.monotonic()
             result = await read_only(DatabaseTarget.parse(fresh_url), source, options(lock_wait=5.0))
-            return result, time.monotonic() - started
+            return result, pid, time.monotonic() - started
         finally:
             await holder.close()
 
-    result, took = run_sync(scenario)
+    result, holder_pid, took = run_sync(scenario)
 
-    assert result.ok and result.status in (Status.PENDING, Status.PLANNED)
+    assert result.status is Status.LOCKED
+    assert result.error is not None and result.error.code == "locked"
+    assert f"pid {holder_pid}" in result.error.message and "school-backend-worker" in result.error.message
+    assert took < 2  # a read-only look does not wait for --lock-wait
     assert result.pending == [V2, V3]
-    assert took < 2
-    assert any("holds the SQLx lock" in note for note in result.notes)
+    assert versions(fresh_url) == [V1]

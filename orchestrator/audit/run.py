@@ -21,11 +21,11 @@ from .. import engine
 from ..bootstrap import create_database, drop_database
 from ..connection import session
 from ..errors import DatabaseError
-from ..fleet import FleetOptions, Observer, run_fleet
+from ..fleet import Observer, run_fleet
 from ..operations import options_for
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
-from ..runner import Job
+from ..runner import Job, fleet_options
 from ..source import MigrationSource
 from ..target import DatabaseTarget
 from .inspect import LiveState, inspect_school
@@ -66,16 +66,12 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
         states[tenant.id] = state
         return state.result
 
-    fleet = replace(spec.fleet, waves=False, max_failures=None)
-    if spec.per_server is not None:
-        fleet = replace(fleet, per_server=spec.per_server)
-    elif job.registry is not None and job.registry.per_server:
-        fleet = replace(fleet, per_server=job.registry.per_server)
+    fleet = fleet_options(job)  # a read-only command: one wave, no failure budget
     fleet_run = await run_fleet(job.tenants, work, fleet, observer)
 
     references: dict[AppliedSet, Reference] = {}
     if options.schema:
-        references = await _build_references(job, states, options, fleet)
+        references = await _build_references(job, states, options)
 
     schools = []
     for outcome in fleet_run.outcomes:
@@ -112,7 +108,7 @@ def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) 
 
 
 async def _build_references(
-    job: Job, states: dict[str, LiveState], options: AuditOptions, fleet: FleetOptions
+    job: Job, states: dict[str, LiveState], options: AuditOptions
 ) -> dict[AppliedSet, Reference]:
     wanted = {_key(s, job.source) for s in states.values() if s.schema is not None}
     if not wanted:

@@ -227,7 +227,7 @@ def execute(
     except InvalidInput as error:
         fail_usage(error)
         return
-    register_secrets([*(t.target.password for t in job.tenants), _reference_password(spec.reference_url)])
+    register_job_secrets(job, spec.reference_url)
     human = render.make_console(stderr=json_out)
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
@@ -238,8 +238,10 @@ def execute(
     raise typer.Exit(exit_code(report))
 
 
-def _reference_password(url: str | None) -> str | None:
-    return DatabaseTarget.parse(url).password if url else None
+def register_job_secrets(job: Job, reference_url: str | None) -> None:
+    """Every password this run knows, so the log scrubber can hide any that slips into an event."""
+    reference = DatabaseTarget.parse(reference_url).password if reference_url else None
+    register_secrets([*(t.target.password for t in job.tenants), reference])
 
 
 def write_outputs(

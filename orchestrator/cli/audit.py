@@ -22,7 +22,6 @@ from ..audit.model import AuditReport
 from ..audit.run import AuditOptions, run_audit
 from ..errors import InvalidInput
 from ..junit import JunitCase, render_junit
-from ..logsetup import register_secrets
 from ..operations import Command
 from ..report import write_atomically
 from ..runner import prepare
@@ -48,6 +47,7 @@ from . import (
     app,
     build_spec,
     fail_usage,
+    register_job_secrets,
     render,
 )
 
@@ -97,7 +97,7 @@ def audit(
     except InvalidInput as error:
         fail_usage(error)
         return
-    register_secrets([*(t.target.password for t in job.tenants), _password(reference_url)])
+    register_job_secrets(job, reference_url)
     human = render.make_console(stderr=json_out)
     human.print(f"[bold]audit[/]: {len(job.tenants)} schools on {len(job.servers)} server(s); read-only")
     options = AuditOptions(reference_url=reference_url, schema=not no_schema)
@@ -120,10 +120,6 @@ def audit(
     if result.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if result.clean else EXIT_NOT_OK)
-
-
-def _password(url: str | None) -> str | None:
-    return DatabaseTarget.parse(url).password if url else None
 
 
 def print_audit(console: Console, report: AuditReport) -> None:
