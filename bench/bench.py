@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -63,6 +64,8 @@ TARGET_SIM_PEAK_MB = 300.0  # peak RSS of a 100k-school run
 PHASE_COLD = "cold migrate"
 PHASE_NOOP = "migrate, nothing pending"
 PHASE_STATUS = "status"
+PHASE_AUDIT_HISTORY = "audit --no-schema"
+PHASE_AUDIT = "audit (with schema)"
 TOOL_CLI = "orchestrator CLI (subprocess)"
 TOOL_INPROC = "orchestrator in-process"
 TOOL_FLOOR = "asyncpg floor"
@@ -205,6 +208,19 @@ async def create_databases(server: DevServer, names: Sequence[str], parallel: in
         await pool.close()
 
 
+async def drop_databases(server: DevServer, names: Sequence[str], parallel: int) -> None:
+    pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=parallel)
+    try:
+
+        async def one(name: str) -> None:
+            async with pool.acquire() as conn:
+                await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+
+        await asyncio.gather(*(one(n) for n in names))
+    finally:
+        await pool.close()
+
+
 async def checkpoint(server: DevServer) -> None:
     """Flush before a cold run, so no run pays for the previous one's dirty buffers."""
     conn = await asyncpg.connect(server.url())
@@ -252,11 +268,11 @@ async def history_matches(urls: Sequence[str], source: MigrationSource, parallel
 # --- the tools ------------------------------------------------------------------------------------------------------
 
 
-def cli_run(command: str, registry: Path, concurrency: int, env: dict[str, str]) -> Timed:
+def cli_run(command: str, registry: Path, concurrency: int, env: dict[str, str], extra: Sequence[str] = ()) -> Timed:
     return run_timed(
         [
             orchestrator_exe(), command, "--registry", str(registry), "--migrations", str(MIGRATIONS),
-            "--concurrency", str(concurrency), "--per-server", str(concurrency), "--no-progress",
+            "--concurrency", str(concurrency), "--per-server", str(concurrency), "--no-progress", *extra,
         ],
         env=env,
     )  # fmt: skip
@@ -346,6 +362,7 @@ class DbBench:
     schools: int
     concurrency: int
     repeat: int
+    cold_rounds: int
     with_sqlx: bool
     source: MigrationSource
     env: dict[str, str]
@@ -371,58 +388,74 @@ class DbBench:
         return good == self.schools
 
     def run(self) -> None:
-        sets = ["floor", "inproc", "cli"] + (["sqlx"] if self.with_sqlx else [])
-        say(f"creating {len(sets)} x {self.schools} school databases (template with uuid-ossp) ...")
-        started = time.perf_counter()
         asyncio.run(create_template(self.server))
-        school_sets = {name: self.make_set(name) for name in sets}
-        for school_set in school_sets.values():
-            asyncio.run(create_databases(self.server, school_set.databases, max(self.concurrency, 8)))
-        self.facts["create_databases_s"] = round(time.perf_counter() - started, 2)
-        say(f"  done in {self.facts['create_databases_s']:.1f} s")
-
         self.facts["cli_startup_s"] = round(
             statistics.median(run_timed([orchestrator_exe(), "--version"]).seconds for _ in range(3)), 3
         )
-        say()
-        say(f"cold rollout: {self.schools} databases holding only the extension, concurrency {self.concurrency}")
-        self.cold(school_sets)
+        say(
+            f"cold rollout: {self.schools} databases holding only the extension, concurrency {self.concurrency}; "
+            f"{self.cold_rounds} round(s), fresh databases each round, tool order rotated"
+        )
+        cli_set = self.cold()
         say()
         say(f"warm phases on the `cli` set (migrated by the orchestrator), median of {self.repeat} runs each")
-        self.warm(school_sets["cli"])
+        self.warm(cli_set)
 
-    def cold(self, sets: dict[str, SchoolSet]) -> None:
+    def fresh_set(self, name: str) -> SchoolSet:
+        """Drop the set if a previous round left it, create it again from the template, flush everything."""
+        school_set = self.make_set(name)
+        asyncio.run(drop_databases(self.server, school_set.databases, max(self.concurrency, 8)))
+        started = time.perf_counter()
+        asyncio.run(create_databases(self.server, school_set.databases, max(self.concurrency, 8)))
+        self.facts["create_databases_s"] = self.facts.get("create_databases_s", 0.0) + time.perf_counter() - started
+        return school_set
+
+    def settle(self) -> None:
+        """Before a cold run: PostgreSQL's dirty buffers and the kernel's dirty pages (the copied databases) are
+        written out now, so no tool pays for the previous step's writes."""
+        asyncio.run(checkpoint(self.server))
+        os.sync()
+
+    def cold(self) -> SchoolSet:
         n, c = self.schools, self.concurrency
-
-        s = sets["floor"]
-        asyncio.run(checkpoint(self.server))
-        seconds = timed_async(lambda: floor_cold(s.urls(self.server), s.databases, self.source, c))
-        self.record(Figure(PHASE_COLD, TOOL_FLOOR, seconds, n, self.verify(s, TOOL_FLOOR)))
-
-        s = sets["inproc"]
-        asyncio.run(checkpoint(self.server))
-        seconds, ok, counts = inprocess_run(Command.MIGRATE, s.registry, c)
-        ok = ok and self.verify(s, TOOL_INPROC)
-        self.record(Figure(PHASE_COLD, TOOL_INPROC, seconds, n, ok, "" if ok else counts))
-
-        s = sets["cli"]
-        asyncio.run(checkpoint(self.server))
-        timed = cli_run("migrate", s.registry, c, self.env)
-        ok = timed.returncode == 0 and self.verify(s, TOOL_CLI)
-        self.record(Figure(PHASE_COLD, TOOL_CLI, timed.seconds, n, ok, "" if ok else f"exit {timed.returncode}"))
-        if timed.returncode != 0:
-            say(tail(timed.stdout + timed.stderr))
-
-        if "sqlx" in sets:
-            s = sets["sqlx"]
-            asyncio.run(checkpoint(self.server))
-            timed = sqlx_run(["run"], s.urls(self.server), c, self.env)
-            ok = timed.returncode == 0 and self.verify(s, tool_sqlx(c))
-            self.record(
-                Figure(PHASE_COLD, tool_sqlx(c), timed.seconds, n, ok, "" if ok else f"exit {timed.returncode}")
-            )
-            if timed.returncode != 0:
-                say(tail(timed.stderr))
+        tools = [TOOL_FLOOR, TOOL_INPROC, TOOL_CLI] + ([tool_sqlx(c)] if self.with_sqlx else [])
+        set_of = {TOOL_FLOOR: "floor", TOOL_INPROC: "inproc", TOOL_CLI: "cli", tool_sqlx(c): "sqlx"}
+        runs: dict[str, list[tuple[float, bool, str]]] = {tool: [] for tool in tools}
+        cli_set: SchoolSet | None = None
+        for round_no in range(self.cold_rounds):
+            order = tools[round_no % len(tools) :] + tools[: round_no % len(tools)]
+            for tool in order:
+                s = self.fresh_set(set_of[tool])
+                self.settle()
+                note = ""
+                if tool == TOOL_FLOOR:
+                    seconds = timed_async(
+                        functools.partial(floor_cold, s.urls(self.server), s.databases, self.source, c)
+                    )
+                    ok = True
+                elif tool == TOOL_INPROC:
+                    seconds, ok, note = inprocess_run(Command.MIGRATE, s.registry, c)
+                elif tool == TOOL_CLI:
+                    timed = cli_run("migrate", s.registry, c, self.env)
+                    seconds, ok = timed.seconds, timed.returncode == 0
+                    note = "" if ok else f"exit {timed.returncode}\n{tail(timed.stdout + timed.stderr)}"
+                    cli_set = s
+                else:
+                    timed = sqlx_run(["run"], s.urls(self.server), c, self.env)
+                    seconds, ok = timed.seconds, timed.returncode == 0
+                    note = "" if ok else f"exit {timed.returncode}\n{tail(timed.stderr)}"
+                ok = self.verify(s, tool) and ok
+                runs[tool].append((seconds, ok, "" if ok else note))
+                say(f"  round {round_no + 1}: {tool:<32} {seconds:8.2f} s{'' if ok else '  NOT OK'}")
+                if not ok and note:
+                    say(note)
+        for tool in tools:
+            times = [r[0] for r in runs[tool]]
+            ok = all(r[1] for r in runs[tool])
+            note = next((r[2].splitlines()[0] for r in runs[tool] if r[2]), "")
+            self.figures.append(Figure(PHASE_COLD, tool, statistics.median(times), n, ok, note, times))
+        assert cli_set is not None
+        return cli_set
 
     def warm(self, s: SchoolSet) -> None:
         n, c = self.schools, self.concurrency
@@ -614,14 +647,15 @@ def sim_bench(args: argparse.Namespace, workdir: Path) -> SimResult | None:
     if trace is not None:
         say(f"  tracemalloc run:    peak traced {trace['tracemalloc_peak_mb']:.0f} MB")
     registry_path = workdir / "sim-tenants.yaml"
-    with registry_path.open("w") as f:
-        f.write("defaults:\n  extensions: [uuid-ossp]\n  per_server: 4\ntenants:\n")
-        for i in range(schools):
-            f.write(
-                f"  - id: school-{i:06d}\n    url: postgresql://app:${{BENCH_SIM_PASSWORD}}@db-{i % servers:03d}"
-                f".schools.internal:5432/school_{i:06d}\n    tags: [north]\n"
-            )
-    registry = child("registry", 0.0, ["--sim-registry", str(registry_path)])
+    if not args.skip_registry_load:
+        with registry_path.open("w") as f:
+            f.write("defaults:\n  extensions: [uuid-ossp]\n  per_server: 4\ntenants:\n")
+            for i in range(schools):
+                f.write(
+                    f"  - id: school-{i:06d}\n    url: postgresql://app:${{BENCH_SIM_PASSWORD}}@db-{i % servers:03d}"
+                    f".schools.internal:5432/school_{i:06d}\n    tags: [north]\n"
+                )
+    registry = None if args.skip_registry_load else child("registry", 0.0, ["--sim-registry", str(registry_path)])
     if registry is not None:
         say(f"  registry load:      {registry['load_s']:.2f} s for {registry['tenants']} tenants")
     return SimResult(
@@ -638,20 +672,21 @@ def has_command(name: str) -> bool:
     return any(re.match(rf"^\W*{re.escape(name)}\s", line) for line in t.stdout.splitlines())
 
 
-def audit_bench(bench: DbBench, registry: Path) -> Figure | None:
-    """`orchestrator audit` on the migrated set, once the command exists; skipped until then."""
+def audit_bench(bench: DbBench, registry: Path) -> None:
+    """`orchestrator audit` on the migrated set (history checks, then with the live schema compared); skipped
+    while the command does not exist."""
     if not has_command("audit"):
         say("  audit: skipped (`orchestrator audit` is not a command yet)")
-        return None
-    times, ok, note = [], True, ""
-    for _ in range(bench.repeat):
-        t = cli_run("audit", registry, bench.concurrency, bench.env)
-        times.append(t.seconds)
-        if t.returncode != 0:
-            ok, note = False, f"exit {t.returncode}"
-    figure = Figure("audit", TOOL_CLI, statistics.median(times), bench.schools, ok, note, times)
-    bench.record(figure)
-    return figure
+        return
+    for phase, extra in ((PHASE_AUDIT_HISTORY, ["--no-schema"]), (PHASE_AUDIT, [])):
+        times, ok, note = [], True, ""
+        for _ in range(bench.repeat):
+            t = cli_run("audit", registry, bench.concurrency, bench.env, extra)
+            times.append(t.seconds)
+            if t.returncode != 0:
+                ok, note = False, f"exit {t.returncode}"
+                say(tail(t.stdout + t.stderr))
+        bench.record(Figure(phase, TOOL_CLI, statistics.median(times), bench.schools, ok, note, times))
 
 
 # --- output ---------------------------------------------------------------------------------------------------------
@@ -698,7 +733,7 @@ def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | 
         if sqlx_info and ours:
             speedup = sqlx_info.seconds / ours.seconds
             say(
-                f"  status, {tool}: {speedup:.2f}x faster than xargs -P{concurrency} sqlx migrate info "
+                f"  status, xargs -P{concurrency} sqlx migrate info / {tool}: {speedup:.2f}x "
                 f"(target >= {TARGET_STATUS_VS_SQLX:.0f}x): {verdict(speedup >= TARGET_STATUS_VS_SQLX)}"
             )
     if sim is not None:
@@ -743,8 +778,15 @@ def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | 
             )
 
 
+def warn_if_busy() -> None:
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cpus:
+        say(f"  note: the machine is busy (load {load:.1f} on {cpus} CPUs): figures will be noisy and slower")
+
+
 def environment(server: DevServer | None) -> str:
     parts = [f"{os.cpu_count()} CPUs", f"Python {platform.python_version()}", platform.machine()]
+    parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     if server is not None:
         with contextlib.suppress(Exception):
             version = asyncio.run(_server_version(server))
@@ -775,12 +817,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--schools", type=int, default=200, help="school databases per set (default 200)")
     p.add_argument("--concurrency", type=int, default=8, help="sessions at once, for every tool (default 8)")
     p.add_argument("--repeat", type=int, default=3, help="runs per warm figure; the median is shown (default 3)")
+    p.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=3,
+        help="cold rollouts per tool, on fresh databases; median shown (default 3)",
+    )
     p.add_argument("--sim-schools", type=int, default=100_000, help="schools in the simulated fleet (default 100000)")
     p.add_argument("--sim-servers", type=int, default=200, help="fake servers in the simulation (default 200)")
     p.add_argument("--sim-concurrency", type=int, default=512, help="simulation --concurrency (default 512)")
     p.add_argument("--sim-per-server", type=int, default=4, help="simulation --per-server (default 4)")
     p.add_argument("--sim-latency-ms", type=float, default=1.0, help="fake work latency, ms (default 1)")
     p.add_argument("--no-tracemalloc", action="store_true", help="skip the (slower) tracemalloc simulation run")
+    p.add_argument(
+        "--skip-registry-load", action="store_true", help="skip timing load_registry on a --sim-schools registry"
+    )
     p.add_argument("--skip-sqlx", action="store_true", help="leave out the sqlx CLI comparison")
     p.add_argument("--skip-sim", action="store_true", help="leave out the simulated fleet")
     p.add_argument("--skip-db", action="store_true", help="leave out everything that needs PostgreSQL")
@@ -790,7 +841,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sim-latency", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--sim-registry", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.schools < 1 or args.concurrency < 1 or args.repeat < 1 or args.sim_schools < 1 or args.sim_servers < 1:
+    if (
+        args.schools < 1
+        or args.concurrency < 1
+        or args.repeat < 1
+        or args.cold_rounds < 1
+        or args.sim_schools < 1
+        or args.sim_servers < 1
+    ):
         p.error("--schools, --concurrency, --repeat, --sim-schools and --sim-servers must be at least 1")
     return args
 
@@ -828,12 +886,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = start_server(workdir, password, args.concurrency)
                 try:
                     say(f"environment: {environment(server)}")
+                    warn_if_busy()
                     bench = DbBench(
                         server=server,
                         workdir=workdir,
                         schools=args.schools,
                         concurrency=args.concurrency,
                         repeat=args.repeat,
+                        cold_rounds=args.cold_rounds,
                         with_sqlx=with_sqlx,
                         source=load_migrations(MIGRATIONS),
                         env={**os.environ, PASSWORD_VAR: password},
@@ -856,6 +916,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if figures:
         print_table(figures)
+    say()
+    say("load average at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print_targets(figures, args.concurrency, sim, facts)
     if args.json:
         data = {

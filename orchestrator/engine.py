@@ -140,17 +140,19 @@ async def revert(
             applied = await read_applied(conn)
             result.version_before = result.version_after = _current_version(applied)
             validate(applied, source, ignore_missing=False)
-            to_revert = sorted((v for v in applied if v > to_version), reverse=True)
-            for version in to_revert:
-                migration = source.get(version)
-                assert migration is not None  # validate() refused missing files
+            # validate() refused missing files, so every applied version has its migration.
+            to_revert = [m for m in reversed(source.migrations) if m.version in applied and m.version > to_version]
+            # Check every step first: a refused revert leaves the database untouched, not half reverted.
+            for migration in to_revert:
                 if not migration.reversible:
                     raise NotReversible(
-                        f"migration {version} ({migration.filename}) has no down file; cannot revert past it",
-                        hint=f"revert to {version} or later, or write {migration.version}_... .down.sql",
+                        f"migration {migration.version} ({migration.filename}) has no down file; "
+                        "cannot revert past it",
+                        hint=f"revert to {migration.version} or later, or add a down file for it",
                     )
+            for migration in to_revert:
                 await _revert_one(conn, result, target, migration)
-                result.version_after = max((v for v in applied if v < version), default=None)
+                result.version_after = max((v for v in applied if v < migration.version), default=None)
             result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
 
     return await _run(target, options, create=False, work=work)

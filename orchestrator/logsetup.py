@@ -40,6 +40,11 @@ def scrub_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    # Resolved at every use, not once: tests (and embedding hosts) swap sys.stderr between runs.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(fmt: str = "console", level: str = "warning") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -55,6 +60,6 @@ def configure_logging(fmt: str = "console", level: str = "warning") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

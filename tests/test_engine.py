@@ -31,7 +31,7 @@ from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
 from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.source import MigrationSource, load_migrations
-from orchestrator.sqlx import advisory_lock_key
+from orchestrator.sqlx import CREATE_HISTORY_TABLE, advisory_lock_key
 from orchestrator.target import DatabaseTarget
 
 PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -279,6 +279,51 @@ def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(f
     assert result.error is not None and result.error.hint
     assert "line endings" in result.error.hint and "CRLF" in result.error.hint
     assert path.name in result.error.hint
+
+
+# --- transactions ------------------------------------------------------------------------------------------------
+
+
+def test_a_file_and_its_history_row_commit_in_one_transaction(db_url: str, tmp_path: Path) -> None:
+    # A trigger on the history table records the transaction that inserts each row; the file records its own.
+    source = migrations_dir(
+        tmp_path / "m",
+        {
+            "1_a.sql": "CREATE TABLE a (id int);\nINSERT INTO txlog VALUES ('file', txid_current());\n",
+        },
+    )
+    execute_sync(
+        db_url,
+        CREATE_HISTORY_TABLE
+        + """
+        CREATE TABLE txlog (who text, xid bigint);
+        CREATE FUNCTION log_history_xid() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO txlog VALUES ('history', txid_current()); RETURN NEW; END $$;
+        CREATE TRIGGER log_xid AFTER INSERT ON _sqlx_migrations FOR EACH ROW EXECUTE FUNCTION log_history_xid();
+        """,
+    )
+
+    assert migrate(db_url, source).status is Status.APPLIED
+
+    xids = {r["who"]: r["xid"] for r in fetch_sync(db_url, "SELECT who, xid FROM txlog")}
+    assert set(xids) == {"file", "history"}
+    assert xids["file"] == xids["history"]
+
+
+def test_a_no_transaction_file_runs_outside_a_transaction_block(db_url: str, tmp_path: Path) -> None:
+    source = migrations_dir(
+        tmp_path / "m",
+        {
+            "1_create_a.sql": "CREATE TABLE a (id int);\n",
+            "2_index_a.sql": "-- no-transaction\nCREATE INDEX CONCURRENTLY a_id_idx ON a (id);\n",
+        },
+    )
+
+    result = migrate(db_url, source)
+
+    assert result.status is Status.APPLIED, result.error
+    assert versions(db_url) == [1, 2]
+    assert fetchval_sync(db_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'a_id_idx'::regclass") is True
 
 
 # --- a migration that fails --------------------------------------------------------------------------------------
@@ -696,3 +741,19 @@ def test_read_only_commands_do_not_wait_for_the_lock_and_report_locked_naming_th
     assert took < 2  # a read-only look does not wait for --lock-wait
     assert result.pending == [V2, V3]
     assert versions(fresh_url) == [V1]
+
+
+def test_revert_refuses_up_front_when_a_step_has_no_down_file(db_url: str, tmp_path: Path) -> None:
+    """A refused revert leaves the database as it was, instead of stopping half way."""
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    (migrations / "1_plain.sql").write_text("CREATE TABLE one (id int);\n")
+    (migrations / "2_pair.up.sql").write_text("CREATE TABLE two (id int);\n")
+    (migrations / "2_pair.down.sql").write_text("DROP TABLE two;\n")
+    source = load_migrations(migrations)
+    target = DatabaseTarget.parse(db_url)
+    assert run_sync(engine.migrate(target, source, EngineOptions())).ok
+    result = run_sync(engine.revert(target, source, 0, EngineOptions()))
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.code == "not_reversible"
+    assert [r["version"] for r in fetch_sync(db_url, "SELECT version FROM _sqlx_migrations ORDER BY 1")] == [1, 2]
