@@ -249,3 +249,16 @@ def test_selection_flags_with_d_exit_2(fresh_url: str, pg: DevServer, db_name: s
 
     assert result.exit_code == 2
     assert not exists(pg, db_name)
+
+
+def test_a_deleted_applied_file_is_refused_unless_ignore_missing(fresh_url: str, tmp_path: Path) -> None:
+    migrations = Path(shutil.copytree(PROJECT_MIGRATIONS, tmp_path / "m"))
+    assert invoke("provision", "-D", fresh_url, "--migrations", str(migrations)).exit_code == 0
+    for path in migrations.glob("20250201000000_*"):
+        path.unlink()
+    refused = invoke("migrate", "-D", fresh_url, "--migrations", str(migrations))
+    assert refused.exit_code == 1
+    assert "migration 20250201000000 was previously applied but is missing" in refused.stdout
+    assert "restore the file" in refused.stdout
+    accepted = invoke("migrate", "-D", fresh_url, "--migrations", str(migrations), "--ignore-missing")
+    assert accepted.exit_code == 0, accepted.stdout

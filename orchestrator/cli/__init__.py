@@ -174,6 +174,7 @@ def build_spec(
     allow_unsafe: bool = False,
     rehearse: bool = False,
     reference_url: str | None = None,
+    ignore_missing: bool = False,
 ) -> JobSpec:
     url, registry_path = resolve_target(database_url, registry)
     if per_server is not None and per_server < 1:
@@ -190,7 +191,7 @@ def build_spec(
             shard=parse_shard(shard) if shard else None,
         ),
         resume_from=resume,
-        engine=EngineOptions(session=SessionSettings(), target_version=target_version),
+        engine=EngineOptions(session=SessionSettings(), target_version=target_version, ignore_missing=ignore_missing),
         overrides=Overrides(
             lock_timeout=seconds("--lock-timeout", lock_timeout),
             statement_timeout=seconds("--statement-timeout", statement_timeout),

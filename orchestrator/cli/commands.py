@@ -45,6 +45,10 @@ Rehearse = Annotated[
     typer.Option("--rehearse", help="First apply, revert and re-apply the pending files on a scratch database at "
                  "the fleet's current version(s); stop before any school if that fails."),
 ]  # fmt: skip
+IgnoreMissing = Annotated[
+    bool,
+    typer.Option("--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."),
+]
 ReferenceUrl = Annotated[
     str | None,
     typer.Option("--reference-url", help="Server for scratch databases (needs CREATEDB). "
@@ -62,6 +66,7 @@ def migrate(
     allow_unsafe: AllowUnsafe = False,
     rehearse: Rehearse = False,
     reference_url: ReferenceUrl = None,
+    ignore_missing: IgnoreMissing = False,
     tenant: Tenants = None,
     tag: Tags = None,
     exclude: Excludes = None,
@@ -90,6 +95,7 @@ def migrate(
             canary=canary, max_failures=max_failures, retries=retries, lock_timeout=lock_timeout,
             statement_timeout=statement_timeout, lock_wait=lock_wait, connect_timeout=connect_timeout,
             target_version=target, allow_unsafe=allow_unsafe, rehearse=rehearse, reference_url=reference_url,
+            ignore_missing=ignore_missing,
         ),
         json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
     )  # fmt: skip
