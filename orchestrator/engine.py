@@ -84,12 +84,14 @@ def check_target_version(source: MigrationSource, version: int | None, *, allow_
 
 async def migrate(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
     """Apply pending migrations (up to options.target_version). The database must exist."""
-    return await _run(target, options, create=False, work=lambda c, r: _migrate(c, r, target, source, options, None))
+    return await run_session(
+        target, options, create=False, work=lambda c, r: _migrate(c, r, target, source, options, None)
+    )
 
 
 async def provision(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
     """Onboard one school: create the database if missing, extensions, history table, then migrate. Idempotent."""
-    return await _run(
+    return await run_session(
         target, options, create=True, work=lambda c, r: _migrate(c, r, target, source, options, options.extensions)
     )
 
@@ -105,7 +107,7 @@ async def bootstrap(target: DatabaseTarget, source: MigrationSource, options: En
             result.pending = [m.version for m in source.up_to(None) if m.version not in applied]
         result.status = Status.APPLIED if result.notes else Status.UP_TO_DATE
 
-    return await _run(target, options, create=True, work=work)
+    return await run_session(target, options, create=True, work=work)
 
 
 async def status(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
@@ -114,7 +116,7 @@ async def status(target: DatabaseTarget, source: MigrationSource, options: Engin
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _inspect(conn, result, source, options, plan=False)
 
-    return await _run(target, options, create=False, work=work)
+    return await run_session(target, options, create=False, work=work)
 
 
 async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
@@ -123,7 +125,7 @@ async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineO
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _inspect(conn, result, source, options, plan=True)
 
-    return await _run(target, options, create=False, work=work)
+    return await run_session(target, options, create=False, work=work)
 
 
 async def revert(
@@ -146,8 +148,7 @@ async def revert(
             for migration in to_revert:
                 if not migration.reversible:
                     raise NotReversible(
-                        f"migration {migration.version} ({migration.filename}) has no down file; "
-                        "cannot revert past it",
+                        f"migration {migration.version} ({migration.filename}) has no down file; cannot revert past it",
                         hint=f"revert to {migration.version} or later, or add a down file for it",
                     )
             for migration in to_revert:
@@ -155,7 +156,7 @@ async def revert(
                 result.version_after = max((v for v in applied if v < migration.version), default=None)
             result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
 
-    return await _run(target, options, create=False, work=work)
+    return await run_session(target, options, create=False, work=work)
 
 
 # --- the machinery ------------------------------------------------------------------------------------------------
@@ -164,15 +165,19 @@ async def revert(
 Work = Callable[[asyncpg.Connection, DatabaseResult], Awaitable[None]]
 
 
-async def _run(target: DatabaseTarget, options: EngineOptions, *, create: bool, work: Work) -> DatabaseResult:
-    """Open a session, do `work`, always close; turn every failure into the result's status and error."""
+async def run_session(
+    target: DatabaseTarget, options: EngineOptions, *, create: bool, work: Work, read_only: bool = False
+) -> DatabaseResult:
+    """The frame of every operation on one database: open a session (creating the database first if `create`),
+    do `work`, always close; every failure becomes the result's status and error. `read_only` sessions cannot
+    write: the server refuses it."""
     started = time.perf_counter()
     result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
     bound = log.bind(database=target.database, server=target.server)
     conn: asyncpg.Connection | None = None
     try:
         try:
-            conn = await open_session(target, options.session)
+            conn = await open_session(target, options.session, read_only=read_only)
         except DatabaseMissing:
             if not create:
                 raise

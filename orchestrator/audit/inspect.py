@@ -6,18 +6,15 @@ so even a bug here cannot write to a school: the server would refuse it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from .. import sqlx
-from ..connection import as_database_error, close_quietly, open_session
-from ..engine import EngineOptions
-from ..errors import DatabaseError
+from ..engine import EngineOptions, run_session
 from ..history import AppliedMigration, differs_only_in_line_endings, history_exists, read_applied
 from ..lock import current_holder
-from ..outcome import DatabaseResult, Status, status_for
+from ..outcome import DatabaseResult, Status
 from ..source import MigrationSource
 from ..target import DatabaseTarget
 from .model import Finding
@@ -62,13 +59,9 @@ def history_findings(
 
 
 async def inspect_school(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> LiveState:
-    started = time.perf_counter()
-    result = DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE)
-    state = LiveState(result)
-    session = options.session
-    conn: asyncpg.Connection | None = None
-    try:
-        conn = await open_session(target, session, read_only=True)
+    state = LiveState(DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE))
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         async with conn.transaction(readonly=True):
             has_history = await history_exists(conn)
             applied = await read_applied(conn) if has_history else {}
@@ -87,13 +80,6 @@ async def inspect_school(target: DatabaseTarget, source: MigrationSource, option
         result.version_before = result.version_after = max(applied) if applied else None
         result.pending = [m.version for m in source if m.version not in applied]
         result.status = Status.DRIFT if state.findings else Status.UP_TO_DATE
-    except DatabaseError as exc:
-        result.status, result.error = status_for(exc), exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        error = as_database_error(target, exc, "auditing")
-        result.status, result.error = status_for(error), error
-    finally:
-        if conn is not None:
-            await close_quietly(conn)
-        result.duration_s = time.perf_counter() - started
+
+    state.result = await run_session(target, options, create=False, work=work, read_only=True)
     return state
