@@ -116,7 +116,7 @@ async def status(target: DatabaseTarget, source: MigrationSource, options: Engin
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _inspect(conn, result, source, options, plan=False)
 
-    return await run_session(target, options, create=False, work=work)
+    return await run_session(target, options, create=False, work=work, read_only=True)
 
 
 async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
@@ -125,7 +125,7 @@ async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineO
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _inspect(conn, result, source, options, plan=True)
 
-    return await run_session(target, options, create=False, work=work)
+    return await run_session(target, options, create=False, work=work, read_only=True)
 
 
 async def revert(
@@ -255,13 +255,14 @@ async def _migrate(
 async def _inspect(
     conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
 ) -> None:
-    async with conn.transaction(readonly=True):
-        if await history_exists(conn):
-            applied = await read_applied(conn)
-        else:
-            applied = {}
-            result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
-        holder = await current_holder(conn)
+    # A read-only session (the server refuses writes) and as few round trips as possible: status runs on every
+    # school of the fleet, and each one pays a fresh connection already.
+    if await history_exists(conn):
+        applied = await read_applied(conn)
+    else:
+        applied = {}
+        result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
+    holder = await current_holder(conn, result.database)
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]

@@ -18,8 +18,16 @@ import asyncpg
 from .errors import Locked
 from .sqlx import advisory_lock_key
 
+# pg_locks alone is cheap; joining pg_stat_activity makes a fresh backend load every session's status, so the
+# details are fetched only when the lock is actually held.
+_LOCK_IS_HELD = """
+SELECT 1 FROM pg_locks
+WHERE locktype = 'advisory' AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
+"""
 _HOLDER = """
-SELECT a.pid, a.application_name, a.client_addr::text, a.state, now() - a.xact_start AS running_for
+SELECT a.pid, a.application_name, a.client_addr::text, a.state
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -41,10 +49,13 @@ async def lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
     return f"pid {row['pid']} ({app}, from {client}, {row['state']})"
 
 
-async def current_holder(conn: asyncpg.Connection) -> str | None:
-    """Who holds the migration lock right now, if anyone (a read-only check: takes no lock)."""
-    database = await conn.fetchval("SELECT current_database()")
-    return await lock_holder(conn, advisory_lock_key(database))
+async def current_holder(conn: asyncpg.Connection, database: str) -> str | None:
+    """Who holds the migration lock of `database` (the connection's own) right now, if anyone.
+    A read-only check: takes no lock."""
+    key = advisory_lock_key(database)
+    if not await conn.fetchval(_LOCK_IS_HELD, key):
+        return None
+    return await lock_holder(conn, key) or "another session"
 
 
 @asynccontextmanager

@@ -58,7 +58,10 @@ def history_findings(
     return findings
 
 
-async def inspect_school(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> LiveState:
+async def inspect_school(
+    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, schema: bool = True
+) -> LiveState:
+    """History, extensions and (when `schema`) the live schema of one school, in one read-only transaction."""
     state = LiveState(DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE))
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
@@ -66,8 +69,9 @@ async def inspect_school(target: DatabaseTarget, source: MigrationSource, option
             has_history = await history_exists(conn)
             applied = await read_applied(conn) if has_history else {}
             present = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
-            state.schema = await snapshot(conn)
-            holder = await current_holder(conn)
+            if schema:
+                state.schema = await snapshot(conn)
+            holder = await current_holder(conn, target.database)
             if holder is not None:
                 result.notes.append(f"a migration is in progress (the SQLx lock is held by {holder})")
         state.applied = frozenset(v for v, row in applied.items() if row.success)

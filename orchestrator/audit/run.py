@@ -58,7 +58,9 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
     spec = job.spec
 
     async def work(tenant: Tenant) -> DatabaseResult:
-        state = await inspect_school(tenant.target, job.source, options_for(tenant, spec.engine, spec.overrides))
+        state = await inspect_school(
+            tenant.target, job.source, options_for(tenant, spec.engine, spec.overrides), schema=options.schema
+        )
         if state.schema is not None:
             fp = fingerprint(state.schema)
             state.schema = schemas_by_fingerprint.setdefault(fp, state.schema)
