@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from .bootstrap import DEFAULT_EXTENSIONS
 from .errors import InvalidInput, Location, RegistryError, UsageError
@@ -23,6 +24,8 @@ from .target import DatabaseTarget, redact_url
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+_FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _SETTING_KEYS = {"extensions", "lock_timeout", "statement_timeout", "lock_wait", "connect_timeout"}
 _DEFAULT_KEYS = _SETTING_KEYS | {"per_server"}
@@ -108,6 +111,7 @@ class _Loader:
     def __init__(self, path: Path, env: Mapping[str, str]) -> None:
         self.path = path
         self.env = env
+        self.constructor = SafeConstructor()
 
     def at(self, node: yaml.Node) -> Location:
         return Location(self.path, node.start_mark.line + 1)
@@ -132,7 +136,7 @@ class _Loader:
     def scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise RegistryError(f"{what} must be a single value", location=self.at(node))
-        value = yaml.safe_load(yaml.serialize(node))
+        value = self.constructor.construct_object(node, deep=True)
         if isinstance(value, str):
             return expand_env(value, self.env, self.at(node))
         return value
@@ -198,7 +202,8 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
         )
     loader = _Loader(path, os.environ if env is None else env)
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
+        # libyaml's composer when present: a registry of 100,000 schools loads in seconds, not minutes.
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=_FastLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise RegistryError(
