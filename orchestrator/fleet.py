@@ -84,7 +84,7 @@ class FleetOptions:
             raise UsageError("--retries and --canary must not be negative")
 
 
-@dataclass
+@dataclass(slots=True)
 class TenantOutcome:
     tenant: Tenant
     result: DatabaseResult

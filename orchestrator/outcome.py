@@ -49,7 +49,7 @@ def status_for(error: DatabaseError) -> Status:
     return _ERROR_STATUS.get(error.code, Status.FAILED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MigrationStep:
     """One migration applied, reverted or planned on one database."""
 
@@ -67,7 +67,7 @@ class MigrationStep:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class DatabaseResult:
     """The outcome for one database."""
 

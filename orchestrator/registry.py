@@ -33,7 +33,7 @@ _TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
 _TOP_KEYS = {"defaults", "tenants"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TenantSettings:
     """Per-school knobs; None means "use the command line's value"."""
 
@@ -44,7 +44,7 @@ class TenantSettings:
     connect_timeout: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
     target: DatabaseTarget

@@ -16,7 +16,7 @@ REDACTED = "***"
 _SCHEMES = ("postgres", "postgresql")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DatabaseTarget:
     dsn: str = field(repr=False)
     host: str
