@@ -21,6 +21,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from .errors import Interrupted, UsageError
+from .logsetup import current_school
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
 
@@ -106,6 +107,11 @@ class FleetRun:
     @property
     def duration_s(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio and anyio repr finished tasks (their result included) in cancel messages and
+        # debug output, and a full repr of 100,000 outcomes costs seconds.
+        return f"FleetRun(schools={len(self.outcomes)}, halted={self.halted!r}, interrupted={self.interrupted})"
 
 
 Observer = Callable[[TenantOutcome], None]
@@ -224,8 +230,8 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
         attempts += 1
         if attempts > 1:
             log.info("school.retry", school=tenant.id, attempt=attempts)
-        with structlog.contextvars.bound_contextvars(school=tenant.id):
-            return await work(tenant)
+        current_school.set(tenant.id)  # each worker is its own task: no reset needed between schools
+        return await work(tenant)
 
     def should_retry(result: DatabaseResult) -> bool:
         return bool(result.error and result.error.retryable) and not state.stopping
