@@ -34,12 +34,15 @@ from .history import (
     ensure_history_table,
     history_exists,
     read_applied,
+    read_history,
+    read_status,
     validate,
 )
 from .lock import current_holder, migration_lock
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
+from .sqlx import advisory_lock_key
 from .target import DatabaseTarget
 
 log = structlog.get_logger("orchestrator.engine")
@@ -100,7 +103,7 @@ async def bootstrap(target: DatabaseTarget, source: MigrationSource, options: En
     """Create what is missing (database, extensions, history table) without applying migrations."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        async with migration_lock(conn, options.lock_wait):
+        async with migration_lock(conn, target.database, options.lock_wait):
             await _bootstrap_inside_lock(conn, result, target, options.extensions)
             applied = await read_applied(conn)
             result.version_before = result.version_after = _current_version(applied)
@@ -134,7 +137,7 @@ async def revert(
     """Run down files, newest first, until the newest applied version is `to_version` (0 = revert everything)."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        async with migration_lock(conn, options.lock_wait):
+        async with migration_lock(conn, target.database, options.lock_wait):
             if not await history_exists(conn):
                 result.status = Status.UP_TO_DATE
                 result.notes.append("no history table: nothing to revert")
@@ -230,12 +233,16 @@ async def _migrate(
     options: EngineOptions,
     extensions: tuple[str, ...] | None,
 ) -> None:
-    async with migration_lock(conn, options.lock_wait):
+    async with migration_lock(conn, target.database, options.lock_wait):
         if extensions is not None:
             await _bootstrap_inside_lock(conn, result, target, extensions)
-        elif await ensure_history_table(conn):
-            result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
-        applied = await read_applied(conn)
+            applied = await read_applied(conn)
+        else:
+            history = await read_history(conn)
+            if history is None:
+                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+                result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
+            applied = history or {}
         result.version_before = result.version_after = _current_version(applied)
         validate(applied, source, ignore_missing=options.ignore_missing)
         pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
@@ -255,14 +262,12 @@ async def _migrate(
 async def _inspect(
     conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
 ) -> None:
-    # A read-only session (the server refuses writes) and as few round trips as possible: status runs on every
-    # school of the fleet, and each one pays a fresh connection already.
-    if await history_exists(conn):
-        applied = await read_applied(conn)
-    else:
-        applied = {}
+    # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
+    history, locked = await read_status(conn, advisory_lock_key(result.database))
+    if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
-    holder = await current_holder(conn, result.database)
+    applied = history or {}
+    holder = (await current_holder(conn, result.database) or "another session") if locked else None
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]

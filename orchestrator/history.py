@@ -12,6 +12,7 @@ import asyncpg
 
 from . import sqlx
 from .errors import Dirty, MissingMigration, ModifiedMigration
+from .lock import LOCK_IS_HELD
 from .source import Migration, MigrationSource, checksum
 
 
@@ -37,6 +38,39 @@ async def ensure_history_table(conn: asyncpg.Connection) -> bool:
 async def read_applied(conn: asyncpg.Connection) -> dict[int, AppliedMigration]:
     rows = await conn.fetch(sqlx.SELECT_APPLIED)
     return {r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"]) for r in rows}
+
+
+async def read_history(conn: asyncpg.Connection) -> dict[int, AppliedMigration] | None:
+    """The ledger, or None when there is no history table: one query either way. Not for use inside a
+    transaction (the missing-table error would abort it)."""
+    try:
+        return await read_applied(conn)
+    except asyncpg.UndefinedTableError:
+        return None
+
+
+# Status runs on every school of a fleet, each paying a new connection already: the ledger and "is a migration
+# running right now" come back in one query.
+_STATUS = f"""
+SELECT l.locked, m.version, m.checksum, m.success
+FROM ({LOCK_IS_HELD}) AS l (locked)
+LEFT JOIN _sqlx_migrations AS m ON true
+ORDER BY m.version
+"""
+
+
+async def read_status(conn: asyncpg.Connection, lock_key: int) -> tuple[dict[int, AppliedMigration] | None, bool]:
+    """(the ledger or None without a history table, whether SQLx's lock is held right now)."""
+    try:
+        rows = await conn.fetch(_STATUS, lock_key)
+    except asyncpg.UndefinedTableError:
+        return None, bool(await conn.fetchval(LOCK_IS_HELD, lock_key))
+    applied = {
+        r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
+        for r in rows
+        if r["version"] is not None
+    }
+    return applied, bool(rows[0]["locked"])
 
 
 def check_dirty(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:

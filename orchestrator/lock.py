@@ -20,12 +20,13 @@ from .sqlx import advisory_lock_key
 
 # pg_locks alone is cheap; joining pg_stat_activity makes a fresh backend load every session's status, so the
 # details are fetched only when the lock is actually held.
-_LOCK_IS_HELD = """
-SELECT 1 FROM pg_locks
-WHERE locktype = 'advisory' AND granted
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
-"""
+LOCK_IS_HELD = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+  WHERE locktype = 'advisory' AND granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
+)"""
 _HOLDER = """
 SELECT a.pid, a.application_name, a.client_addr::text, a.state
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -53,14 +54,15 @@ async def current_holder(conn: asyncpg.Connection, database: str) -> str | None:
     """Who holds the migration lock of `database` (the connection's own) right now, if anyone.
     A read-only check: takes no lock."""
     key = advisory_lock_key(database)
-    if not await conn.fetchval(_LOCK_IS_HELD, key):
+    if not await conn.fetchval(LOCK_IS_HELD, key):
         return None
     return await lock_holder(conn, key) or "another session"
 
 
 @asynccontextmanager
-async def migration_lock(conn: asyncpg.Connection, wait_s: float) -> AsyncIterator[int]:
-    database = await conn.fetchval("SELECT current_database()")
+async def migration_lock(conn: asyncpg.Connection, database: str, wait_s: float) -> AsyncIterator[int]:
+    """Hold SQLx's lock for `database`, the one `conn` is connected to (the name in the URL is exactly
+    current_database(): PostgreSQL matches it byte for byte at connect time, so no query is spent asking)."""
     key = advisory_lock_key(database)
     deadline = time.monotonic() + wait_s
     delay = 0.05

@@ -256,6 +256,11 @@ def test_a_deleted_applied_file_is_refused_unless_ignore_missing(fresh_url: str,
     assert invoke("provision", "-D", fresh_url, "--migrations", str(migrations)).exit_code == 0
     for path in migrations.glob("20250201000000_*"):
         path.unlink()
+    gated = invoke("migrate", "-D", fresh_url, "--migrations", str(migrations))
+    assert gated.exit_code == 2, "the safety gate refuses a deleted released file before connecting"
+    assert "released-file-deleted" in gated.stderr
+    # Without the release record, the database's own ledger refuses it the way SQLx does.
+    (migrations / "released.sum").unlink()
     refused = invoke("migrate", "-D", fresh_url, "--migrations", str(migrations))
     assert refused.exit_code == 1
     assert "migration 20250201000000 was previously applied but is missing" in refused.stdout
