@@ -34,6 +34,8 @@ class SessionSettings:
             "application_name": APPLICATION_NAME,
             "lock_timeout": str(int(self.lock_timeout * 1000)),
             "statement_timeout": str(int(self.statement_timeout * 1000)),
+            # sqlx.insert_applied_literal relies on it (it is PostgreSQL's default since 9.1).
+            "standard_conforming_strings": "on",
         }
         if read_only:
             # The server itself then refuses any write in this session: the audit's guarantee.

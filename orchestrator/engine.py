@@ -291,10 +291,12 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: D
             await conn.execute(m.up_sql)
             await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
         else:
-            # The file and its history row commit together or not at all.
+            # The file and its history row commit together or not at all. They travel as one simple-protocol
+            # message (the file first, so server error positions still point into it).
             async with conn.transaction():
-                await conn.execute(m.up_sql)
-                await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+                await conn.execute(
+                    f"{m.up_sql}\n;\n{sqlx.insert_applied_literal(m.version, m.description, m.checksum)}"
+                )
     except Exception as exc:
         error = _step_error(exc, target, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
         if isinstance(error, MigrationFailed) and error.line is None and not m.no_transaction:
@@ -304,7 +306,7 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: D
     result.steps.append(MigrationStep(m.version, m.description, "up", elapsed_ns / 1e9))
     log.info("migration.applied", database=result.database, version=m.version, duration_s=elapsed_ns / 1e9)
     try:
-        await conn.execute(sqlx.UPDATE_EXECUTION_TIME, elapsed_ns, m.version)
+        await conn.execute(sqlx.update_execution_time_literal(elapsed_ns, m.version))
     except Exception as exc:  # the migration is committed; only the timing is lost (it stays -1, as in SQLx)
         raise _step_error(exc, target, m, m.filename, "", no_transaction=True) from None
 
@@ -364,7 +366,8 @@ def _step_error(
     if not isinstance(exc, asyncpg.PostgresError):
         return as_database_error(target, exc, f"running {file}")
     position = getattr(exc, "position", None)
-    line = line_of(sql, int(position) - 1) if position and sql else None
+    # A position past the file's end points into the history INSERT sent with it: no line in the file.
+    line = line_of(sql, int(position) - 1) if position and sql and int(position) <= len(sql) else None
     sqlstate = exc.sqlstate
     detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""
     where = f"{file}:{line}" if line else file
