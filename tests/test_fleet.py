@@ -249,20 +249,23 @@ def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevS
     assert "_sqlx_migrations" not in tables(pg, db)
 
 
-def test_sigint_lets_running_schools_finish_and_skips_the_rest(tmp_path: Path, pg: DevServer) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
+    tmp_path: Path, pg: DevServer, signum: signal.Signals
+) -> None:
     migrations = make_migrations(tmp_path / "migrations")
-    schools = [make_school(pg, f"slow_sigint_{i}") for i in range(4)]
+    schools = [make_school(pg, f"slow_sig_{signum.name.lower()}_{i}") for i in range(4)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 30
     while fetchval_sync(
         pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        "AND datname LIKE 't_slow_sigint%'"
+        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%'"
     ) == 0:  # fmt: skip
         assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "r.json").read_text())
