@@ -59,7 +59,8 @@ _SQLSTATE_HINTS = {
     "`orchestrator audit`)",
     "42710": "the object already exists: the database has changes the history does not record (see "
     "`orchestrator audit`)",
-    "42883": "a function is missing; is the extension it comes from installed? (see `extensions` in the registry)",
+    "42883": "a function is missing: is the extension it comes from installed? `orchestrator bootstrap` creates "
+    "the registry's `extensions` (default uuid-ossp)",
 }
 
 

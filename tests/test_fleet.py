@@ -361,3 +361,19 @@ def test_status_reports_a_migration_in_progress_as_locked_naming_the_holder(tmp_
     result = anyio.run(hold_and_check)
     assert result.returncode == 1
     assert "locked" in result.stdout and "school-worker" in result.stdout
+
+
+def test_preflight_shows_the_histogram_and_what_would_run_before_writing(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    done, fresh = make_school(pg, "preflight_done"), make_school(pg, "preflight_fresh")
+    registry = fleet_registry(tmp_path / "t.yaml", pg, [done, fresh])
+    assert cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "s0",
+               "--target", "2").returncode == 0  # fmt: skip
+    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--preflight",
+                 "--no-progress")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan_part = result.stdout.split("summary:")[0]
+    assert "versions across the fleet" in plan_part
+    assert "1 school(s) would get 1 migration(s): 3" in plan_part
+    assert "1 school(s) would get 3 migration(s): 1, 2, 3" in plan_part
+    assert history(pg, done) == history(pg, fresh) == [1, 2, 3]

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from ..errors import InvalidInput, Location, UsageError
 from ..fleet import FailureBudget, FleetOptions
 from ..logsetup import configure_logging, register_secrets
 from ..operations import Command, Overrides
+from ..outcome import Status
 from ..registry import Selection, parse_duration, parse_shard
 from ..report import RunReport, write_json, write_junit
 from ..runner import Job, JobSpec, prepare, run
@@ -220,8 +222,13 @@ def execute(
     report_path: Path | None,
     junit_path: Path | None,
     no_progress: bool,
+    preflight: bool = False,
+    assume_yes: bool = False,
 ) -> None:
-    """Validate (exit 2 on bad input), show the plan, run with progress, render, write reports, exit."""
+    """Validate (exit 2 on bad input), show the plan, run with progress, render, write reports, exit.
+
+    A fleet `migrate` on a terminal first runs a read-only plan pass (version histogram, what would run where) and
+    asks before anything is written, unless `assume_yes`; in scripts and CI only with `preflight`, never asking."""
     try:
         spec = spec_factory()
         job = prepare(spec)
@@ -233,6 +240,16 @@ def execute(
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
     single = spec.database_url is not None
+    ask = interactive() and not assume_yes and not json_out  # a prompt would end up inside the JSON on stdout
+    if spec.command is Command.MIGRATE and not single and (preflight or ask):
+        plan_job = replace(job, spec=replace(spec, command=Command.PLAN), lint=None)
+        with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
+            planned = anyio.run(run, plan_job, observer)
+        render.print_preflight(human, planned)
+        something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
+        if ask and something_to_do and not typer.confirm("Apply these migrations now?", default=False):
+            human.print("aborted: nothing was written")
+            raise typer.Exit(EXIT_NOT_OK)
     with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
         report = anyio.run(run, job, observer)
     write_outputs(report, job, human, json_out=json_out, report_path=report_path, junit_path=junit_path)
@@ -271,6 +288,10 @@ def write_outputs(
     render.print_next_steps(human, report, str(report_path) if report_path else None)
     if json_out:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def exit_code(report: RunReport) -> int:

@@ -99,7 +99,7 @@ def audit(
         return
     register_job_secrets(job, reference_url)
     human = render.make_console(stderr=json_out)
-    human.print(f"[bold]audit[/]: {len(job.tenants)} schools on {len(job.servers)} server(s); read-only")
+    human.print(f"[bold]audit[/]: {render.schools(len(job.tenants))} on {len(job.servers)} server(s); read-only")
     options = AuditOptions(reference_url=reference_url, schema=not no_schema)
     with render.progress(render.make_console(stderr=True), len(job.tenants), enabled=not no_progress) as observer:
         result = anyio.run(run_audit, job, options, observer)

@@ -45,6 +45,12 @@ Rehearse = Annotated[
     typer.Option("--rehearse", help="First apply, revert and re-apply the pending files on a scratch database at "
                  "the fleet's current version(s); stop before any school if that fails."),
 ]  # fmt: skip
+Preflight = Annotated[
+    bool,
+    typer.Option("--preflight", help="First a read-only plan pass: the fleet's version histogram and what would run "
+                 "where, before anything is written. On a terminal, then ask. [default: on when interactive]"),
+]  # fmt: skip
+AssumeYes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before applying (after --preflight).")]
 IgnoreMissing = Annotated[
     bool,
     typer.Option("--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."),
@@ -67,6 +73,8 @@ def migrate(
     rehearse: Rehearse = False,
     reference_url: ReferenceUrl = None,
     ignore_missing: IgnoreMissing = False,
+    preflight: Preflight = False,
+    yes: AssumeYes = False,
     tenant: Tenants = None,
     tag: Tags = None,
     exclude: Excludes = None,
@@ -98,6 +106,7 @@ def migrate(
             ignore_missing=ignore_missing,
         ),
         json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
+        preflight=preflight, assume_yes=yes,
     )  # fmt: skip
 
 

@@ -30,6 +30,10 @@ STATUS_STYLE = {
 TABLE_LIMIT = 200  # beyond this many schools, the table lists only those not ok (the JSON report has all)
 
 
+def schools(n: int) -> str:
+    return f"{n} school" if n == 1 else f"{n} schools"
+
+
 def version(v: int | None) -> str:
     return "-" if v is None else str(v)
 
@@ -47,7 +51,7 @@ def status_text(status: Status) -> str:
 def print_plan(console: Console, job: Job) -> None:
     spec = job.spec
     source = job.source
-    where = "1 database" if spec.database_url else f"{len(job.tenants)} schools on {len(job.servers)} server(s)"
+    where = "1 database" if spec.database_url else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
     console.print(
         f"[bold]{spec.command.value}[/]: {where}; migrations in {source.directory} "
         f"({len(source)} files, latest {version(source.latest)})"
@@ -149,7 +153,7 @@ def print_error(console: Console, r: DatabaseResult) -> None:
 def print_table(console: Console, report: RunReport) -> None:
     outcomes = report.outcomes
     shown = outcomes if len(outcomes) <= TABLE_LIMIT else [o for o in outcomes if not o.result.ok]
-    table = Table(title=f"{report.command}: {len(outcomes)} schools", show_lines=False)
+    table = Table(title=f"{report.command}: {schools(len(outcomes))}", show_lines=False)
     for column in ("school", "server", "status", "version", "migrations", "time", "error / what to do"):
         table.add_column(column, overflow="fold")
     for o in shown:
@@ -204,10 +208,29 @@ def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> N
         console.print(f"rehearsal: {escape(line)}", highlight=False)
 
 
+def print_preflight(console: Console, planned: RunReport) -> None:
+    """What a rollout is about to do, from a read-only plan pass: histogram, then who gets what."""
+    print_histogram(console, planned)
+    by_steps: dict[tuple[int, ...], int] = {}
+    for o in planned.outcomes:
+        if o.result.status is Status.PLANNED:
+            key = tuple(s.version for s in o.result.steps)
+            by_steps[key] = by_steps.get(key, 0) + 1
+    for versions, n in sorted(by_steps.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {n} school(s) would get {len(versions)} migration(s): {', '.join(map(str, versions))}")
+    counts = planned.counts()
+    others = {k: v for k, v in counts.items() if k not in (Status.PLANNED.value,)}
+    if others:
+        console.print("  " + ", ".join(f"{n} {status}" for status, n in sorted(others.items())))
+    for o in planned.outcomes:
+        if not o.result.ok:
+            console.print(f"  [red]{escape(o.tenant.id)}[/]: {escape(line_summary(o.result))}", highlight=False)
+
+
 def print_summary(console: Console, report: RunReport) -> None:
     counts = report.counts()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    console.print(f"[bold]summary[/]: {len(report.outcomes)} schools: {parts} ({report.run.duration_s:.2f}s)")
+    console.print(f"[bold]summary[/]: {schools(len(report.outcomes))}: {parts} ({report.run.duration_s:.2f}s)")
     if report.run.halted:
         console.print(f"[red]halted[/]: {escape(report.run.halted)}")
     if report.run.interrupted:
@@ -217,11 +240,14 @@ def print_summary(console: Console, report: RunReport) -> None:
 def print_next_steps(console: Console, report: RunReport, report_path: str | None) -> None:
     if report.ok or report.command in ("status", "plan"):
         return
-    again = f"--resume {report_path}" if report_path else "--report PATH next time, then --resume PATH"
-    console.print(
-        f"next: fix what the table says, then run `orchestrator {report.command} {again}` to redo only "
-        "the schools that did not end ok"
-    )
+    if report_path:
+        again = f"`orchestrator {report.command} --resume {report_path}` redoes only the schools that did not end ok"
+    else:
+        again = (
+            f"run `orchestrator {report.command}` again (with --report PATH, a later --resume PATH redoes only "
+            "the schools that did not end ok)"
+        )
+    console.print(f"next: fix what the table says; then {again}")
 
 
 def make_console(*, stderr: bool) -> Console:
