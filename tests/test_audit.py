@@ -170,3 +170,21 @@ def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
     again = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert again.returncode == 0, again.stdout
     assert "clean" in again.stdout
+
+
+def test_each_school_is_compared_with_its_own_extensions(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    """A school set up with an extra extension is clean; the same extension elsewhere is drift."""
+    configured, unconfigured = school(pg, "ext_configured", migrations), school(pg, "ext_unconfigured", migrations)
+    for db in (configured, unconfigured):
+        execute_sync(pg.url(db), "CREATE EXTENSION pgcrypto")
+    registry = tmp_path / "t.yaml"
+    registry.write_text(
+        "tenants:\n"
+        f"  - id: configured\n    url: {registry_url(pg, configured)}\n    extensions: [uuid-ossp, pgcrypto]\n"
+        f"  - id: unconfigured\n    url: {registry_url(pg, unconfigured)}\n"
+    )
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(JobSpec(command=Command.STATUS, registry_path=registry, migrations_dir=migrations))
+    found = findings(run_sync(run_audit(job, AuditOptions())))
+    assert found["configured"] == []
+    assert found["unconfigured"] == ["extension pgcrypto not in migrations"]

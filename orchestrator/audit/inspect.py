@@ -27,6 +27,7 @@ class LiveState:
     findings: list[Finding] = field(default_factory=list)
     schema: SchemaSnapshot | None = None
     applied: frozenset[int] = frozenset()
+    extensions: tuple[str, ...] = ()  # the ones this school is set up with (its expected schema includes them)
 
 
 def history_findings(

@@ -34,7 +34,8 @@ from .schema import SchemaSnapshot, diff, fingerprint, snapshot
 
 log = structlog.get_logger("orchestrator.audit")
 
-AppliedSet = frozenset[int]
+# What a school's expected schema depends on: the migrations it applied, and the extensions it is set up with.
+ReferenceKey = tuple[frozenset[int], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,9 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
     spec = job.spec
 
     async def work(tenant: Tenant) -> DatabaseResult:
-        state = await inspect_school(
-            tenant.target, job.source, options_for(tenant, spec.engine, spec.overrides), schema=options.schema
-        )
+        school_options = options_for(tenant, spec.engine, spec.overrides)
+        state = await inspect_school(tenant.target, job.source, school_options, schema=options.schema)
+        state.extensions = school_options.extensions
         if state.schema is not None:
             fp = fingerprint(state.schema)
             state.schema = schemas_by_fingerprint.setdefault(fp, state.schema)
@@ -71,7 +72,7 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
     fleet = fleet_options(job)  # a read-only command: one wave, no failure budget
     fleet_run = await run_fleet(job.tenants, work, fleet, observer)
 
-    references: dict[AppliedSet, Reference] = {}
+    references: dict[ReferenceKey, Reference] = {}
     if options.schema:
         references = await _build_references(job, states, options)
 
@@ -94,8 +95,8 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
     )
 
 
-def _key(state: LiveState, source: MigrationSource) -> AppliedSet:
-    return frozenset(v for v in state.applied if source.get(v) is not None)
+def _key(state: LiveState, source: MigrationSource) -> ReferenceKey:
+    return frozenset(v for v in state.applied if source.get(v) is not None), state.extensions
 
 
 def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) -> None:
@@ -111,7 +112,7 @@ def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) 
 
 async def _build_references(
     job: Job, states: dict[str, LiveState], options: AuditOptions
-) -> dict[AppliedSet, Reference]:
+) -> dict[ReferenceKey, Reference]:
     wanted = {_key(s, job.source) for s in states.values() if s.schema is not None}
     if not wanted:
         return {}
@@ -119,7 +120,7 @@ async def _build_references(
     if server is None:
         return {k: Reference(None, None, "no reachable server to build it on (give --reference-url)") for k in wanted}
     references = {}
-    for key in sorted(wanted, key=lambda k: (len(k), sorted(k))):
+    for key in sorted(wanted, key=lambda k: (len(k[0]), sorted(k[0]), k[1])):
         references[key] = await _build_reference(server, job, key)
     return references
 
@@ -134,15 +135,14 @@ def _reference_server(job: Job, states: dict[str, LiveState], options: AuditOpti
     return None
 
 
-async def _build_reference(server: DatabaseTarget, job: Job, key: AppliedSet) -> Reference:
-    """Apply exactly the migrations in `key` to a scratch database, read its schema, drop it."""
+async def _build_reference(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Reference:
+    """Apply exactly the migrations (with the extensions) of `key` to a scratch database, read its schema, drop it."""
     name = f"orchestrator_ref_{os.getpid()}_{secrets.token_hex(4)}"
     scratch = server.with_database(name)
-    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in key))
-    base = job.spec.engine
-    extensions = job.registry.tenants[0].settings.extensions if job.registry and job.registry.tenants else None
-    options = replace(base, extensions=extensions or base.extensions, target_version=None)
-    log.info("audit.reference", versions=len(key), server=server.server, database=name)
+    versions, extensions = key
+    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in versions))
+    options = replace(job.spec.engine, extensions=extensions, target_version=None)
+    log.info("audit.reference", versions=len(versions), extensions=extensions, server=server.server, database=name)
     try:
         await create_database(scratch, options.session)
         result = await engine.provision(scratch, subset, options)
