@@ -233,29 +233,48 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
     if not isinstance(tenants_node, yaml.SequenceNode):
         raise RegistryError("`tenants` must be a list of tenants", location=loader.at(tenants_node))
     tenants: list[Tenant] = []
+    problems: list[RegistryError] = []  # every tenant is checked, so one run lists every problem to fix
     seen_ids: dict[str, int | None] = {}
     seen_dbs: dict[tuple[str, int, str], Tenant] = {}
     for node in tenants_node.value:
-        tenant = loader.tenant(node, defaults)
+        try:
+            tenant = loader.tenant(node, defaults)
+        except RegistryError as problem:
+            problems.append(problem)
+            continue
         where = Location(path, tenant.line)
         if tenant.id in seen_ids:
-            raise RegistryError(
-                f"tenant id {tenant.id!r} is already used at line {seen_ids[tenant.id]}",
-                location=where,
-                hint="ids must be unique",
+            problems.append(
+                RegistryError(
+                    f"tenant id {tenant.id!r} is already used at line {seen_ids[tenant.id]}",
+                    location=where,
+                    hint="ids must be unique",
+                )
             )
+            continue
         key = (tenant.target.host, tenant.target.port, tenant.target.database)
         if key in seen_dbs:
             other = seen_dbs[key]
-            raise RegistryError(
-                f"tenants {other.id!r} (line {other.line}) and {tenant.id!r} point at the same database "
-                f"{redact_url(tenant.target.dsn)}",
-                location=where,
-                hint="every school needs its own database",
+            problems.append(
+                RegistryError(
+                    f"tenants {other.id!r} (line {other.line}) and {tenant.id!r} point at the same database "
+                    f"{redact_url(tenant.target.dsn)}",
+                    location=where,
+                    hint="every school needs its own database",
+                )
             )
+            continue
         seen_ids[tenant.id] = tenant.line
         seen_dbs[key] = tenant
         tenants.append(tenant)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        listed = "\n".join(f"  {p.message}" + (f"\n    hint: {p.hint}" if p.hint else "") for p in problems)
+        raise RegistryError(
+            f"{len(problems)} problems in {path}:\n{listed}",
+            hint="fix them all, then run again; nothing was touched",
+        )
     return Registry(path, tuple(tenants), per_server)
 
 

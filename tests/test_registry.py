@@ -112,3 +112,20 @@ def test_shards_cover_the_fleet_exactly_once() -> None:
 def test_bad_shard_flags_are_refused(text: str) -> None:
     with pytest.raises(UsageError):
         parse_shard(text)
+
+
+def test_every_bad_tenant_is_listed_in_one_run(tmp_path: Path) -> None:
+    text = (
+        "tenants:\n"
+        "  - id: a\n    url: postgresql://h/a\n    colour: red\n"
+        "  - id: b\n    url: postgresql://u:${NOPE}@h/b\n"
+        "  - id: c\n    url: postgresql://h/c\n"
+        "  - id: c\n    url: postgresql://h/d\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path, env={})
+    message = str(caught.value)
+    assert message.startswith(f"3 problems in {path}")
+    for fragment in (f"{path}:4: unknown key 'colour'", f"{path}:6: environment variable NOPE", f"{path}:9: tenant id"):
+        assert fragment in message
