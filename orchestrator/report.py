@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,23 @@ class RunReport:
         return sorted(counts.items(), key=lambda kv: (kv[0] is None, -(kv[0] or 0)))
 
     def to_dict(self) -> dict[str, Any]:
+        return {**self.header(), "schools": list(self.school_dicts())}
+
+    def school_dicts(self) -> Iterator[dict[str, Any]]:
+        for o in self.outcomes:
+            yield {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
+
+    def json_chunks(self) -> Iterator[str]:
+        """The JSON report piece by piece, one school per line: 100,000 schools never sit in memory as one
+        document (to_dict() and json.dumps of it would add several hundred MB at that size)."""
+        head = json.dumps(self.header(), indent=2)
+        yield head[: -len("\n}")] + ',\n  "schools": [\n'
+        for i, school in enumerate(self.school_dicts()):
+            yield ("    " if i == 0 else ",\n    ") + json.dumps(school)
+        yield "\n  ]\n}\n"
+
+    def header(self) -> dict[str, Any]:
+        """Everything but the per-school entries."""
         counts = self.counts()
         return {
             "schema_version": SCHEMA_VERSION,
@@ -70,20 +88,16 @@ class RunReport:
                 "by_status": dict(sorted(counts.items())),
             },
             "version_histogram": [{"version": version, "schools": n} for version, n in self.version_histogram()],
-            "schools": [
-                {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
-                for o in self.outcomes
-            ],
         }
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str | Iterable[str]) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines([text] if isinstance(text, str) else text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -92,7 +106,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def write_json(report: RunReport, path: Path) -> None:
-    write_atomically(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_atomically(path, report.json_chunks())
 
 
 def to_junit(report: RunReport) -> str:

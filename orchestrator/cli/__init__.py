@@ -6,7 +6,6 @@ touched); 130 interrupted.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -287,7 +286,7 @@ def write_outputs(
         human.print(f"junit: {junit_path}")
     render.print_next_steps(human, report, str(report_path) if report_path else None)
     if json_out:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.writelines(report.json_chunks())
 
 
 def interactive() -> bool:
