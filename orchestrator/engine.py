@@ -301,7 +301,14 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: D
                 )
     except Exception as exc:
         error = _step_error(exc, target, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
-        if isinstance(error, MigrationFailed) and error.line is None and not m.no_transaction:
+        failed_after_s = (time.perf_counter_ns() - started_ns) / 1e9
+        if (
+            isinstance(error, MigrationFailed)
+            and error.line is None
+            and not m.no_transaction
+            and failed_after_s < _LOCATE_BUDGET_S
+            and not (error.sqlstate or "").startswith(_NOT_REPLAYED)
+        ):
             await _locate_failure(conn, error, m.up_sql)
         raise error from None
     elapsed_ns = time.perf_counter_ns() - started_ns
@@ -334,11 +341,19 @@ class _Rollback(Exception):
     pass
 
 
+# The replay below re-runs the work that failed: only for files that failed quickly, and never for longer.
+_LOCATE_BUDGET_S = 5.0
+# Errors of timing and resources (timeouts, locks, deadlocks, lost connections) say nothing about a line.
+_NOT_REPLAYED = ("08", "40", "53", "55", "57")
+
+
 async def _locate_failure(conn: asyncpg.Connection, error: MigrationFailed, sql: str) -> None:
     """Some errors carry no position (e.g. "relation already exists"). Replay the file statement by statement in
-    a transaction that is always rolled back, to find the line of the statement that fails the same way."""
+    a transaction that is always rolled back, to find the line of the statement that fails the same way.
+    (Sequences advanced by the replay stay advanced, as they did in the failed attempt.)"""
     try:
         async with conn.transaction():
+            await conn.execute(f"SET LOCAL statement_timeout = {int(_LOCATE_BUDGET_S * 1000)}")
             for statement in split_statements(sql):
                 try:
                     await conn.execute(statement.text)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -320,7 +319,6 @@ def test_chromium_renders_the_page(tmp_path: Path) -> None:
     page_file.write_text(render_html(_report()), encoding="utf-8")
     url = page_file.as_uri()
 
-    started = time.monotonic()
     dumped = _chromium(tmp_path, "--dump-dom", url)
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = _parse(dumped.stdout)
@@ -346,4 +344,3 @@ def test_chromium_renders_the_page(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1280, 1400)
     assert len(png) > 20_000
-    assert time.monotonic() - started < 120

@@ -405,7 +405,7 @@ def test_lock_held_by_another_session_makes_migrate_wait_then_report_locked_nami
     assert f"pid {holder_pid}" in result.error.message
     assert "school-backend-worker" in result.error.message
     assert result.error.hint and "--lock-wait" in result.error.hint
-    assert 0.9 <= waited < 5
+    assert waited >= 0.9  # it waited for --lock-wait before giving up
     assert not has_table(db_url, "a")
 
     # Once the holder is gone, the same call goes through.
@@ -448,11 +448,9 @@ def test_lock_timeout_on_a_busy_table_fails_with_55p03_and_is_retryable(db_url: 
 
 def test_statement_timeout_cancels_a_slow_migration_with_57014(db_url: str, tmp_path: Path) -> None:
     source = migrations_dir(tmp_path / "m", {"1_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n"})
-    started = time.monotonic()
 
     result = migrate(db_url, source, options(statement_timeout=0.3))
 
-    assert time.monotonic() - started < 2.5
     assert result.status is Status.FAILED
     assert result.error is not None and result.error.to_dict()["sqlstate"] == "57014"
     assert result.error.hint and "statement_timeout" in result.error.hint
@@ -505,11 +503,9 @@ def test_backend_killed_mid_migration_leaves_nothing_half_done_and_a_rerun_compl
             tg.start_soon(kill_when_sleeping)
         return results[0], killed
 
-    started = time.monotonic()
     result, killed = run_sync(scenario)
 
     assert killed
-    assert time.monotonic() - started < 4.5  # it did not sleep the full 5 s
     assert result.status is Status.FAILED and not result.ok
     assert result.error is not None and result.error.code == "interrupted" and result.error.retryable
     assert "2_slow_b.sql" in result.error.message
@@ -722,23 +718,22 @@ def test_read_only_commands_do_not_wait_for_the_lock_and_report_locked_naming_th
     source = load_migrations(PROJECT_MIGRATIONS)
     provision(fresh_url, source, options(target_version=V1))
 
-    async def scenario() -> tuple[DatabaseResult, int, float]:
+    async def scenario() -> tuple[DatabaseResult, int]:
         holder = await asyncpg.connect(fresh_url, server_settings={"application_name": "school-backend-worker"})
         try:
             await holder.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(db_name))
             pid = await holder.fetchval("SELECT pg_backend_pid()")
-            started = time.monotonic()
-            result = await read_only(DatabaseTarget.parse(fresh_url), source, options(lock_wait=5.0))
-            return result, pid, time.monotonic() - started
+            # A lock_wait far beyond the test timeout: were the look to wait for the lock, the test would hang.
+            result = await read_only(DatabaseTarget.parse(fresh_url), source, options(lock_wait=3600.0))
+            return result, pid
         finally:
             await holder.close()
 
-    result, holder_pid, took = run_sync(scenario)
+    result, holder_pid = run_sync(scenario)
 
     assert result.status is Status.LOCKED
     assert result.error is not None and result.error.code == "locked"
     assert f"pid {holder_pid}" in result.error.message and "school-backend-worker" in result.error.message
-    assert took < 2  # a read-only look does not wait for --lock-wait
     assert result.pending == [V2, V3]
     assert versions(fresh_url) == [V1]
 
