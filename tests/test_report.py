@@ -35,7 +35,7 @@ def test_the_streamed_json_equals_the_report_values(tmp_path: Path) -> None:
         text = (tmp_path / "r.json").read_text()
         assert json.loads(text) == json.loads(json.dumps(report.to_dict()))
         assert "s3cret" not in text
-        assert text.count("\n    {\"id\": ") == schools, "one school per line"
+        assert text.count('\n    {"id": ') == schools, "one school per line"
 
 
 def test_resume_reads_the_schools_that_did_not_end_ok(tmp_path: Path) -> None:
