@@ -131,3 +131,8 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
         },
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,
     )
+
+
+async def plan_first(job: Job, observer: Observer | None = None) -> RunReport:
+    """The read-only plan pass a `migrate` job makes before writing (--preflight): same schools, same options."""
+    return await run(replace(job, spec=replace(job.spec, command=Command.PLAN), lint=None), observer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +27,7 @@ from ..operations import Command, Overrides
 from ..outcome import Status
 from ..registry import Selection, parse_duration, parse_shard
 from ..report import RunReport, write_json, write_junit
-from ..runner import Job, JobSpec, prepare, run
+from ..runner import Job, JobSpec, plan_first, prepare, run
 from ..target import DatabaseTarget
 from . import render
 
@@ -241,9 +240,8 @@ def execute(
     single = spec.database_url is not None
     ask = interactive() and not assume_yes and not json_out  # a prompt would end up inside the JSON on stdout
     if spec.command is Command.MIGRATE and not single and (preflight or ask):
-        plan_job = replace(job, spec=replace(spec, command=Command.PLAN), lint=None)
         with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
-            planned = anyio.run(run, plan_job, observer)
+            planned = anyio.run(plan_first, job, observer)
         render.print_preflight(human, planned)
         something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
         if ask and something_to_do and not typer.confirm("Apply these migrations now?", default=False):
