@@ -313,6 +313,13 @@ def select(tenants: Iterable[Tenant], selection: Selection) -> list[Tenant]:
                 f"no tenant with id {wanted!r} in the registry",
                 hint="`orchestrator status` lists the registered tenants",
             )
+    known_tags = {tag for t in tenants for tag in t.tags}
+    for tag in selection.tags:
+        if tag not in known_tags:
+            raise UsageError(
+                f"no tenant is tagged {tag!r}",
+                hint=f"tags in the registry: {', '.join(sorted(known_tags)) or 'none'}",
+            )
     chosen = []
     for t in tenants:
         if selection.ids and t.id not in selection.ids:

@@ -97,6 +97,9 @@ def test_selection_by_id_tag_and_exclude(tmp_path: Path) -> None:
     assert [t.id for t in select(tenants, Selection(ids=("school-bravo",)))] == ["school-bravo"]
     with pytest.raises(UsageError, match="no tenant with id 'school-zulu'"):
         select(tenants, Selection(ids=("school-zulu",)))
+    with pytest.raises(UsageError, match="no tenant is tagged 'nort'") as caught:
+        select(tenants, Selection(tags=("nort",)))
+    assert caught.value.hint == "tags in the registry: canary, north"
 
 
 def test_shards_cover_the_fleet_exactly_once() -> None:
