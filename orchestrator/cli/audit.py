@@ -30,6 +30,13 @@ from . import (
     EXIT_INTERRUPTED,
     EXIT_NOT_OK,
     EXIT_OK,
+    app,
+    build_spec,
+    fail_usage,
+    register_job_secrets,
+    render,
+)
+from .options import (
     Concurrency,
     ConnectTimeout,
     DatabaseUrl,
@@ -44,11 +51,6 @@ from . import (
     Shard,
     Tags,
     Tenants,
-    app,
-    build_spec,
-    fail_usage,
-    register_job_secrets,
-    render,
 )
 
 

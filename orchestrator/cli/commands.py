@@ -9,6 +9,11 @@ import typer
 
 from ..operations import Command
 from . import (
+    app,
+    build_spec,
+    execute,
+)
+from .options import (
     Canary,
     Concurrency,
     ConnectTimeout,
@@ -30,9 +35,6 @@ from . import (
     StatementTimeout,
     Tags,
     Tenants,
-    app,
-    build_spec,
-    execute,
 )
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
