@@ -188,7 +188,16 @@ def execute(
             raise typer.Exit(EXIT_NOT_OK)
     with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
         report = anyio.run(run, job, observer)
-    write_outputs(report, job, human, json_out=json_out, report_path=report_path, junit_path=junit_path)
+    progress_lines = not (no_progress or single or progress_console.is_terminal)  # one line per school was shown
+    write_outputs(
+        report,
+        job,
+        human,
+        json_out=json_out,
+        report_path=report_path,
+        junit_path=junit_path,
+        progress_lines=progress_lines,
+    )
     raise typer.Exit(exit_code(report))
 
 
@@ -206,6 +215,7 @@ def write_outputs(
     json_out: bool,
     report_path: Path | None,
     junit_path: Path | None,
+    progress_lines: bool = False,
 ) -> None:
     render.print_gate_and_rehearsal(human, job, report)
     if job.spec.database_url is not None:
@@ -213,7 +223,7 @@ def write_outputs(
     else:
         if job.spec.command in (Command.STATUS, Command.PLAN):
             render.print_histogram(human, report)
-        render.print_table(human, report)
+        render.print_results(human, report, ok_already_listed=progress_lines)
         render.print_summary(human, report)
     if report_path:
         write_json(report, report_path)

@@ -150,6 +150,23 @@ def print_error(console: Console, r: DatabaseResult) -> None:
         console.print(f"  [bold]what to do[/]: {escape(r.error.hint)}", highlight=False)
 
 
+def print_results(console: Console, report: RunReport, *, ok_already_listed: bool) -> None:
+    """A table on a terminal; in logs and pipes one plain line per school (grep-friendly, and cheap at fleet
+    size), leaving out the ok schools when the progress lines already named each one."""
+    if console.is_terminal:
+        print_table(console, report)
+        return
+    for o in report.outcomes:
+        r = o.result
+        if ok_already_listed and r.ok:
+            continue
+        console.print(f"{o.tenant.id} ({r.server}): {line_summary(r)}", markup=False, highlight=False)
+        if r.error and r.error.hint:
+            console.print(f"  -> {r.error.hint}", markup=False, highlight=False)
+        elif r.status is Status.SKIPPED and r.notes:
+            console.print(f"  -> {'; '.join(r.notes)}", markup=False, highlight=False)
+
+
 def print_table(console: Console, report: RunReport) -> None:
     outcomes = report.outcomes
     shown = outcomes if len(outcomes) <= TABLE_LIMIT else [o for o in outcomes if not o.result.ok]
