@@ -39,7 +39,7 @@ from .history import (
     read_status,
     validate,
 )
-from .lock import current_holder, migration_lock
+from .lock import lock_holder, migration_lock
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
@@ -265,11 +265,13 @@ async def _inspect(
     conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
 ) -> None:
     # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
-    history, locked = await read_status(conn, advisory_lock_key(result.database))
+    lock_key = advisory_lock_key(result.database)
+    history, locked = await read_status(conn, lock_key)
     if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
     applied = history or {}
-    holder = (await current_holder(conn, result.database) or "another session") if locked else None
+    # read_status already knows the lock is held: only the holder's details are left to fetch.
+    holder = (await lock_holder(conn, lock_key) or "another session") if locked else None
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]

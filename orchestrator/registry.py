@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,7 +340,3 @@ def single_tenant(url: str, settings: TenantSettings | None = None) -> Tenant:
     """A one-school "registry" for `-D URL`: the id is the database name."""
     target = DatabaseTarget.parse(url)
     return Tenant(id=target.database, target=target, settings=settings or TenantSettings())
-
-
-def tenant_ids(tenants: Sequence[Tenant]) -> list[str]:
-    return [t.id for t in tenants]

@@ -1,8 +1,8 @@
 """A database to work on: its URL, and everything derived from it that is safe to show.
 
-The password never leaves this object except through `dsn` (handed to the driver). `display` is the URL with the
-password replaced by `***`; `scrub()` removes the password from any text (driver messages, tracebacks) before it
-reaches a log line, a report or an exception.
+The password never leaves this object except through `dsn` (handed to the driver); `scrub()` removes the password
+from any text (driver messages, tracebacks) before it reaches a log line, a report or an exception, and
+`redact_url()` shows a URL with the password as `***`.
 """
 
 from __future__ import annotations
@@ -62,10 +62,6 @@ class DatabaseTarget:
     def server(self) -> str:
         """The server this database lives on, as `host:port`: the unit of the per-server budget."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def display(self) -> str:
-        return redact_url(self.dsn)
 
     def with_database(self, database: str) -> DatabaseTarget:
         """The same server and credentials, another database (e.g. the maintenance database `postgres`)."""

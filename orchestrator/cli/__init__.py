@@ -177,18 +177,19 @@ def execute(
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
     single = spec.database_url is not None
+    show_progress = not (no_progress or single)
     ask = interactive() and not assume_yes and not json_out  # a prompt would end up inside the JSON on stdout
     if spec.command is Command.MIGRATE and not single and (preflight or ask):
-        with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
+        with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
             planned = anyio.run(plan_first, job, observer)
         render.print_preflight(human, planned)
         something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
         if ask and something_to_do and not typer.confirm("Apply these migrations now?", default=False):
             human.print("aborted: nothing was written")
             raise typer.Exit(EXIT_NOT_OK)
-    with render.progress(progress_console, len(job.tenants), enabled=not (no_progress or single)) as observer:
+    with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
         report = anyio.run(run, job, observer)
-    progress_lines = not (no_progress or single or progress_console.is_terminal)  # one line per school was shown
+    progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
     write_outputs(
         report,
         job,
