@@ -40,12 +40,13 @@ from orchestrator import sqlx
 from orchestrator.connection import quote_ident
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port
 from orchestrator.fleet import FleetOptions, TenantOutcome, run_fleet
+from orchestrator.job import Command, Request, prepare
 from orchestrator.logsetup import configure_logging
-from orchestrator.operations import Command
 from orchestrator.outcome import DatabaseResult, Status
-from orchestrator.registry import Tenant, TenantSettings, load_registry
+from orchestrator.registry import Tenant, load_registry
 from orchestrator.report import RunReport
-from orchestrator.runner import JobSpec, prepare, run
+from orchestrator.runner import run
+from orchestrator.settings import Budgets, SchoolSettings
 from orchestrator.source import Migration, MigrationSource, load_migrations
 from orchestrator.target import DatabaseTarget
 
@@ -281,14 +282,14 @@ PREPARE_TIMES: dict[str, list[float]] = {}
 def inprocess_run(command: Command, registry: Path, concurrency: int) -> tuple[float, bool, str]:
     """The same work as the CLI, minus interpreter start-up, imports and rendering: prepare() + run()."""
     started = time.perf_counter()
-    spec = JobSpec(
+    request = Request(
         command=command,
-        migrations_dir=MIGRATIONS,
-        registry_path=registry,
-        fleet=FleetOptions(concurrency=concurrency),
-        per_server=concurrency,
+        migrations=MIGRATIONS,
+        registry=registry,
+        budgets=Budgets(concurrency=concurrency),
+        school=SchoolSettings(per_server=concurrency),
     )
-    job = prepare(spec)
+    job = prepare(request)
     PREPARE_TIMES.setdefault(command.value, []).append(time.perf_counter() - started)
     report = anyio.run(run, job)
     elapsed = time.perf_counter() - started
@@ -520,7 +521,7 @@ def sim_tenants(schools: int, servers: int) -> list[Tenant]:
     for i in range(schools):
         host = f"db-{i % servers:03d}.schools.internal"
         url = f"postgresql://app:not-a-real-password@{host}:5432/school_{i:06d}"
-        settings = TenantSettings(extensions=("uuid-ossp",), lock_timeout=5.0, statement_timeout=600.0, lock_wait=30.0)
+        settings = SchoolSettings(extensions=("uuid-ossp",), lock_timeout=5.0, statement_timeout=600.0, lock_wait=30.0)
         tenants.append(Tenant(f"school-{i:06d}", DatabaseTarget.parse(url), ("north",), settings, line=i + 5))
     return tenants
 
@@ -565,7 +566,10 @@ def sim_child(args: argparse.Namespace) -> int:
         nonlocal done
         done += 1
 
-    options = FleetOptions(concurrency=args.sim_concurrency, per_server=args.sim_per_server)
+    servers = {t.server for t in tenants}
+    options = FleetOptions(
+        budgets=Budgets(concurrency=args.sim_concurrency), per_server=dict.fromkeys(servers, args.sim_per_server)
+    )
     started = time.perf_counter()
     fleet_run = anyio.run(run_fleet, tenants, work, options, observer)
     out["wall_s"] = time.perf_counter() - started

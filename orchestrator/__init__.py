@@ -7,8 +7,18 @@ The Python API for in-process hooks (the admin service's provisioning hook):
     if not result.ok:
         raise RuntimeError(result.error)
 
-`provision` is idempotent: calling it again on a provisioned school returns status `up_to_date`.
-Inside an event loop, await `provision_async` instead.
+`provision` is idempotent: calling it again on a provisioned school returns status `up_to_date`. Its keyword
+arguments are the per-school settings of `orchestrator.settings.SchoolSettings` (`lock_timeout=5.0`, seconds;
+`extensions=()`, ...), with the command line's precedence: what you pass wins, the built-in default otherwise.
+
+Any command over a registry or one database: build a `Request` (the same value the command line builds) and
+`run` it; the result is the report the CLI renders (`orchestrator.report.RunReport`, or the audit's report).
+
+    report = orchestrator.run(orchestrator.Request(orchestrator.Command.STATUS, registry=Path("tenants.yaml")))
+
+Inside an event loop, await `provision_async` / `run_async` instead. Bad input (a malformed URL or registry, a bad
+migration file) raises `orchestrator.errors.InvalidInput` before any connection; everything that happens on a
+database is reported in the result, never raised.
 """
 
 from __future__ import annotations
@@ -16,47 +26,64 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .bootstrap import DEFAULT_EXTENSIONS
+from .job import Command, Request
 from .outcome import DatabaseResult, Status
 
-__all__ = ["DatabaseResult", "Status", "__version__", "provision", "provision_async"]
+if TYPE_CHECKING:
+    from .runner import Report
+
+__all__ = [
+    "Command",
+    "DatabaseResult",
+    "Request",
+    "Status",
+    "__version__",
+    "provision",
+    "provision_async",
+    "run",
+    "run_async",
+]
+
+
+async def run_async(request: Request) -> Report:
+    """Validate the request (InvalidInput on bad input), then run it over its schools."""
+    from .job import prepare
+    from .runner import run_any
+
+    return await run_any(prepare(request))
+
+
+def run(request: Request) -> Report:
+    """Blocking form of `run_async`."""
+    import anyio
+
+    return anyio.run(run_async, request)
 
 
 async def provision_async(
-    url: str,
-    *,
-    migrations: str | Path = "migrations",
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
-    lock_wait: float = 30.0,
-    lock_timeout: float = 5.0,
-    statement_timeout: float = 600.0,
+    url: str, *, migrations: str | Path = "migrations", allow_unsafe: bool = False, **settings: Any
 ) -> DatabaseResult:
-    """Create the school's database if missing, its extensions and history table, and apply every migration.
+    """Create the school's database if missing, its extensions and history table, and apply every migration."""
+    from .settings import Gate, SchoolSettings
 
-    Bad input (a malformed URL, a bad migration file) raises `orchestrator.errors.InvalidInput` before any
-    connection; everything that happens on the database is reported in the returned result, never raised.
-    """
-    from . import engine
-    from .connection import SessionSettings
-    from .source import load_migrations
-    from .target import DatabaseTarget
-
-    target = DatabaseTarget.parse(url)
-    source = load_migrations(migrations)
-    options = engine.EngineOptions(
-        session=SessionSettings(lock_timeout=lock_timeout, statement_timeout=statement_timeout),
-        lock_wait=lock_wait,
-        extensions=tuple(extensions),
+    request = Request(
+        Command.PROVISION,
+        migrations=Path(migrations),
+        database_url=url,
+        school=SchoolSettings(**settings),
+        gate=Gate(allow_unsafe=allow_unsafe),
     )
-    return await engine.provision(target, source, options)
+    report = await run_async(request)
+    return report.outcomes[0].result  # type: ignore[union-attr]
 
 
-def provision(url: str, **kwargs: object) -> DatabaseResult:
+def provision(url: str, **kwargs: Any) -> DatabaseResult:
     """Blocking form of `provision_async` (same arguments), for synchronous hooks."""
     import anyio
 
     async def call() -> DatabaseResult:
-        return await provision_async(url, **kwargs)  # type: ignore[arg-type]
+        return await provision_async(url, **kwargs)
 
     return anyio.run(call)

@@ -6,14 +6,21 @@ loses with a duplicate error, which counts as success). Names are always quoted,
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
+import structlog
 
 from .connection import SessionSettings, as_database_error, quote_ident, session
 from .errors import DatabaseError
 from .target import DatabaseTarget
 
+log = structlog.get_logger("orchestrator.bootstrap")
+
 MAINTENANCE_DATABASE = "postgres"
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("uuid-ossp",)
 
 
 async def create_database(target: DatabaseTarget, settings: SessionSettings) -> bool:
@@ -62,8 +69,25 @@ async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, na
     return created
 
 
+@asynccontextmanager
+async def scratch_database(
+    server: DatabaseTarget, purpose: str, settings: SessionSettings
+) -> AsyncIterator[DatabaseTarget]:
+    """A new empty database on `server` for the length of the block (the audit's references, the rehearsal),
+    dropped afterwards whatever happens; a failed drop is logged, not raised."""
+    scratch = server.with_database(f"orchestrator_{purpose}_{os.getpid()}_{secrets.token_hex(4)}")
+    try:
+        await create_database(scratch, settings)
+        yield scratch
+    finally:
+        try:
+            await drop_database(scratch, settings)
+        except DatabaseError as exc:
+            log.warning("scratch_database.not_dropped", database=scratch.database, error=exc.message)
+
+
 async def drop_database(target: DatabaseTarget, settings: SessionSettings) -> None:
-    """Drop a scratch database (never a school's): used for the audit's and the rehearsal's reference builds."""
+    """Drop a scratch database (never a school's)."""
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
         async with session(maintenance, settings) as conn:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from .errors import DatabaseError, DatabaseMissing, Interrupted, Unreachable
+from .settings import BUILTIN, Resolved
 from .target import DatabaseTarget
 
 APPLICATION_NAME = "orchestrator"
@@ -25,9 +26,13 @@ _CONNECTION_LOST_CODES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash sh
 class SessionSettings:
     """Per-session limits. Timeouts in seconds; 0 disables lock_timeout/statement_timeout (PostgreSQL's meaning)."""
 
-    connect_timeout: float = 10.0
-    lock_timeout: float = 5.0
-    statement_timeout: float = 600.0
+    connect_timeout: float = BUILTIN.connect_timeout
+    lock_timeout: float = BUILTIN.lock_timeout
+    statement_timeout: float = BUILTIN.statement_timeout
+
+    @classmethod
+    def of(cls, settings: Resolved) -> SessionSettings:
+        return cls(settings.connect_timeout, settings.lock_timeout, settings.statement_timeout)
 
     def server_settings(self, *, read_only: bool = False) -> dict[str, str]:
         settings = {

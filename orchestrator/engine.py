@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from . import sqlx
-from .bootstrap import DEFAULT_EXTENSIONS, create_database, ensure_extensions
+from .bootstrap import create_database, ensure_extensions
 from .connection import (
     SessionSettings,
     as_database_error,
@@ -41,6 +41,7 @@ from .history import (
 )
 from .lock import lock_holder, migration_lock
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
+from .settings import BUILTIN
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
 from .sqlx import advisory_lock_key
@@ -67,10 +68,10 @@ _SQLSTATE_HINTS = {
 @dataclass(frozen=True)
 class EngineOptions:
     session: SessionSettings = field(default_factory=SessionSettings)
-    lock_wait: float = 30.0  # seconds to wait for SQLx's advisory lock before reporting `locked`
+    lock_wait: float = BUILTIN.lock_wait  # seconds to wait for SQLx's advisory lock before reporting `locked`
     target_version: int | None = None  # migrate: apply up to and including this version
     ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # created by bootstrap / provision
+    extensions: tuple[str, ...] = BUILTIN.extensions  # created by bootstrap / provision
 
 
 def check_target_version(source: MigrationSource, version: int | None, *, allow_zero: bool = False) -> None:

@@ -9,10 +9,9 @@ servers x per_server, not by the size of the fleet.
 
 from __future__ import annotations
 
-import math
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,10 +19,11 @@ import anyio
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
-from .errors import Interrupted, UsageError
+from .errors import Interrupted
 from .logsetup import current_school
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
+from .settings import BUILTIN, Budgets
 
 log = structlog.get_logger("orchestrator.fleet")
 
@@ -31,58 +31,15 @@ Work = Callable[[Tenant], Awaitable[DatabaseResult]]
 
 
 @dataclass(frozen=True)
-class FailureBudget:
-    """Halt once this many schools have failed: a count, or a fraction of the selection."""
-
-    count: int | None = None
-    fraction: float | None = None
-
-    @classmethod
-    def parse(cls, text: str | None) -> FailureBudget | None:
-        if text is None or text == "":
-            return None
-        try:
-            if text.endswith("%"):
-                pct = float(text[:-1])
-                if not 0 < pct <= 100:
-                    raise ValueError
-                return cls(fraction=pct / 100)
-            count = int(text)
-            if count < 1:
-                raise ValueError
-            return cls(count=count)
-        except ValueError:
-            raise UsageError(
-                f"--max-failures {text!r} is not a whole number >= 1 or a percentage",
-                hint="e.g. --max-failures 3 or --max-failures 5%",
-            ) from None
-
-    def limit(self, total: int) -> int:
-        if self.count is not None:
-            return self.count
-        return max(1, math.ceil((self.fraction or 0) * total))
-
-    def __str__(self) -> str:
-        return str(self.count) if self.count is not None else f"{(self.fraction or 0) * 100:g}%"
-
-
-@dataclass(frozen=True)
 class FleetOptions:
-    concurrency: int = 8
-    per_server: int = 4
-    canary: int = 0  # when no tenant is tagged `canary_tag`: the first N selected schools form the canary wave
+    budgets: Budgets = field(default_factory=Budgets)
+    per_server: Mapping[str, int] = field(default_factory=dict)  # server -> sessions at once (resolved per server)
     canary_tag: str = "canary"
     waves: bool = True  # read-only commands run in one wave
-    max_failures: FailureBudget | None = None
-    retries: int = 2  # extra attempts for a school whose failure is retryable
-    retry_backoff: float = 0.5  # seconds before the first retry; doubles, with jitter
     handle_signals: bool = False
 
-    def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.per_server < 1:
-            raise UsageError("--concurrency and --per-server must be at least 1")
-        if self.retries < 0 or self.canary < 0:
-            raise UsageError("--retries and --canary must not be negative")
+    def sessions_on(self, server: str) -> int:
+        return self.per_server.get(server, BUILTIN.per_server)
 
 
 @dataclass(slots=True)
@@ -137,8 +94,8 @@ def plan_waves(tenants: Sequence[Tenant], options: FleetOptions) -> list[tuple[s
     if not options.waves:
         return [("all", list(tenants))]
     canaries = [t for t in tenants if options.canary_tag in t.tags]
-    if not canaries and options.canary:
-        canaries = list(tenants[: options.canary])
+    if not canaries and options.budgets.canary:
+        canaries = list(tenants[: options.budgets.canary])
     chosen = {t.id for t in canaries}
     rest = [t for t in tenants if t.id not in chosen]
     return [(name, group) for name, group in (("canary", canaries), ("main", rest)) if group]
@@ -180,11 +137,11 @@ async def _run_wave(name: str, tenants: Sequence[Tenant], work: Work, state: _St
     queues: dict[str, deque[Tenant]] = {}
     for t in tenants:
         queues.setdefault(t.server, deque()).append(t)
-    global_slots = anyio.CapacityLimiter(state.options.concurrency)
+    global_slots = anyio.CapacityLimiter(state.options.budgets.concurrency)
     log.info("fleet.wave", wave=name, schools=len(tenants), servers=len(queues))
     async with anyio.create_task_group() as tg:
-        for queue in queues.values():
-            for _ in range(min(state.options.per_server, len(queue))):
+        for server, queue in queues.items():
+            for _ in range(min(state.options.sessions_on(server), len(queue))):
                 tg.start_soon(_worker, name, queue, global_slots, work, state, observer)
 
 
@@ -214,7 +171,7 @@ async def _worker(
         state.results[tenant.id] = outcome
         if not result.ok:
             state.failures += 1
-            budget = state.options.max_failures
+            budget = state.options.budgets.max_failures
             if budget and state.failures >= budget.limit(state.total) and not state.halted:
                 state.halted = f"{state.failures} schools failed, reaching --max-failures {budget}"
                 log.warning("fleet.halted", reason=state.halted)
@@ -239,11 +196,11 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
     # Most schools succeed at once: build the retry machinery only for those that need it (it costs far more per
     # school than the scheduling itself, on fleets of 100,000).
     result = await attempt()
-    if should_retry(result) and state.options.retries > 0:
+    if should_retry(result) and state.options.budgets.retries > 0:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(state.options.retries),
+            stop=stop_after_attempt(state.options.budgets.retries),
             wait=wait_exponential_jitter(
-                multiplier=state.options.retry_backoff, max=30, jitter=state.options.retry_backoff
+                multiplier=state.options.budgets.retry_backoff, max=30, jitter=state.options.budgets.retry_backoff
             ),
             retry=retry_if_result(should_retry),
             retry_error_callback=_last_result,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import sqlx
-from .errors import Dirty, MissingMigration, ModifiedMigration
+from .errors import DatabaseError, Dirty, MissingMigration, ModifiedMigration
 from .lock import LOCK_IS_HELD
 from .source import Migration, MigrationSource, checksum
 
@@ -73,31 +73,42 @@ async def read_status(conn: asyncpg.Connection, lock_key: int) -> tuple[dict[int
     return applied, bool(rows[0]["locked"])
 
 
-def check_dirty(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
-    for row in applied.values():
-        if not row.success:
-            m = source.get(row.version)
-            name = m.filename if m else f"version {row.version}"
-            raise Dirty(
-                sqlx.dirty_message(row.version),
-                version=row.version,
-                hint=f"{name} failed part-way outside a transaction (or another tool wrote the row). Check what it "
-                f"left behind, undo or finish it by hand, then `DELETE FROM _sqlx_migrations WHERE version = "
-                f"{row.version}` and run again. Until then every backend worker refuses to start.",
-            )
+@dataclass(frozen=True)
+class LedgerProblem:
+    """One thing wrong with the ledger against the migration files, in SQLx's order of checking."""
+
+    kind: str  # dirty | missing | modified
+    version: int
+    migration: Migration | None = None  # the file, when there is one
+    crlf_only: bool = False  # modified: only the line endings differ
+
+    @property
+    def text(self) -> str:
+        """In a DBA's words, for the audit's list."""
+        if self.kind == "dirty":
+            return f"migration {self.version} is partially applied (success = false in the history)"
+        if self.kind == "missing":
+            return f"migration {self.version} is applied but has no file (deleted, or the school is ahead)"
+        assert self.migration is not None
+        why = " (only its line endings differ: CRLF vs LF)" if self.crlf_only else ""
+        return f"{self.migration.filename} was edited after it was applied{why}"
 
 
-def check_missing(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
-    missing = sorted(v for v in applied if source.get(v) is None)
-    if missing:
-        first = missing[0]
-        raise MissingMigration(
-            sqlx.missing_message(first) + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-            versions=missing,
-            hint=f"restore the file(s) for version(s) {', '.join(map(str, missing))} in {source.directory} "
-            "(e.g. `git log --diff-filter=D -- migrations/`), or, if this database is ahead of your checkout, "
-            "update the checkout",
-        )
+def problems(
+    applied: dict[int, AppliedMigration], source: MigrationSource, *, ignore_missing: bool = False
+) -> list[LedgerProblem]:
+    """Every ledger problem at once, dirty rows first, then missing files, then edited files (SQLx's order)."""
+    found = [
+        LedgerProblem("dirty", row.version, source.get(row.version)) for row in applied.values() if not row.success
+    ]
+    if not ignore_missing:
+        found += [LedgerProblem("missing", v) for v in sorted(v for v in applied if source.get(v) is None)]
+    found += [
+        LedgerProblem("modified", m.version, m, differs_only_in_line_endings(m, applied[m.version].checksum))
+        for m in source
+        if m.version in applied and applied[m.version].checksum != m.checksum
+    ]
+    return found
 
 
 def differs_only_in_line_endings(m: Migration, stored: bytes) -> bool:
@@ -106,28 +117,41 @@ def differs_only_in_line_endings(m: Migration, stored: bytes) -> bool:
     return stored in {checksum(lf), checksum(lf.replace(b"\n", b"\r\n"))} and stored != m.checksum
 
 
-def check_modified(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
-    modified = [m for m in source if m.version in applied and applied[m.version].checksum != m.checksum]
-    if modified:
-        first = modified[0]
-        crlf = differs_only_in_line_endings(first, applied[first.version].checksum)
-        hint = (
-            f"{first.filename} differs from what was applied only in its line endings (CRLF vs LF): restore the "
-            "original endings (`git checkout` with `*.sql -text` in .gitattributes); do not re-apply"
-            if crlf
-            else f"{first.filename} was edited after it was applied. Restore the released version "
-            "(`git log -p -- " + str(first.up_path) + "`) and put the change in a new migration "
-            "(`orchestrator new ...`)"
-        )
-        raise ModifiedMigration(
-            sqlx.modified_message(first.version) + (f" (and {len(modified) - 1} more)" if len(modified) > 1 else ""),
-            versions=[m.version for m in modified],
-            hint=hint,
-        )
-
-
 def validate(applied: dict[int, AppliedMigration], source: MigrationSource, *, ignore_missing: bool) -> None:
-    check_dirty(applied, source)
-    if not ignore_missing:
-        check_missing(applied, source)
-    check_modified(applied, source)
+    """Refuse the ledger as SQLx would, with SQLx's words for its first problem and a hint on how to recover."""
+    found = problems(applied, source, ignore_missing=ignore_missing)
+    if found:
+        raise _error_for(found[0], [p for p in found if p.kind == found[0].kind], source)
+
+
+def _error_for(first: LedgerProblem, same_kind: list[LedgerProblem], source: MigrationSource) -> DatabaseError:
+    more = f" (and {len(same_kind) - 1} more)" if len(same_kind) > 1 else ""
+    if first.kind == "dirty":
+        name = first.migration.filename if first.migration else f"version {first.version}"
+        return Dirty(
+            sqlx.dirty_message(first.version),
+            version=first.version,
+            hint=f"{name} failed part-way outside a transaction (or another tool wrote the row). Check what it "
+            f"left behind, undo or finish it by hand, then `DELETE FROM _sqlx_migrations WHERE version = "
+            f"{first.version}` and run again. Until then every backend worker refuses to start.",
+        )
+    versions = [p.version for p in same_kind]
+    if first.kind == "missing":
+        return MissingMigration(
+            sqlx.missing_message(first.version) + more,
+            versions=versions,
+            hint=f"restore the file(s) for version(s) {', '.join(map(str, versions))} in {source.directory} "
+            "(e.g. `git log --diff-filter=D -- migrations/`), or, if this database is ahead of your checkout, "
+            "update the checkout",
+        )
+    assert first.migration is not None
+    filename = first.migration.filename
+    hint = (
+        f"{filename} differs from what was applied only in its line endings (CRLF vs LF): restore the "
+        "original endings (`git checkout` with `*.sql -text` in .gitattributes); do not re-apply"
+        if first.crlf_only
+        else f"{filename} was edited after it was applied. Restore the released version "
+        "(`git log -p -- " + str(first.migration.up_path) + "`) and put the change in a new migration "
+        "(`orchestrator new ...`)"
+    )
+    return ModifiedMigration(sqlx.modified_message(first.version) + more, versions=versions, hint=hint)

@@ -57,6 +57,10 @@ def _stderr_logger(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
+LOG_FORMATS = ("console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def configure_logging(fmt: str = "console", level: str = "warning") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()

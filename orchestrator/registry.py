@@ -10,38 +10,25 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .bootstrap import DEFAULT_EXTENSIONS
 from .errors import InvalidInput, Location, RegistryError, UsageError
+from .settings import EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
 from .target import DatabaseTarget, redact_url
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 _FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_SETTING_KEYS = {"extensions", "lock_timeout", "statement_timeout", "lock_wait", "connect_timeout"}
-_DEFAULT_KEYS = _SETTING_KEYS | {"per_server"}
+_SETTING_KEYS = set(SETTING_NAMES)  # per-school settings: in `defaults:` and in each tenant
 _TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
 _TOP_KEYS = {"defaults", "tenants"}
-
-
-@dataclass(frozen=True, slots=True)
-class TenantSettings:
-    """Per-school knobs; None means "use the command line's value"."""
-
-    extensions: tuple[str, ...] | None = None
-    lock_timeout: float | None = None
-    statement_timeout: float | None = None
-    lock_wait: float | None = None
-    connect_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +36,7 @@ class Tenant:
     id: str
     target: DatabaseTarget
     tags: tuple[str, ...] = ()
-    settings: TenantSettings = field(default_factory=TenantSettings)
+    settings: SchoolSettings = EMPTY  # the tenant's own entry only; settings.resolve() layers the rest
     line: int | None = None
 
     @property
@@ -61,30 +48,10 @@ class Tenant:
 class Registry:
     path: Path
     tenants: tuple[Tenant, ...]
-    per_server: int | None = None
+    defaults: SchoolSettings = EMPTY  # the registry's `defaults:`
 
     def __len__(self) -> int:
         return len(self.tenants)
-
-
-def merge_settings(own: TenantSettings, base: TenantSettings) -> TenantSettings:
-    """`own`'s values where set, else `base`'s."""
-    return TenantSettings(
-        **{k: getattr(own, k) if getattr(own, k) is not None else getattr(base, k) for k in _SETTING_KEYS}
-    )
-
-
-def parse_duration(value: object, where: Location) -> float:
-    """Seconds from 30, 2.5, '500ms', '5s', '10m', '1h'."""
-    if isinstance(value, bool):
-        raise RegistryError(f"{value!r} is not a duration", location=where, hint="write e.g. 5s, 500ms or 10m")
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise RegistryError(f"{value!r} is not a duration", location=where, hint="write e.g. 5s, 500ms or 10m")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-    return float(m.group(1)) * scale
 
 
 def expand_env(text: str, env: Mapping[str, str], where: Location) -> str:
@@ -152,20 +119,25 @@ class _Loader:
             raise RegistryError(f"{what} must be a list, e.g. [a, b]", location=self.at(node))
         return tuple(self.string(item, f"each entry of {what}") for item in node.value)
 
-    def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> TenantSettings:
+    def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> SchoolSettings:
         values: dict[str, Any] = {}
         for key in _SETTING_KEYS & fields.keys():
             node = fields[key][1]
             if key == "extensions":
-                values[key] = self.string_list(node, f"{what}.extensions")
+                values[key] = self.string_list(node, f"{what}.extensions")  # [] is a value: no extensions
+            elif key == "per_server":
+                number = self.scalar(node, f"{what}.per_server")
+                if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                    raise RegistryError(f"{what}.per_server must be a whole number >= 1", location=self.at(node))
+                values[key] = number
             else:
-                seconds = parse_duration(self.scalar(node, f"{what}.{key}"), self.at(node))
-                if seconds < 0:
-                    raise RegistryError(f"{what}.{key} must not be negative", location=self.at(node))
-                values[key] = seconds
-        return TenantSettings(**values)
+                try:
+                    values[key] = parse_duration(self.scalar(node, f"{what}.{key}"), f"{what}.{key}")
+                except UsageError as exc:
+                    raise RegistryError(exc.message, location=self.at(node), hint=exc.hint) from None
+        return SchoolSettings(**values) if values else EMPTY
 
-    def tenant(self, node: yaml.Node, defaults: TenantSettings) -> Tenant:
+    def tenant(self, node: yaml.Node) -> Tenant:
         fields = self.mapping(node, "a tenant", _TENANT_KEYS)
         for required in ("id", "url"):
             if required not in fields:
@@ -190,7 +162,7 @@ class _Loader:
             raise RegistryError(exc.message, location=self.at(url_node), hint=exc.hint) from None
         tags = self.string_list(fields["tags"][1], "tags") if "tags" in fields else ()
         own = self.settings(fields, f"tenant {tenant_id}")
-        return Tenant(tenant_id, target, tags, merge_settings(own, defaults), line=self.at(node).line)
+        return Tenant(tenant_id, target, tags, own, line=self.at(node).line)
 
 
 def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Registry:
@@ -216,17 +188,9 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
     if root is None:
         raise RegistryError("the registry is empty", location=Location(path), hint="add a `tenants:` list")
     top = loader.mapping(root, "the registry", _TOP_KEYS)
-    defaults = TenantSettings(extensions=DEFAULT_EXTENSIONS)
-    per_server = None
+    defaults = EMPTY
     if "defaults" in top:
-        fields = loader.mapping(top["defaults"][1], "defaults", _DEFAULT_KEYS)
-        own = loader.settings(fields, "defaults")
-        defaults = merge_settings(own, defaults)
-        if "per_server" in fields:
-            node = fields["per_server"][1]
-            per_server = loader.scalar(node, "per_server")
-            if not isinstance(per_server, int) or isinstance(per_server, bool) or per_server < 1:
-                raise RegistryError("defaults.per_server must be a whole number >= 1", location=loader.at(node))
+        defaults = loader.settings(loader.mapping(top["defaults"][1], "defaults", _SETTING_KEYS), "defaults")
     if "tenants" not in top:
         raise RegistryError("the registry has no `tenants:` list", location=loader.at(root))
     tenants_node = top["tenants"][1]
@@ -238,7 +202,7 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
     seen_dbs: dict[tuple[str, int, str], Tenant] = {}
     for node in tenants_node.value:
         try:
-            tenant = loader.tenant(node, defaults)
+            tenant = loader.tenant(node)
         except RegistryError as problem:
             problems.append(problem)
             continue
@@ -275,28 +239,7 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
             f"{len(problems)} problems in {path}:\n{listed}",
             hint="fix them all, then run again; nothing was touched",
         )
-    return Registry(path, tuple(tenants), per_server)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which tenants of the registry a command works on."""
-
-    ids: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    shard: tuple[int, int] | None = None  # (index, count), index 0-based
-    only: frozenset[str] | None = None  # e.g. from --resume
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise UsageError(
-            f"--shard {text!r} is not I/N with 0 <= I < N",
-            hint="e.g. --shard 0/4 ... --shard 3/4 (Kubernetes: --shard $JOB_COMPLETION_INDEX/N)",
-        )
-    return int(m.group(1)), int(m.group(2))
+    return Registry(path, tuple(tenants), defaults)
 
 
 def shard_of(tenant_id: str, count: int) -> int:
@@ -336,7 +279,7 @@ def select(tenants: Iterable[Tenant], selection: Selection) -> list[Tenant]:
     return chosen
 
 
-def single_tenant(url: str, settings: TenantSettings | None = None) -> Tenant:
+def single_tenant(url: str) -> Tenant:
     """A one-school "registry" for `-D URL`: the id is the database name."""
     target = DatabaseTarget.parse(url)
-    return Tenant(id=target.database, target=target, settings=settings or TenantSettings())
+    return Tenant(id=target.database, target=target)

@@ -7,20 +7,18 @@ failure stops the rollout before a school is touched. Scratch databases are alwa
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass, replace
 
 import structlog
 
 from . import engine
-from .bootstrap import drop_database
+from .bootstrap import scratch_database
 from .engine import EngineOptions
 from .errors import DatabaseError
-from .fleet import FleetOptions, run_fleet
-from .operations import Command, Overrides, make_work
+from .fleet import run_fleet
+from .job import Command, Job
+from .operations import make_work
 from .outcome import DatabaseResult
-from .registry import Tenant
 from .source import MigrationSource
 from .target import DatabaseTarget
 
@@ -34,18 +32,12 @@ class Rehearsal:
     error: str | None = None
 
 
-async def rehearse(
-    tenants: list[Tenant],
-    source: MigrationSource,
-    options: EngineOptions,
-    overrides: Overrides,
-    fleet: FleetOptions,
-    reference_url: str | None,
-) -> Rehearsal:
-    status_work = make_work(Command.STATUS, source, options, overrides)
-    run = await run_fleet(tenants, status_work, replace(fleet, waves=False, max_failures=None, handle_signals=False))
+async def rehearse(job: Job) -> Rehearsal:
+    status = job.as_command(Command.STATUS)
+    run = await run_fleet(status.tenants, make_work(status), replace(status.fleet_options, handle_signals=False))
     reachable = [o for o in run.outcomes if o.result.error is None]
     versions = sorted({o.result.version_after or 0 for o in reachable})
+    reference_url = job.request.gate.reference_url
     if reference_url:
         server = DatabaseTarget.parse(reference_url)
     elif reachable:
@@ -54,7 +46,7 @@ async def rehearse(
         return Rehearsal(False, [], "no reachable school to rehearse on (give --reference-url)")
     lines = []
     for base in versions:
-        outcome = await _rehearse_from(server, source, options, base)
+        outcome = await _rehearse_from(server, job.source, job.scratch_options, base)
         lines.append(outcome.lines[0] if outcome.ok else f"from version {base or 'nothing'}: FAILED")
         if not outcome.ok:
             return Rehearsal(False, lines, outcome.error)
@@ -64,31 +56,28 @@ async def rehearse(
 async def _rehearse_from(
     server: DatabaseTarget, source: MigrationSource, options: EngineOptions, base: int
 ) -> Rehearsal:
-    scratch = server.with_database(f"orchestrator_rehearse_{os.getpid()}_{secrets.token_hex(4)}")
     base_source = MigrationSource(source.directory, tuple(m for m in source if m.version <= base))
     where = f"from version {base or 'nothing'}"
     try:
-        steps: list[tuple[str, DatabaseResult]] = []
-        build = await engine.provision(scratch, base_source, replace(options, target_version=None))
-        steps.append(("building the scratch database at that version", build))
-        if build.ok:
-            up = await engine.migrate(scratch, source, options)
-            steps.append(("applying the pending migrations", up))
-            if up.ok and up.applied_versions:
-                down = await engine.revert(scratch, source, base, options)
-                steps.append(("reverting them with their down files", down))
-                if down.ok:
-                    steps.append(("applying them again", await engine.migrate(scratch, source, options)))
-        for what, result in steps:
-            if not result.ok:
-                message = result.error.message if result.error else result.status.value
-                return Rehearsal(False, [], f"rehearsal {where} failed while {what}: {message}")
-        applied = steps[1][1].applied_versions if len(steps) > 1 else []
-        verb = "up, down and up again" if applied else "nothing pending"
-        log.info("rehearsal.ok", base=base, applied=applied)
-        return Rehearsal(True, [f"{where}: {len(applied)} migration(s) {verb}: ok"])
-    finally:
-        try:
-            await drop_database(scratch, options.session)
-        except DatabaseError as exc:
-            log.warning("rehearsal.scratch_not_dropped", database=scratch.database, error=exc.message)
+        async with scratch_database(server, "rehearse", options.session) as scratch:
+            steps: list[tuple[str, DatabaseResult]] = []
+            build = await engine.provision(scratch, base_source, replace(options, target_version=None))
+            steps.append(("building the scratch database at that version", build))
+            if build.ok:
+                up = await engine.migrate(scratch, source, options)
+                steps.append(("applying the pending migrations", up))
+                if up.ok and up.applied_versions:
+                    down = await engine.revert(scratch, source, base, options)
+                    steps.append(("reverting them with their down files", down))
+                    if down.ok:
+                        steps.append(("applying them again", await engine.migrate(scratch, source, options)))
+    except DatabaseError as exc:
+        return Rehearsal(False, [], f"rehearsal {where} failed: {exc.message}")
+    for what, result in steps:
+        if not result.ok:
+            message = result.error.message if result.error else result.status.value
+            return Rehearsal(False, [], f"rehearsal {where} failed while {what}: {message}")
+    applied = steps[1][1].applied_versions if len(steps) > 1 else []
+    verb = "up, down and up again" if applied else "nothing pending"
+    log.info("rehearsal.ok", base=base, applied=applied)
+    return Rehearsal(True, [f"{where}: {len(applied)} migration(s) {verb}: ok"])

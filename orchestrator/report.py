@@ -41,6 +41,13 @@ class RunReport:
     def ok(self) -> bool:
         return self.run.ok
 
+    @property
+    def interrupted(self) -> bool:
+        return self.run.interrupted
+
+    def junit_xml(self) -> str:
+        return to_junit(self)
+
     def counts(self) -> Counter[str]:
         return Counter(o.result.status.value for o in self.outcomes)
 
@@ -105,10 +112,6 @@ def write_atomically(path: Path, text: str | Iterable[str]) -> None:
         raise
 
 
-def write_json(report: RunReport, path: Path) -> None:
-    write_atomically(path, report.json_chunks())
-
-
 def to_junit(report: RunReport) -> str:
     """One test case per school, so CI dashboards show each school's fate."""
     cases = []
@@ -133,10 +136,6 @@ def to_junit(report: RunReport) -> str:
     return render_junit(
         f"orchestrator {report.command}", cases, duration_s=report.run.duration_s, timestamp=report.run.started_at
     )
-
-
-def write_junit(report: RunReport, path: Path) -> None:
-    write_atomically(path, to_junit(report))
 
 
 def not_ok_ids(report_path: Path) -> frozenset[str]:

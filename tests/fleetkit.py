@@ -12,9 +12,9 @@ from typing import Any
 from pgfixtures import PG_PASSWORD, create_database, run_sync, unique_db_name
 
 from orchestrator.devserver import DevServer
-from orchestrator.operations import Command
+from orchestrator.job import Command, Request, prepare
 from orchestrator.report import RunReport
-from orchestrator.runner import JobSpec, prepare, run
+from orchestrator.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,9 +66,9 @@ def fleet_registry(path: Path, server: DevServer, schools: Sequence[str]) -> Pat
     return write_registry(path, [(f"s{i}", registry_url(server, db), []) for i, db in enumerate(schools)])
 
 
-def run_fleet_job(command: Command, registry: Path, migrations: Path, **spec: Any) -> RunReport:
+def run_fleet_job(command: Command, registry: Path, migrations: Path, **request: Any) -> RunReport:
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(JobSpec(command=command, registry_path=registry, migrations_dir=migrations, **spec))
+    job = prepare(Request(command=command, registry=registry, migrations=migrations, **request))
     return run_sync(run(job))
 
 

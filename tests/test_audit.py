@@ -15,10 +15,9 @@ from pgfixtures import PG_PASSWORD, execute_sync, run_sync
 
 from orchestrator import provision
 from orchestrator.audit.model import AuditReport
-from orchestrator.audit.run import AuditOptions, run_audit
+from orchestrator.audit.run import run_audit
 from orchestrator.devserver import DevServer
-from orchestrator.operations import Command
-from orchestrator.runner import JobSpec, prepare
+from orchestrator.job import Command, Request, prepare
 
 FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 
@@ -52,8 +51,8 @@ def school(pg: DevServer, label: str, migrations: Path, target: int | None = Non
 def audit(tmp_path: Path, pg: DevServer, migrations: Path, schools: dict[str, str]) -> AuditReport:
     registry = write_registry(tmp_path / "t.yaml", [(sid, registry_url(pg, db), []) for sid, db in schools.items()])
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(JobSpec(command=Command.STATUS, registry_path=registry, migrations_dir=migrations))
-    return run_sync(run_audit(job, AuditOptions()))
+    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations))
+    return run_sync(run_audit(job))
 
 
 def findings(report: AuditReport) -> dict[str, list[str]]:
@@ -184,7 +183,7 @@ def test_each_school_is_compared_with_its_own_extensions(tmp_path: Path, pg: Dev
         f"  - id: unconfigured\n    url: {registry_url(pg, unconfigured)}\n"
     )
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(JobSpec(command=Command.STATUS, registry_path=registry, migrations_dir=migrations))
-    found = findings(run_sync(run_audit(job, AuditOptions())))
+    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations))
+    found = findings(run_sync(run_audit(job)))
     assert found["configured"] == []
     assert found["unconfigured"] == ["extension pgcrypto not in migrations"]

@@ -26,9 +26,9 @@ from fleetkit import (
 from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync
 
 from orchestrator.devserver import DevServer, free_port
-from orchestrator.fleet import FailureBudget, FleetOptions
-from orchestrator.operations import Command, Overrides
+from orchestrator.job import Command
 from orchestrator.outcome import Status
+from orchestrator.settings import Budgets, FailureBudget, SchoolSettings
 from orchestrator.sqlx import advisory_lock_key
 
 
@@ -79,8 +79,8 @@ def test_a_mixed_fleet_over_two_servers_reports_each_school(tmp_path: Path, pg: 
                     Command.MIGRATE,
                     registry,
                     migrations,
-                    overrides=Overrides(lock_wait=1.0, connect_timeout=2.0),
-                    fleet=FleetOptions(retries=1, retry_backoff=0.05),
+                    school=SchoolSettings(lock_wait=1.0, connect_timeout=2.0),
+                    budgets=Budgets(retries=1, retry_backoff=0.05),
                 )
             )
         finally:
@@ -133,7 +133,11 @@ def test_a_server_never_sees_more_sessions_than_its_budget(tmp_path: Path, pg: D
             tg.start_soon(watch)
             await anyio.to_thread.run_sync(
                 lambda: run_fleet_job(
-                    Command.MIGRATE, registry, migrations, fleet=FleetOptions(concurrency=10), per_server=2
+                    Command.MIGRATE,
+                    registry,
+                    migrations,
+                    budgets=Budgets(concurrency=10),
+                    school=SchoolSettings(per_server=2),
                 )
             )
             done = True
@@ -152,7 +156,7 @@ def test_the_failure_budget_halts_and_skips_the_rest(tmp_path: Path, pg: DevServ
         Command.MIGRATE,
         registry,
         migrations,
-        fleet=FleetOptions(concurrency=1, max_failures=FailureBudget.parse("2")),
+        budgets=Budgets(concurrency=1, max_failures=FailureBudget.parse("2")),
     )
     statuses = [o.result.status for o in report.outcomes]
     assert statuses.count(Status.FAILED) == 2

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import RegistryError, UsageError
-from orchestrator.registry import Selection, load_registry, parse_shard, select, shard_of
+from orchestrator.registry import load_registry, select, shard_of
+from orchestrator.settings import EMPTY, Selection, parse_shard, resolve
 
 GOOD = """\
 defaults:
@@ -36,11 +37,15 @@ def test_a_valid_registry_expands_variables_and_applies_defaults(tmp_path: Path)
     assert alpha.target.password == "s3cret"
     assert bravo.target.password == "fallback"
     assert alpha.tags == ("canary", "north")
-    assert alpha.settings.extensions == ("uuid-ossp", "pgcrypto")
-    assert alpha.settings.lock_timeout == 2.0
-    assert bravo.settings.statement_timeout == 1800.0
+    alpha_settings = resolve(EMPTY, alpha.settings, registry.defaults)
+    bravo_settings = resolve(EMPTY, bravo.settings, registry.defaults)
+    assert alpha_settings.extensions == ("uuid-ossp", "pgcrypto")
+    assert alpha_settings.lock_timeout == 2.0
+    assert alpha_settings.per_server == 3
+    assert bravo_settings.statement_timeout == 1800.0
+    assert bravo_settings.lock_timeout == 2.0
+    assert bravo.settings.lock_timeout is None, "a tenant keeps only its own entry; resolve() layers the defaults"
     assert bravo.server == "db2.internal:5432"
-    assert registry.per_server == 3
 
 
 def test_the_example_registry_in_the_repository_is_valid() -> None:

@@ -10,7 +10,7 @@ from orchestrator.errors import MigrationFailed
 from orchestrator.fleet import FleetRun, TenantOutcome
 from orchestrator.outcome import DatabaseResult, MigrationStep, Status
 from orchestrator.registry import single_tenant
-from orchestrator.report import RunReport, not_ok_ids, write_json
+from orchestrator.report import RunReport, not_ok_ids, write_atomically
 
 
 def sample_report(schools: int) -> RunReport:
@@ -31,7 +31,7 @@ def sample_report(schools: int) -> RunReport:
 def test_the_streamed_json_equals_the_report_values(tmp_path: Path) -> None:
     for schools in (0, 1, 9):
         report = sample_report(schools)
-        write_json(report, tmp_path / "r.json")
+        write_atomically(tmp_path / "r.json", report.json_chunks())
         text = (tmp_path / "r.json").read_text()
         assert json.loads(text) == json.loads(json.dumps(report.to_dict()))
         assert "s3cret" not in text
@@ -39,5 +39,5 @@ def test_the_streamed_json_equals_the_report_values(tmp_path: Path) -> None:
 
 
 def test_resume_reads_the_schools_that_did_not_end_ok(tmp_path: Path) -> None:
-    write_json(sample_report(8), tmp_path / "r.json")
+    write_atomically(tmp_path / "r.json", sample_report(8).json_chunks())
     assert not_ok_ids(tmp_path / "r.json") == {"school_3", "school_7"}

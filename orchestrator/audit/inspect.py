@@ -12,7 +12,7 @@ import asyncpg
 
 from .. import sqlx
 from ..engine import EngineOptions, run_session
-from ..history import AppliedMigration, differs_only_in_line_endings, history_exists, read_applied
+from ..history import AppliedMigration, history_exists, problems, read_applied
 from ..lock import current_holder
 from ..outcome import DatabaseResult, Status
 from ..source import MigrationSource
@@ -36,22 +36,8 @@ def history_findings(
     """Every history drift at once (SQLx stops at the first; an audit wants them all)."""
     if not has_history:
         return [Finding("no_history", f"no {sqlx.HISTORY_TABLE} table: this school was never bootstrapped")]
-    findings = []
-    for row in applied.values():
-        if not row.success:
-            findings.append(
-                Finding("dirty", f"migration {row.version} is partially applied (success = false in the history)")
-            )
-    for version in sorted(v for v in applied if source.get(v) is None):
-        findings.append(
-            Finding("ahead", f"migration {version} is applied but has no file (deleted, or the school is ahead)")
-        )
-    for m in source:
-        stored = applied.get(m.version)
-        if stored is not None and stored.checksum != m.checksum:
-            crlf = differs_only_in_line_endings(m, stored.checksum)
-            why = " (only its line endings differ: CRLF vs LF)" if crlf else ""
-            findings.append(Finding("modified", f"{m.filename} was edited after it was applied{why}"))
+    # The audit's kinds predate problems(): a missing file is reported as `ahead`.
+    findings = [Finding({"missing": "ahead"}.get(p.kind, p.kind), p.text) for p in problems(applied, source)]
     pending = [m.version for m in source if m.version not in applied]
     if pending:
         listed = ", ".join(map(str, pending[:5])) + (" ..." if len(pending) > 5 else "")

@@ -4,11 +4,15 @@ HTML outputs all render from.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
+from ..junit import JunitCase, render_junit
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 
@@ -84,6 +88,34 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         return not self.interrupted and not any(s.drift for s in self.schools)
+
+    @property
+    def ok(self) -> bool:
+        return self.clean
+
+    def json_chunks(self) -> Iterator[str]:
+        yield self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # Built once for both --report and --json (the audit's report is small: findings, not per-step rows).
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def junit_xml(self) -> str:
+        cases = [
+            JunitCase(
+                name=s.tenant.id,
+                classname=f"audit.{s.result.server}",
+                time_s=s.result.duration_s,
+                failure=(f"{len(s.findings)} finding(s)" if s.reachable else s.result.status.value)
+                if s.drift
+                else None,
+                failure_type="drift" if s.reachable else s.result.status.value,
+                details="\n".join([f.text for f in s.findings] + ([s.result.error.message] if s.result.error else [])),
+            )
+            for s in self.schools
+        ]
+        return render_junit("orchestrator audit", cases, duration_s=self.duration_s, timestamp=self.started_at)
 
     def version_histogram(self) -> list[tuple[int | None, int]]:
         counts = Counter(s.result.version_after for s in self.schools if s.reachable)

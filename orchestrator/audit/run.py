@@ -10,22 +10,19 @@ Live schemas are kept once per fingerprint, so memory grows with the number of d
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
 
 from .. import engine
-from ..bootstrap import create_database, drop_database
+from ..bootstrap import scratch_database
 from ..connection import session
 from ..errors import DatabaseError
 from ..fleet import Observer, run_fleet
-from ..operations import options_for
+from ..job import Job
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
-from ..runner import Job, fleet_options
 from ..source import MigrationSource
 from ..target import DatabaseTarget
 from .inspect import LiveState, inspect_school
@@ -39,28 +36,22 @@ ReferenceKey = tuple[frozenset[int], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
-class AuditOptions:
-    reference_url: str | None = None  # a server where scratch databases may be created (needs CREATEDB)
-    schema: bool = True  # compare live schemas with what the migrations produce
-
-
-@dataclass(frozen=True)
 class Reference:
     schema: SchemaSnapshot | None
     fingerprint: str | None
     error: str | None = None
 
 
-async def run_audit(job: Job, options: AuditOptions, observer: Observer | None = None) -> AuditReport:
+async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     started = datetime.now(UTC)
     states: dict[str, LiveState] = {}
     schemas_by_fingerprint: dict[str, SchemaSnapshot] = {}
     fingerprints: dict[str, str] = {}
-    spec = job.spec
+    with_schema = job.request.audit_schema
 
     async def work(tenant: Tenant) -> DatabaseResult:
-        school_options = options_for(tenant, spec.engine, spec.overrides)
-        state = await inspect_school(tenant.target, job.source, school_options, schema=options.schema)
+        school_options = job.engine_options(tenant)
+        state = await inspect_school(tenant.target, job.source, school_options, schema=with_schema)
         state.extensions = school_options.extensions
         if state.schema is not None:
             fp = fingerprint(state.schema)
@@ -69,18 +60,17 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
         states[tenant.id] = state
         return state.result
 
-    fleet = fleet_options(job)  # a read-only command: one wave, no failure budget
-    fleet_run = await run_fleet(job.tenants, work, fleet, observer)
+    fleet_run = await run_fleet(job.tenants, work, job.fleet_options, observer)  # read-only: one wave, no halt
 
     references: dict[ReferenceKey, Reference] = {}
-    if options.schema:
-        references = await _build_references(job, states, options)
+    if with_schema:
+        references = await _build_references(job, states)
 
     schools = []
     for outcome in fleet_run.outcomes:
         state = states.get(outcome.tenant.id, LiveState(outcome.result))
         audit = SchoolAudit(outcome.tenant, state.result, list(state.findings), fingerprints.get(outcome.tenant.id))
-        if options.schema and state.schema is not None:
+        if with_schema and state.schema is not None:
             _compare(audit, state, references.get(_key(state, job.source)))
         if audit.findings and audit.result.status is Status.UP_TO_DATE:
             audit.result.status = Status.DRIFT
@@ -89,7 +79,7 @@ async def run_audit(job: Job, options: AuditOptions, observer: Observer | None =
         schools,
         started,
         datetime.now(UTC),
-        str(spec.migrations_dir),
+        str(job.request.migrations),
         job.source.latest,
         interrupted=fleet_run.interrupted,
     )
@@ -110,13 +100,11 @@ def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) 
         audit.findings.extend(diff(reference.schema, state.schema))
 
 
-async def _build_references(
-    job: Job, states: dict[str, LiveState], options: AuditOptions
-) -> dict[ReferenceKey, Reference]:
+async def _build_references(job: Job, states: dict[str, LiveState]) -> dict[ReferenceKey, Reference]:
     wanted = {_key(s, job.source) for s in states.values() if s.schema is not None}
     if not wanted:
         return {}
-    server = _reference_server(job, states, options)
+    server = _reference_server(job, states)
     if server is None:
         return {k: Reference(None, None, "no reachable server to build it on (give --reference-url)") for k in wanted}
     references = {}
@@ -125,9 +113,9 @@ async def _build_references(
     return references
 
 
-def _reference_server(job: Job, states: dict[str, LiveState], options: AuditOptions) -> DatabaseTarget | None:
-    if options.reference_url:
-        return DatabaseTarget.parse(options.reference_url)
+def _reference_server(job: Job, states: dict[str, LiveState]) -> DatabaseTarget | None:
+    if job.request.gate.reference_url:
+        return DatabaseTarget.parse(job.request.gate.reference_url)
     for tenant in job.tenants:
         state = states.get(tenant.id)
         if state is not None and state.schema is not None:
@@ -137,25 +125,18 @@ def _reference_server(job: Job, states: dict[str, LiveState], options: AuditOpti
 
 async def _build_reference(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Reference:
     """Apply exactly the migrations (with the extensions) of `key` to a scratch database, read its schema, drop it."""
-    name = f"orchestrator_ref_{os.getpid()}_{secrets.token_hex(4)}"
-    scratch = server.with_database(name)
     versions, extensions = key
     subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in versions))
-    options = replace(job.spec.engine, extensions=extensions, target_version=None)
-    log.info("audit.reference", versions=len(versions), extensions=extensions, server=server.server, database=name)
+    options = replace(job.scratch_options, extensions=extensions, target_version=None)
+    log.info("audit.reference", versions=len(versions), extensions=extensions, server=server.server)
     try:
-        await create_database(scratch, options.session)
-        result = await engine.provision(scratch, subset, options)
-        if not result.ok:
-            message = result.error.message if result.error else result.status.value
-            return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
-        async with session(scratch, options.session) as conn, conn.transaction(readonly=True):
-            expected = await snapshot(conn)
-        return Reference(expected, fingerprint(expected))
+        async with scratch_database(server, "ref", options.session) as scratch:
+            result = await engine.provision(scratch, subset, options)
+            if not result.ok:
+                message = result.error.message if result.error else result.status.value
+                return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
+            async with session(scratch, options.session) as conn, conn.transaction(readonly=True):
+                expected = await snapshot(conn)
+            return Reference(expected, fingerprint(expected))
     except DatabaseError as exc:
         return Reference(None, None, exc.message)
-    finally:
-        try:
-            await drop_database(scratch, options.session)
-        except DatabaseError as exc:
-            log.warning("audit.reference_not_dropped", database=name, error=exc.message)

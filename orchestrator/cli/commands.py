@@ -1,4 +1,7 @@
-"""The database commands: migrate, plan, status, bootstrap, provision, revert (one database or a fleet)."""
+"""The database commands: migrate, plan, status, bootstrap, provision, revert, audit (one database or a fleet).
+
+Each names its option groups (declared once, in options.py) and adds only the options that are its own.
+"""
 
 from __future__ import annotations
 
@@ -7,261 +10,99 @@ from typing import Annotated
 
 import typer
 
-from ..operations import Command
-from . import (
-    app,
-    build_spec,
-    execute,
-)
-from .options import (
-    Canary,
-    Concurrency,
-    ConnectTimeout,
-    DatabaseUrl,
-    Excludes,
-    JsonOut,
-    JunitPath,
-    LockTimeout,
-    LockWait,
-    MaxFailures,
-    MigrationsDir,
-    NoProgress,
-    PerServer,
-    RegistryPath,
-    ReportPath,
-    Resume,
-    Retries,
-    Shard,
-    StatementTimeout,
-    Tags,
-    Tenants,
-)
+from ..job import Command
+from . import app, execute
+from .options import FLEET, GATE, REFERENCE_URL, ROLLOUT, Flags, Group, command
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
-AllowUnsafe = Annotated[
-    bool,
-    typer.Option("--allow-unsafe", help="Let the safety gate's lint errors through (the report records it)."),
-]
-Rehearse = Annotated[
-    bool,
-    typer.Option("--rehearse", help="First apply, revert and re-apply the pending files on a scratch database at "
-                 "the fleet's current version(s); stop before any school if that fails."),
-]  # fmt: skip
-Preflight = Annotated[
-    bool,
-    typer.Option("--preflight", help="First a read-only plan pass: the fleet's version histogram and what would run "
-                 "where, before anything is written. On a terminal, then ask. [default: on when interactive]"),
-]  # fmt: skip
-AssumeYes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before applying (after --preflight).")]
-IgnoreMissing = Annotated[
-    bool,
-    typer.Option("--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."),
-]
-ReferenceUrl = Annotated[
-    str | None,
-    typer.Option("--reference-url", help="Server for scratch databases (needs CREATEDB). "
-                 "[default: the first reachable school's server]", show_default=False),
-]  # fmt: skip
+
+AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
 
 
-@app.command()
+@command(app, *FLEET, ROLLOUT, GATE)
 def migrate(
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
+    flags: Flags,
     target: TargetVersion = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be applied (same as plan).")] = False,
-    allow_unsafe: AllowUnsafe = False,
-    rehearse: Rehearse = False,
-    reference_url: ReferenceUrl = None,
-    ignore_missing: IgnoreMissing = False,
-    preflight: Preflight = False,
-    yes: AssumeYes = False,
-    tenant: Tenants = None,
-    tag: Tags = None,
-    exclude: Excludes = None,
-    shard: Shard = None,
-    resume: Resume = None,
-    concurrency: Concurrency = 8,
-    per_server: PerServer = None,
-    canary: Canary = 0,
-    max_failures: MaxFailures = None,
-    retries: Retries = 2,
-    lock_timeout: LockTimeout = None,
-    statement_timeout: StatementTimeout = None,
-    lock_wait: LockWait = None,
-    connect_timeout: ConnectTimeout = None,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    junit: JunitPath = None,
-    no_progress: NoProgress = False,
+    ignore_missing: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-missing",
+            help="Accept applied versions whose files are gone (as sqlx --ignore-missing).",
+        ),
+    ] = False,
+    preflight: Annotated[
+        bool,
+        typer.Option(
+            "--preflight",
+            help="First a read-only plan pass: the fleet's version histogram "
+            "and what would run where, before anything is written (always on a terminal, then it asks).",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before applying (after the plan pass).")] = False,
 ) -> None:
     """Apply pending migrations: canary wave first, then the rest, within the budgets."""
     execute(
-        lambda: build_spec(
-            Command.PLAN if dry_run else Command.MIGRATE,
-            database_url=database_url, registry=registry, migrations=migrations, tenant=tenant, tag=tag,
-            exclude=exclude, shard=shard, resume=resume, concurrency=concurrency, per_server=per_server,
-            canary=canary, max_failures=max_failures, retries=retries, lock_timeout=lock_timeout,
-            statement_timeout=statement_timeout, lock_wait=lock_wait, connect_timeout=connect_timeout,
-            target_version=target, allow_unsafe=allow_unsafe, rehearse=rehearse, reference_url=reference_url,
-            ignore_missing=ignore_missing,
-        ),
-        json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
+        flags, Command.PLAN if dry_run else Command.MIGRATE, target_version=target, ignore_missing=ignore_missing,
         preflight=preflight, assume_yes=yes,
     )  # fmt: skip
 
 
-@app.command()
-def plan(
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
-    target: TargetVersion = None,
-    tenant: Tenants = None,
-    tag: Tags = None,
-    exclude: Excludes = None,
-    shard: Shard = None,
-    concurrency: Concurrency = 8,
-    per_server: PerServer = None,
-    retries: Retries = 2,
-    connect_timeout: ConnectTimeout = None,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    no_progress: NoProgress = False,
-) -> None:
+@command(app, *FLEET)
+def plan(flags: Flags, target: TargetVersion = None) -> None:
     """Show what migrate would apply where. Read-only: writes nothing, takes no lock."""
-    execute(
-        lambda: build_spec(
-            Command.PLAN, database_url=database_url, registry=registry, migrations=migrations, tenant=tenant,
-            tag=tag, exclude=exclude, shard=shard, concurrency=concurrency, per_server=per_server,
-            retries=retries, connect_timeout=connect_timeout, target_version=target,
-        ),
-        json_out=json_out, report_path=report, junit_path=None, no_progress=no_progress,
-    )  # fmt: skip
+    execute(flags, Command.PLAN, target_version=target)
 
 
-@app.command()
-def status(
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
-    tenant: Tenants = None,
-    tag: Tags = None,
-    exclude: Excludes = None,
-    shard: Shard = None,
-    concurrency: Concurrency = 8,
-    per_server: PerServer = None,
-    retries: Retries = 2,
-    connect_timeout: ConnectTimeout = None,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    junit: JunitPath = None,
-    no_progress: NoProgress = False,
-) -> None:
-    """Where each school stands: a version histogram, then up to date / N pending / dirty / modified / missing /
-    unreachable per school. Read-only."""
-    execute(
-        lambda: build_spec(
-            Command.STATUS, database_url=database_url, registry=registry, migrations=migrations, tenant=tenant,
-            tag=tag, exclude=exclude, shard=shard, concurrency=concurrency, per_server=per_server,
-            retries=retries, connect_timeout=connect_timeout,
-        ),
-        json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
-    )  # fmt: skip
+@command(app, *FLEET)
+def status(flags: Flags) -> None:
+    """Where each school stands: a version histogram, then per school up to date, N pending, dirty, modified,
+    missing or unreachable. Read-only."""
+    execute(flags, Command.STATUS)
 
 
-@app.command()
-def bootstrap(
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
-    tenant: Tenants = None,
-    tag: Tags = None,
-    exclude: Excludes = None,
-    shard: Shard = None,
-    concurrency: Concurrency = 8,
-    per_server: PerServer = None,
-    retries: Retries = 2,
-    lock_wait: LockWait = None,
-    connect_timeout: ConnectTimeout = None,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    junit: JunitPath = None,
-    no_progress: NoProgress = False,
-) -> None:
+@command(app, *FLEET, ROLLOUT)
+def bootstrap(flags: Flags) -> None:
     """Create what is missing (database, extensions, history table) without applying migrations."""
-    execute(
-        lambda: build_spec(
-            Command.BOOTSTRAP, database_url=database_url, registry=registry, migrations=migrations,
-            tenant=tenant, tag=tag, exclude=exclude, shard=shard, concurrency=concurrency, per_server=per_server,
-            retries=retries, lock_wait=lock_wait, connect_timeout=connect_timeout,
-        ),
-        json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
-    )  # fmt: skip
+    execute(flags, Command.BOOTSTRAP)
 
 
-@app.command()
-def provision(
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
-    tenant: Tenants = None,
-    allow_unsafe: AllowUnsafe = False,
-    lock_timeout: LockTimeout = None,
-    statement_timeout: StatementTimeout = None,
-    lock_wait: LockWait = None,
-    connect_timeout: ConnectTimeout = None,
-    retries: Retries = 2,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    junit: JunitPath = None,
-) -> None:
-    """Onboard a school in one idempotent call: create its database if missing, extensions, history table, then
-    apply every migration. -D URL, or --tenant ID from the registry."""
-    execute(
-        lambda: build_spec(
-            Command.PROVISION, database_url=database_url, registry=registry, migrations=migrations,
-            tenant=tenant, lock_timeout=lock_timeout, statement_timeout=statement_timeout, lock_wait=lock_wait,
-            connect_timeout=connect_timeout, retries=retries, allow_unsafe=allow_unsafe,
-        ),
-        json_out=json_out, report_path=report, junit_path=junit, no_progress=True,
-    )  # fmt: skip
+@command(app, *FLEET, ROLLOUT, GATE)
+def provision(flags: Flags) -> None:
+    """Onboard schools in one idempotent call: create the database if missing, its extensions and history table,
+    then apply every migration. -D URL for one school, or the registry's schools (e.g. --tenant ID)."""
+    execute(flags, Command.PROVISION)
 
 
-@app.command()
+@command(app, *FLEET, ROLLOUT)
 def revert(
+    flags: Flags,
     target: Annotated[int, typer.Option("--target", help="Revert down to this version (0 = everything).")],
-    database_url: DatabaseUrl = None,
-    registry: RegistryPath = None,
-    migrations: MigrationsDir = Path("migrations"),
-    tenant: Tenants = None,
-    tag: Tags = None,
-    exclude: Excludes = None,
-    shard: Shard = None,
-    resume: Resume = None,
-    concurrency: Concurrency = 8,
-    per_server: PerServer = None,
-    canary: Canary = 0,
-    max_failures: MaxFailures = None,
-    retries: Retries = 2,
-    lock_timeout: LockTimeout = None,
-    statement_timeout: StatementTimeout = None,
-    lock_wait: LockWait = None,
-    connect_timeout: ConnectTimeout = None,
-    json_out: JsonOut = False,
-    report: ReportPath = None,
-    junit: JunitPath = None,
-    no_progress: NoProgress = False,
 ) -> None:
     """Run down files, newest first, until each school's newest applied version is --target."""
-    execute(
-        lambda: build_spec(
-            Command.REVERT, database_url=database_url, registry=registry, migrations=migrations, tenant=tenant,
-            tag=tag, exclude=exclude, shard=shard, resume=resume, concurrency=concurrency, per_server=per_server,
-            canary=canary, max_failures=max_failures, retries=retries, lock_timeout=lock_timeout,
-            statement_timeout=statement_timeout, lock_wait=lock_wait, connect_timeout=connect_timeout,
-            revert_to=target,
+    execute(flags, Command.REVERT, revert_to=target)
+
+
+@command(app, *FLEET, AUDIT_REFERENCE)
+def audit(
+    flags: Flags,
+    no_schema: Annotated[
+        bool, typer.Option("--no-schema", help="Check history drift only.", rich_help_panel="Audit")
+    ] = False,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics", help="Prometheus text file for node_exporter's textfile collector.", rich_help_panel="Audit"
         ),
-        json_out=json_out, report_path=report, junit_path=junit, no_progress=no_progress,
-    )  # fmt: skip
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="One self-contained HTML page.", rich_help_panel="Audit")
+    ] = None,
+) -> None:
+    """Nightly drift audit, read-only: pending, edited, missing or half-applied migrations, and live schemas that
+    differ from what their migrations produce. Exit 1 when anything drifts."""
+    from ..audit.html import render_html
+    from ..audit.metrics import render_prometheus
+
+    extra = [(path, render) for path, render in ((metrics, render_prometheus), (html, render_html)) if path]
+    execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)

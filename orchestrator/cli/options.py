@@ -1,67 +1,293 @@
-"""The options every database command shares (typer `Annotated` types), defined once."""
+"""The command line's option groups, each declared once, and the small typer layer that puts them on a command.
+
+A command names the groups it takes; `command()` adds their flags to its typer signature (each group in its own
+help panel), and hands the body a `Flags` value that turns what was typed into the settings module's groups.
+Shown defaults are the settings module's own: nothing here writes a default of its own. Whether a per-school
+setting was given on the command line (rather than left at its default) comes from click's parameter source, so
+an unset flag never hides the registry's value.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperOption
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "-D",
-        "--database-url",
-        help="One database. Default: $DATABASE_URL when --registry is not given.",
-        show_default=False,
+from ..errors import InvalidInput, UsageError
+from ..job import Command, Request
+from ..logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
+from ..settings import (
+    BUILTIN,
+    DEFAULT_MIGRATIONS,
+    DEFAULT_REGISTRY,
+    Budgets,
+    FailureBudget,
+    Gate,
+    Outputs,
+    SchoolSettings,
+    Selection,
+    format_duration,
+    parse_duration,
+    parse_shard,
+)
+from .render import fail_usage
+
+
+def _no_value_for_flags() -> None:
+    """typer (0.29) shows every flag with a `<bool>` type, as if it took a value (`--help` included): show none."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign, assignment]
+
+
+_no_value_for_flags()
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str  # the Python parameter name
+    type: Any
+    decls: tuple[str, ...]
+    help: str
+    default: Any = None
+    show_default: bool | str = True
+    metavar: str | None = None  # e.g. <duration>; None: typer's, from the type
+
+    def parameter(self, panel: str) -> inspect.Parameter:
+        is_flag = self.type is bool
+        option = typer.Option(
+            *self.decls,
+            help=self.help,
+            rich_help_panel=panel,
+            show_default=False if is_flag else self.show_default,
+            metavar=self.metavar,
+        )
+        return inspect.Parameter(
+            self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=Annotated[self.type, option]
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    panel: str
+    flags: tuple[Flag, ...]
+
+
+def _duration(name: str, decls: str, help: str, default: float) -> Flag:
+    return Flag(name, str, (decls,), help, format_duration(default), metavar="<duration>")
+
+
+_budgets, _outputs, _gate = Budgets(), Outputs(), Gate()
+
+DATABASES = Group(
+    "Databases",
+    (
+        Flag("database_url", str | None, ("-D", "--database-url"),
+             "One database instead of the registry's schools.", show_default="$DATABASE_URL without --registry",
+             metavar="<url>"),
+        Flag("registry", Path, ("--registry",), "The tenant registry (YAML).", DEFAULT_REGISTRY),
+        Flag("migrations", Path, ("--migrations",), "Directory of SQLx migration files.", DEFAULT_MIGRATIONS),
     ),
-]
-RegistryPath = Annotated[
-    Path | None, typer.Option("--registry", help="Tenant registry. [default: tenants.yaml]", show_default=False)
-]
-MigrationsDir = Annotated[Path, typer.Option("--migrations", help="Directory of SQLx migration files.")]
-Tenants = Annotated[list[str] | None, typer.Option("--tenant", help="Only this school (repeatable).")]
-Tags = Annotated[list[str] | None, typer.Option("--tag", help="Only schools with this tag (repeatable).")]
-Excludes = Annotated[list[str] | None, typer.Option("--exclude", help="Leave this school out (repeatable).")]
-Shard = Annotated[str | None, typer.Option("--shard", help="I/N: this process's share of the fleet (0 <= I < N).")]
-Resume = Annotated[
-    Path | None, typer.Option("--resume", help="Only the schools that did not end ok in this earlier --report.")
-]
-Concurrency = Annotated[int, typer.Option("--concurrency", "-j", help="Schools worked on at once, in total.")]
-PerServer = Annotated[
-    int | None,
-    typer.Option(
-        "--per-server", help="Sessions at once per database server. [default: registry's, else 4]", show_default=False
+)  # fmt: skip
+SELECTION = Group(
+    "Selecting schools",
+    (
+        Flag("tenant", list[str] | None, ("--tenant",), "Only this school (repeatable).", show_default=False),
+        Flag("tag", list[str] | None, ("--tag",), "Only schools with this tag (repeatable).", show_default=False),
+        Flag("exclude", list[str] | None, ("--exclude",), "Leave this school out (repeatable).", show_default=False),
+        Flag("shard", str | None, ("--shard",), "I/N: this process's share of the fleet, 0 <= I < N "
+             "(N processes cover every school exactly once).", show_default=False, metavar="<I/N>"),
+        Flag("resume", Path | None, ("--resume",), "Only the schools that did not end ok in this earlier --report.",
+             show_default=False),
     ),
-]
-Canary = Annotated[
-    int, typer.Option("--canary", help="Without schools tagged `canary`: the first N schools go first, alone.")
-]
-MaxFailures = Annotated[
-    str | None,
-    typer.Option("--max-failures", help="Stop starting schools after N failures (or P%); the rest are skipped."),
-]
-Retries = Annotated[int, typer.Option("--retries", help="Extra attempts for transient failures, with backoff.")]
-LockTimeout = Annotated[
-    str | None,
-    typer.Option("--lock-timeout", help="Per-session lock_timeout, e.g. 5s. [default: 5s]", show_default=False),
-]
-StatementTimeout = Annotated[
-    str | None,
-    typer.Option(
-        "--statement-timeout", help="Per-session statement_timeout, e.g. 10m. [default: 10m]", show_default=False
+)  # fmt: skip
+BUDGETS = Group(
+    "Budgets",
+    (
+        Flag("concurrency", int, ("--concurrency", "-j"), "Schools worked on at once, in total.",
+             _budgets.concurrency),
+        Flag("per_server", int, ("--per-server",), "Sessions at once per database server (host:port). "
+             "Overrides the registry's per_server.", BUILTIN.per_server),
+        Flag("retries", int, ("--retries",), "Extra attempts for transient failures (connection lost, lock not "
+             "available), with exponential backoff.", _budgets.retries),
     ),
-]
-LockWait = Annotated[
-    str | None,
-    typer.Option(
-        "--lock-wait",
-        help="How long to wait for SQLx's migration lock before `locked`. [default: 30s]",
-        show_default=False,
+)  # fmt: skip
+ROLLOUT = Group(
+    "Rollout",
+    (
+        Flag("canary", int, ("--canary",), "Without schools tagged `canary`: the first N schools go first, alone; "
+             "the rest start only if all of them end ok.", _budgets.canary),
+        Flag("max_failures", str | None, ("--max-failures",), "Stop starting schools after N failures (or P%); "
+             "the rest are reported skipped.", show_default="no limit", metavar="<N|P%>"),
     ),
-]
-ConnectTimeout = Annotated[str | None, typer.Option("--connect-timeout", help="[default: 10s]", show_default=False)]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (human output to stderr).")]
-ReportPath = Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")]
-JunitPath = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per school).")]
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar or per-school lines.")]
+)  # fmt: skip
+SESSION = Group(
+    "Session limits (override the registry's)",
+    (
+        _duration("connect_timeout", "--connect-timeout", "How long to wait for a connection.",
+                  BUILTIN.connect_timeout),
+        _duration("lock_timeout", "--lock-timeout", "Per-session lock_timeout (0 = none).", BUILTIN.lock_timeout),
+        _duration("statement_timeout", "--statement-timeout", "Per-session statement_timeout (0 = none).",
+                  BUILTIN.statement_timeout),
+        _duration("lock_wait", "--lock-wait", "How long to wait for SQLx's migration lock before `locked`.",
+                  BUILTIN.lock_wait),
+    ),
+)  # fmt: skip
+OUTPUTS = Group(
+    "Outputs",
+    (
+        Flag("report", Path | None, ("--report",), "Write the JSON report here.", show_default=False),
+        Flag("junit", Path | None, ("--junit",), "Write a JUnit XML report here (one case per school).",
+             show_default=False),
+        Flag("json_out", bool, ("--json",), "Print the JSON report on stdout (human output goes to stderr).",
+             _outputs.json),
+        Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
+             not _outputs.progress),
+    ),
+)  # fmt: skip
+REFERENCE_URL = Flag(
+    "reference_url", str | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB).",
+    show_default="the first reachable school's server", metavar="<url>",
+)  # fmt: skip
+GATE = Group(
+    "Safety gate",
+    (
+        Flag("allow_unsafe", bool, ("--allow-unsafe",), "Let the safety gate's lint errors through (the report "
+             "records it).", _gate.allow_unsafe),
+        Flag("rehearse", bool, ("--rehearse",), "First apply, revert and re-apply the pending files on a scratch "
+             "database at the fleet's current version(s); stop before any school if that fails.", _gate.rehearse),
+        REFERENCE_URL,
+    ),
+)  # fmt: skip
+LOGGING = Group(
+    "Logging",
+    (
+        Flag("log_format", str, ("--log-format",), f"{' or '.join(LOG_FORMATS)} (structlog JSON lines on stderr).",
+             LOG_FORMATS[0]),
+        Flag("log_level", str | None, ("--log-level",), f"{', '.join(LOG_LEVELS)}.",
+             show_default="info with json, else warning"),
+    ),
+)  # fmt: skip
+
+# Every database command takes these (commands that write add ROLLOUT; those that apply migrations, GATE).
+FLEET = (DATABASES, SELECTION, BUDGETS, SESSION, OUTPUTS)
+
+
+@dataclass
+class Flags:
+    """What was typed for a command's groups; `given` holds the flags set on the command line."""
+
+    values: dict[str, Any]
+    given: set[str] = field(default_factory=set)
+
+    def request(self, command: Command, **specific: Any) -> Request:
+        """The settings groups from the flags. Raises UsageError (exit 2) on a value that does not parse."""
+        v = self.values
+        database_url, registry = self._target()
+        return Request(
+            command=command,
+            migrations=v["migrations"],
+            database_url=database_url,
+            registry=registry,
+            selection=Selection(
+                ids=tuple(v["tenant"] or ()),
+                tags=tuple(v["tag"] or ()),
+                exclude=tuple(v["exclude"] or ()),
+                shard=parse_shard(v["shard"]) if v["shard"] else None,
+                resume=v["resume"],
+            ),
+            budgets=Budgets(
+                concurrency=v["concurrency"],
+                retries=v["retries"],
+                canary=v.get("canary", _budgets.canary),  # commands without the rollout group: no waves
+                max_failures=FailureBudget.parse(v.get("max_failures")),
+            ),
+            school=self.school_settings(),
+            outputs=Outputs(report=v["report"], junit=v["junit"], json=v["json_out"], progress=not v["no_progress"]),
+            gate=Gate(**{k: v[k] for k in ("allow_unsafe", "rehearse", "reference_url") if k in v}),
+            handle_signals=True,
+            **specific,
+        )
+
+    def school_settings(self) -> SchoolSettings:
+        """The flags' layer: only what was given, so the registry's values stand where no flag was typed."""
+        layer: dict[str, Any] = {}
+        for name in ("connect_timeout", "lock_timeout", "statement_timeout", "lock_wait"):
+            if name in self.given:
+                layer[name] = parse_duration(self.values[name], "--" + name.replace("_", "-"))
+        if "per_server" in self.given:
+            if self.values["per_server"] < 1:
+                raise UsageError("--per-server must be at least 1")
+            layer["per_server"] = self.values["per_server"]
+        return SchoolSettings(**layer)
+
+    def _target(self) -> tuple[str | None, Path]:
+        """-D wins; then an explicit --registry; then $DATABASE_URL; then the default registry."""
+        url, registry = self.values["database_url"], self.values["registry"]
+        if url is not None and "registry" in self.given:
+            raise UsageError("give either -D URL or --registry PATH, not both")
+        if url is None and "registry" not in self.given and os.environ.get("DATABASE_URL"):
+            url = os.environ["DATABASE_URL"]
+        return url, registry
+
+
+Body = Callable[..., None]  # body(flags: Flags, **its own options)
+
+
+def command(app: typer.Typer, *groups: Group, name: str | None = None) -> Callable[[Body], Body]:
+    """Register `body(flags, **own_options)` as a command taking its own options plus every flag of `groups`."""
+
+    def decorate(body: Body) -> Body:
+        app.command(name or body.__name__.replace("_", "-"))(with_flags(body, groups))
+        return body
+
+    return decorate
+
+
+def with_flags(body: Body, groups: tuple[Group, ...]) -> Callable[..., None]:
+    """A typer callable whose signature is body's own options plus the groups' flags (logging applied first)."""
+    own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+    own_names = {p.name for p in own}
+    added = [f.parameter(g.panel) for g in groups for f in g.flags]
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+    @functools.wraps(body)
+    def wrapper(ctx: typer.Context, **kwargs: Any) -> None:
+        flag_values = {k: v for k, v in kwargs.items() if k not in own_names}
+        given = {k for k in flag_values if _typed(ctx, k)}
+        if "log_format" in flag_values and (given & {"log_format", "log_level"} or ctx.parent is None):
+            try:
+                apply_logging(flag_values["log_format"], flag_values["log_level"])
+            except InvalidInput as error:
+                fail_usage(error)
+        body(Flags(flag_values, given), **{k: v for k, v in kwargs.items() if k in own_names})
+
+    wrapper.__signature__ = inspect.Signature([context, *own, *added])  # type: ignore[attr-defined]
+    return wrapper
+
+
+_UNSET_SOURCES = ("DEFAULT", "DEFAULT_MAP")  # click's ParameterSource names for "not typed"
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in _UNSET_SOURCES
+
+
+def apply_logging(log_format: str, log_level: str | None) -> None:
+    if log_format not in LOG_FORMATS:
+        raise UsageError(f"--log-format {log_format!r} is not {' or '.join(LOG_FORMATS)}")
+    level = log_level or ("info" if log_format == "json" else "warning")
+    if level not in LOG_LEVELS:
+        raise UsageError(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    configure_logging(log_format, level)

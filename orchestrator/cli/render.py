@@ -7,16 +7,25 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..errors import InvalidInput
 from ..fleet import Observer, TenantOutcome
+from ..job import Job
 from ..outcome import DatabaseResult, Status
 from ..report import RunReport
-from ..runner import Job
+from ..runner import Report
+
+if TYPE_CHECKING:
+    from ..audit.model import AuditReport
+
+EXIT_OK, EXIT_NOT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 STATUS_STYLE = {
     Status.APPLIED: "green",
@@ -48,26 +57,53 @@ def status_text(status: Status) -> str:
     return f"[{STATUS_STYLE.get(status, 'red')}]{status.value}[/]"
 
 
+def fail_usage(error: InvalidInput) -> NoReturn:
+    """Bad input: say what is wrong and what to do, exit 2 (nothing was touched)."""
+    console = make_console(stderr=True)
+    console.print(f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False)
+    if error.hint:
+        console.print(f"  what to do: {escape(error.hint)}", highlight=False)
+    raise typer.Exit(EXIT_INVALID)
+
+
 def print_plan(console: Console, job: Job) -> None:
-    spec = job.spec
-    source = job.source
-    where = "1 database" if spec.database_url else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
+    request, source = job.request, job.source
+    where = "1 database" if request.single else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
+    read_only = "" if job.command.writes else "; read-only"
     console.print(
-        f"[bold]{spec.command.value}[/]: {where}; migrations in {source.directory} "
-        f"({len(source)} files, latest {version(source.latest)})"
+        f"[bold]{job.command.value}[/]: {where}; migrations in {source.directory} "
+        f"({len(source)} files, latest {version(source.latest)}){read_only}"
     )
     for warning in source.warnings:
         console.print(f"[yellow]warning[/]: {escape(str(warning))}")
-    if spec.database_url is None and spec.command.writes:
-        from ..runner import fleet_options
-
-        options = fleet_options(job)
+    if not request.single and job.command.writes:
+        budgets = job.fleet_options.budgets
         waves = " then ".join(f"{name} ({len(group)})" for name, group in job.waves) or "nothing to do"
-        budget = f"halt after {options.max_failures} failures" if options.max_failures else "no failure budget"
+        budget = f"halt after {budgets.max_failures} failures" if budgets.max_failures else "no failure budget"
         console.print(
-            f"  waves: {waves}; concurrency {options.concurrency}, {options.per_server} per server; {budget}; "
-            f"{options.retries} retries for transient errors"
+            f"  waves: {waves}; concurrency {budgets.concurrency}, {per_server_text(job)} per server; {budget}; "
+            f"{budgets.retries} retries for transient errors"
         )
+
+
+def per_server_text(job: Job) -> str:
+    sizes = sorted(set(job.per_server.values()))
+    return "/".join(map(str, sizes)) or "0"
+
+
+def print_report(console: Console, job: Job, report: Report, *, progress_lines: bool) -> None:
+    """What happened, for a human: one database in detail, or the fleet's table (or the audit's) and a summary."""
+    if not isinstance(report, RunReport):
+        print_audit(console, report)
+        return
+    print_gate_and_rehearsal(console, job, report)
+    if job.request.single:
+        print_single(console, report)
+        return
+    if not job.command.writes:
+        print_histogram(console, report)
+    print_results(console, report, ok_already_listed=progress_lines)
+    print_summary(console, report)
 
 
 @contextmanager
@@ -254,8 +290,8 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print("[yellow]interrupted[/]: running schools finished; the rest were skipped")
 
 
-def print_next_steps(console: Console, report: RunReport, report_path: str | None) -> None:
-    if report.ok or report.command in ("status", "plan"):
+def print_next_steps(console: Console, report: Report, report_path: str | None) -> None:
+    if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan"):
         return
     if report_path:
         again = f"`orchestrator {report.command} --resume {report_path}` redoes only the schools that did not end ok"
@@ -271,3 +307,33 @@ def make_console(*, stderr: bool) -> Console:
     """Rich wraps at 80 columns when not on a terminal; CI logs and pipes read better unwrapped."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=not stream.isatty())
+
+
+def print_audit(console: Console, report: AuditReport) -> None:
+    counts = report.counts()
+    groups = report.fingerprint_groups()
+    if groups:
+        identical = len(groups[0][1])
+        differ = sum(len(ids) for _, ids in groups[1:])
+        console.print(f"schemas: {identical} identical" + (f", {differ} differ" if differ else ""))
+    drifting = [s for s in report.schools if s.drift]
+    if drifting:
+        table = Table(title=f"drift in {len(drifting)} of {len(report.schools)} schools")
+        for column in ("school", "server", "status", "version", "findings"):
+            table.add_column(column, overflow="fold")
+        for s in drifting:
+            findings = [f.text for f in s.findings]
+            if s.result.error:
+                findings.append(s.result.error.message + (f" -> {s.result.error.hint}" if s.result.error.hint else ""))
+            status = "drift" if s.reachable else s.result.status.value
+            table.add_row(
+                escape(s.tenant.id), s.result.server, status, version(s.result.version_after),
+                escape("\n".join(findings)),
+            )  # fmt: skip
+        console.print(table)
+    verdict = "[green]clean[/]" if report.clean else "[red]drift found[/]"
+    console.print(
+        f"[bold]summary[/]: {counts['schools']} schools: {counts['clean']} clean, {counts['drift']} drift "
+        f"({counts['schema_drift']} schema, {counts['pending']} pending), {counts['unreachable']} unreachable: "
+        f"{verdict} ({report.duration_s:.2f}s)"
+    )

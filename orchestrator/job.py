@@ -1,0 +1,185 @@
+"""A request (one command with its option groups, from the command line or the Python API) and the job it
+becomes once every input is loaded and checked: migrations, registry, selection, the safety gate's findings.
+
+`prepare()` raises InvalidInput (exit code 2) before any connection is made. The job then answers, for each
+school, which settings it runs with: `settings.resolve()` applied to the request's flags, the tenant's entry and
+the registry's `defaults:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from . import gate
+from .connection import SessionSettings
+from .engine import EngineOptions, check_target_version
+from .errors import UsageError
+from .fleet import FleetOptions, plan_waves
+from .lint import LintReport
+from .registry import Tenant, load_registry, select, single_tenant
+from .report import not_ok_ids
+from .settings import (
+    DEFAULT_MIGRATIONS,
+    DEFAULT_REGISTRY,
+    EMPTY,
+    Budgets,
+    Gate,
+    Outputs,
+    Resolved,
+    SchoolSettings,
+    Selection,
+    resolve,
+)
+from .source import MigrationSource, load_migrations
+from .target import DatabaseTarget
+
+
+class Command(StrEnum):
+    MIGRATE = "migrate"
+    PLAN = "plan"
+    STATUS = "status"
+    BOOTSTRAP = "bootstrap"
+    PROVISION = "provision"
+    REVERT = "revert"
+    AUDIT = "audit"
+
+    @property
+    def writes(self) -> bool:
+        return self not in (Command.PLAN, Command.STATUS, Command.AUDIT)
+
+    @property
+    def applies_migrations(self) -> bool:
+        """Runs migration files on schools: the safety gate and --rehearse apply."""
+        return self in (Command.MIGRATE, Command.PROVISION)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command and every option it was given. Each group's defaults are the settings module's."""
+
+    command: Command
+    migrations: Path = DEFAULT_MIGRATIONS
+    database_url: str | None = None  # one database (-D); otherwise the registry's schools
+    registry: Path = DEFAULT_REGISTRY
+    selection: Selection = field(default_factory=Selection)
+    budgets: Budgets = field(default_factory=Budgets)
+    school: SchoolSettings = EMPTY  # the flags' layer of per-school settings
+    outputs: Outputs = field(default_factory=Outputs)
+    gate: Gate = field(default_factory=Gate)
+    target_version: int | None = None  # migrate/plan: up to and including this version
+    revert_to: int | None = None  # revert: down to this version (0 = everything)
+    ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
+    audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
+    handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
+
+    @property
+    def single(self) -> bool:
+        return self.database_url is not None
+
+
+@dataclass(frozen=True)
+class Job:
+    request: Request
+    source: MigrationSource
+    tenants: list[Tenant]
+    defaults: SchoolSettings = EMPTY  # the registry's `defaults:` (none for -D)
+    lint: LintReport | None = None  # the safety gate's findings, for commands that apply migrations
+
+    @property
+    def command(self) -> Command:
+        return self.request.command
+
+    @property
+    def servers(self) -> list[str]:
+        return sorted({t.server for t in self.tenants})
+
+    def settings_for(self, tenant: Tenant) -> Resolved:
+        return resolve(self.request.school, tenant.settings, self.defaults)
+
+    def engine_options(self, tenant: Tenant) -> EngineOptions:
+        return self._engine_options(self.settings_for(tenant))
+
+    def _engine_options(self, settings: Resolved) -> EngineOptions:
+        # One EngineOptions per distinct settings, not per school (a fleet has few).
+        cached = self._engine_cache.get(settings)
+        if cached is None:
+            cached = self._engine_cache[settings] = EngineOptions(
+                session=SessionSettings.of(settings),
+                lock_wait=settings.lock_wait,
+                extensions=settings.extensions,
+                target_version=self.request.target_version,
+                ignore_missing=self.request.ignore_missing,
+            )
+        return cached
+
+    @property
+    def scratch_options(self) -> EngineOptions:
+        """For scratch databases (rehearsal, audit references): the flags over the registry's defaults."""
+        return self._engine_options(resolve(self.request.school, EMPTY, self.defaults))
+
+    def as_command(self, command: Command) -> Job:
+        """The same schools and options for another command (e.g. the read-only plan pass before a rollout)."""
+        return replace(self, request=replace(self.request, command=command), lint=None)
+
+    @cached_property
+    def _engine_cache(self) -> dict[Resolved, EngineOptions]:
+        return {}
+
+    @cached_property
+    def per_server(self) -> Mapping[str, int]:
+        """Each server's session budget: the smallest `per_server` among its selected schools (a flag sets all)."""
+        budgets: dict[str, int] = {}
+        for tenant in self.tenants:
+            n = self.settings_for(tenant).per_server
+            budgets[tenant.server] = min(n, budgets.get(tenant.server, n))
+        return budgets
+
+    @cached_property
+    def fleet_options(self) -> FleetOptions:
+        """Read-only commands run in one wave and never halt."""
+        budgets = self.request.budgets
+        if not self.command.writes:
+            budgets = replace(budgets, canary=0, max_failures=None)
+        return FleetOptions(
+            budgets=budgets,
+            per_server=self.per_server,
+            waves=self.command.writes,
+            handle_signals=self.request.handle_signals,
+        )
+
+    @property
+    def waves(self) -> list[tuple[str, list[Tenant]]]:
+        return plan_waves(self.tenants, self.fleet_options)
+
+
+def prepare(request: Request) -> Job:
+    """Validate everything; raises InvalidInput (exit code 2) before any connection is made."""
+    source = load_migrations(request.migrations)
+    check_target_version(source, request.target_version)
+    if request.command is Command.REVERT:
+        if request.revert_to is None:
+            raise UsageError("revert needs --target VERSION", hint="e.g. --target 20250115000000, or 0 for all")
+        check_target_version(source, request.revert_to, allow_zero=True)
+    if request.gate.reference_url is not None:
+        DatabaseTarget.parse(request.gate.reference_url)
+    if request.database_url is not None:
+        if request.selection.narrows:
+            raise UsageError(
+                "--tenant/--tag/--exclude/--shard/--resume select schools from a registry; they do not go with -D",
+                hint="drop -D to work on the registry, or drop the selection flags",
+            )
+        tenants, defaults = [single_tenant(request.database_url)], EMPTY
+    else:
+        registry = load_registry(request.registry)
+        selection = request.selection
+        if selection.resume is not None:
+            selection = replace(selection, only=not_ok_ids(selection.resume))
+        tenants, defaults = select(registry.tenants, selection), registry.defaults
+    lint = None
+    if request.command.applies_migrations:
+        lint = gate.check(source, request.target_version, allow_unsafe=request.gate.allow_unsafe)
+    return Job(request, source, tenants, defaults, lint)
