@@ -245,10 +245,13 @@ Body = Callable[..., None]  # body(flags: Flags, **its own options)
 
 
 def command(app: typer.Typer, *groups: Group, name: str | None = None) -> Callable[[Body], Body]:
-    """Register `body(flags, **own_options)` as a command taking its own options plus every flag of `groups`."""
+    """Register `body(flags, **own_options)` as a command taking its own options, every flag of `groups`, and the
+    global logging flags (accepted after the command as well as before it)."""
 
     def decorate(body: Body) -> Body:
-        app.command(name or body.__name__.replace("_", "-"))(with_flags(body, groups))
+        summary, _, details = inspect.cleandoc(body.__doc__ or "").partition("\n\n")
+        help_text = " ".join(summary.split()) + (f"\n\n{details}" if details else "")  # one line in command lists
+        app.command(name or body.__name__.replace("_", "-"), help=help_text)(with_flags(body, (*groups, LOGGING)))
         return body
 
     return decorate
