@@ -6,8 +6,8 @@ loses with a duplicate error, which counts as success). Names are always quoted,
 
 from __future__ import annotations
 
-import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +21,8 @@ from .target import DatabaseTarget
 log = structlog.get_logger("orchestrator.bootstrap")
 
 MAINTENANCE_DATABASE = "postgres"
+SCRATCH_PREFIX = "orchestrator_"  # + purpose + _<unix time created>_<8 hex>
+SCRATCH_STALE_AFTER = 6 * 3600  # seconds: no audit or rehearsal keeps a scratch database this long
 
 
 async def create_database(target: DatabaseTarget, settings: SessionSettings) -> bool:
@@ -74,8 +76,10 @@ async def scratch_database(
     server: DatabaseTarget, purpose: str, settings: SessionSettings
 ) -> AsyncIterator[DatabaseTarget]:
     """A new empty database on `server` for the length of the block (the audit's references, the rehearsal),
-    dropped afterwards whatever happens; a failed drop is logged, not raised."""
-    scratch = server.with_database(f"orchestrator_{purpose}_{os.getpid()}_{secrets.token_hex(4)}")
+    dropped afterwards whatever happens; a failed drop is logged, not raised. Scratch databases a killed run left
+    behind (older than SCRATCH_STALE_AFTER, nobody connected) are dropped first."""
+    await drop_stale_scratch(server, settings)
+    scratch = server.with_database(f"{SCRATCH_PREFIX}{purpose}_{int(time.time())}_{secrets.token_hex(4)}")
     try:
         await create_database(scratch, settings)
         yield scratch
@@ -84,6 +88,32 @@ async def scratch_database(
             await drop_database(scratch, settings)
         except DatabaseError as exc:
             log.warning("scratch_database.not_dropped", database=scratch.database, error=exc.message)
+
+
+async def drop_stale_scratch(server: DatabaseTarget, settings: SessionSettings) -> list[str]:
+    """Drop the scratch databases of runs that never cleaned up (kill -9); returns their names. Without FORCE: a
+    database someone is still connected to is left alone."""
+    maintenance = server.with_database(MAINTENANCE_DATABASE)
+    dropped = []
+    try:
+        async with session(maintenance, settings) as conn:
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname ~ $1", rf"^{SCRATCH_PREFIX}[a-z]+_[0-9]+_[0-9a-f]{{8}}$"
+            )
+            for (name,) in names:
+                created = int(name.rsplit("_", 2)[1])
+                if time.time() - created < SCRATCH_STALE_AFTER:
+                    continue
+                try:
+                    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+                    dropped.append(name)
+                except asyncpg.ObjectInUseError:
+                    continue
+    except (DatabaseError, asyncpg.PostgresError, OSError) as exc:
+        log.warning("scratch_database.stale_not_checked", server=server.server, error=server.scrub(str(exc)))
+    if dropped:
+        log.info("scratch_database.stale_dropped", databases=dropped)
+    return dropped
 
 
 async def drop_database(target: DatabaseTarget, settings: SessionSettings) -> None:

@@ -100,6 +100,14 @@ class Job:
     def settings_for(self, tenant: Tenant) -> Resolved:
         return resolve(self.request.school, tenant.settings, self.defaults)
 
+    def configured_extensions(self, tenant: Tenant) -> tuple[str, ...] | None:
+        """The extensions a flag, the tenant or the registry asks for; None when only the built-in default would
+        (the audit then expects no extension the fleet may never have used)."""
+        for layer in (self.request.school, tenant.settings, self.defaults):
+            if layer.extensions is not None:
+                return layer.extensions
+        return None
+
     def engine_options(self, tenant: Tenant) -> EngineOptions:
         return self._engine_options(self.settings_for(tenant))
 

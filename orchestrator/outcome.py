@@ -27,6 +27,7 @@ class Status(StrEnum):
     MISSING = "missing"  # an applied version has no file
     SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed)
     DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
+    UNREADABLE = "unreadable"  # audit only: connected, but the school could not be read (lock, grant, timeout)
 
     @property
     def ok(self) -> bool:

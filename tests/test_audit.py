@@ -7,17 +7,25 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
+import anyio
+import asyncpg
 import pytest
 from fleetkit import ROOT, cli, make_school, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, execute_sync, run_sync
+from pgfixtures import PG_PASSWORD, create_database, database_exists, drop_database, execute_sync, run_sync
 
 from orchestrator import provision
+from orchestrator.audit.html import render_html
+from orchestrator.audit.metrics import render_prometheus
 from orchestrator.audit.model import AuditReport
 from orchestrator.audit.run import run_audit
 from orchestrator.devserver import DevServer
 from orchestrator.job import Command, Request, prepare
+from orchestrator.outcome import Status
+from orchestrator.settings import Budgets, SchoolSettings
 
 FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 
@@ -48,10 +56,13 @@ def school(pg: DevServer, label: str, migrations: Path, target: int | None = Non
     return name
 
 
-def audit(tmp_path: Path, pg: DevServer, migrations: Path, schools: dict[str, str]) -> AuditReport:
-    registry = write_registry(tmp_path / "t.yaml", [(sid, registry_url(pg, db), []) for sid, db in schools.items()])
+def audit(
+    tmp_path: Path, pg: DevServer, migrations: Path, schools: dict[str, str], defaults: str = "", **request: Any
+) -> AuditReport:
+    tenants = [(sid, registry_url(pg, db), []) for sid, db in schools.items()]
+    registry = write_registry(tmp_path / "t.yaml", tenants, defaults=defaults)
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations))
+    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations, **request))
     return run_sync(run_audit(job))
 
 
@@ -96,11 +107,11 @@ def test_history_drift_is_found_and_described(tmp_path: Path, pg: DevServer, mig
     execute_sync(pg.url(schools["dirty"]), f"UPDATE _sqlx_migrations SET success = false WHERE version = {LATEST}")
     execute_sync(pg.url(schools["nohistory"]), "DROP TABLE _sqlx_migrations")
     execute_sync(pg.url(schools["nohistory"]), 'DROP EXTENSION "uuid-ossp" CASCADE')
-    report = audit(tmp_path, pg, migrations, schools)
+    report = audit(tmp_path, pg, migrations, schools, defaults="defaults:\n  extensions: [uuid-ossp]\n")
     found = findings(report)
     assert f"migration {LATEST} is partially applied (success = false in the history)" in found["dirty"]
     assert "no _sqlx_migrations table: this school was never bootstrapped" in found["nohistory"]
-    assert "extension uuid-ossp is not installed" in found["nohistory"]
+    assert "extension uuid-ossp is not installed (the registry configures it)" in found["nohistory"]
 
 
 def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
@@ -154,7 +165,7 @@ def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
                  "--html", str(out / "a.html"))  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "teachers: index idx_teachers_phone not in migrations" in result.stdout
-    assert "schemas: 1 identical, 1 differ" in result.stdout
+    assert "live schemas: 1 alike, 1 differ from those; 1 of 2 as their migrations produce" in result.stdout
     data = json.loads((out / "a.json").read_text())
     assert data["summary"]["drift"] == 1 and data["clean"] is False
     prom = (out / "a.prom").read_text()
@@ -187,3 +198,73 @@ def test_each_school_is_compared_with_its_own_extensions(tmp_path: Path, pg: Dev
     found = findings(run_sync(run_audit(job)))
     assert found["configured"] == []
     assert found["unconfigured"] == ["extension pgcrypto not in migrations"]
+
+
+def test_a_fleet_that_never_used_uuid_ossp_is_clean_when_the_registry_configures_none(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    """Adopted SQLx fleets were not bootstrapped by us: the built-in default extension is not expected of them."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "1_people.sql").write_text("CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);\n")
+    schools = {}
+    for label in ("plain_a", "plain_b"):
+        schools[label] = make_school(pg, label)
+        result = provision(pg.url(schools[label]), migrations=plain, extensions=())
+        assert result.ok, result.error
+    report = audit(tmp_path, pg, plain, schools)
+    assert findings(report) == {"plain_a": [], "plain_b": []}
+    assert report.clean
+
+
+def test_a_school_the_audit_could_not_read_is_never_clean(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+    schools = {"readable": school(pg, "read_ok", migrations), "locked": school(pg, "read_locked", migrations)}
+
+    async def audit_while_locked() -> AuditReport:
+        conn = await asyncpg.connect(pg.url(schools["locked"]))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+                return await anyio.to_thread.run_sync(
+                    lambda: audit(
+                        tmp_path,
+                        pg,
+                        migrations,
+                        schools,
+                        school=SchoolSettings(lock_timeout=0.2),
+                        budgets=Budgets(retries=0),
+                    )
+                )
+        finally:
+            await conn.close()
+
+    report = anyio.run(audit_while_locked)
+    locked = next(s for s in report.schools if s.tenant.id == "locked")
+    assert locked.result.status is Status.UNREADABLE and locked.drift and not locked.readable
+    assert locked.result.error is not None
+    assert not report.clean
+    assert report.counts()["unreadable"] == 1 and report.counts()["clean"] == 1
+    assert report.to_dict()["clean"] is False
+    assert 'orchestrator_audit_school_readable{school="locked"' in render_prometheus(report)
+    assert 'orchestrator_audit_school_drift{school="locked",server="127.0.0.1:' in render_prometheus(report)
+    prom_lines = render_prometheus(report).splitlines()
+    assert any(line.startswith('orchestrator_audit_school_drift{school="locked"') and line.endswith(" 1.0")
+               for line in prom_lines)  # fmt: skip
+    assert 'failures="1"' in report.junit_xml()
+    assert "All 2 schools are clean" not in render_html(report)
+
+
+def test_scratch_databases_a_killed_run_left_behind_are_dropped_by_the_next(
+    tmp_path: Path, pg: DevServer, migrations: Path
+) -> None:
+    stale, fresh = "orchestrator_ref_1000000000_deadbeef", f"orchestrator_ref_{int(time.time())}_cafebabe"
+    for name in (stale, fresh):
+        run_sync(create_database(pg.url(), name))
+    try:
+        report = audit(tmp_path, pg, migrations, {"a": school(pg, "stale_scratch", migrations)})
+        assert report.clean
+        assert not run_sync(database_exists(pg.url(), stale)), "a day-old scratch database nobody uses is dropped"
+        assert run_sync(database_exists(pg.url(), fresh)), "a scratch database of a run still going is kept"
+    finally:
+        for name in (stale, fresh):
+            run_sync(drop_database(pg.url(), name))

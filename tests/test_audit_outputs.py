@@ -139,7 +139,7 @@ def test_prometheus_text_parses_with_the_right_values() -> None:
     assert s[("orchestrator_audit_interrupted", ())] == 0
     assert s[("orchestrator_audit_latest_migration_version", ())] == LATEST
     states = {k[1][0][1]: v for k, v in s.items() if k[0] == "orchestrator_audit_schools"}
-    assert states == {"clean": 3, "drift": 2, "schema_drift": 1, "pending": 1, "unreachable": 1}
+    assert states == {"clean": 3, "drift": 2, "schema_drift": 1, "pending": 1, "unreachable": 1, "unreadable": 0}
     assert s[("orchestrator_audit_schema_fingerprints", ())] == 3  # fp-main, fp-odd, fp-older
 
     # The exact lines node_exporter will read (with a float-formatted value, as the client library writes them).
@@ -244,6 +244,7 @@ def test_html_content() -> None:
         "count-schema_drift": "1",
         "count-pending": "1",
         "count-unreachable": "1",
+        "count-unreadable": "0",
     }
     bars = {a["data-version"]: a["data-count"] for _, a in page.elements if "bar" in str(a.get("class", "")).split()}
     assert bars == {str(LATEST): "4", str(OLDER): "1"}

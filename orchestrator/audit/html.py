@@ -29,6 +29,7 @@ _CARDS = (
     ("schema_drift", "schema drift", "schema"),
     ("pending", "pending", "pending"),
     ("unreachable", "unreachable", "unreachable"),
+    ("unreadable", "unreadable", "unreachable"),
 )
 
 _CSS = """
@@ -171,8 +172,8 @@ def _fingerprints(report: AuditReport) -> str:
 
 def _status(school: SchoolAudit) -> tuple[str, str]:
     """(text, css class) of a drifting school's status badge."""
-    if not school.reachable:
-        return "unreachable", "unreachable"
+    if not school.readable:
+        return school.result.status.value, "unreachable"
     if school.schema_drift:
         return "schema drift", "schema"
     if school.findings and all(f.kind == "pending" for f in school.findings):
@@ -183,7 +184,7 @@ def _status(school: SchoolAudit) -> tuple[str, str]:
 def _row(school: SchoolAudit, latest: int | None) -> str:
     text, css = _status(school)
     version = school.result.version_after
-    behind = school.reachable and latest is not None and version != latest
+    behind = school.readable and latest is not None and version != latest
     version_css = ' class="mono behind"' if behind else ' class="mono"'
     items = [
         f'<li class="finding kind-{escape(f.kind)}"><span class="kind">{escape(f.kind.replace("_", " "))}</span> '
@@ -196,13 +197,13 @@ def _row(school: SchoolAudit, latest: int | None) -> str:
         )
     pending = school.result.pending
     pending_title = f' title="{escape(", ".join(map(str, pending)))}"' if pending else ""
-    pending_text = str(len(pending)) if school.reachable else "?"
+    pending_text = str(len(pending)) if school.readable else "?"
     return (
         f'<tr class="school {css}" data-school="{escape(school.tenant.id)}">'
         f'<td class="id">{escape(school.tenant.id)}</td>'
         f'<td class="server mono">{escape(school.result.server)}</td>'
         f'<td><span class="status">{escape(text)}</span></td>'
-        f"<td{version_css}>{escape(_version(version) if school.reachable else '?')}</td>"
+        f"<td{version_css}>{escape(_version(version) if school.readable else '?')}</td>"
         f'<td class="num pending"{pending_title}>{pending_text}</td>'
         f'<td><ul class="findings">{"".join(items)}</ul></td></tr>'
     )

@@ -15,6 +15,7 @@ from ..engine import EngineOptions, run_session
 from ..history import AppliedMigration, history_exists, problems, read_applied
 from ..lock import current_holder
 from ..outcome import DatabaseResult, Status
+from ..settings import BUILTIN
 from ..source import MigrationSource
 from ..target import DatabaseTarget
 from .model import Finding
@@ -46,9 +47,18 @@ def history_findings(
 
 
 async def inspect_school(
-    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, schema: bool = True
+    target: DatabaseTarget,
+    source: MigrationSource,
+    options: EngineOptions,
+    *,
+    expected_extensions: tuple[str, ...] | None = None,
+    schema: bool = True,
 ) -> LiveState:
-    """History, extensions and (when `schema`) the live schema of one school, in one read-only transaction."""
+    """History, extensions and (when `schema`) the live schema of one school, in one read-only transaction.
+
+    `expected_extensions`: what the registry (or a flag) configures; a missing one is a finding. None: nothing is
+    configured, so none is required, and the expected schema includes the built-in default extensions only where
+    the school has them."""
     state = LiveState(DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE))
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
@@ -63,11 +73,15 @@ async def inspect_school(
                 result.notes.append(f"a migration is in progress (the SQLx lock is held by {holder})")
         state.applied = frozenset(v for v, row in applied.items() if row.success)
         state.findings = history_findings(applied, source, has_history=has_history)
-        state.findings += [
-            Finding("extension_missing", f"extension {name} is not installed")
-            for name in options.extensions
-            if name not in present
-        ]
+        if expected_extensions is None:
+            state.extensions = tuple(name for name in BUILTIN.extensions if name in present)
+        else:
+            state.extensions = expected_extensions
+            state.findings += [
+                Finding("extension_missing", f"extension {name} is not installed (the registry configures it)")
+                for name in expected_extensions
+                if name not in present
+            ]
         result.version_before = result.version_after = max(applied) if applied else None
         result.pending = [m.version for m in source if m.version not in applied]
         result.status = Status.DRIFT if state.findings else Status.UP_TO_DATE

@@ -21,7 +21,7 @@ _PREFIX = "orchestrator_audit_"
 _SCHOOL_LABELS = ("school", "server")
 
 #: the `state` label values of orchestrator_audit_schools, in AuditReport.counts() terms
-STATES = ("clean", "drift", "schema_drift", "pending", "unreachable")
+STATES = ("clean", "drift", "schema_drift", "pending", "unreachable", "unreadable")
 
 
 def _gauge(registry: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
@@ -35,10 +35,13 @@ def render_prometheus(report: AuditReport) -> str:
     registry = CollectorRegistry(auto_describe=True)
 
     drift = _gauge(
-        registry, "school_drift", "1 if the school drifted (findings, or unreachable), else 0.", _SCHOOL_LABELS
+        registry, "school_drift", "1 unless the school is clean (findings, or not read), else 0.", _SCHOOL_LABELS
     )
     pending = _gauge(registry, "school_pending_migrations", "Migrations not yet applied on the school.", _SCHOOL_LABELS)
     reachable = _gauge(registry, "school_reachable", "1 if the audit could connect to the school.", _SCHOOL_LABELS)
+    readable = _gauge(
+        registry, "school_readable", "1 if the audit could read the school (history and schema).", _SCHOOL_LABELS
+    )
     version = _gauge(
         registry, "school_version", "The school's latest applied migration version (when known).", _SCHOOL_LABELS
     )
@@ -46,8 +49,9 @@ def render_prometheus(report: AuditReport) -> str:
         labels = {"school": school.tenant.id, "server": school.result.server}
         drift.labels(**labels).set(1 if school.drift else 0)
         reachable.labels(**labels).set(1 if school.reachable else 0)
-        # An unreachable school's pending list is unknown, not empty: leave the series absent instead of a false 0.
-        if school.reachable:
+        readable.labels(**labels).set(1 if school.readable else 0)
+        # An unread school's pending list is unknown, not empty: leave the series absent instead of a false 0.
+        if school.readable:
             pending.labels(**labels).set(school.pending_count)
         if school.result.version_after is not None:
             version.labels(**labels).set(school.result.version_after)

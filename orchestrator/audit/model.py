@@ -43,8 +43,14 @@ class SchoolAudit:
         return self.result.status is not Status.UNREACHABLE
 
     @property
+    def readable(self) -> bool:
+        """Connected and read: only then do its findings (or their absence) say anything."""
+        return self.result.status not in (Status.UNREACHABLE, Status.UNREADABLE)
+
+    @property
     def drift(self) -> bool:
-        return bool(self.findings) or not self.reachable
+        """Not clean: findings, or a school the audit could not read (never counted clean)."""
+        return bool(self.findings) or not self.readable
 
     @property
     def schema_drift(self) -> bool:
@@ -60,7 +66,7 @@ class SchoolAudit:
             "tags": list(self.tenant.tags),
             "database": self.result.database,
             "server": self.result.server,
-            "status": "drift" if self.drift and self.reachable else self.result.status.value,
+            "status": "drift" if self.drift and self.readable else self.result.status.value,
             "drift": self.drift,
             "version": self.result.version_after,
             "pending": self.result.pending,
@@ -107,10 +113,8 @@ class AuditReport:
                 name=s.tenant.id,
                 classname=f"audit.{s.result.server}",
                 time_s=s.result.duration_s,
-                failure=(f"{len(s.findings)} finding(s)" if s.reachable else s.result.status.value)
-                if s.drift
-                else None,
-                failure_type="drift" if s.reachable else s.result.status.value,
+                failure=(f"{len(s.findings)} finding(s)" if s.readable else s.result.status.value) if s.drift else None,
+                failure_type="drift" if s.readable else s.result.status.value,
                 details="\n".join([f.text for f in s.findings] + ([s.result.error.message] if s.result.error else [])),
             )
             for s in self.schools
@@ -133,10 +137,11 @@ class AuditReport:
         return {
             "schools": len(self.schools),
             "clean": sum(1 for s in self.schools if not s.drift),
-            "drift": sum(1 for s in self.schools if s.drift and s.reachable),
+            "drift": sum(1 for s in self.schools if s.drift and s.readable),
             "schema_drift": sum(1 for s in self.schools if s.schema_drift),
             "pending": sum(1 for s in self.schools if s.pending_count),
             "unreachable": sum(1 for s in self.schools if not s.reachable),
+            "unreadable": sum(1 for s in self.schools if s.reachable and not s.readable),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,14 +50,21 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     with_schema = job.request.audit_schema
 
     async def work(tenant: Tenant) -> DatabaseResult:
-        school_options = job.engine_options(tenant)
-        state = await inspect_school(tenant.target, job.source, school_options, schema=with_schema)
-        state.extensions = school_options.extensions
+        state = await inspect_school(
+            tenant.target,
+            job.source,
+            job.engine_options(tenant),
+            expected_extensions=job.configured_extensions(tenant),
+            schema=with_schema,
+        )
         if state.schema is not None:
             fp = fingerprint(state.schema)
             state.schema = schemas_by_fingerprint.setdefault(fp, state.schema)
             fingerprints[tenant.id] = fp
         states[tenant.id] = state
+        if state.result.error is not None and state.result.status is not Status.UNREACHABLE:
+            # Connected but not read (a lock, a missing grant, a timeout): never counted clean.
+            state.result.status = Status.UNREADABLE
         return state.result
 
     fleet_run = await run_fleet(job.tenants, work, job.fleet_options, observer)  # read-only: one wave, no halt

@@ -313,9 +313,16 @@ def print_audit(console: Console, report: AuditReport) -> None:
     counts = report.counts()
     groups = report.fingerprint_groups()
     if groups:
+        # Two separate questions, answered apart so the lines never seem to disagree: are the live schemas alike,
+        # and are they what the migrations produce?
         identical = len(groups[0][1])
         differ = sum(len(ids) for _, ids in groups[1:])
-        console.print(f"schemas: {identical} identical" + (f", {differ} differ" if differ else ""))
+        compared = [s for s in report.schools if s.fingerprint and s.expected_fingerprint]
+        matching = sum(1 for s in compared if s.fingerprint == s.expected_fingerprint)
+        console.print(
+            f"live schemas: {identical} alike" + (f", {differ} differ from those" if differ else "")
+            + (f"; {matching} of {len(compared)} as their migrations produce" if compared else "")
+        )  # fmt: skip
     drifting = [s for s in report.schools if s.drift]
     if drifting:
         table = Table(title=f"drift in {len(drifting)} of {len(report.schools)} schools")
