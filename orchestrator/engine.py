@@ -394,7 +394,9 @@ def _step_error(
     hint = _SQLSTATE_HINTS.get(sqlstate or "")
     if hint is None:
         hint = (
-            f"fix {file} and run again; its transaction rolled back, so nothing from it was kept"
+            f"its transaction rolled back, so nothing from it was kept. If no school has applied {file} yet, fix it "
+            "and run again; if some have, do not edit it (they would hold other bytes): fix what this school "
+            "lacks, or put the change in a new migration"
             if not no_transaction
             else f"{file} ran outside a transaction: check what it left behind before running again"
         )

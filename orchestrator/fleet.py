@@ -36,6 +36,7 @@ class FleetOptions:
     per_server: Mapping[str, int] = field(default_factory=dict)  # server -> sessions at once (resolved per server)
     canary_tag: str = "canary"
     waves: bool = True  # read-only commands run in one wave
+    halt_on: frozenset[Status] = frozenset()  # a school ending so stops new schools at once (whatever the budget)
     handle_signals: bool = False
 
     def sessions_on(self, server: str) -> int:
@@ -169,6 +170,10 @@ async def _worker(
                 raise
         outcome = TenantOutcome(tenant, result, wave)
         state.results[tenant.id] = outcome
+        if result.status in state.options.halt_on and not state.halted:
+            why = result.error.message if result.error else result.status.value
+            state.halted = f"{tenant.id} is {result.status.value} ({why}): no new school was started"
+            log.warning("fleet.halted", reason=state.halted)
         if not result.ok:
             state.failures += 1
             budget = state.options.budgets.max_failures

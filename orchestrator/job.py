@@ -20,8 +20,9 @@ from .engine import EngineOptions, check_target_version
 from .errors import UsageError
 from .fleet import FleetOptions, plan_waves
 from .lint import LintReport
+from .outcome import Status
 from .registry import Tenant, load_registry, select, single_tenant
-from .report import not_ok_ids
+from .report import PreviousRun, read_previous_run
 from .settings import (
     DEFAULT_MIGRATIONS,
     DEFAULT_REGISTRY,
@@ -156,6 +157,8 @@ class Job:
             budgets=budgets,
             per_server=self.per_server,
             waves=self.command.writes,
+            # A school holding other bytes of a file about to be applied: going on would split the fleet.
+            halt_on=frozenset({Status.MODIFIED}) if self.command.applies_migrations else frozenset(),
             handle_signals=self.request.handle_signals,
         )
 
@@ -185,9 +188,29 @@ def prepare(request: Request) -> Job:
         registry = load_registry(request.registry)
         selection = request.selection
         if selection.resume is not None:
-            selection = replace(selection, only=not_ok_ids(selection.resume))
+            previous = read_previous_run(selection.resume)
+            if request.command.applies_migrations:
+                refuse_split(previous, source)
+            selection = replace(selection, only=previous.not_ok)
         tenants, defaults = select(registry.tenants, selection), registry.defaults
     lint = None
     if request.command.applies_migrations:
         lint = gate.check(source, request.target_version, allow_unsafe=request.gate.allow_unsafe)
     return Job(request, source, tenants, defaults, lint)
+
+
+def refuse_split(previous: PreviousRun, source: MigrationSource) -> None:
+    """One file, one checksum across the fleet: never apply bytes other than the ones other schools hold."""
+    risks = previous.split_risks(source)
+    if not risks:
+        return
+    lines = []
+    for m, holders in risks:
+        named = ", ".join(holders[:10]) + (f" and {len(holders) - 10} more" if len(holders) > 10 else "")
+        lines.append(f"{m.filename}: edited since {len(holders)} school(s) of that run applied it ({named})")
+    raise UsageError(
+        f"--resume {previous.path}: applying these files to the rest would split the fleet (two versions of one "
+        "migration, and SQLx workers refusing to start on the schools that hold the other):\n  " + "\n  ".join(lines),
+        hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
+        "(`orchestrator new ...`); or revert those schools first (`orchestrator revert --target ...`)",
+    )

@@ -20,6 +20,7 @@ from .errors import UsageError
 from .fleet import FleetRun, TenantOutcome
 from .junit import JunitCase, render_junit
 from .outcome import Status
+from .source import Migration, MigrationSource
 
 SCHEMA_VERSION = 1
 
@@ -32,6 +33,7 @@ class RunReport:
     latest_version: int | None
     options: dict[str, Any] = field(default_factory=dict)
     rehearsal: list[str] | None = None  # what `--rehearse` tried, when given
+    checksums: dict[int, str] = field(default_factory=dict)  # version -> SHA-384 (hex) of each file this run used
 
     @property
     def outcomes(self) -> list[TenantOutcome]:
@@ -85,7 +87,11 @@ class RunReport:
             "ok": self.ok,
             "halted": self.run.halted,
             "interrupted": self.run.interrupted,
-            "migrations": {"directory": self.migrations_dir, "latest_version": self.latest_version},
+            "migrations": {
+                "directory": self.migrations_dir,
+                "latest_version": self.latest_version,
+                "checksums": {str(v): h for v, h in self.checksums.items()},
+            },
             "options": self.options,
             "rehearsal": self.rehearsal,
             "summary": {
@@ -138,18 +144,46 @@ def to_junit(report: RunReport) -> str:
     )
 
 
-def not_ok_ids(report_path: Path) -> frozenset[str]:
-    """For --resume: the ids of schools that did not end ok in a previous report."""
+@dataclass(frozen=True)
+class PreviousRun:
+    """What --resume needs from an earlier report: who did not end ok, and which bytes the others applied."""
+
+    path: Path
+    not_ok: frozenset[str]
+    checksums: dict[int, str]  # version -> SHA-384 (hex) of the file that run used
+    at_or_past: list[tuple[str, int | None]]  # (school, version after the run) of the schools that ended ok
+
+    def split_risks(self, source: MigrationSource) -> list[tuple[Migration, list[str]]]:
+        """Files edited since that run although schools of it hold them: applying them now would split the fleet."""
+        risks = []
+        for m in source:
+            recorded = self.checksums.get(m.version)
+            if recorded is None or recorded == m.checksum.hex():
+                continue
+            holders = [sid for sid, after in self.at_or_past if after is not None and after >= m.version]
+            if holders:
+                risks.append((m, holders))
+        return risks
+
+
+def read_previous_run(report_path: Path) -> PreviousRun:
+    """For --resume: an earlier --report, checked to be one of ours."""
     try:
         data = json.loads(report_path.read_text(encoding="utf-8"))
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        return frozenset(s["id"] for s in data["schools"] if not s["ok"])
+        schools = data["schools"]
+        return PreviousRun(
+            report_path,
+            frozenset(s["id"] for s in schools if not s["ok"]),
+            {int(v): str(h) for v, h in data["migrations"].get("checksums", {}).items()},
+            [(s["id"], s["version_after"]) for s in schools if s["ok"]],
+        )
     except FileNotFoundError:
         raise UsageError(
             f"--resume {report_path}: no such report", hint="pass the --report file of an earlier run"
         ) from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"--resume {report_path} is not an orchestrator JSON report ({exc})",
             hint="pass the file an earlier run wrote with --report",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from .errors import ModifiedMigration, UsageError
 from .fleet import Observer, run_fleet, skipped_run
 from .job import Command, Job
 from .lint.render import editor_line
@@ -50,6 +51,7 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
             "rehearsed": rehearsal is not None,
         },
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,
+        checksums={m.version: m.checksum.hex() for m in job.source},
     )
 
 
@@ -65,3 +67,27 @@ async def run_any(job: Job, observer: Observer | None = None) -> Report:
 async def plan_first(job: Job, observer: Observer | None = None) -> RunReport:
     """The read-only plan pass a `migrate` job makes before writing (--preflight): same schools, same options."""
     return await run(job.as_command(Command.PLAN), observer)
+
+
+def split_in_plan(planned: RunReport) -> UsageError | None:
+    """From the read-only plan pass: files whose applied bytes differ on some schools (`modified`) while the
+    rollout would apply them elsewhere. Refused before any write: one file, one checksum across the fleet."""
+    modified: dict[int, list[str]] = {}
+    for o in planned.outcomes:
+        if isinstance(o.result.error, ModifiedMigration):
+            for version in o.result.error.versions:
+                modified.setdefault(version, []).append(o.tenant.id)
+    if not modified:
+        return None
+    lines = [
+        f"version {v}: the file differs from what {len(ids)} school(s) applied ({', '.join(ids[:10])}"
+        + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        + ")"
+        for v, ids in sorted(modified.items())
+    ]
+    return UsageError(
+        "the plan pass found migration files that differ from the bytes schools already applied; applying them "
+        "elsewhere would split the fleet. Nothing was written:\n  " + "\n  ".join(lines),
+        hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
+        "(`orchestrator new ...`); or revert those schools first",
+    )

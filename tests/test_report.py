@@ -10,7 +10,7 @@ from orchestrator.errors import MigrationFailed
 from orchestrator.fleet import FleetRun, TenantOutcome
 from orchestrator.outcome import DatabaseResult, MigrationStep, Status
 from orchestrator.registry import single_tenant
-from orchestrator.report import RunReport, not_ok_ids, write_atomically
+from orchestrator.report import RunReport, read_previous_run, write_atomically
 
 
 def sample_report(schools: int) -> RunReport:
@@ -40,4 +40,4 @@ def test_the_streamed_json_equals_the_report_values(tmp_path: Path) -> None:
 
 def test_resume_reads_the_schools_that_did_not_end_ok(tmp_path: Path) -> None:
     write_atomically(tmp_path / "r.json", sample_report(8).json_chunks())
-    assert not_ok_ids(tmp_path / "r.json") == {"school_3", "school_7"}
+    assert read_previous_run(tmp_path / "r.json").not_ok == {"school_3", "school_7"}

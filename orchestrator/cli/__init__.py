@@ -21,7 +21,7 @@ from ..job import Command, Job, prepare
 from ..logsetup import register_secrets
 from ..outcome import Status
 from ..report import write_atomically
-from ..runner import Report, plan_first, run_any
+from ..runner import Report, plan_first, run_any, split_in_plan
 from ..target import DatabaseTarget
 from . import render
 from .options import LOGGING, Flags, with_flags
@@ -82,6 +82,9 @@ def execute(
         with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
             planned = anyio.run(plan_first, job, observer)
         render.print_preflight(human, planned)
+        split = split_in_plan(planned)
+        if split is not None:
+            fail_usage(split)
         something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
         if ask and something_to_do and not typer.confirm("Apply these migrations now?", default=False):
             human.print("aborted: nothing was written")
