@@ -1,12 +1,14 @@
 """The `lint` and `new` commands. Flags and rendering only: the work is in orchestrator.lint and .newfile.
 
-Exit codes of `lint`: 0 clean (warnings allowed), 1 an unsuppressed error, 2 invalid input (e.g. a missing path).
+Exit codes of `lint`: 0 clean (warnings allowed), 1 an unsuppressed error, 2 invalid input: a missing path, or a
+directory the loader refuses (the same message `migrate` gives, since both read it with `source.load_migrations`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -25,9 +27,13 @@ class LintFormat(StrEnum):
 _RENDERERS = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
 
 
-def _fail(err: InvalidInput) -> typer.Exit:
-    typer.echo(str(err), err=True)
-    return typer.Exit(2)
+def _fail(err: InvalidInput) -> NoReturn:
+    """Report invalid input as every other command does (exit code 2)."""
+    # Imported here: the package imports this module after defining fail_usage.
+    from . import fail_usage
+
+    fail_usage(err)
+    raise typer.Exit(2)  # fail_usage has already exited; this only tells the type checker
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 release=release,
             )
         except InvalidInput as err:
-            raise _fail(err) from None
+            _fail(err)
         typer.echo(_RENDERERS[output_format](report), nl=False)
         raise typer.Exit(0 if report.ok else 1)
 
@@ -70,6 +76,6 @@ def register(app: typer.Typer) -> None:
         try:
             up, down = new_migration(migrations, " ".join(description))
         except InvalidInput as err:
-            raise _fail(err) from None
+            _fail(err)
         typer.echo(up)
         typer.echo(down)
