@@ -723,17 +723,17 @@ def invoke(app: typer.Typer, *args: str) -> Result:
 
 
 @pytest.mark.parametrize(("entries", "culprit", "says"), INVALID_SOURCES)
-def test_lint_and_migrate_refuse_the_same_directory_with_the_same_message(
+def test_lint_migrate_and_audit_refuse_the_same_directory_with_the_same_message(
     main_cli: typer.Typer, tmp_path: Path, entries: dict[str, Entry], culprit: str, says: str
 ) -> None:
     directory = make(tmp_path / "migrations", entries)
     linted = invoke(main_cli, "lint", str(directory), "--no-squawk")
     # Refused while reading the directory, before any connection: no server listens on port 9.
-    migrated = invoke(
-        main_cli, "migrate", "-D", "postgresql://nobody@127.0.0.1:9/school", "--migrations", str(directory)
-    )
-    assert (linted.exit_code, migrated.exit_code) == (2, 2), linted.output + migrated.output
-    assert linted.stderr == migrated.stderr
+    school = "postgresql://nobody@127.0.0.1:9/school"
+    migrated = invoke(main_cli, "migrate", "-D", school, "--migrations", str(directory))
+    audited = invoke(main_cli, "audit", "-D", school, "--migrations", str(directory))
+    assert (linted.exit_code, migrated.exit_code, audited.exit_code) == (2, 2, 2), linted.output + migrated.output
+    assert linted.stderr == migrated.stderr == audited.stderr
     assert f"{directory}/{culprit}" in linted.stderr and says in linted.stderr
     assert "what to do:" in linted.stderr
     assert linted.stdout == "", "no findings for a directory that cannot be used"
