@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ from orchestrator.connection import quote_ident
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port
 from orchestrator.fleet import FleetOptions, TenantOutcome, run_fleet
 from orchestrator.job import Command, Request, prepare
+from orchestrator.lint import lint_paths
 from orchestrator.logsetup import configure_logging
 from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.registry import Tenant, load_registry
@@ -696,6 +698,36 @@ def audit_bench(bench: DbBench, registry: Path) -> None:
         bench.record(Figure(phase, TOOL_CLI, statistics.median(times), bench.schools, ok, note, times))
 
 
+# --- lint (no database) ---------------------------------------------------------------------------------------------
+
+LINT_FILE_BYTES = 4 * 1024 * 1024
+
+
+def lint_bench(workdir: Path, repeat: int) -> dict[str, float]:
+    """`lint` of one ~4 MB migration (the project's up files over and over), next to a floor: reading the file and
+    its SHA-384, the least any loader does with it. The medians of `repeat` runs."""
+    directory = workdir / "lint"
+    directory.mkdir()
+    ups = "".join(m.up_sql for m in load_migrations(MIGRATIONS))
+    path = directory / "20250101000000_big.sql"
+    path.write_text(ups * (LINT_FILE_BYTES // len(ups) + 1))
+
+    def median_s(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return {
+        "mb": path.stat().st_size / 1e6,
+        "floor_s": median_s(lambda: hashlib.sha384(path.read_bytes()).digest()),
+        "lint_s": median_s(lambda: lint_paths([directory], released_file=None)),
+        "lint_no_squawk_s": median_s(lambda: lint_paths([directory], released_file=None, use_squawk=False)),
+    }
+
+
 # --- output ---------------------------------------------------------------------------------------------------------
 
 
@@ -756,6 +788,13 @@ def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | 
     say("context")
     if "cli_startup_s" in facts:
         say(f"  orchestrator CLI start-up (`orchestrator --version`): {facts['cli_startup_s']:.2f} s")
+    if "lint" in facts:
+        lint = facts["lint"]
+        say(
+            f"  lint of one {lint['mb']:.1f} MB migration: {lint['lint_s']:.2f} s with squawk, "
+            f"{lint['lint_no_squawk_s']:.2f} s without; floor (read + SHA-384) {lint['floor_s']:.3f} s: "
+            f"{lint['lint_s'] / lint['floor_s']:.0f}x / {lint['lint_no_squawk_s'] / lint['floor_s']:.0f}x the floor"
+        )
     for command, seconds in sorted(facts.get("prepare_s", {}).items()):
         what = "registry load + safety gate (lint, squawk)" if command == "migrate" else "registry load"
         say(f"  in-process prepare() for {command}, part of its figures above ({what}): {seconds:.2f} s")
@@ -844,6 +883,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-sqlx", action="store_true", help="leave out the sqlx CLI comparison")
     p.add_argument("--skip-sim", action="store_true", help="leave out the simulated fleet")
+    p.add_argument("--skip-lint", action="store_true", help="leave out the lint of a 4 MB migration")
     p.add_argument("--skip-db", action="store_true", help="leave out everything that needs PostgreSQL")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
     # Internal: one simulation run in a child process.
@@ -922,6 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server.stop()
             else:
                 say(f"environment: {environment(None)}")
+            if not args.skip_lint:
+                facts["lint"] = lint_bench(workdir, args.repeat)
             if not args.skip_sim:
                 say()
                 sim = sim_bench(args, workdir)

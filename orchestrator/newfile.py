@@ -3,6 +3,8 @@
 Names are `<UTC %Y%m%d%H%M%S>_<description, spaces as _>.up.sql` / `.down.sql`, with SQLx's placeholder content.
 Unlike SQLx, we refuse a version that is already taken (two `new` in the same second would otherwise share one,
 and SQLx refuses duplicate versions only later, when it runs) and descriptions that make awkward file names.
+Existing names are read with the loader's own rules (`source.parse_file_name`), so `0020250401093015_x.sql` takes
+version 20250401093015 too, and a name the loader would refuse is refused here first.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import Location, MigrationSourceError, UsageError
+from .source import parse_file_name
 
 UP_CONTENT = "-- Add up migration script here\n"
 DOWN_CONTENT = "-- Add down migration script here\n"
@@ -39,7 +42,8 @@ def new_migration(directory: Path, description: str, *, now: datetime | None = N
 
     directory.mkdir(parents=True, exist_ok=True)  # as sqlx does
     for existing in sorted(directory.iterdir()):
-        if existing.name.endswith(".sql") and existing.name.split("_", 1)[0] == version:
+        parsed = parse_file_name(existing)
+        if parsed is not None and parsed[0] == int(version):
             raise MigrationSourceError(
                 f"version {version} is already used by {existing.name}",
                 location=Location(existing),

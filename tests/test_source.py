@@ -6,10 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from sourcecases import INVALID_SOURCES, SQL, Dir, Entry, Fifo, Link, make
 
 from orchestrator.errors import MigrationSourceError
-from orchestrator.source import checksum, load_migrations
-from orchestrator.sqltext import split_statements
+from orchestrator.source import I64_MAX, I64_MIN, checksum, load_migrations
+from orchestrator.sqltext import SqlText, split_statements
 
 PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -77,9 +78,27 @@ def test_non_integer_version_prefix_is_refused_naming_the_file(tmp_path: Path) -
     assert error.hint
 
 
-def test_version_beyond_signed_64_bit_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, {f"{2**63}_too_big.sql": "SELECT 1;\n"})
-    assert f"{2**63}_too_big.sql" in refusal(tmp_path).message
+def test_the_signed_64_bit_range_is_accepted_up_to_its_ends(tmp_path: Path) -> None:
+    write(tmp_path, {f"{I64_MIN}_lowest.sql": SQL, f"{I64_MAX}_highest.sql": SQL, "-7_negative.sql": SQL})
+    assert load_migrations(tmp_path).versions == [I64_MIN, -7, I64_MAX]
+
+
+@pytest.mark.parametrize(("entries", "culprit", "says"), INVALID_SOURCES)
+def test_a_directory_migrate_cannot_use_is_refused_naming_the_file(
+    tmp_path: Path, entries: dict[str, Entry], culprit: str, says: str
+) -> None:
+    error = refusal(make(tmp_path, entries))
+    assert f"{tmp_path}/{culprit}" in error.message and says in error.message, error.message
+    assert error.hint, "every refusal says what to do"
+
+
+def test_a_symbolic_link_to_a_regular_file_is_a_migration(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "create.sql").write_text("CREATE TABLE t (id int);\n")
+    make(tmp_path / "m", {"1_create.sql": Link("../shared/create.sql")})
+    [m] = load_migrations(tmp_path / "m").migrations
+    assert m.up_sql == "CREATE TABLE t (id int);\n"
+    assert m.checksum == checksum(b"CREATE TABLE t (id int);\n")
 
 
 def test_files_sqlx_ignores_are_ignored(tmp_path: Path) -> None:
@@ -93,7 +112,7 @@ def test_files_sqlx_ignores_are_ignored(tmp_path: Path) -> None:
             "3_backup.sql.bak": "SELECT 3;\n",
         },
     )
-    (tmp_path / "4_a_directory.sql").mkdir()
+    make(tmp_path, {"4_a_directory": Dir(), "5_a_pipe.sql.tmp": Fifo(), "6_a_link": Link("/dev/zero")})
     assert load_migrations(tmp_path).versions == [1]
 
 
@@ -343,3 +362,26 @@ def test_statement_code_strips_comments_and_folds_whitespace() -> None:
 def test_dollar_sign_inside_an_identifier_is_not_a_dollar_quote() -> None:
     statements = split_statements("SELECT a$b$ FROM t; SELECT 2;")
     assert len(statements) == 2
+
+
+def test_statement_spans_end_at_their_last_code_character() -> None:
+    sql = "-- lead\nALTER TABLE t\n  DROP COLUMN c -- why\n;\nSELECT 'x;y'"
+    first, second = split_statements(sql)
+    assert (first.line, first.last_line) == (2, 3)
+    assert sql[first.start : first.end] == "ALTER TABLE t\n  DROP COLUMN c"
+    assert (second.line, second.last_line) == (5, 5) and sql[second.start : second.end] == "SELECT 'x;y'"
+
+
+def test_line_and_column_of_any_offset() -> None:
+    sql = SqlText("ab\ncd\n")
+    assert [sql.position(offset) for offset in range(7)] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1)]
+    assert [sql.line_text(n) for n in (1, 2, 3, 4)] == ["ab", "cd", "", None]
+
+
+def test_masked_text_blanks_comments_and_literals_but_keeps_length_lines_and_code() -> None:
+    sql = SqlText("SELECT 'a;b', \"x\" -- c;\n/* d;\n */ $f$e;$f$;")
+    masked = sql.masked
+    assert len(masked) == len(sql.text)
+    assert [i for i, c in enumerate(masked) if c == "\n"] == [i for i, c in enumerate(sql.text) if c == "\n"]
+    assert " ".join(masked.split()) == "SELECT ' ', \"x\" $ $;"
+    assert [sql.text[t.start : t.end] for t in sql.line_comments] == ["-- c;"]

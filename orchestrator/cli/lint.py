@@ -1,6 +1,7 @@
 """The `lint` and `new` commands. Flags and rendering only: the work is in orchestrator.lint and .newfile.
 
-Exit codes of `lint`: 0 clean (warnings allowed), 1 an unsuppressed error, 2 invalid input (e.g. a missing path).
+Exit codes of `lint`: 0 clean (warnings allowed), 1 an unsuppressed error, 2 invalid input: a missing path, or a
+directory the loader refuses (the same message `migrate` gives, since both read it with `source.load_migrations`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from ..errors import InvalidInput
 from ..lint import default_released_file, lint_paths
 from ..lint.render import render_editor, render_json, render_text
 from ..newfile import new_migration
+from ..settings import DEFAULT_MIGRATIONS
+from .options import MIGRATIONS, Flags, command
+from .render import fail_usage
 
 
 class LintFormat(StrEnum):
@@ -25,30 +29,28 @@ class LintFormat(StrEnum):
 _RENDERERS = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
 
 
-def _fail(err: InvalidInput) -> typer.Exit:
-    typer.echo(str(err), err=True)
-    return typer.Exit(2)
-
-
 def register(app: typer.Typer) -> None:
     """Add `lint` and `new` to the main CLI."""
 
-    @app.command("lint")
+    @command(app, name="lint")
     def lint_command(
+        flags: Flags,
         paths: list[Path] | None = typer.Argument(
-            None, help="Migration directories or files to lint [default: migrations]", show_default=False
+            None, help="Migration directories or files to lint.", show_default=str(DEFAULT_MIGRATIONS)
         ),
-        output_format: LintFormat = typer.Option(LintFormat.text, "--format", help="text, json, or editor"),
+        output_format: LintFormat = typer.Option(
+            LintFormat.text, "--format", help="text, json, or editor (file:line:col: severity: \\[rule] message)."
+        ),
         released: Path | None = typer.Option(
-            None, "--released", help="Record of released files [default: <dir>/released.sum]", show_default=False
+            None, "--released", help="Record of released files.", show_default="<dir>/released.sum"
         ),
         release: bool = typer.Option(
-            False, "--release", help="Record every current file as released (only when the lint is clean)"
+            False, "--release", help="Record every current file as released (only when the lint is clean)."
         ),
-        no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules"),
+        no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
         """Check migrations for changes that are unsafe on a fleet of school databases."""
-        targets = paths or [Path("migrations")]
+        targets = paths or [DEFAULT_MIGRATIONS]
         try:
             report = lint_paths(
                 targets,
@@ -57,19 +59,19 @@ def register(app: typer.Typer) -> None:
                 release=release,
             )
         except InvalidInput as err:
-            raise _fail(err) from None
+            fail_usage(err)
         typer.echo(_RENDERERS[output_format](report), nl=False)
         raise typer.Exit(0 if report.ok else 1)
 
-    @app.command("new")
+    @command(app, MIGRATIONS, name="new")
     def new_command(
+        flags: Flags,
         description: list[str] = typer.Argument(..., help="What the migration does, e.g. add library books"),
-        migrations: Path = typer.Option(Path("migrations"), "--migrations", help="Migrations directory"),
     ) -> None:
         """Create a new reversible migration (an .up.sql and .down.sql pair), as `sqlx migrate add -r` does."""
         try:
-            up, down = new_migration(migrations, " ".join(description))
+            up, down = new_migration(flags.values["migrations"], " ".join(description))
         except InvalidInput as err:
-            raise _fail(err) from None
+            fail_usage(err)
         typer.echo(up)
         typer.echo(down)

@@ -89,6 +89,8 @@ def _duration(name: str, decls: str, help: str, default: float) -> Flag:
 
 _budgets, _outputs, _gate = Budgets(), Outputs(), Gate()
 
+MIGRATIONS_DIR = Flag("migrations", Path, ("--migrations",), "Directory of SQLx migration files.", DEFAULT_MIGRATIONS)
+MIGRATIONS = Group("Migrations", (MIGRATIONS_DIR,))
 DATABASES = Group(
     "Databases",
     (
@@ -96,7 +98,7 @@ DATABASES = Group(
              "One database instead of the registry's schools.", show_default="$DATABASE_URL without --registry",
              metavar="<url>"),
         Flag("registry", Path, ("--registry",), "The tenant registry (YAML).", DEFAULT_REGISTRY),
-        Flag("migrations", Path, ("--migrations",), "Directory of SQLx migration files.", DEFAULT_MIGRATIONS),
+        MIGRATIONS_DIR,
     ),
 )  # fmt: skip
 SELECTION = Group(

@@ -7,6 +7,10 @@ NOT NULL columns have defaults; every up has a tested down.
     report = lint_paths([Path("migrations")], released_file=Path("migrations/released.sum"))
     if not report.ok: ...
 
+The files come from the one loader, `source.load_migrations`, exactly as `migrate` and `audit` read them: a
+directory they would refuse (a bad name or version, a version used twice, an up without its down, a file that is
+not a regular file or not UTF-8, ...) raises the same MigrationSourceError here (`lint` exits 2, not 1).
+
 A run: our rules (rules.py) on every file, the released record (released.py), squawk on the up files
 (squawk.py, duplicates of ours dropped), then in-file suppressions (suppress.py). `lint_migrations` is the same
 on already-loaded migrations, for the gate in front of `migrate`.
@@ -17,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import UsageError
-from ..source import Migration
+from ..errors import Location, MigrationSourceError, UsageError
+from ..source import Migration, MigrationFile, MigrationSource, is_migration_name, load_migrations
 from .findings import Finding, LintReport
 from .released import SUM_FILENAME, check_released, read_released, record_release
-from .rules import MigrationFile, check_file, check_pairs, is_migration_name
+from .rules import check_file
 from .squawk import drop_duplicates, run_squawk
 from .suppress import Suppression, apply_suppressions, parse_suppressions
 
@@ -41,24 +45,51 @@ def default_released_file(paths: Sequence[Path]) -> Path:
     return (first if first.is_dir() else first.parent) / SUM_FILENAME
 
 
+def _files_of(migrations: Sequence[Migration]) -> list[MigrationFile]:
+    return [file for m in migrations for file in m.files]
+
+
+def _named_file(path: Path, source: MigrationSource) -> list[MigrationFile]:
+    """The migration file `path` names, read as part of its directory (so its pair and version are checked too)."""
+    found = [f for f in _files_of(source.migrations) if f.path.name == path.name]
+    if not found:
+        why = "SQLx ignores it" if not is_migration_name(path.name) else "it is not among the directory's migrations"
+        raise MigrationSourceError(
+            f"not a migration file: {why}",
+            location=Location(path),
+            hint="pass a migrations directory, or files named <VERSION>_<description>.sql in one",
+        )
+    return found
+
+
 def _collect(paths: Sequence[Path]) -> list[MigrationFile]:
-    """The files to lint: migration files (by SQLx's naming rule) of each directory, and files named directly."""
+    """The files to lint: every migration of each directory, and files named directly, each as part of its directory.
+
+    Each directory is read with `load_migrations`, so whatever `migrate` would refuse is refused here, alike.
+    """
+    sources: dict[Path, MigrationSource] = {}
+
+    def source_of(directory: Path) -> MigrationSource:
+        if directory not in sources:
+            sources[directory] = load_migrations(directory)
+        return sources[directory]
+
     seen: set[Path] = set()
     files: list[MigrationFile] = []
     for path in paths:
         if path.is_dir():
-            candidates = sorted(p for p in path.iterdir() if p.is_file() and is_migration_name(p.name))
-        elif path.is_file():
-            candidates = [path]
+            candidates = _files_of(source_of(path).migrations)
+        elif path.exists() or path.is_symlink():
+            candidates = _named_file(path, source_of(path.parent))
         else:
             raise UsageError(
                 f"{path} does not exist",
                 hint="pass a migrations directory or migration files (default: migrations)",
             )
         for candidate in candidates:
-            if candidate.resolve() not in seen:
-                seen.add(candidate.resolve())
-                files.append(MigrationFile.read(candidate))
+            if candidate.path.resolve() not in seen:
+                seen.add(candidate.path.resolve())
+                files.append(candidate)
     return files
 
 
@@ -66,7 +97,6 @@ def _lint(files: Sequence[MigrationFile], *, released_file: Path | None, use_squ
     ours: list[Finding] = []
     for file in files:
         ours += check_file(file)
-    ours += check_pairs(list(files))
     if released_file is not None:
         ours += check_released(read_released(released_file), files)
 
@@ -78,7 +108,7 @@ def _lint(files: Sequence[MigrationFile], *, released_file: Path | None, use_squ
     found = ours
     if use_squawk:
         # Squawk lints what runs forward; down files are allowed to drop what their up created.
-        ups = [f for f in files if f.kind != "down" and f.text is not None]
+        ups = [f for f in files if f.kind != "down"]
         found = ours + drop_duplicates(run_squawk(ups), ours, ups)
 
     found = apply_suppressions(found, suppressions)
@@ -93,7 +123,8 @@ def lint_paths(
     use_squawk: bool = True,
     release: bool = False,
 ) -> LintReport:
-    """Lint migration files and directories of them. Raises UsageError for a path that does not exist.
+    """Lint migration files and directories of them. Raises UsageError for a path that does not exist, and
+    MigrationSourceError for a directory the loader refuses.
 
     `released_file`: the released.sum to check edits against (None: skip that check; missing file: nothing
     released yet). `release=True` then records every linted file in it, but only when the lint is clean.
@@ -110,10 +141,4 @@ def lint_paths(
 
 def lint_migrations(migrations: Sequence[Migration], *, directory: Path, use_squawk: bool = True) -> LintReport:
     """Lint already-loaded migrations (the pending ones, in front of `migrate`), against `directory`/released.sum."""
-    files: list[MigrationFile] = []
-    for m in migrations:
-        # The loader decoded the bytes as strict UTF-8, so encoding the text gives back the exact bytes.
-        files.append(MigrationFile(m.up_path, m.up_sql.encode("utf-8"), m.up_sql))
-        if m.down_path is not None and m.down_sql is not None:
-            files.append(MigrationFile(m.down_path, m.down_sql.encode("utf-8"), m.down_sql))
-    return _lint(files, released_file=directory / SUM_FILENAME, use_squawk=use_squawk)
+    return _lint(_files_of(migrations), released_file=directory / SUM_FILENAME, use_squawk=use_squawk)

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Location, MigrationSourceError
+from ..source import MigrationFile
 from .findings import Finding
-from .rules import MigrationFile, finding
+from .rules import finding
 
 SUM_FILENAME = "released.sum"
 _DIGEST = r"sha384:[0-9a-f]{96}"

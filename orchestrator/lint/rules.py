@@ -1,8 +1,11 @@
 """Our own lint rules: the platform's rules for migrations that run on every school database.
 
-Rules match statements from `split_statements` against a *masked* copy of the file, where comments, string
+Rules match the statements of `sqltext.SqlText` against its *masked* copy of the file, where comments, string
 literals and dollar-quoted bodies are blanked out (same length, newlines kept). So a `DROP COLUMN` inside a
 comment or a function body is not a finding, and every match maps straight back to a line and column.
+
+What makes a directory unusable (names, versions, pairs, encoding, several statements in a `-- no-transaction`
+file) is not a rule here: the loader (`source.load_migrations`) refuses it, for `lint` exactly as for `migrate`.
 
 Destructive rules (drops, renames, type changes) apply to up files only: a down file exists to undo its up, so
 it may drop what the up created. The rest (foreign keys, NOT NULL columns, indexes, transactions, encoding)
@@ -12,17 +15,12 @@ apply to both, because a down that fails is as bad as an up that fails.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from ..source import NO_TRANSACTION_MARKER
-from ..sqltext import Statement, _skip_quoted, line_of, split_statements
+from ..source import MigrationFile
+from ..sqltext import Statement
 from .findings import Finding, Severity
-
-MigrationKind = Literal["up", "down", "simple"]
-BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -104,13 +102,6 @@ CATALOG: dict[str, RuleInfo] = {
         "make `-- no-transaction` the file's first line and keep that statement alone in its file",
         suppressible=False,  # it fails on every database: there is no reason that makes it safe
     ),
-    "no-transaction-multiple-statements": RuleInfo(
-        "error",
-        "SQLx sends a no-transaction file as one query string: its statements then run in an implicit "
-        "transaction (so CONCURRENTLY fails), and a failure halfway leaves databases half-migrated",
-        "put each statement in its own migration (`orchestrator new <description>` writes one)",
-        suppressible=False,  # the source loader refuses such a file anyway
-    ),
     "byte-order-mark": RuleInfo(
         "error",
         "SQLx sends the file's bytes as they are and PostgreSQL does not skip a byte-order mark, so the first "
@@ -125,25 +116,6 @@ CATALOG: dict[str, RuleInfo] = {
         "them into LF (git autocrlf), every database that applied the file reports it as modified and refuses "
         "to migrate",
         "convert the file to LF line endings and add `*.sql -text` to .gitattributes",
-    ),
-    "missing-down": RuleInfo(
-        "error",
-        "the platform requires every up to have a tested down; without one the release cannot be rolled back, "
-        "and SQLx refuses a directory where an .up.sql has no .down.sql",
-        "add the .down.sql that undoes the up (`orchestrator new <description>` writes both files)",
-        suppressible=False,
-    ),
-    "down-without-up": RuleInfo(
-        "error",
-        "SQLx refuses a directory holding a .down.sql without its .up.sql, so no database can migrate",
-        "add the matching .up.sql, or remove the down file",
-        suppressible=False,
-    ),
-    "not-utf8": RuleInfo(
-        "error",
-        "SQLx refuses files that are not valid UTF-8, so no database can migrate",
-        "re-save the file as UTF-8",
-        suppressible=False,
     ),
     "released-file-edited": RuleInfo(
         "error",
@@ -215,124 +187,7 @@ def finding(
     )
 
 
-# --- files --------------------------------------------------------------------------------------------------------
-
-
-def migration_kind(path: Path) -> MigrationKind:
-    if path.name.endswith(".down.sql"):
-        return "down"
-    if path.name.endswith(".up.sql"):
-        return "up"
-    return "simple"
-
-
-def is_migration_name(name: str) -> bool:
-    """SQLx's own test: it ignores names without `_` or not ending in `.sql` (released.sum among them)."""
-    return "_" in name and name.endswith(".sql")
-
-
-@dataclass(frozen=True)
-class MigrationFile:
-    """One file to lint: its exact bytes and, when they are valid UTF-8, its text."""
-
-    path: Path
-    raw: bytes
-    text: str | None
-
-    @classmethod
-    def from_bytes(cls, path: Path, raw: bytes) -> MigrationFile:
-        try:
-            text: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        return cls(path, raw, text)
-
-    @classmethod
-    def read(cls, path: Path) -> MigrationFile:
-        return cls.from_bytes(path, path.read_bytes())
-
-    @property
-    def kind(self) -> MigrationKind:
-        return migration_kind(self.path)
-
-    @property
-    def no_transaction(self) -> bool:
-        # Exactly SQLx's test: the text starts with the marker (so not after a BOM).
-        return self.text is not None and self.text.startswith(NO_TRANSACTION_MARKER)
-
-    @property
-    def partner(self) -> Path | None:
-        """The down file of an up file and the reverse; None for a simple (irreversible) migration."""
-        name = self.path.name
-        if self.kind == "up":
-            return self.path.with_name(name[: -len(".up.sql")] + ".down.sql")
-        if self.kind == "down":
-            return self.path.with_name(name[: -len(".down.sql")] + ".up.sql")
-        return None
-
-
 # --- text helpers -------------------------------------------------------------------------------------------------
-
-
-def _blank(text: str) -> str:
-    return re.sub(r"[^\n]", " ", text)
-
-
-def mask_sql(sql: str) -> str:
-    """`sql` with comments, string literals and dollar-quoted bodies blanked out; same length, newlines kept.
-
-    Quoted identifiers stay (rules need the names); quotes of literals stay, so `DEFAULT 'x'` still reads as
-    a default. A byte-order mark becomes a space so that rules anchored at a statement's start still match.
-    """
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        j = _skip_quoted(sql, i)
-        if j > i:
-            token = sql[i:j]
-            if token.startswith('"'):
-                out.append(token)
-            elif token.startswith(("--", "/*")) or len(token) < 2:
-                out.append(_blank(token))
-            else:
-                out.append(token[0] + _blank(token[1:-1]) + token[-1])
-            i = j
-        else:
-            out.append(" " if sql[i] == "\ufeff" else sql[i])
-            i += 1
-    return "".join(out)
-
-
-def line_comments(sql: str) -> Iterator[tuple[int, str]]:
-    """(offset, text) of every `--` comment, skipping `--` inside strings, identifiers and block comments."""
-    i, n = 0, len(sql)
-    while i < n:
-        j = _skip_quoted(sql, i)
-        if j > i:
-            if sql.startswith("--", i):
-                yield i, sql[i:j]
-            i = j
-        else:
-            i += 1
-
-
-def statement_span(sql: str, statement: Statement) -> tuple[int, int]:
-    """[start, end) offsets of a statement's code in the file: from its first keyword to before its `;`."""
-    # Statement.text may begin with comments that Statement.start skips; find where the text itself sits.
-    text_start = sql.rfind(statement.text, 0, statement.start + len(statement.text))
-    end = (text_start if text_start >= 0 else statement.start) + len(statement.text)
-    return statement.start, max(end, statement.start)
-
-
-def statement_lines(sql: str) -> list[tuple[int, int]]:
-    """(first line, last line) of every statement, in file order."""
-    spans = (statement_span(sql, s) for s in split_statements(sql))
-    return [(line_of(sql, start), line_of(sql, max(start, end - 1))) for start, end in spans]
-
-
-def position(sql: str, offset: int) -> tuple[int, int]:
-    """1-based (line, column) of a character offset."""
-    return line_of(sql, offset), offset - (sql.rfind("\n", 0, offset) + 1) + 1
 
 
 def _split_top_level(text: str) -> list[tuple[int, str]]:
@@ -428,21 +283,21 @@ def _shown(name: str) -> str:
 class _FileChecker:
     """Walks one file's statements in order, remembering the tables the file itself creates."""
 
-    def __init__(self, file: MigrationFile, text: str) -> None:
+    def __init__(self, file: MigrationFile) -> None:
         self.file = file
-        self.text = text
-        self.masked = mask_sql(text)
+        self.sql = file.sql
+        self.masked = file.sql.masked
         self.destructive_rules = file.kind != "down"
         self.created: set[str] = set()
         self.findings: list[Finding] = []
 
     def add(self, rule: str, offset: int, message: str) -> None:
-        line, column = position(self.text, offset)
+        line, column = self.sql.position(offset)
         self.findings.append(finding(rule, self.file.path, line, column, message))
 
     def check(self, statement: Statement) -> None:
-        start, end = statement_span(self.text, statement)
-        code = self.masked[start:end]
+        start = statement.start
+        code = self.masked[start : statement.end]
         self._concurrently(code, start)
         if m := _CREATE_TABLE.match(code):
             self._create_table(code, start, m)
@@ -558,49 +413,21 @@ class _FileChecker:
 
 def _encoding_findings(file: MigrationFile) -> list[Finding]:
     found = []
-    if file.raw.startswith(BOM):
+    if file.text.startswith("\ufeff"):
         found.append(finding("byte-order-mark", file.path, 1, 1, "the file starts with a UTF-8 byte-order mark"))
-    crlf = file.raw.find(b"\r\n")
+    crlf = file.text.find("\r\n")
     if crlf >= 0:
-        line = file.raw.count(b"\n", 0, crlf) + 1
-        found.append(finding("crlf-line-endings", file.path, line, 1, "the file has CRLF (Windows) line endings"))
+        found.append(
+            finding(
+                "crlf-line-endings", file.path, file.sql.line_of(crlf), 1, "the file has CRLF (Windows) line endings"
+            )
+        )
     return found
 
 
 def check_file(file: MigrationFile) -> list[Finding]:
     """Every finding of our per-file rules on one migration file."""
-    if file.text is None:
-        return [finding("not-utf8", file.path, 1, 1, "the file is not valid UTF-8")]
-    found = _encoding_findings(file)
-    statements = split_statements(file.text)
-    if file.no_transaction and len(statements) > 1:
-        found.append(
-            finding(
-                "no-transaction-multiple-statements",
-                file.path,
-                statements[1].line,
-                position(file.text, statements[1].start)[1],
-                f"a `-- no-transaction` file must hold exactly one statement; this one holds {len(statements)}",
-            )
-        )
-    checker = _FileChecker(file, file.text)
-    for statement in statements:
+    checker = _FileChecker(file)
+    for statement in file.sql.statements:
         checker.check(statement)
-    return found + checker.findings
-
-
-def check_pairs(files: list[MigrationFile]) -> list[Finding]:
-    """An up without its down and a down without its up (looking at the files given and at the disk)."""
-    given = {f.path.resolve() for f in files}
-    found = []
-    for file in files:
-        partner = file.partner
-        if partner is None or partner.resolve() in given or partner.exists():
-            continue
-        if file.kind == "up":
-            found.append(
-                finding("missing-down", file.path, 1, 1, f"reversible migration has no down file ({partner.name})")
-            )
-        else:
-            found.append(finding("down-without-up", file.path, 1, 1, f"down file has no up file ({partner.name})"))
-    return found
+    return _encoding_findings(file) + checker.findings

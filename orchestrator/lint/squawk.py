@@ -17,12 +17,13 @@ import json
 import shutil
 import subprocess
 import sys
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..source import MigrationFile
 from .findings import Finding, Severity
-from .rules import MigrationFile, statement_lines
 
 EXCLUDED_RULES: tuple[str, ...] = (
     # Our engine sets lock_timeout and statement_timeout on every session, so the files need not.
@@ -76,12 +77,12 @@ def _tool_warning(rule: str, path: Path, message: str, instead: str) -> Finding:
     )
 
 
-def _char_column(raw: bytes, line: int, byte_column: int) -> int:
+def _char_column(file: MigrationFile, line: int, byte_column: int) -> int:
     """1-based character column from squawk's 0-based line and byte column."""
-    lines = raw.split(b"\n")
-    if not 0 <= line < len(lines):
+    text = file.sql.line_text(line + 1)
+    if text is None:
         return byte_column + 1
-    return len(lines[line][:byte_column].decode("utf-8", errors="ignore")) + 1
+    return len(text.encode("utf-8")[:byte_column].decode("utf-8", errors="ignore")) + 1
 
 
 def _severity(level: str) -> Severity:
@@ -100,7 +101,7 @@ def _to_finding(item: dict[str, Any], files: dict[Path, MigrationFile]) -> Findi
         severity=_severity(str(item.get("level", "warning"))),
         path=file.path,
         line=line + 1,
-        column=_char_column(file.raw, line, int(item.get("column") or 0)),
+        column=_char_column(file, line, int(item.get("column") or 0)),
         message=str(item.get("message", "")),
         why=f"squawk's rule {rule}: see {_DOCS}{rule}",
         instead=str(help_text) if help_text else f"see {_DOCS}{rule}",
@@ -164,19 +165,33 @@ def drop_duplicates(
     squawk_findings: Sequence[Finding], ours: Sequence[Finding], files: Sequence[MigrationFile]
 ) -> list[Finding]:
     """Squawk's findings minus those one of our rules already reports on the same statement."""
-    statements = {f.path: statement_lines(f.text) for f in files if f.text is not None}
-    ours_at = {(f.path, f.rule, f.line) for f in ours}
+    # Sorted line lists searched by bisection: statements do not overlap, so the last one starting at or before a
+    # line is the only one that can hold it.
+    statements = {f.path: [(s.line, s.last_line) for s in f.sql.statements] for f in files}
+    first_lines = {path: [first for first, _ in spans] for path, spans in statements.items()}
+    ours_lines: dict[tuple[Path, str], list[int]] = {}
+    for f in ours:
+        ours_lines.setdefault((f.path, f.rule), []).append(f.line)
+    for found in ours_lines.values():
+        found.sort()
 
     def lines_of_statement(path: Path, line: int) -> range:
-        for first, last in statements.get(path, []):
-            if first <= line <= last:
+        at = bisect_right(first_lines.get(path, []), line) - 1
+        if at >= 0:
+            first, last = statements[path][at]
+            if line <= last:
                 return range(first, last + 1)
         return range(line, line + 1)
+
+    def ours_within(path: Path, rule: str, lines: range) -> bool:
+        found = ours_lines.get((path, rule), [])
+        at = bisect_left(found, lines.start)
+        return at < len(found) and found[at] < lines.stop
 
     kept = []
     for s in squawk_findings:
         equivalent = EQUIVALENT_RULES.get(s.rule.removeprefix("squawk:"))
-        if equivalent and any((s.path, equivalent, n) in ours_at for n in lines_of_statement(s.path, s.line)):
+        if equivalent and ours_within(s.path, equivalent, lines_of_statement(s.path, s.line)):
             continue
         kept.append(s)
     return kept

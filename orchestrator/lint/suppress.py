@@ -13,6 +13,9 @@ covers the whole file and only counts in the comments before the first statement
 separated by commas or spaces; a squawk rule may be named with or without its `squawk:` prefix.
 
 A suppression without a reason suppresses nothing and is itself an error: the reason is what a reviewer reads.
+
+The lines a suppression covers are one range (the statement's lines), and findings are matched through an index by
+line, so a file with thousands of suppressions and findings costs no more than it is long.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..sqltext import line_of, split_statements
+from ..source import MigrationFile
+from ..sqltext import SqlText
 from .findings import Finding
-from .rules import CATALOG, MigrationFile, finding, line_comments, mask_sql, statement_lines
+from .rules import CATALOG, finding
 
 _SUPPRESSION = re.compile(r"^--\s*lint:ignore(?P<file>-file)?(?![\w-])(?P<rest>.*)$", re.IGNORECASE)
 _REASON = re.compile(r"\breason\s*:", re.IGNORECASE)
+_NON_SPACE = re.compile(r"\S")
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Suppression:
     rules: frozenset[str]
     reason: str
     line: int  # where the comment is
-    lines: frozenset[int] | None  # the lines it covers; None for the whole file
+    lines: range | None  # the lines it covers; None for the whole file
 
     def covers(self, f: Finding) -> bool:
         named = f.rule in self.rules or (f.rule.startswith("squawk:") and f.rule[len("squawk:") :] in self.rules)
@@ -51,42 +56,40 @@ def suppressible(f: Finding) -> bool:
     return info is None or info.suppressible
 
 
-def _covered_lines(
-    masked_lines: list[str], statements: list[tuple[int, int]], comment_line: int, own_line: bool
-) -> frozenset[int]:
-    """The lines a line suppression covers; `masked_lines` (comments blanked) tell code lines from the rest."""
-    if own_line:
-        code_lines = (n for n in range(comment_line + 1, len(masked_lines) + 1) if masked_lines[n - 1].strip())
-        target = next(code_lines, comment_line + 1)
-        covered = {target}
-        for first, last in statements:
-            if first == target:
-                covered.update(range(first, last + 1))
-        return frozenset(covered)
-    covered = {comment_line}
-    for first, last in statements:
-        if comment_line in (first, last):
-            covered.update(range(first, last + 1))
-    return frozenset(covered)
+class _StatementLines:
+    """Which statements start and end on a line: (first line, last line) of each, indexed both ways."""
+
+    def __init__(self, sql: SqlText) -> None:
+        self.last_of: dict[int, int] = {}  # first line -> the furthest last line of the statements starting there
+        self.first_of: dict[int, int] = {}  # last line -> the earliest first line of the statements ending there
+        for s in sql.statements:
+            self.last_of[s.line] = max(self.last_of.get(s.line, s.last_line), s.last_line)
+            self.first_of[s.last_line] = min(self.first_of.get(s.last_line, s.line), s.line)
+
+    def own_line(self, sql: SqlText, comment_end: int, comment_line: int) -> range:
+        """A comment on its own line covers the next line of code and the statements starting there."""
+        code = _NON_SPACE.search(sql.masked, comment_end)
+        target = sql.line_of(code.start()) if code else comment_line + 1
+        return range(target, self.last_of.get(target, target) + 1)
+
+    def end_of_line(self, comment_line: int) -> range:
+        """A comment after code covers its line and the statements that start or end on it."""
+        first = self.first_of.get(comment_line, comment_line)
+        return range(first, self.last_of.get(comment_line, comment_line) + 1)
 
 
 def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Finding]]:
     """The file's suppressions, and findings for the malformed ones (which suppress nothing)."""
-    text = file.text
-    if text is None:
-        return [], []
-    statements = split_statements(text)
-    first_code = statements[0].start if statements else len(text)
-    masked_lines = mask_sql(text).split("\n")
-    statement_ranges = statement_lines(text)
+    sql, text = file.sql, file.text
+    first_code = sql.statements[0].start if sql.statements else len(text)
+    statement_lines = _StatementLines(sql)
     suppressions: list[Suppression] = []
     problems: list[Finding] = []
-    for offset, comment in line_comments(text):
-        m = _SUPPRESSION.match(comment.rstrip())
+    for comment in sql.line_comments:
+        m = _SUPPRESSION.match(text[comment.start : comment.end].rstrip())
         if not m:
             continue
-        line = line_of(text, offset)
-        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        line, column = sql.position(comment.start)
         whole_file = m.group("file") is not None
         rule_part, reason = _split_reason(m.group("rest"))
         rules = frozenset(r for r in re.split(r"[\s,]+", rule_part) if r)
@@ -104,7 +107,7 @@ def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Fin
                 )
             )
             continue
-        if whole_file and offset > first_code:
+        if whole_file and comment.start > first_code:
             problems.append(
                 finding(
                     "misplaced-suppression",
@@ -115,8 +118,12 @@ def parse_suppressions(file: MigrationFile) -> tuple[list[Suppression], list[Fin
                 )
             )
             continue
-        own_line = not text[text.rfind("\n", 0, offset) + 1 : offset].strip()
-        covered = None if whole_file else _covered_lines(masked_lines, statement_ranges, line, own_line)
+        covered = None
+        if not whole_file:
+            own_line = not text[comment.start - column + 1 : comment.start].strip()
+            covered = (
+                statement_lines.own_line(sql, comment.end, line) if own_line else statement_lines.end_of_line(line)
+            )
         suppressions.append(Suppression(rules, reason, line, covered))
     return suppressions, problems
 
@@ -131,9 +138,21 @@ def apply_suppressions(
     findings: Sequence[Finding], suppressions: Mapping[Path, Sequence[Suppression]]
 ) -> list[Finding]:
     """`findings` with those covered by a suppression marked suppressed, with the author's reason."""
+    # Per file: the whole-file suppressions, and the line suppressions indexed by each line they cover.
+    whole_file: dict[Path, list[Suppression]] = {}
+    by_line: dict[tuple[Path, int], list[Suppression]] = {}
+    for path, found in suppressions.items():
+        for s in found:
+            if s.lines is None:
+                whole_file.setdefault(path, []).append(s)
+            else:
+                for line in s.lines:
+                    by_line.setdefault((path, line), []).append(s)
     result = []
     for f in findings:
-        match = next((s for s in suppressions.get(f.path, ()) if s.covers(f)), None)
+        candidates = [*by_line.get((f.path, f.line), ()), *whole_file.get(f.path, ())]
+        # The first in the file wins, so the reason shown does not depend on the index.
+        match = min((s for s in candidates if s.covers(f)), key=lambda s: s.line, default=None)
         if match is not None and suppressible(f):
             f = replace(f, suppressed=True, suppression_reason=match.reason)
         result.append(f)
