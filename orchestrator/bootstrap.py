@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-import structlog
 
 from .connection import SessionSettings, as_database_error, quote_ident, session
 from .errors import DatabaseError
+from .logsetup import get_logger
 from .target import DatabaseTarget
 
-log = structlog.get_logger("orchestrator.bootstrap")
+log = get_logger("orchestrator.bootstrap")
 
 MAINTENANCE_DATABASE = "postgres"
 SCRATCH_PREFIX = "orchestrator_"  # + purpose + _<unix time created>_<8 hex>

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import asyncpg
-import structlog
 
 from . import sqlx
 from .bootstrap import create_database, ensure_extensions
@@ -40,6 +39,7 @@ from .history import (
     validate,
 )
 from .lock import lock_holder, migration_lock
+from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .settings import BUILTIN
 from .source import Migration, MigrationSource
@@ -47,7 +47,7 @@ from .sqltext import line_of, split_statements
 from .sqlx import advisory_lock_key
 from .target import DatabaseTarget
 
-log = structlog.get_logger("orchestrator.engine")
+log = get_logger("orchestrator.engine")
 
 # SQLSTATEs worth retrying as a whole: the statement was fine, the moment was not.
 _RETRYABLE_SQLSTATES = {"55P03", "40001", "40P01"}  # lock_not_available, serialization_failure, deadlock
@@ -135,34 +135,49 @@ async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineO
 
 
 async def revert(
-    target: DatabaseTarget, source: MigrationSource, to_version: int, options: EngineOptions
+    target: DatabaseTarget, source: MigrationSource, to_version: int, options: EngineOptions, *, dry_run: bool = False
 ) -> DatabaseResult:
-    """Run down files, newest first, until the newest applied version is `to_version` (0 = revert everything)."""
+    """Run down files, newest first, until the newest applied version is `to_version` (0 = revert everything).
+    `dry_run`: read-only, no lock; the result lists the down steps that would run (status `planned`)."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         async with migration_lock(conn, target.database, options.lock_wait):
-            if not await history_exists(conn):
-                result.status = Status.UP_TO_DATE
-                result.notes.append("no history table: nothing to revert")
-                return
-            applied = await read_applied(conn)
-            result.version_before = result.version_after = _current_version(applied)
-            validate(applied, source, ignore_missing=False)
-            # validate() refused missing files, so every applied version has its migration.
-            to_revert = [m for m in reversed(source.migrations) if m.version in applied and m.version > to_version]
-            # Check every step first: a refused revert leaves the database untouched, not half reverted.
-            for migration in to_revert:
-                if not migration.reversible:
-                    raise NotReversible(
-                        f"migration {migration.version} ({migration.filename}) has no down file; cannot revert past it",
-                        hint=f"revert to {migration.version} or later, or add a down file for it",
-                    )
+            to_revert, applied = await _revert_plan(conn, result, source, to_version)
             for migration in to_revert:
                 await _revert_one(conn, result, target, migration)
                 result.version_after = max((v for v in applied if v < migration.version), default=None)
             result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
 
+    async def plan_work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        to_revert, _ = await _revert_plan(conn, result, source, to_version)
+        result.steps = [MigrationStep(m.version, m.description, "down") for m in to_revert]
+        result.status = Status.PLANNED if to_revert else Status.UP_TO_DATE
+
+    if dry_run:
+        return await run_session(target, options, create=False, work=plan_work, read_only=True)
     return await run_session(target, options, create=False, work=work)
+
+
+async def _revert_plan(
+    conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, to_version: int
+) -> tuple[list[Migration], dict[int, AppliedMigration]]:
+    """The migrations to revert, newest first, every one checked reversible before any runs (a refused revert
+    leaves the database untouched, not half reverted)."""
+    if not await history_exists(conn):
+        result.notes.append("no history table: nothing to revert")
+        return [], {}
+    applied = await read_applied(conn)
+    result.version_before = result.version_after = _current_version(applied)
+    validate(applied, source, ignore_missing=False)
+    # validate() refused missing files, so every applied version has its migration.
+    to_revert = [m for m in reversed(source.migrations) if m.version in applied and m.version > to_version]
+    for migration in to_revert:
+        if not migration.reversible:
+            raise NotReversible(
+                f"migration {migration.version} ({migration.filename}) has no down file; cannot revert past it",
+                hint=f"revert to {migration.version} or later, or add a down file for it",
+            )
+    return to_revert, applied
 
 
 # --- the machinery ------------------------------------------------------------------------------------------------

@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from .errors import Interrupted
-from .logsetup import current_school
+from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
 from .settings import BUILTIN, Budgets
 
-log = structlog.get_logger("orchestrator.fleet")
+log = get_logger("orchestrator.fleet")
 
 Work = Callable[[Tenant], Awaitable[DatabaseResult]]
 

@@ -53,6 +53,11 @@ class Command(StrEnum):
         return self not in (Command.PLAN, Command.STATUS, Command.AUDIT)
 
     @property
+    def asks_first(self) -> bool:
+        """Over a registry on a terminal (or with --preflight): a read-only plan pass, then a question."""
+        return self in (Command.MIGRATE, Command.REVERT)
+
+    @property
     def applies_migrations(self) -> bool:
         """Runs migration files on schools: the safety gate and --rehearse apply."""
         return self in (Command.MIGRATE, Command.PROVISION)
@@ -73,6 +78,7 @@ class Request:
     gate: Gate = field(default_factory=Gate)
     target_version: int | None = None  # migrate/plan: up to and including this version
     revert_to: int | None = None  # revert: down to this version (0 = everything)
+    dry_run: bool = False  # revert: only show which down files would run where (read-only)
     ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
@@ -130,9 +136,13 @@ class Job:
         """For scratch databases (rehearsal, audit references): the flags over the registry's defaults."""
         return self._engine_options(resolve(self.request.school, EMPTY, self.defaults))
 
-    def as_command(self, command: Command) -> Job:
+    def as_command(self, command: Command, **changes: object) -> Job:
         """The same schools and options for another command (e.g. the read-only plan pass before a rollout)."""
-        return replace(self, request=replace(self.request, command=command), lint=None)
+        return replace(self, request=replace(self.request, command=command, **changes), lint=None)  # type: ignore[arg-type]
+
+    @property
+    def writes(self) -> bool:
+        return self.command.writes and not self.request.dry_run
 
     @cached_property
     def _engine_cache(self) -> dict[Resolved, EngineOptions]:
@@ -151,12 +161,12 @@ class Job:
     def fleet_options(self) -> FleetOptions:
         """Read-only commands run in one wave and never halt."""
         budgets = self.request.budgets
-        if not self.command.writes:
+        if not self.writes:
             budgets = replace(budgets, canary=0, max_failures=None)
         return FleetOptions(
             budgets=budgets,
             per_server=self.per_server,
-            waves=self.command.writes,
+            waves=self.writes,
             # A school holding other bytes of a file about to be applied: going on would split the fleet.
             halt_on=frozenset({Status.MODIFIED}) if self.command.applies_migrations else frozenset(),
             handle_signals=self.request.handle_signals,

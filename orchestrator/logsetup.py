@@ -17,6 +17,41 @@ import structlog
 from .target import REDACTED
 
 _secrets: set[str] = set()
+_json_lines = False  # --log-format json: stderr carries JSON lines only
+
+
+def json_logs() -> bool:
+    return _json_lines
+
+
+class _Silent:
+    """What a logger is when nobody configured logging: the library logs nowhere unless its host asks."""
+
+    def bind(self, **_: Any) -> _Silent:
+        return self
+
+    def __getattr__(self, _: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+_SILENT = _Silent()
+
+
+class _Logger:
+    """A module's logger: structlog's, once the CLI or the embedding host has configured structlog; else silent
+    (structlog's unconfigured default would print to the host's stdout)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, method: str) -> Any:
+        target = structlog.get_logger(self.name) if structlog.is_configured() else _SILENT
+        return getattr(target, method)
+
+
+def get_logger(name: str) -> Any:
+    return _Logger(name)
+
 
 # The school a task is working on. One plain ContextVar, set once per school by the fleet (structlog's
 # bound_contextvars costs four context operations per school, which shows on fleets of 100,000).
@@ -62,6 +97,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure_logging(fmt: str = "console", level: str = "warning") -> None:
+    global _json_lines
+    _json_lines = fmt == "json"
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

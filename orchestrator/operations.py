@@ -27,7 +27,9 @@ def make_work(job: Job) -> Work:
                 return await engine.provision(tenant.target, source, options)
             case Command.REVERT:
                 assert job.request.revert_to is not None
-                return await engine.revert(tenant.target, source, job.request.revert_to, options)
+                return await engine.revert(
+                    tenant.target, source, job.request.revert_to, options, dry_run=job.request.dry_run
+                )
             case Command.AUDIT:
                 raise AssertionError("the audit's work is orchestrator.audit.run's")
 

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import structlog
-
 from . import engine
 from .bootstrap import scratch_database
 from .engine import EngineOptions
 from .errors import DatabaseError
 from .fleet import run_fleet
 from .job import Command, Job
+from .logsetup import get_logger
 from .operations import make_work
 from .outcome import DatabaseResult
 from .source import MigrationSource
 from .target import DatabaseTarget
 
-log = structlog.get_logger("orchestrator.rehearsal")
+log = get_logger("orchestrator.rehearsal")
 
 
 @dataclass(frozen=True)

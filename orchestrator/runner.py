@@ -45,6 +45,7 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
             "retries": budgets.retries,
             "target_version": request.target_version,
             "revert_to": request.revert_to,
+            "dry_run": request.dry_run,
             "resume_from": str(request.selection.resume) if request.selection.resume else None,
             "allow_unsafe": request.gate.allow_unsafe,
             "unsafe_findings": [editor_line(f) for f in job.lint.errors] if job.lint else [],
@@ -65,7 +66,10 @@ async def run_any(job: Job, observer: Observer | None = None) -> Report:
 
 
 async def plan_first(job: Job, observer: Observer | None = None) -> RunReport:
-    """The read-only plan pass a `migrate` job makes before writing (--preflight): same schools, same options."""
+    """The read-only plan pass a `migrate` or `revert` job makes before writing (--preflight): same schools, same
+    options; `planned` schools are those with something to do."""
+    if job.command is Command.REVERT:
+        return await run(job.as_command(Command.REVERT, dry_run=True), observer)
     return await run(job.as_command(Command.PLAN), observer)
 
 

@@ -9,8 +9,16 @@ BIN=.venv/bin
 export SCHOOL_DB_PASSWORD=${SCHOOL_DB_PASSWORD:-demo-only-password}
 export DEMO_PG_PORT=${DEMO_PG_PORT:-55432}
 mkdir -p .demo
-# Echo each command with the password masked: secrets never reach the terminal or a CI log.
-step() { local shown="${*:2}"; printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${shown//$SCHOOL_DB_PASSWORD/***}"; "${@:2}" || true; }
+# Echo each command with the password masked: secrets never reach the terminal or a CI log. A step that fails
+# stops the demo (set -e); `expect_findings` runs a step whose point is to find something: exit 1 is its success.
+show() { local shown="${*:2}"; printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${shown//$SCHOOL_DB_PASSWORD/***}"; }
+step() { show "$@"; "${@:2}"; }
+expect_findings() {
+  show "$@"
+  local rc=0
+  "${@:2}" || rc=$?
+  if [ "$rc" -ne 1 ]; then echo "demo: expected exit 1 (findings), got $rc" >&2; exit 1; fi
+}
 
 $BIN/python -m orchestrator.devserver start --dir .demo/pg --port "$DEMO_PG_PORT" --password "$SCHOOL_DB_PASSWORD"
 trap '$BIN/python -m orchestrator.devserver stop --dir .demo/pg >/dev/null' EXIT
@@ -18,8 +26,8 @@ trap '$BIN/python -m orchestrator.devserver stop --dir .demo/pg >/dev/null' EXIT
 step "Lint the migrations before they go anywhere" $BIN/orchestrator lint migrations
 step "Bootstrap: create the missing school databases, extensions and history tables" $BIN/orchestrator bootstrap
 step "Plan: where the fleet stands and what would run (read-only)" $BIN/orchestrator plan
-step "Roll out: canary first, then the rest; report and JUnit written" \
-  $BIN/orchestrator migrate --report .demo/report.json --junit .demo/junit.xml
+step "Roll out: a read-only plan pass, then canary first and the rest; report and JUnit written" \
+  $BIN/orchestrator migrate --preflight --yes --report .demo/report.json --junit .demo/junit.xml
 step "Status of the fleet after the rollout" $BIN/orchestrator status
 step "Onboard one new school in one idempotent call (the admin service's hook)" \
   $BIN/orchestrator provision -D "postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_demo"
@@ -28,11 +36,11 @@ step "Nightly audit of a clean fleet (read-only)" $BIN/orchestrator audit --no-p
 psql_echo() { PGPASSWORD=$SCHOOL_DB_PASSWORD psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d school_echo -c "$1"; }
 step "Inject a drift by hand into school-echo: an index the migrations never made" \
   psql_echo "CREATE INDEX IF NOT EXISTS idx_students_email ON students (email)"
-step "The audit finds it (exit 1), with metrics and an HTML page" \
+expect_findings "The audit finds it (exit 1), with metrics and an HTML page" \
   $BIN/orchestrator audit --no-progress --metrics .demo/audit.prom --html .demo/audit.html --report .demo/audit.json
 psql_echo "DROP INDEX IF EXISTS idx_students_email"
 
-step "The safety gate on a directory of unsafe migrations (expected to fail)" \
+expect_findings "The safety gate on a directory of unsafe migrations (exit 1: it refuses them)" \
   $BIN/orchestrator lint tests/data/unsafe_migrations --format editor
 echo
 echo "written: .demo/report.json .demo/junit.xml .demo/audit.json .demo/audit.prom .demo/audit.html"

@@ -234,7 +234,8 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
     cases = ET.parse(tmp_path / "j.xml").getroot().findall("testcase")
     assert sorted(c.get("name") for c in cases) == ["bad", "ok", "wrongpw"]
     assert len([c for c in cases if c.find("failure") is not None]) == 2
-    log_lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    # JSON log mode: stderr is JSON lines only (no progress lines, no human text), each event bound to its school.
+    log_lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(e.get("school") == "bad" and e["event"] == "database.failed" for e in log_lines)
 
 

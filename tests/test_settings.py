@@ -3,6 +3,8 @@ the command line, the registry and the Python API all feed it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,16 @@ def test_the_python_api_feeds_the_same_model(tmp_path: Path, pg: DevServer) -> N
     assert report.ok and report.outcomes[0].result.status is orchestrator.Status.UP_TO_DATE
     with pytest.raises(TypeError):
         orchestrator.provision(url, migrations=migrations, lock_timout=2.0)  # a misspelt setting is refused
+
+
+def test_the_library_logs_nowhere_unless_its_host_configures_logging(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    url = pg.url(make_school(pg, "quiet_api"))
+    hook = (
+        "import sys, orchestrator\n"
+        f"r = orchestrator.provision({url!r}, migrations={str(migrations)!r})\n"
+        "sys.exit(0 if r.ok else 1)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", hook], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", ""), "nothing on the host's stdout or stderr"

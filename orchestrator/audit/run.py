@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import structlog
-
 from .. import engine
 from ..bootstrap import scratch_database
 from ..connection import session
 from ..errors import DatabaseError
 from ..fleet import Observer, run_fleet
 from ..job import Job
+from ..logsetup import get_logger
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 from ..source import MigrationSource
@@ -29,7 +28,7 @@ from .inspect import LiveState, inspect_school
 from .model import AuditReport, Finding, SchoolAudit
 from .schema import SchemaSnapshot, diff, fingerprint, snapshot
 
-log = structlog.get_logger("orchestrator.audit")
+log = get_logger("orchestrator.audit")
 
 # What a school's expected schema depends on: the migrations it applied, and the extensions it is set up with.
 ReferenceKey = tuple[frozenset[int], tuple[str, ...]]

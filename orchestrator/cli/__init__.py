@@ -18,7 +18,7 @@ from rich.console import Console
 from .. import __version__
 from ..errors import InvalidInput
 from ..job import Command, Job, prepare
-from ..logsetup import register_secrets
+from ..logsetup import json_logs, register_secrets
 from ..outcome import Status
 from ..report import write_atomically
 from ..runner import Report, plan_first, run_any, split_in_plan
@@ -56,15 +56,14 @@ def execute(
     flags: Flags,
     command: Command,
     *,
-    preflight: bool = False,
-    assume_yes: bool = False,
     extra_files: Iterable[ExtraFile] = (),
     **specific: Any,
 ) -> None:
     """Validate (exit 2 on bad input), show the plan, run with progress, render, write the outputs, exit.
 
-    A fleet `migrate` on a terminal first runs a read-only plan pass (version histogram, what would run where) and
-    asks before anything is written, unless `assume_yes`; in scripts and CI only with `preflight`, never asking."""
+    A fleet `migrate` or `revert` on a terminal first runs a read-only plan pass (version histogram, what would
+    run where) and asks before anything is written, unless --yes; in scripts and CI only with --preflight, never
+    asking."""
     try:
         request = flags.request(command, **specific)
         job = prepare(request)
@@ -76,9 +75,10 @@ def execute(
     human = render.make_console(stderr=outputs.json)
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
-    show_progress = outputs.progress and not request.single
+    show_progress = outputs.progress and not request.single and not json_logs()  # JSON logs: per-school events
+    preflight, assume_yes = flags.values.get("preflight", False), flags.values.get("yes", False)
     ask = interactive() and not assume_yes and not outputs.json  # a prompt would end up inside the JSON on stdout
-    if command is Command.MIGRATE and not request.single and (preflight or ask):
+    if command.asks_first and not request.single and not request.dry_run and (preflight or ask):
         with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
             planned = anyio.run(plan_first, job, observer)
         render.print_preflight(human, planned)
@@ -86,7 +86,8 @@ def execute(
         if split is not None:
             fail_usage(split)
         something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
-        if ask and something_to_do and not typer.confirm("Apply these migrations now?", default=False):
+        question = "Revert these migrations now?" if command is Command.REVERT else "Apply these migrations now?"
+        if ask and something_to_do and not typer.confirm(question, default=False):
             human.print("aborted: nothing was written")
             raise typer.Exit(EXIT_NOT_OK)
     with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:

@@ -12,40 +12,27 @@ import typer
 
 from ..job import Command
 from . import app, execute
-from .options import FLEET, GATE, REFERENCE_URL, ROLLOUT, Flags, Group, command
+from .options import FLEET, GATE, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
 
 
-@command(app, *FLEET, ROLLOUT, GATE)
+@command(app, *FLEET, ROLLOUT, GATE, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be applied (same as plan).")] = False,
     ignore_missing: Annotated[
         bool,
         typer.Option(
-            "--ignore-missing",
-            help="Accept applied versions whose files are gone (as sqlx --ignore-missing).",
+            "--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."
         ),
     ] = False,
-    preflight: Annotated[
-        bool,
-        typer.Option(
-            "--preflight",
-            help="First a read-only plan pass: the fleet's version histogram "
-            "and what would run where, before anything is written (always on a terminal, then it asks).",
-        ),
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before applying (after the plan pass).")] = False,
 ) -> None:
     """Apply pending migrations: canary wave first, then the rest, within the budgets."""
-    execute(
-        flags, Command.PLAN if dry_run else Command.MIGRATE, target_version=target, ignore_missing=ignore_missing,
-        preflight=preflight, assume_yes=yes,
-    )  # fmt: skip
+    command = Command.PLAN if flags.values["dry_run"] else Command.MIGRATE
+    execute(flags, command, target_version=target, ignore_missing=ignore_missing)
 
 
 @command(app, *FLEET)
@@ -74,13 +61,13 @@ def provision(flags: Flags) -> None:
     execute(flags, Command.PROVISION)
 
 
-@command(app, *FLEET, ROLLOUT)
+@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
 def revert(
     flags: Flags,
     target: Annotated[int, typer.Option("--target", help="Revert down to this version (0 = everything).")],
 ) -> None:
     """Run down files, newest first, until each school's newest applied version is --target."""
-    execute(flags, Command.REVERT, revert_to=target)
+    execute(flags, Command.REVERT, revert_to=target, dry_run=flags.values["dry_run"])
 
 
 @command(app, *FLEET, AUDIT_REFERENCE)

@@ -171,6 +171,15 @@ GATE = Group(
         REFERENCE_URL,
     ),
 )  # fmt: skip
+PLAN_FIRST = Group(
+    "Plan first",
+    (
+        Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False),
+        Flag("preflight", bool, ("--preflight",), "First a read-only plan pass (the fleet's version histogram, "
+             "who gets what), then write; always on a terminal, where it then asks.", False),
+        Flag("yes", bool, ("--yes", "-y"), "Do not ask before writing (after the plan pass).", False),
+    ),
+)  # fmt: skip
 LOGGING = Group(
     "Logging",
     (

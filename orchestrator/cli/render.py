@@ -18,6 +18,7 @@ from rich.table import Table
 from ..errors import InvalidInput
 from ..fleet import Observer, TenantOutcome
 from ..job import Job
+from ..logsetup import get_logger, json_logs
 from ..outcome import DatabaseResult, Status
 from ..report import RunReport
 from ..runner import Report
@@ -59,6 +60,9 @@ def status_text(status: Status) -> str:
 
 def fail_usage(error: InvalidInput) -> NoReturn:
     """Bad input: say what is wrong and what to do, exit 2 (nothing was touched)."""
+    if json_logs():  # stderr carries JSON lines only
+        get_logger("orchestrator.cli").error("invalid_input", code=error.code, message=error.message, hint=error.hint)
+        raise typer.Exit(EXIT_INVALID)
     console = make_console(stderr=True)
     console.print(f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False)
     if error.hint:
@@ -69,14 +73,14 @@ def fail_usage(error: InvalidInput) -> NoReturn:
 def print_plan(console: Console, job: Job) -> None:
     request, source = job.request, job.source
     where = "1 database" if request.single else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
-    read_only = "" if job.command.writes else "; read-only"
+    read_only = "" if job.writes else "; read-only"
     console.print(
         f"[bold]{job.command.value}[/]: {where}; migrations in {source.directory} "
         f"({len(source)} files, latest {version(source.latest)}){read_only}"
     )
     for warning in source.warnings:
         console.print(f"[yellow]warning[/]: {escape(str(warning))}")
-    if not request.single and job.command.writes:
+    if not request.single and job.writes:
         budgets = job.fleet_options.budgets
         waves = " then ".join(f"{name} ({len(group)})" for name, group in job.waves) or "nothing to do"
         budget = f"halt after {budgets.max_failures} failures" if budgets.max_failures else "no failure budget"
@@ -100,7 +104,7 @@ def print_report(console: Console, job: Job, report: Report, *, progress_lines: 
     if job.request.single:
         print_single(console, report)
         return
-    if not job.command.writes:
+    if not job.writes:
         print_histogram(console, report)
     print_results(console, report, ok_already_listed=progress_lines)
     print_summary(console, report)
@@ -170,7 +174,10 @@ def print_single(console: Console, report: RunReport) -> None:
     for note in r.notes:
         console.print(f"  - {escape(note)}")
     for step in r.steps:
-        verb = {"up": "applied", "down": "reverted"}[step.direction] if step.duration_s is not None else "would apply"
+        done = step.duration_s is not None
+        verb = {"up": "applied" if done else "would apply", "down": "reverted" if done else "would revert"}[
+            step.direction
+        ]
         timing = f" ({step.duration_s * 1000:.1f} ms)" if step.duration_s is not None else ""
         console.print(f"  {verb} {step.version} {escape(step.description)}{timing}")
     if r.pending and r.status is not Status.PLANNED:
@@ -214,7 +221,7 @@ def print_table(console: Console, report: RunReport) -> None:
         if r.steps:
             migrations = ", ".join(str(s.version) for s in r.steps)
             if r.status is Status.PLANNED:
-                migrations = "would apply " + migrations
+                migrations = f"would {'revert' if r.steps[0].direction == 'down' else 'apply'} {migrations}"
             elif r.status is Status.REVERTED:
                 migrations = "reverted " + migrations
         elif r.pending:
@@ -269,8 +276,9 @@ def print_preflight(console: Console, planned: RunReport) -> None:
         if o.result.status is Status.PLANNED:
             key = tuple(s.version for s in o.result.steps)
             by_steps[key] = by_steps.get(key, 0) + 1
+    verb = "would revert" if planned.command == "revert" else "would get"
     for versions, n in sorted(by_steps.items(), key=lambda kv: -kv[1]):
-        console.print(f"  {n} school(s) would get {len(versions)} migration(s): {', '.join(map(str, versions))}")
+        console.print(f"  {n} school(s) {verb} {len(versions)} migration(s): {', '.join(map(str, versions))}")
     counts = planned.counts()
     others = {k: v for k, v in counts.items() if k not in (Status.PLANNED.value,)}
     if others:
@@ -304,8 +312,11 @@ def print_next_steps(console: Console, report: Report, report_path: str | None) 
 
 
 def make_console(*, stderr: bool) -> Console:
-    """Rich wraps at 80 columns when not on a terminal; CI logs and pipes read better unwrapped."""
+    """Rich wraps at 80 columns when not on a terminal; CI logs and pipes read better unwrapped. With
+    --log-format json, stderr carries JSON lines only: human text meant for it is dropped."""
     stream = sys.stderr if stderr else sys.stdout
+    if stderr and json_logs():
+        return Console(file=stream, quiet=True)
     return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=not stream.isatty())
 
 
