@@ -81,7 +81,8 @@ async def open_session(
     except asyncpg.InvalidCatalogNameError:
         raise DatabaseMissing(
             f"database {target.database} does not exist on {target.server}",
-            hint="create it with `orchestrator provision` (or `bootstrap` for a fleet), or fix the URL",
+            hint="new school? `orchestrator provision --tenant ID` (or `migrate --create-missing`); if it existed "
+            "before, its database was lost: restore it from backup (it is never re-created without being asked)",
         ) from None
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
         raise Unreachable(

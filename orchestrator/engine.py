@@ -88,11 +88,16 @@ def check_target_version(source: MigrationSource, version: int | None, *, allow_
 # --- the public operations -----------------------------------------------------------------------------------------
 
 
-async def migrate(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
-    """Apply pending migrations (up to options.target_version). The database must exist."""
-    return await run_session(
-        target, options, create=False, work=lambda c, r: _migrate(c, r, target, source, options, None)
-    )
+async def migrate(
+    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, create_missing: bool = False
+) -> DatabaseResult:
+    """Apply pending migrations (up to options.target_version). The database must exist, unless `create_missing`:
+    then a missing one is created and bootstrapped (extensions, history table) in the same pass."""
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        await _migrate(conn, result, target, source, options, options.extensions if result.created_database else None)
+
+    return await run_session(target, options, create=create_missing, work=work)
 
 
 async def provision(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:

@@ -80,6 +80,7 @@ class Request:
     revert_to: int | None = None  # revert: down to this version (0 = everything)
     dry_run: bool = False  # revert: only show which down files would run where (read-only)
     ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
+    create_missing: bool = False  # migrate: create and bootstrap a school's database when it does not exist
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
 
@@ -205,7 +206,11 @@ def prepare(request: Request) -> Job:
         tenants, defaults = select(registry.tenants, selection), registry.defaults
     lint = None
     if request.command.applies_migrations:
-        lint = gate.check(source, request.target_version, allow_unsafe=request.gate.allow_unsafe)
+        lint = gate.lint_up_to(source, request.target_version)
+        if not request.gate.allow_unsafe:
+            gate.refuse_edits(lint)
+            if request.single and request.command is Command.PROVISION:
+                gate.refuse(lint, source)  # onboarding a school runs every file: no plan pass needed to know it
     return Job(request, source, tenants, defaults, lint)
 
 

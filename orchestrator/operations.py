@@ -16,7 +16,7 @@ def make_work(job: Job) -> Work:
         options = job.engine_options(tenant)
         match command:
             case Command.MIGRATE:
-                return await engine.migrate(tenant.target, source, options)
+                return await engine.migrate(tenant.target, source, options, create_missing=job.request.create_missing)
             case Command.PLAN:
                 return await engine.plan(tenant.target, source, options)
             case Command.STATUS:

@@ -21,7 +21,8 @@ class Status(StrEnum):
     REVERTED = "reverted"  # down files ran
     FAILED = "failed"  # a migration or bootstrap step failed; its transaction rolled back
     LOCKED = "locked"  # another migrator held the SQLx lock longer than --lock-wait
-    UNREACHABLE = "unreachable"  # no connection (server down, auth failed, database missing)
+    UNREACHABLE = "unreachable"  # no connection (server down, auth failed)
+    NO_DATABASE = "no_database"  # the server is up, the school's database does not exist (new, or lost)
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
@@ -39,7 +40,7 @@ _OK = frozenset({Status.APPLIED, Status.UP_TO_DATE, Status.PLANNED, Status.REVER
 _ERROR_STATUS: dict[str, Status] = {
     "locked": Status.LOCKED,
     "unreachable": Status.UNREACHABLE,
-    "database_missing": Status.UNREACHABLE,
+    "database_missing": Status.NO_DATABASE,
     "dirty": Status.DIRTY,
     "modified": Status.MODIFIED,
     "missing": Status.MISSING,

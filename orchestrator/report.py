@@ -55,7 +55,8 @@ class RunReport:
 
     def version_histogram(self) -> list[tuple[int | None, int]]:
         """How many schools stand at each version (after the run), newest first; None = no history."""
-        counts = Counter(o.result.version_after for o in self.outcomes if o.result.status is not Status.UNREACHABLE)
+        unknown = (Status.UNREACHABLE, Status.NO_DATABASE)
+        counts = Counter(o.result.version_after for o in self.outcomes if o.result.status not in unknown)
         return sorted(counts.items(), key=lambda kv: (kv[0] is None, -(kv[0] or 0)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from . import gate
 from .errors import ModifiedMigration, UsageError
 from .fleet import Observer, run_fleet, skipped_run
 from .job import Command, Job
@@ -23,6 +24,10 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
     """Run a database command (not the audit: see `run_any`) over the job's schools."""
     request = job.request
     assert job.command is not Command.AUDIT
+    if job.lint is not None and job.lint.errors and not request.gate.allow_unsafe:
+        # Refuse only what would run somewhere (raises InvalidInput before any write).
+        planned = await plan_first(job)
+        gate.refuse(job.lint, job.source, gate.versions_that_would_run(planned, job.source, request.target_version))
     rehearsal = None
     if request.gate.rehearse and job.command.applies_migrations:
         from .rehearsal import rehearse
@@ -32,7 +37,7 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
         fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
     else:
         fleet_run = await run_fleet(job.tenants, make_work(job), job.fleet_options, observer)
-    budgets = job.fleet_options.budgets
+    budgets, lint = job.fleet_options.budgets, job.lint
     return RunReport(
         command=job.command.value,
         run=fleet_run,
@@ -48,7 +53,7 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
             "dry_run": request.dry_run,
             "resume_from": str(request.selection.resume) if request.selection.resume else None,
             "allow_unsafe": request.gate.allow_unsafe,
-            "unsafe_findings": [editor_line(f) for f in job.lint.errors] if job.lint else [],
+            "unsafe_findings": [editor_line(f) for f in lint.errors] if lint and request.gate.allow_unsafe else [],
             "rehearsed": rehearsal is not None,
         },
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,

@@ -125,7 +125,7 @@ def test_migrate_on_a_missing_database_exits_1_and_reports_database_missing(
 
     assert result.exit_code == 1
     school = report(result)["schools"][0]
-    assert school["status"] == "unreachable"
+    assert school["status"] == "no_database"
     assert school["error"]["code"] == "database_missing"
     assert school["error"]["hint"]
     assert "error [database_missing]" in result.stderr  # the rendered line, not a log field

@@ -145,12 +145,12 @@ def test_second_provision_is_up_to_date_and_changes_nothing(fresh_url: str) -> N
     assert fetch_sync(fresh_url, "SELECT version, installed_on, execution_time FROM _sqlx_migrations") == before
 
 
-def test_migrate_on_a_missing_database_is_unreachable_database_missing_and_creates_nothing(
+def test_migrate_on_a_missing_database_is_no_database_and_creates_nothing(
     fresh_url: str, pg: DevServer, db_name: str
 ) -> None:
     result = migrate(fresh_url, load_migrations(PROJECT_MIGRATIONS))
 
-    assert result.status is Status.UNREACHABLE and not result.ok
+    assert result.status is Status.NO_DATABASE and not result.ok
     assert result.error is not None
     assert result.error.code == "database_missing"
     assert db_name in result.error.message

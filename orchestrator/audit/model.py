@@ -40,12 +40,12 @@ class SchoolAudit:
 
     @property
     def reachable(self) -> bool:
-        return self.result.status is not Status.UNREACHABLE
+        return self.result.status not in (Status.UNREACHABLE, Status.NO_DATABASE)
 
     @property
     def readable(self) -> bool:
         """Connected and read: only then do its findings (or their absence) say anything."""
-        return self.result.status not in (Status.UNREACHABLE, Status.UNREADABLE)
+        return self.result.error is None
 
     @property
     def drift(self) -> bool:

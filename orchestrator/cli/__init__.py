@@ -90,8 +90,11 @@ def execute(
         if ask and something_to_do and not typer.confirm(question, default=False):
             human.print("aborted: nothing was written")
             raise typer.Exit(EXIT_NOT_OK)
-    with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
-        report = anyio.run(run_any, job, observer)
+    try:
+        with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+            report = anyio.run(run_any, job, observer)
+    except InvalidInput as error:  # the safety gate, after its read-only plan pass: nothing was written
+        fail_usage(error)
     progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
     render.print_report(human, job, report, progress_lines=progress_lines)
     write_outputs(human, report, job, extra_files)

@@ -29,10 +29,19 @@ def migrate(
             "--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."
         ),
     ] = False,
+    create_missing: Annotated[
+        bool,
+        typer.Option(
+            "--create-missing",
+            help="Create a school's database when it does not exist (new schools), "
+            "with its extensions and history table, and migrate it in the same pass. Without it a missing "
+            "database is `no_database`: a lost database is never quietly re-created.",
+        ),
+    ] = False,
 ) -> None:
     """Apply pending migrations: canary wave first, then the rest, within the budgets."""
     command = Command.PLAN if flags.values["dry_run"] else Command.MIGRATE
-    execute(flags, command, target_version=target, ignore_missing=ignore_missing)
+    execute(flags, command, target_version=target, ignore_missing=ignore_missing, create_missing=create_missing)
 
 
 @command(app, *FLEET)

@@ -47,6 +47,12 @@ def register(app: typer.Typer) -> None:
         release: bool = typer.Option(
             False, "--release", help="Record every current file as released (only when the lint is clean)."
         ),
+        baseline: bool = typer.Option(
+            False,
+            "--baseline",
+            help="Record every current file as released as it is, its findings accepted: for a live fleet that "
+            "already applied them (adopting an existing SQLx project). Refused if a released file was edited.",
+        ),
         no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
         """Check migrations for changes that are unsafe on a fleet of school databases."""
@@ -57,6 +63,7 @@ def register(app: typer.Typer) -> None:
                 released_file=released or default_released_file(targets),
                 use_squawk=not no_squawk,
                 release=release,
+                baseline=baseline,
             )
         except InvalidInput as err:
             fail_usage(err)

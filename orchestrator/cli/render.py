@@ -260,7 +260,7 @@ def print_histogram(console: Console, report: RunReport) -> None:
 
 
 def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> None:
-    if job.lint is not None and job.lint.errors:
+    if job.lint is not None and job.lint.errors and job.request.gate.allow_unsafe:
         console.print(f"[yellow]--allow-unsafe[/]: {len(job.lint.errors)} unsafe change(s) let through:")
         for line in report.options.get("unsafe_findings", []):
             console.print(f"  {escape(line)}", highlight=False)

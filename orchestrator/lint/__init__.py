@@ -19,12 +19,13 @@ on already-loaded migrations, for the gate in front of `migrate`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import Location, MigrationSourceError, UsageError
 from ..source import Migration, MigrationFile, MigrationSource, is_migration_name, load_migrations
 from .findings import Finding, LintReport
-from .released import SUM_FILENAME, check_released, read_released, record_release
+from .released import SUM_FILENAME, check_released, digest, read_released, record_release
 from .rules import check_file
 from .squawk import drop_duplicates, run_squawk
 from .suppress import Suppression, apply_suppressions, parse_suppressions
@@ -93,12 +94,19 @@ def _collect(paths: Sequence[Path]) -> list[MigrationFile]:
     return files
 
 
-def _lint(files: Sequence[MigrationFile], *, released_file: Path | None, use_squawk: bool) -> LintReport:
+def _lint(
+    files: Sequence[MigrationFile], *, released_file: Path | None, use_squawk: bool, exempt_released: bool = True
+) -> LintReport:
+    """Rules on the files not yet released; released ones only for edits (they are applied: the rules can no longer
+    change them, and a suppression comment would change their checksum)."""
     ours: list[Finding] = []
+    released = read_released(released_file) if released_file is not None else None
+    if released is not None:
+        ours += check_released(released, files)
+    if released is not None and exempt_released:
+        files = [f for f in files if released.entries.get(f.path.name) != digest(f.raw)]
     for file in files:
         ours += check_file(file)
-    if released_file is not None:
-        ours += check_released(read_released(released_file), files)
 
     suppressions: dict[Path, list[Suppression]] = {}
     for file in files:
@@ -116,22 +124,46 @@ def _lint(files: Sequence[MigrationFile], *, released_file: Path | None, use_squ
     return LintReport(findings=found, files_checked=[f.path for f in files])
 
 
+BASELINE_REASON = "accepted by `lint --baseline`: released as it was already applied (never edit it)"
+
+
+def _baseline(report: LintReport, released_file: Path, files: Sequence[MigrationFile]) -> LintReport:
+    """Record every current file as released, its rule findings accepted. An edited or deleted released file is
+    not a finding to accept: the baseline is then refused (restore the file first)."""
+    edits = [f for f in report.errors if f.rule.startswith("released-")]
+    if edits:
+        report.release_requested = True
+        return report
+    accepted = [
+        replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON) for f in report.findings
+    ]
+    baseline = LintReport(findings=accepted, files_checked=report.files_checked, release_requested=True)
+    baseline.released_recorded = record_release(released_file, files)
+    return baseline
+
+
 def lint_paths(
     paths: Sequence[Path],
     *,
     released_file: Path | None,
     use_squawk: bool = True,
     release: bool = False,
+    baseline: bool = False,
 ) -> LintReport:
     """Lint migration files and directories of them. Raises UsageError for a path that does not exist, and
     MigrationSourceError for a directory the loader refuses.
 
     `released_file`: the released.sum to check edits against (None: skip that check; missing file: nothing
     released yet). `release=True` then records every linted file in it, but only when the lint is clean.
+    `baseline=True` records every file as it is, its findings accepted: for a live fleet adopted mid-life.
     """
-    if release and released_file is None:
-        raise UsageError("--release needs a released.sum to record into", hint="pass --released PATH")
+    if (release or baseline) and released_file is None:
+        raise UsageError("--release and --baseline need a released.sum to record into", hint="pass --released PATH")
     files = _collect(paths)
+    if baseline:
+        assert released_file is not None
+        full = _lint(files, released_file=released_file, use_squawk=use_squawk, exempt_released=False)
+        return _baseline(full, released_file, files)
     report = _lint(files, released_file=released_file, use_squawk=use_squawk)
     report.release_requested = release
     if release and released_file is not None and report.ok:

@@ -46,7 +46,10 @@ def render_text(report: LintReport) -> str:
             f"recorded as released: {', '.join(recorded)}" if recorded else "released.sum: nothing new to record"
         )
     elif report.release_requested:
-        out.append("nothing recorded as released: fix or suppress the errors first")
+        out.append(
+            "nothing recorded as released: fix the errors first (in files no school has applied yet; files already "
+            "applied on a fleet are recorded as they are with `orchestrator lint --baseline`)"
+        )
     return "\n".join(out) + "\n"
 
 

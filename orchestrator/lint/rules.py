@@ -32,7 +32,11 @@ class RuleInfo:
     suppressible: bool = True
 
 
-_SUPPRESS_HINT = "or, if it is safe here, suppress it with a reason: `-- lint:ignore {rule} reason: <why it is safe>`"
+_SUPPRESS_HINT = (
+    "or, if it is safe here and no school has applied the file yet, suppress it with a reason: "
+    "`-- lint:ignore {rule} reason: <why it is safe>` (never in an applied file: the comment changes its checksum "
+    "and SQLx workers refuse to start; record applied files with `orchestrator lint --baseline`)"
+)
 
 CATALOG: dict[str, RuleInfo] = {
     "drop-column": RuleInfo(
