@@ -99,6 +99,19 @@ class DatabaseMissing(DatabaseError):
     code = "database_missing"
 
 
+class PermissionDenied(DatabaseError):
+    """The URL's role lacks a privilege (SQLSTATE 42501). Not retried: it fails the same way until granted."""
+
+    code = "permission_denied"
+
+
+class NotASchool(DatabaseError):
+    """The database is a template (pg_database.datistemplate): whatever is put in it lands in every database
+    created from it afterwards."""
+
+    code = "template_database"
+
+
 class Locked(DatabaseError):
     """Another migrator held SQLx's advisory lock for longer than we were willing to wait."""
 
