@@ -29,6 +29,14 @@ class OrchestratorError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
+def excerpt(text: str, limit: int = 60) -> str:
+    """`text` quoted for a message (control characters escaped), cut to `limit` characters: a 50 MB name is not
+    echoed whole."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 # --- invalid input: exit code 2, nothing touched ------------------------------------------------------------------
 
 

@@ -79,7 +79,7 @@ def prepare(spec: JobSpec) -> Job:
             selection = Selection(
                 selection.ids, selection.tags, selection.exclude, selection.shard, not_ok_ids(spec.resume_from)
             )
-        tenants = select(registry.tenants, selection)
+        tenants = select(registry, selection)
     if spec.reference_url is not None:
         DatabaseTarget.parse(spec.reference_url)
     lint = None
