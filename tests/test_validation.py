@@ -193,6 +193,19 @@ def test_status_for_a_role_that_cannot_read_the_history_says_denied(pg: DevServe
     assert "needs SELECT" in outcome["error"]["hint"] and "GRANT SELECT" in outcome["error"]["hint"]
 
 
+def test_an_audit_of_a_school_it_may_not_read_is_not_clean(pg: DevServer, stranger: str) -> None:
+    owner_url = with_database(pg.url(), stranger.rsplit("/", 1)[1])
+    assert invoke("provision", "-D", owner_url, "--migrations", str(PROJECT_MIGRATIONS)).exit_code == 0
+
+    result = invoke(
+        "audit", "-D", stranger, "--migrations", str(PROJECT_MIGRATIONS), "--no-schema", "--json", secrets=("Str4nger",)
+    )
+
+    assert result.exit_code == 1
+    [school] = json.loads(result.stdout)["schools"]
+    assert (school["status"], school["drift"]) == ("denied", True)
+
+
 def test_a_role_without_connect_is_denied_not_unreachable(pg: DevServer, stranger: str) -> None:
     school = stranger.rsplit("/", 1)[1]
     execute_sync(pg.url(), f"REVOKE CONNECT ON DATABASE {quote_ident(school)} FROM PUBLIC")

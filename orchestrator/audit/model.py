@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..outcome import DatabaseResult, Status
+from ..outcome import DatabaseResult
 from ..registry import Tenant
 
 AUDIT_SCHEMA_VERSION = 1
@@ -36,7 +36,9 @@ class SchoolAudit:
 
     @property
     def reachable(self) -> bool:
-        return self.result.status is not Status.UNREACHABLE
+        """Reached and read: a school whose read failed (no connection, a missing privilege, ...) was not audited,
+        so it is never counted clean."""
+        return self.result.error is None
 
     @property
     def drift(self) -> bool:
