@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from .connection import SessionSettings, as_database_error, quote_ident, session
-from .errors import DatabaseError
+from .errors import DatabaseError, PermissionDenied
 from .logsetup import get_logger
 from .target import DatabaseTarget
 
@@ -38,7 +38,7 @@ async def create_database(target: DatabaseTarget, settings: SessionSettings) -> 
         except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False  # another process created it between our check and our CREATE
         except asyncpg.InsufficientPrivilegeError as exc:
-            raise DatabaseError(
+            raise PermissionDenied(
                 f"not allowed to create database {target.database} on {target.server}: {exc.message}",
                 hint="grant CREATEDB to the URL's user, or have the database created by an admin first",
             ) from None
@@ -64,7 +64,7 @@ async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, na
                 "in the registry",
             ) from None
         except asyncpg.InsufficientPrivilegeError as exc:
-            raise DatabaseError(
+            raise PermissionDenied(
                 f"not allowed to create extension {name} in {target.database}: {exc.message}",
                 hint="create it once as a superuser, or make it a trusted extension",
             ) from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from .errors import DatabaseError, DatabaseMissing, Interrupted, Unreachable
+from .privileges import permission_denied
 from .settings import BUILTIN, Resolved
 from .target import DatabaseTarget
 
@@ -89,6 +90,8 @@ async def open_session(
             f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
             hint="check the user and password in the URL (or the ${VAR} it comes from)",
         ) from None
+    except asyncpg.InsufficientPrivilegeError as exc:  # e.g. no CONNECT on the database
+        raise permission_denied(target, exc) from None
     except asyncpg.TooManyConnectionsError as exc:
         raise Unreachable(
             f"{target.server} has no free connection slot: {target.scrub(describe(exc))}",
@@ -127,6 +130,8 @@ def as_database_error(target: DatabaseTarget, exc: BaseException, doing: str) ->
         return exc
     if is_connection_lost(exc):
         return connection_lost(target, exc, doing)
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return permission_denied(target, exc)
     return DatabaseError(
         f"{doing} on {target.database} failed: {target.scrub(describe(exc))}",
         hint="see the server log for details; the run can be repeated safely",

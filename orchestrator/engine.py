@@ -60,6 +60,9 @@ _SQLSTATE_HINTS = {
     "`orchestrator audit`)",
     "42710": "the object already exists: the database has changes the history does not record (see "
     "`orchestrator audit`)",
+    "42501": "the URL's role lacks a privilege this file (or its _sqlx_migrations row) needs: the object's owner "
+    "(or a superuser) must grant it, or put the owner's role in the URL; the file's transaction rolled back. Not "
+    "retried: it fails the same way until granted",
     "42883": "a function is missing: is the extension it comes from installed? `orchestrator bootstrap` creates "
     "the registry's `extensions` (default uuid-ossp)",
 }
@@ -287,7 +290,7 @@ async def _inspect(
 ) -> None:
     # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
     lock_key = advisory_lock_key(result.database)
-    history, locked = await read_status(conn, lock_key)
+    history, locked = await read_status(conn, lock_key, result.database)
     if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
     applied = history or {}

@@ -29,6 +29,14 @@ class OrchestratorError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
+def excerpt(text: str, limit: int = 60) -> str:
+    """`text` quoted for a message (control characters escaped), cut to `limit` characters: a 50 MB name is not
+    echoed whole."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 # --- invalid input: exit code 2, nothing touched ------------------------------------------------------------------
 
 
@@ -97,6 +105,19 @@ class DatabaseMissing(DatabaseError):
     """The database does not exist and we were not asked to create it."""
 
     code = "database_missing"
+
+
+class PermissionDenied(DatabaseError):
+    """The URL's role lacks a privilege (SQLSTATE 42501). Not retried: it fails the same way until granted."""
+
+    code = "permission_denied"
+
+
+class NotASchool(DatabaseError):
+    """The database is a template (pg_database.datistemplate): whatever is put in it lands in every database
+    created from it afterwards."""
+
+    code = "template_database"
 
 
 class Locked(DatabaseError):

@@ -12,7 +12,7 @@ import asyncpg
 
 from . import sqlx
 from .errors import DatabaseError, Dirty, MissingMigration, ModifiedMigration
-from .lock import LOCK_IS_HELD
+from .lock import LOCK_IS_HELD, template_refused
 from .source import Migration, MigrationSource, checksum
 
 
@@ -49,27 +49,38 @@ async def read_history(conn: asyncpg.Connection) -> dict[int, AppliedMigration] 
         return None
 
 
-# Status runs on every school of a fleet, each paying a new connection already: the ledger and "is a migration
-# running right now" come back in one query.
+# Status runs on every school of a fleet, each paying a new connection already: the ledger, "is a migration
+# running right now" and "is this a template database" come back in one query.
 _STATUS = f"""
-SELECT l.locked, m.version, m.checksum, m.success
+SELECT l.locked, d.datistemplate AS template, m.version, m.checksum, m.success
 FROM ({LOCK_IS_HELD}) AS l (locked)
+JOIN pg_database AS d ON d.datname = current_database()
 LEFT JOIN _sqlx_migrations AS m ON true
 ORDER BY m.version
 """
+_STATUS_WITHOUT_HISTORY = f"""
+SELECT l.locked, d.datistemplate AS template
+FROM ({LOCK_IS_HELD}) AS l (locked)
+JOIN pg_database AS d ON d.datname = current_database()
+"""
 
 
-async def read_status(conn: asyncpg.Connection, lock_key: int) -> tuple[dict[int, AppliedMigration] | None, bool]:
-    """(the ledger or None without a history table, whether SQLx's lock is held right now)."""
+async def read_status(
+    conn: asyncpg.Connection, lock_key: int, database: str
+) -> tuple[dict[int, AppliedMigration] | None, bool]:
+    """(the ledger or None without a history table, whether SQLx's lock is held right now). Raises NotASchool
+    for a template database."""
     try:
         rows = await conn.fetch(_STATUS, lock_key)
+        applied: dict[int, AppliedMigration] | None = {
+            r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
+            for r in rows
+            if r["version"] is not None
+        }
     except asyncpg.UndefinedTableError:
-        return None, bool(await conn.fetchval(LOCK_IS_HELD, lock_key))
-    applied = {
-        r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
-        for r in rows
-        if r["version"] is not None
-    }
+        rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, lock_key), None
+    if rows[0]["template"]:
+        raise template_refused(database)
     return applied, bool(rows[0]["locked"])
 
 

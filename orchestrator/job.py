@@ -203,7 +203,7 @@ def prepare(request: Request) -> Job:
             if request.command.applies_migrations:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
-        tenants, defaults = select(registry.tenants, selection), registry.defaults
+        tenants, defaults = select(registry, selection), registry.defaults
     lint = None
     if request.command.applies_migrations:
         lint = gate.lint_up_to(source, request.target_version)

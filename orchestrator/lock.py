@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 import asyncpg
 
-from .errors import Locked
+from .errors import Locked, NotASchool
 from .sqlx import advisory_lock_key
 
 # pg_locks alone is cheap; joining pg_stat_activity makes a fresh backend load every session's status, so the
@@ -27,6 +27,12 @@ SELECT EXISTS (
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
 )"""
+# The first query of every session that writes: it also refuses a template database (creating a database copies
+# its template, so whatever is migrated into one spreads to every database created from it afterwards).
+_TRY_LOCK = """
+SELECT datistemplate AS template, CASE WHEN datistemplate THEN false ELSE pg_try_advisory_lock($1) END AS locked
+FROM pg_database WHERE datname = current_database()
+"""
 _HOLDER = """
 SELECT a.pid, a.application_name, a.client_addr::text, a.state
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -35,6 +41,22 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid AND l.objsubid = 1
 LIMIT 1
 """
+
+
+def template_refused(database: str) -> NotASchool:
+    return NotASchool(
+        f"{database} is a template database (pg_database.datistemplate): what is migrated into it would land in "
+        "every database created from it afterwards; nothing was done",
+        hint=f"a school has a database of its own: fix the URL; or, if {database} should not be a template, have "
+        f"its owner run `ALTER DATABASE {database} IS_TEMPLATE false`",
+    )
+
+
+async def _try_lock(conn: asyncpg.Connection, database: str, key: int) -> bool:
+    row = await conn.fetchrow(_TRY_LOCK, key)
+    if row is not None and row["template"]:
+        raise template_refused(database)
+    return row is not None and bool(row["locked"])
 
 
 async def lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
@@ -66,7 +88,7 @@ async def migration_lock(conn: asyncpg.Connection, database: str, wait_s: float)
     key = advisory_lock_key(database)
     deadline = time.monotonic() + wait_s
     delay = 0.05
-    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+    while not await _try_lock(conn, database, key):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             holder = await lock_holder(conn, key)

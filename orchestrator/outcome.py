@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import DatabaseError
+from .errors import DatabaseError, MigrationFailed
 
 
 class Status(StrEnum):
@@ -23,6 +23,7 @@ class Status(StrEnum):
     LOCKED = "locked"  # another migrator held the SQLx lock longer than --lock-wait
     UNREACHABLE = "unreachable"  # no connection (server down, auth failed)
     NO_DATABASE = "no_database"  # the server is up, the school's database does not exist (new, or lost)
+    DENIED = "denied"  # the URL's role lacks a privilege (SQLSTATE 42501); not retried
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
@@ -44,10 +45,14 @@ _ERROR_STATUS: dict[str, Status] = {
     "dirty": Status.DIRTY,
     "modified": Status.MODIFIED,
     "missing": Status.MISSING,
+    "permission_denied": Status.DENIED,
 }
+_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def status_for(error: DatabaseError) -> Status:
+    if isinstance(error, MigrationFailed) and error.sqlstate == _INSUFFICIENT_PRIVILEGE:
+        return Status.DENIED  # a file (or its history row) needed a privilege the role lacks: not the SQL's fault
     return _ERROR_STATUS.get(error.code, Status.FAILED)
 
 

@@ -1,7 +1,11 @@
 """The tenant registry (`tenants.yaml`), supplied by the admin side: one URL per school.
 
 Validated completely before any connection, with `file:line` in every message: unknown keys, duplicate ids, two
-schools on one database, malformed URLs, unset `${VAR}`s. See docs/registry.md for the format.
+schools on one database, malformed URLs, unset `${VAR}`s. Values are read as written: an unquoted `0123` is the id
+`0123`, never YAML 1.1's octal 83. See docs/registry.md for the format.
+
+The file is read one tenant at a time (libyaml's parser, PyYAML's composer for one tenant's nodes), so memory
+follows the schools kept, not a node tree of the whole file.
 """
 
 from __future__ import annotations
@@ -9,22 +13,38 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
-from yaml.constructor import SafeConstructor
+from yaml.composer import Composer
+from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent
 
-from .errors import InvalidInput, Location, RegistryError, UsageError
+from .bootstrap import MAINTENANCE_DATABASE
+from .errors import Location, RegistryError, UsageError, excerpt
 from .settings import EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
-from .target import DatabaseTarget, redact_url
+from .target import DatabaseTarget, check_not_control
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+try:
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+
+_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-_FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The only numbers: plain decimal, as JSON writes them. YAML 1.1 also reads 0123 (octal), 0x1F, 1_000 and 12:30
+# (base 60) as numbers; here they stay text, so an id or a duration is never silently converted.
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+# A value landing in the host part of a URL may not bring URL structure of its own.
+_URL_STRUCTURE = re.compile(r"[@/?#\s]")
+# The server's maintenance database and its templates: migrating template1 would put the school schema into every
+# database created on that server afterwards.
+NOT_SCHOOLS = frozenset({MAINTENANCE_DATABASE, "template0", "template1"})
+PROBLEMS_SHOWN = 50  # a registry of 150,000 bad tenants lists the first 50, then says how many more
 
 _SETTING_KEYS = set(SETTING_NAMES)  # per-school settings: in `defaults:` and in each tenant
 _TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
@@ -54,63 +74,145 @@ class Registry:
         return len(self.tenants)
 
 
+def _value(m: re.Match[str], env: Mapping[str, str], where: Location) -> str:
+    """What one `${VAR}` / `${VAR:-default}` / `$$` stands for."""
+    if m.group(0) == "$$":
+        return "$"
+    name, default = m.group(1), m.group(2)
+    if name in env and env[name] != "":
+        return env[name]
+    if default is not None:
+        return default
+    raise RegistryError(
+        f"environment variable {name} is not set",
+        location=where,
+        hint=f"export {name}=... before running, or write ${{{name}:-default}}",
+    )
+
+
 def expand_env(text: str, env: Mapping[str, str], where: Location) -> str:
     """Expand `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. An unset VAR without default is an error."""
+    return _VAR.sub(lambda m: _value(m, env, where), text)
 
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, default = m.group(1), m.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        raise RegistryError(
-            f"environment variable {name} is not set",
-            location=where,
-            hint=f"export {name}=... before running, or write ${{{name}:-default}}",
+
+def expand_url(text: str, env: Mapping[str, str], where: Location) -> str:
+    """`expand_env` for a URL: a value is data, never URL structure. In the user info, the path or the query it
+    is percent-encoded (a password `x@db2/other#` stays a password); in the host part, a value holding '@', '/',
+    '?', '#' or a space is refused. A variable before the `://` stands for (the start of) a whole URL and is
+    inserted as it is."""
+    variables = list(_VAR.finditer(text))
+    if not variables:
+        return text
+    # Where each variable sits is decided on the URL as written, with every variable replaced by one plain letter.
+    pieces, starts, last, length = [], [], 0, 0
+    for m in variables:
+        pieces.append(text[last : m.start()])
+        length += m.start() - last
+        starts.append(length)
+        pieces.append("$" if m.group(0) == "$$" else "x")
+        length += 1
+        last = m.end()
+    pieces.append(text[last:])
+    skeleton = "".join(pieces)
+    authority_start = skeleton.find("://") + 3
+    ends = [i for i in (skeleton.find(c, authority_start) for c in "/?#") if i >= 0]
+    authority_end = min(ends, default=len(skeleton))
+    userinfo_end = skeleton.rfind("@", authority_start, authority_end)
+    out, last = [], 0
+    for m, at in zip(variables, starts, strict=True):
+        value = _value(m, env, where)
+        out.append(text[last : m.start()])
+        last = m.end()
+        if m.group(0) == "$$" or authority_start < 3 or at < authority_start:
+            out.append(value)
+        elif authority_end <= at or at < userinfo_end:
+            out.append(quote(value, safe=""))
+        elif _URL_STRUCTURE.search(value):
+            raise RegistryError(
+                f"the value of ${{{m.group(1)}}} in the URL's host part would change which server the URL names "
+                "(it holds '@', '/', '?', '#' or a space)",
+                location=where,
+                hint="give that variable only a host or host:port; a password goes between ':' and '@', where it "
+                "is encoded for you",
+            )
+        else:
+            out.append(value)
+    out.append(text[last:])
+    return "".join(out)
+
+
+def check_school(target: DatabaseTarget) -> None:
+    """Raise UsageError for a database that is never a school's: the maintenance database and the templates."""
+    if target.database in NOT_SCHOOLS:
+        raise UsageError(
+            f"database {target.database!r} is the server's maintenance or template database, not a school's",
+            hint="a school has a database of its own; migrating template1 would put the school schema into every "
+            "database created on that server afterwards",
         )
-
-    return _VAR.sub(sub, text)
 
 
 class _Loader:
     def __init__(self, path: Path, env: Mapping[str, str]) -> None:
         self.path = path
         self.env = env
-        self.constructor = SafeConstructor()
 
     def at(self, node: yaml.Node) -> Location:
         return Location(self.path, node.start_mark.line + 1)
+
+    def key(self, key_node: yaml.Node, what: str, allowed: set[str], seen: Mapping[str, object]) -> str:
+        key = str(key_node.value)
+        if key in seen:
+            raise RegistryError(f"key {excerpt(key)} appears twice in {what}", location=self.at(key_node))
+        if key not in allowed:
+            raise RegistryError(
+                f"unknown key {excerpt(key)} in {what}",
+                location=self.at(key_node),
+                hint=f"allowed keys: {', '.join(sorted(allowed))}",
+            )
+        return key
 
     def mapping(self, node: yaml.Node, what: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
             raise RegistryError(f"{what} must be a mapping of keys to values", location=self.at(node))
         out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in out:
-                raise RegistryError(f"key {key!r} appears twice in {what}", location=self.at(key_node))
-            if key not in allowed:
-                raise RegistryError(
-                    f"unknown key {key!r} in {what}",
-                    location=self.at(key_node),
-                    hint=f"allowed keys: {', '.join(sorted(allowed))}",
-                )
-            out[key] = (key_node, value_node)
+            out[self.key(key_node, what, allowed, out)] = (key_node, value_node)
         return out
 
-    def scalar(self, node: yaml.Node, what: str) -> Any:
+    @contextmanager
+    def located(self, node: yaml.Node) -> Iterator[None]:
+        """A UsageError about a value becomes a RegistryError at the value's line."""
+        try:
+            yield
+        except UsageError as exc:
+            raise RegistryError(exc.message, location=self.at(node), hint=exc.hint) from None
+
+    def written(self, node: yaml.Node, what: str) -> str:
+        """A scalar's text exactly as written in the file, before `${VAR}` expansion."""
         if not isinstance(node, yaml.ScalarNode):
             raise RegistryError(f"{what} must be a single value", location=self.at(node))
-        value = self.constructor.construct_object(node, deep=True)
-        if isinstance(value, str):
-            return expand_env(value, self.env, self.at(node))
+        text: str = node.value
+        with self.located(node):
+            check_not_control(text, what)
+        return text
+
+    def text(self, node: yaml.Node, what: str) -> str:
+        """A scalar as written, `${VAR}`s expanded; never converted (`0123` stays `0123`, `12:30` stays `12:30`)."""
+        value = expand_env(self.written(node, what), self.env, self.at(node))
+        with self.located(node):
+            check_not_control(value, what)
         return value
 
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        """A plain decimal number (`4`, `2.5`) as a number; any other value as its text (see `text`)."""
+        written = self.written(node, what)
+        if isinstance(node, yaml.ScalarNode) and not node.style and _NUMBER.fullmatch(written):  # plain: unquoted
+            return float(written) if "." in written else int(written)
+        return self.text(node, what)
+
     def string(self, node: yaml.Node, what: str) -> str:
-        value = self.scalar(node, what)
-        if not isinstance(value, str) or not value.strip():
+        value = self.text(node, what)
+        if not value.strip():
             raise RegistryError(f"{what} must be a non-empty string", location=self.at(node))
         return value
 
@@ -119,22 +221,33 @@ class _Loader:
             raise RegistryError(f"{what} must be a list, e.g. [a, b]", location=self.at(node))
         return tuple(self.string(item, f"each entry of {what}") for item in node.value)
 
+    def target(self, node: yaml.Node) -> DatabaseTarget:
+        where = self.at(node)
+        url = expand_url(self.written(node, "url"), self.env, where)
+        if not url.strip():
+            raise RegistryError("url must be a non-empty string", location=where)
+        with self.located(node):
+            target = DatabaseTarget.parse(url)
+            check_school(target)
+        return target
+
     def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> SchoolSettings:
         values: dict[str, Any] = {}
         for key in _SETTING_KEYS & fields.keys():
             node = fields[key][1]
             if key == "extensions":
                 values[key] = self.string_list(node, f"{what}.extensions")  # [] is a value: no extensions
-            elif key == "per_server":
-                number = self.scalar(node, f"{what}.per_server")
-                if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                continue
+            value = self.scalar(node, f"{what}.{key}")
+            if key == "per_server":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise RegistryError(f"{what}.per_server must be a whole number >= 1", location=self.at(node))
-                values[key] = number
-            else:
-                try:
-                    values[key] = parse_duration(self.scalar(node, f"{what}.{key}"), f"{what}.{key}")
-                except UsageError as exc:
-                    raise RegistryError(exc.message, location=self.at(node), hint=exc.hint) from None
+                values[key] = value
+                continue
+            if isinstance(value, (int, float)) and value < 0:
+                raise RegistryError(f"{what}.{key} must not be negative", location=self.at(node))
+            with self.located(node):
+                values[key] = parse_duration(value, f"{what}.{key}")
         return SchoolSettings(**values) if values else EMPTY
 
     def tenant(self, node: yaml.Node) -> Tenant:
@@ -147,19 +260,14 @@ class _Loader:
                     hint="each tenant needs `id: <slug>` and `url: postgresql://...`",
                 )
         id_node = fields["id"][1]
-        tenant_id = str(self.scalar(id_node, "id"))
-        if not _ID.match(tenant_id):
+        tenant_id = self.text(id_node, "id")
+        if not _ID.fullmatch(tenant_id):
             raise RegistryError(
-                f"tenant id {tenant_id!r} is not a slug",
+                f"tenant id {excerpt(tenant_id)} is not a slug",
                 location=self.at(id_node),
-                hint="use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit",
+                hint="use lowercase letters, digits, '-', '_' and '.' (at most 63), starting with a letter or digit",
             )
-        url_node = fields["url"][1]
-        url = self.string(url_node, "url")
-        try:
-            target = DatabaseTarget.parse(url)
-        except InvalidInput as exc:
-            raise RegistryError(exc.message, location=self.at(url_node), hint=exc.hint) from None
+        target = self.target(fields["url"][1])
         tags = self.string_list(fields["tags"][1], "tags") if "tags" in fields else ()
         own = self.settings(fields, f"tenant {tenant_id}")
         return Tenant(tenant_id, target, tags, own, line=self.at(node).line)
@@ -172,10 +280,91 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
             f"registry {path} does not exist",
             hint="pass --registry PATH, or -D URL for a single database",
         )
-    loader = _Loader(path, os.environ if env is None else env)
+    raw = path.read_bytes()
     try:
-        # libyaml's composer when present: a registry of 100,000 schools loads in seconds, not minutes.
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=_FastLoader)
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(
+            "not valid UTF-8", location=Location(path, raw.count(b"\n", 0, exc.start) + 1), hint="save it as UTF-8"
+        ) from None
+    loader = _Loader(path, os.environ if env is None else env)
+    return _parse(raw, loader)
+
+
+class _Events(_YamlLoader, Composer):
+    """libyaml's parser under PyYAML's composer, so the file can be composed one tenant at a time. (Quicker, too,
+    than composing it whole: the garbage collector never walks a tree of millions of nodes.)"""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(raw)
+        self.anchors = {}
+
+    # Values are read as written (see _Loader.text): YAML 1.1's implicit types are never resolved, not even as tags.
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: bool | tuple[bool, bool] | None) -> str:
+        return ""
+
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def node(self) -> yaml.Node:
+        node = self.compose_node(None, None)  # type: ignore[arg-type]
+        assert node is not None  # None only at the end of a document, which the callers check for first
+        return node
+
+    def line(self) -> int | None:
+        """The line of the next event."""
+        event = self.peek_event()
+        mark = event.start_mark if event is not None else None
+        return mark.line + 1 if mark is not None else None
+
+
+def _parse(raw: bytes, loader: _Loader) -> Registry:
+    """The registry, read one tenant at a time (each keeps its own entry: `defaults:` may come before or after)."""
+    path = loader.path
+    events = _Events(raw)
+    try:
+        events.get_event()  # stream start
+        if events.check_event(StreamEndEvent):
+            raise RegistryError("the registry is empty", location=Location(path), hint="add a `tenants:` list")
+        events.get_event()  # document start
+        if not events.check_event(MappingStartEvent):
+            root = events.node()
+            if isinstance(root, yaml.ScalarNode) and root.value == "":
+                raise RegistryError("the registry is empty", location=Location(path), hint="add a `tenants:` list")
+            raise RegistryError("the registry must be a mapping of keys to values", location=loader.at(root))
+        start_line = events.line()
+        events.get_event()
+        fleet = _Fleet(loader)
+        tenants_line: int | None = None
+        tenants_read = False
+        defaults = EMPTY
+        seen: dict[str, yaml.Node] = {}
+        while not events.check_event(MappingEndEvent):
+            key_node = events.node()
+            key = loader.key(key_node, "the registry", _TOP_KEYS, seen)
+            seen[key] = key_node
+            if key == "defaults":
+                defaults = loader.settings(loader.mapping(events.node(), "defaults", _SETTING_KEYS), "defaults")
+            elif not events.check_event(SequenceStartEvent):  # the other key: tenants
+                raise RegistryError("`tenants` must be a list of tenants", location=loader.at(events.node()))
+            else:  # read, checked and let go one tenant at a time
+                tenants_line = events.line()
+                events.get_event()
+                tenants_read = True
+                while not events.check_event(SequenceEndEvent):
+                    fleet.add(events.node())
+                events.get_event()
+        events.get_event()  # mapping end
+        events.get_event()  # document end
+        if not events.check_event(StreamEndEvent):
+            raise RegistryError(
+                "the registry holds more than one YAML document",
+                location=Location(path, events.line()),
+                hint="keep one: remove the `---` and what follows, or merge the two",
+            )
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise RegistryError(
@@ -183,63 +372,89 @@ def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Reg
             location=Location(path, mark.line + 1 if mark else None),
             hint="check the indentation and quoting around that line",
         ) from None
-    except UnicodeDecodeError:
-        raise RegistryError("not valid UTF-8", location=Location(path)) from None
-    if root is None:
-        raise RegistryError("the registry is empty", location=Location(path), hint="add a `tenants:` list")
-    top = loader.mapping(root, "the registry", _TOP_KEYS)
-    defaults = EMPTY
-    if "defaults" in top:
-        defaults = loader.settings(loader.mapping(top["defaults"][1], "defaults", _SETTING_KEYS), "defaults")
-    if "tenants" not in top:
-        raise RegistryError("the registry has no `tenants:` list", location=loader.at(root))
-    tenants_node = top["tenants"][1]
-    if not isinstance(tenants_node, yaml.SequenceNode):
-        raise RegistryError("`tenants` must be a list of tenants", location=loader.at(tenants_node))
-    tenants: list[Tenant] = []
-    problems: list[RegistryError] = []  # every tenant is checked, so one run lists every problem to fix
-    seen_ids: dict[str, int | None] = {}
-    seen_dbs: dict[tuple[str, int, str], Tenant] = {}
-    for node in tenants_node.value:
+    except yaml.reader.ReaderError as exc:
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise RegistryError(
+            f"character U+{ord(character):04X} is not allowed in YAML ({exc.reason})",
+            location=Location(path, raw.count(b"\n", 0, exc.position) + 1),
+            hint="remove it: a control character has no place in a registry",
+        ) from None
+    finally:
+        events.dispose()
+    if not tenants_read:
+        raise RegistryError("the registry has no `tenants:` list", location=Location(path, start_line))
+    fleet.check(tenants_line)
+    return Registry(path, tuple(fleet.tenants), defaults)
+
+
+class _Fleet:
+    """The tenants read so far, checked against each other. Every tenant is checked, so one run lists every
+    problem to fix; the first PROBLEMS_SHOWN are kept and the rest only counted (a file of 150,000 bad tenants
+    costs neither gigabytes nor megabytes of output)."""
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.tenants: list[Tenant] = []
+        self.problems: list[RegistryError] = []
+        self.problem_count = 0
+        self.ids: dict[str, int | None] = {}
+        self.databases: dict[tuple[tuple[tuple[str, int], ...], str], Tenant] = {}
+
+    def add(self, node: yaml.Node) -> None:
         try:
-            tenant = loader.tenant(node)
+            tenant = self.loader.tenant(node)
         except RegistryError as problem:
-            problems.append(problem)
-            continue
-        where = Location(path, tenant.line)
-        if tenant.id in seen_ids:
-            problems.append(
+            self.problem(problem)
+            return
+        where = Location(self.loader.path, tenant.line)
+        if tenant.id in self.ids:
+            self.problem(
                 RegistryError(
-                    f"tenant id {tenant.id!r} is already used at line {seen_ids[tenant.id]}",
+                    f"tenant id {tenant.id!r} is already used at line {self.ids[tenant.id]}",
                     location=where,
                     hint="ids must be unique",
                 )
             )
-            continue
-        key = (tenant.target.host, tenant.target.port, tenant.target.database)
-        if key in seen_dbs:
-            other = seen_dbs[key]
-            problems.append(
+            return
+        other = self.databases.get(tenant.target.identity)
+        if other is not None:
+            self.problem(
                 RegistryError(
                     f"tenants {other.id!r} (line {other.line}) and {tenant.id!r} point at the same database "
-                    f"{redact_url(tenant.target.dsn)}",
+                    f"{excerpt(tenant.target.redacted, 200)}",
                     location=where,
-                    hint="every school needs its own database",
+                    hint="every school needs its own database (localhost, 127.0.0.1 and ::1 are one machine)",
                 )
             )
-            continue
-        seen_ids[tenant.id] = tenant.line
-        seen_dbs[key] = tenant
-        tenants.append(tenant)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        listed = "\n".join(f"  {p.message}" + (f"\n    hint: {p.hint}" if p.hint else "") for p in problems)
-        raise RegistryError(
-            f"{len(problems)} problems in {path}:\n{listed}",
-            hint="fix them all, then run again; nothing was touched",
-        )
-    return Registry(path, tuple(tenants), defaults)
+            return
+        self.ids[tenant.id] = tenant.line
+        self.databases[tenant.target.identity] = tenant
+        self.tenants.append(tenant)
+
+    def problem(self, problem: RegistryError) -> None:
+        self.problem_count += 1
+        if len(self.problems) < PROBLEMS_SHOWN:
+            self.problems.append(problem.with_traceback(None))
+
+    def check(self, tenants_line: int | None) -> None:
+        path = self.loader.path
+        if self.problem_count == 1:
+            raise self.problems[0]
+        if self.problems:
+            listed = "\n".join(f"  {p.message}" + (f"\n    hint: {p.hint}" if p.hint else "") for p in self.problems)
+            unlisted = self.problem_count - len(self.problems)
+            if unlisted:
+                listed += f"\n  ... and {unlisted:,} more (the first {PROBLEMS_SHOWN} are listed)"
+            raise RegistryError(
+                f"{self.problem_count:,} problems in {path}:\n{listed}",
+                hint="fix them all, then run again; nothing was touched",
+            )
+        if not self.tenants:
+            raise RegistryError(
+                "the registry lists no tenants",
+                location=Location(path, tenants_line),
+                hint="add the schools under `tenants:`; with none, every command would succeed having done nothing",
+            )
 
 
 def shard_of(tenant_id: str, count: int) -> int:
@@ -247,21 +462,22 @@ def shard_of(tenant_id: str, count: int) -> int:
     return zlib.crc32(tenant_id.encode("utf-8")) % count
 
 
-def select(tenants: Iterable[Tenant], selection: Selection) -> list[Tenant]:
-    tenants = list(tenants)
+def select(registry: Registry, selection: Selection) -> list[Tenant]:
+    """The registry's tenants the selection names. Selecting none is an error: a run that touched nothing must
+    not look like a run that succeeded (a scheduled audit that audits nothing must not report green)."""
+    tenants = registry.tenants
     known = {t.id for t in tenants}
     for wanted in (*selection.ids, *selection.exclude):
         if wanted not in known:
             raise UsageError(
-                f"no tenant with id {wanted!r} in the registry",
+                f"no tenant with id {excerpt(wanted)} in {registry.path}",
                 hint="`orchestrator status` lists the registered tenants",
             )
     known_tags = {tag for t in tenants for tag in t.tags}
     for tag in selection.tags:
         if tag not in known_tags:
             raise UsageError(
-                f"no tenant is tagged {tag!r}",
-                hint=f"tags in the registry: {', '.join(sorted(known_tags)) or 'none'}",
+                f"no tenant is tagged {excerpt(tag)}", hint=f"tags in the registry: {_some(sorted(known_tags))}"
             )
     chosen = []
     for t in tenants:
@@ -276,10 +492,34 @@ def select(tenants: Iterable[Tenant], selection: Selection) -> list[Tenant]:
         if selection.only is not None and t.id not in selection.only:
             continue
         chosen.append(t)
+    if not chosen:
+        raise UsageError(
+            f"no tenant selected: {_describe(selection)} match none of the {len(tenants):,} tenants in {registry.path}",
+            hint="widen the selection; nothing was touched",
+        )
     return chosen
+
+
+def _describe(selection: Selection) -> str:
+    filters = [f"--tenant {excerpt(i, 40)}" for i in selection.ids]
+    filters += [f"--tag {excerpt(t, 40)}" for t in selection.tags]
+    filters += [f"--exclude {excerpt(i, 40)}" for i in selection.exclude]
+    if selection.shard:
+        filters.append(f"--shard {selection.shard[0]}/{selection.shard[1]}")
+    if selection.only is not None:
+        filters.append(f"--resume (the {len(selection.only):,} schools that did not end ok in the report)")
+    return _some(filters, 10) if filters else "the whole registry"
+
+
+def _some(names: Sequence[str], limit: int = 20) -> str:
+    """A list for a message: the first `limit`, then how many more."""
+    listed = list(names)
+    shown = ", ".join(listed[:limit]) or "none"
+    return shown + (f" and {len(listed) - limit:,} more" if len(listed) > limit else "")
 
 
 def single_tenant(url: str) -> Tenant:
     """A one-school "registry" for `-D URL`: the id is the database name."""
     target = DatabaseTarget.parse(url)
+    check_school(target)
     return Tenant(id=target.database, target=target)

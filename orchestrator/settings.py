@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, excerpt
 
 DEFAULT_REGISTRY = Path("tenants.yaml")
 DEFAULT_MIGRATIONS = Path("migrations")
@@ -174,7 +174,8 @@ def parse_duration(value: object, what: str) -> float:
         return float(value)
     m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
     if m is None:
-        raise UsageError(f"{what}: {value!r} is not a duration", hint="write e.g. 5s, 500ms or 10m")
+        shown = excerpt(value) if isinstance(value, str) else repr(value)
+        raise UsageError(f"{what}: {shown} is not a duration", hint="write e.g. 5s, 500ms or 10m")
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 

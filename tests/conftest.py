@@ -80,4 +80,4 @@ def db_url(pg: DevServer, db_name: str) -> Iterator[str]:
 @pytest.fixture
 def unreachable_url() -> str:
     """A URL on 127.0.0.1 where nothing listens (connection refused)."""
-    return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/postgres"
+    return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/school_unreachable"

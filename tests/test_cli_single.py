@@ -157,7 +157,7 @@ def test_unreachable_server_exits_1_without_printing_the_password(unreachable_ur
 
 def test_wrong_password_exits_1_without_printing_either_password(pg: DevServer) -> None:
     wrong = "An0therSecretPw"
-    url = DevServer(pg.datadir, pg.port, wrong).url("postgres")
+    url = DevServer(pg.datadir, pg.port, wrong).url("school_wrong_password")
 
     result = invoke("status", "-D", url, "--migrations", str(PROJECT_MIGRATIONS), "--json")
 

@@ -44,7 +44,8 @@ class SchoolAudit:
 
     @property
     def readable(self) -> bool:
-        """Connected and read: only then do its findings (or their absence) say anything."""
+        """Reached and read: a school whose read failed (no connection, a missing privilege, a lock, ...) was not
+        audited, so it is never counted clean."""
         return self.result.error is None
 
     @property

@@ -61,7 +61,11 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             state.schema = schemas_by_fingerprint.setdefault(fp, state.schema)
             fingerprints[tenant.id] = fp
         states[tenant.id] = state
-        if state.result.error is not None and state.result.status not in (Status.UNREACHABLE, Status.NO_DATABASE):
+        if state.result.error is not None and state.result.status not in (
+            Status.UNREACHABLE,
+            Status.NO_DATABASE,
+            Status.DENIED,
+        ):
             # Connected but not read (a lock, a missing grant, a timeout): never counted clean.
             state.result.status = Status.UNREADABLE
         return state.result

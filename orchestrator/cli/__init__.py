@@ -104,8 +104,8 @@ def execute(
 def register_job_secrets(job: Job) -> None:
     """Every password this run knows, so the log scrubber can hide any that slips into an event."""
     reference_url = job.request.gate.reference_url
-    reference = DatabaseTarget.parse(reference_url).password if reference_url else None
-    register_secrets([*(t.target.password for t in job.tenants), reference])
+    reference = DatabaseTarget.parse(reference_url).secrets if reference_url else ()
+    register_secrets([*(s for t in job.tenants for s in t.target.secrets), *reference])
 
 
 def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterable[ExtraFile]) -> None:

@@ -168,7 +168,7 @@ def print_single(console: Console, report: RunReport) -> None:
     """One database: say what happened to each migration."""
     r = report.outcomes[0].result
     console.print(
-        f"{r.database} on {r.server}: {status_text(r.status)} (version {version(r.version_before)} -> "
+        f"{escape(r.database)} on {escape(r.server)}: {status_text(r.status)} (version {version(r.version_before)} -> "
         f"{version(r.version_after)}, {r.duration_s:.2f}s)"
     )
     for note in r.notes:
@@ -235,7 +235,7 @@ def print_table(console: Console, report: RunReport) -> None:
             error = escape("; ".join(r.notes))
         table.add_row(
             escape(o.tenant.id),
-            r.server,
+            escape(r.server),
             status_text(r.status),
             version_change(r),
             migrations,
