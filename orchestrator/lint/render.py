@@ -40,6 +40,12 @@ def render_text(report: LintReport) -> str:
     if out:
         out.append("")
     out.append(summary(report))
+    if report.errors and not report.release_requested:
+        out.append(
+            "files already applied on a fleet must not be edited (not even a suppression comment: the checksum "
+            "would change and SQLx workers refuse to start): record them as they are with "
+            "`orchestrator lint --baseline`"
+        )
     if report.released_recorded is not None:
         recorded = report.released_recorded
         out.append(

@@ -1,0 +1,103 @@
+"""The platform as it is: schools registered before their database exists, databases that were lost, and a live
+SQLx fleet adopted mid-life (its early files break today's lint rules but are applied everywhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fleetkit import cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
+from pgfixtures import database_exists, fetch_sync, run_sync, unique_db_name
+
+from orchestrator.devserver import DevServer
+
+SQLX = Path(sys.executable).parent / "sqlx"
+
+
+def versions(pg: DevServer, db: str) -> list[int]:
+    return [r["version"] for r in fetch_sync(pg.url(db), "SELECT version FROM _sqlx_migrations ORDER BY 1")]
+
+
+# --- missing databases, on purpose --------------------------------------------------------------------------------
+
+
+def test_a_missing_database_is_no_database_and_is_created_only_when_asked(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    existing, new = make_school(pg, "known"), unique_db_name("new_school")
+    registry = write_registry(
+        tmp_path / "t.yaml", [("known", registry_url(pg, existing), []), ("new", registry_url(pg, new), [])]
+    )
+    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    for command in ("status", "plan"):
+        cli(command, *args, "--report", str(tmp_path / f"{command}.json"))
+        statuses = {s["id"]: s["status"] for s in json.loads((tmp_path / f"{command}.json").read_text())["schools"]}
+        assert statuses["new"] == "no_database", command
+    plain = cli("migrate", *args, "--report", str(tmp_path / "r.json"))
+    assert plain.returncode == 1
+    new_school = next(s for s in json.loads((tmp_path / "r.json").read_text())["schools"] if s["id"] == "new")
+    assert new_school["status"] == "no_database"
+    assert "restore it from backup" in new_school["error"]["hint"] and "--create-missing" in new_school["error"]["hint"]
+    assert not run_sync(database_exists(pg.url(), new)), "a lost database is never quietly re-created"
+
+    created = cli("migrate", *args, "--create-missing", "--report", str(tmp_path / "c.json"))
+    assert created.returncode == 0, created.stdout + created.stderr
+    new_school = next(s for s in json.loads((tmp_path / "c.json").read_text())["schools"] if s["id"] == "new")
+    assert new_school["status"] == "applied" and new_school["created_database"] is True
+    assert f"created database {new}" in new_school["notes"]
+    assert versions(pg, new) == [1, 2, 3] and versions(pg, existing) == [1, 2, 3]
+    assert fetch_sync(pg.url(new), "SELECT 1 FROM pg_extension WHERE extname = 'uuid-ossp'"), "bootstrapped too"
+    audit = cli("audit", *args, "--no-schema")
+    assert audit.returncode == 0, audit.stdout
+
+
+# --- adopting a live SQLx fleet ---------------------------------------------------------------------------------
+
+# SQLx's own test migrations have this shape: an early file with a foreign key without ON DELETE.
+ADOPTED = {
+    "1_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL DEFAULT '');\n",
+    "2_posts.sql": "CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint REFERENCES users (id));\n",
+}
+
+
+@pytest.mark.sqlx
+def test_an_sqlx_fleet_whose_applied_files_break_lint_rules_is_adopted(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations", ADOPTED)
+    schools = [make_school(pg, f"adopt_{i}") for i in range(2)]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    for db in schools:  # applied by the workers themselves, long before this tool
+        subprocess.run(
+            [str(SQLX), "migrate", "run", "--no-dotenv", "--source", str(migrations), "-D", pg.url(db)],
+            check=True, capture_output=True, env=env, timeout=60,
+        )  # fmt: skip
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
+    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+
+    nothing_pending = cli("migrate", *args)
+    assert nothing_pending.returncode == 0, nothing_pending.stdout + nothing_pending.stderr
+
+    (migrations / "3_comments.sql").write_text(
+        "CREATE TABLE comments (id bigint PRIMARY KEY, post_id bigint REFERENCES posts (id) ON DELETE CASCADE);\n"
+    )
+    safe = cli("migrate", *args)
+    assert safe.returncode == 0, safe.stdout + safe.stderr
+    assert all(versions(pg, db) == [1, 2, 3] for db in schools)
+
+    (migrations / "4_drop_name.sql").write_text("ALTER TABLE users DROP COLUMN name;\n")
+    unsafe = cli("migrate", *args)
+    assert unsafe.returncode == 2, unsafe.stdout + unsafe.stderr
+    assert "4_drop_name.sql" in unsafe.stderr and "drop-column" in unsafe.stderr
+    assert "2_posts.sql" not in unsafe.stderr, "only the file that would run is named"
+    assert all(versions(pg, db) == [1, 2, 3] for db in schools), "nothing written"
+    (migrations / "4_drop_name.sql").unlink()
+
+    # lint refuses the applied file, and never advises a suppression comment in it: --baseline records it as is.
+    linted = cli("lint", str(migrations))
+    assert linted.returncode == 1 and "2_posts.sql" in linted.stdout and "--baseline" in linted.stdout
+    baseline = cli("lint", str(migrations), "--baseline")
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    assert "accepted by `lint --baseline`" in baseline.stdout
+    assert cli("lint", str(migrations)).returncode == 0, "released files are checked only for edits"
