@@ -46,9 +46,11 @@ class Location:
 
     path: Path
     line: int | None = None
+    label: str | None = None  # where inside the input, when not a line: e.g. "source row id=school-a"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}" if self.line else str(self.path)
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.label}" if self.label else where
 
 
 class InvalidInput(OrchestratorError):

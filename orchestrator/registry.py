@@ -26,7 +26,8 @@ from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, Se
 
 from .bootstrap import MAINTENANCE_DATABASE
 from .errors import Location, RegistryError, UsageError, excerpt
-from .settings import EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
+from .registry_source import RegistrySource, check_columns, fetch_rows, row_node
+from .settings import BUILTIN, EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
 from .target import DatabaseTarget, check_not_control
 
 try:
@@ -48,7 +49,9 @@ PROBLEMS_SHOWN = 50  # a registry of 150,000 bad tenants lists the first 50, the
 
 _SETTING_KEYS = set(SETTING_NAMES)  # per-school settings: in `defaults:` and in each tenant
 _TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
-_TOP_KEYS = {"defaults", "tenants"}
+_TOP_KEYS = {"defaults", "tenants", "source"}
+_SOURCE_KEYS = {"url", "query", "statement_timeout", "connect_timeout"}
+SOURCE_STATEMENT_TIMEOUT = 30.0  # seconds: the admin database's query is one SELECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +225,18 @@ class _Loader:
         return tuple(self.string(item, f"each entry of {what}") for item in node.value)
 
     def target(self, node: yaml.Node) -> DatabaseTarget:
+        target = self.target_of(node)
+        with self.located(node):
+            check_school(target)
+        return target
+
+    def target_of(self, node: yaml.Node) -> DatabaseTarget:
         where = self.at(node)
         url = expand_url(self.written(node, "url"), self.env, where)
         if not url.strip():
             raise RegistryError("url must be a non-empty string", location=where)
         with self.located(node):
-            target = DatabaseTarget.parse(url)
-            check_school(target)
-        return target
+            return DatabaseTarget.parse(url)
 
     def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> SchoolSettings:
         values: dict[str, Any] = {}
@@ -271,6 +278,58 @@ class _Loader:
         tags = self.string_list(fields["tags"][1], "tags") if "tags" in fields else ()
         own = self.settings(fields, f"tenant {tenant_id}")
         return Tenant(tenant_id, target, tags, own, line=self.at(node).line)
+
+
+class _RowLoader(_Loader):
+    """Reads one row of a registry source as a tenant entry: the same checks, a row's place instead of a line,
+    and values taken as data (no `${VAR}` expansion)."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        super().__init__(path, {})
+        self.place = Location(path, label=label)
+
+    def at(self, node: yaml.Node) -> Location:
+        return self.place
+
+    def text(self, node: yaml.Node, what: str) -> str:
+        return self.written(node, what)
+
+    def target(self, node: yaml.Node) -> DatabaseTarget:
+        url = self.written(node, "url")
+        if not url.strip():
+            raise RegistryError("url must be a non-empty string", location=self.place)
+        with self.located(node):
+            target = DatabaseTarget.parse(url)
+            check_school(target)
+        return target
+
+
+def _read_source(loader: _Loader, node: yaml.Node) -> RegistrySource:
+    fields = loader.mapping(node, "source", _SOURCE_KEYS)
+    for required in ("url", "query"):
+        if required not in fields:
+            raise RegistryError(
+                f"source has no {required!r}",
+                location=loader.at(node),
+                hint="source needs `url:` (the admin database) and `query:` (returning id and url columns)",
+            )
+    url_node = fields["url"][1]
+    target = loader.target_of(url_node)
+    timeouts = {}
+    for key, default in (("statement_timeout", SOURCE_STATEMENT_TIMEOUT), ("connect_timeout", BUILTIN.connect_timeout)):
+        timeouts[key] = default
+        if key in fields:
+            with loader.located(fields[key][1]):
+                timeouts[key] = parse_duration(loader.scalar(fields[key][1], f"source.{key}"), f"source.{key}")
+    return RegistrySource(target, loader.string(fields["query"][1], "source.query"), where=loader.at(node), **timeouts)
+
+
+def _from_source(source: RegistrySource, fleet: _Fleet) -> None:
+    rows = fetch_rows(source)
+    check_columns(rows, source)
+    for row in rows:
+        label = f"source row id={excerpt(str(row.get('id')), 60)}"
+        fleet.add(row_node(row), _RowLoader(fleet.loader.path, label))
 
 
 def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Registry:
@@ -341,6 +400,7 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
         tenants_line: int | None = None
         tenants_read = False
         defaults = EMPTY
+        source: RegistrySource | None = None
         seen: dict[str, yaml.Node] = {}
         while not events.check_event(MappingEndEvent):
             key_node = events.node()
@@ -348,6 +408,8 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
             seen[key] = key_node
             if key == "defaults":
                 defaults = loader.settings(loader.mapping(events.node(), "defaults", _SETTING_KEYS), "defaults")
+            elif key == "source":
+                source = _read_source(loader, events.node())
             elif not events.check_event(SequenceStartEvent):  # the other key: tenants
                 raise RegistryError("`tenants` must be a list of tenants", location=loader.at(events.node()))
             else:  # read, checked and let go one tenant at a time
@@ -381,9 +443,19 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
         ) from None
     finally:
         events.dispose()
-    if not tenants_read:
-        raise RegistryError("the registry has no `tenants:` list", location=Location(path, start_line))
-    fleet.check(tenants_line)
+    if tenants_read and source is not None:
+        raise RegistryError(
+            "the registry has both `tenants:` and `source:`",
+            location=Location(path, tenants_line),
+            hint="keep one: the schools come either from the file or from the admin database",
+        )
+    if source is not None:
+        _from_source(source, fleet)
+    elif not tenants_read:
+        raise RegistryError(
+            "the registry has no `tenants:` list (nor a `source:`)", location=Location(path, start_line)
+        )
+    fleet.check(tenants_line, from_source=source is not None)
     return Registry(path, tuple(fleet.tenants), defaults)
 
 
@@ -397,20 +469,21 @@ class _Fleet:
         self.tenants: list[Tenant] = []
         self.problems: list[RegistryError] = []
         self.problem_count = 0
-        self.ids: dict[str, int | None] = {}
+        self.ids: dict[str, str] = {}  # id -> where it was first seen, for messages
         self.databases: dict[tuple[tuple[tuple[str, int], ...], str], Tenant] = {}
 
-    def add(self, node: yaml.Node) -> None:
+    def add(self, node: yaml.Node, loader: _Loader | None = None) -> None:
+        loader = loader or self.loader
         try:
-            tenant = self.loader.tenant(node)
+            tenant = loader.tenant(node)
         except RegistryError as problem:
             self.problem(problem)
             return
-        where = Location(self.loader.path, tenant.line)
+        where = loader.at(node)
         if tenant.id in self.ids:
             self.problem(
                 RegistryError(
-                    f"tenant id {tenant.id!r} is already used at line {self.ids[tenant.id]}",
+                    f"tenant id {tenant.id!r} is already used ({self.ids[tenant.id]})",
                     location=where,
                     hint="ids must be unique",
                 )
@@ -420,14 +493,14 @@ class _Fleet:
         if other is not None:
             self.problem(
                 RegistryError(
-                    f"tenants {other.id!r} (line {other.line}) and {tenant.id!r} point at the same database "
+                    f"tenants {other.id!r} ({self.ids[other.id]}) and {tenant.id!r} point at the same database "
                     f"{excerpt(tenant.target.redacted, 200)}",
                     location=where,
                     hint="every school needs its own database (localhost, 127.0.0.1 and ::1 are one machine)",
                 )
             )
             return
-        self.ids[tenant.id] = tenant.line
+        self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
         self.databases[tenant.target.identity] = tenant
         self.tenants.append(tenant)
 
@@ -436,7 +509,7 @@ class _Fleet:
         if len(self.problems) < PROBLEMS_SHOWN:
             self.problems.append(problem.with_traceback(None))
 
-    def check(self, tenants_line: int | None) -> None:
+    def check(self, tenants_line: int | None, *, from_source: bool = False) -> None:
         path = self.loader.path
         if self.problem_count == 1:
             raise self.problems[0]
@@ -448,6 +521,12 @@ class _Fleet:
             raise RegistryError(
                 f"{self.problem_count:,} problems in {path}:\n{listed}",
                 hint="fix them all, then run again; nothing was touched",
+            )
+        if not self.tenants and from_source:
+            raise RegistryError(
+                "the registry source returned no rows",
+                location=Location(path),
+                hint="check the query's WHERE clause; with no school, every command would succeed having done nothing",
             )
         if not self.tenants:
             raise RegistryError(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fleetkit import cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
-from pgfixtures import database_exists, fetch_sync, run_sync, unique_db_name
+from pgfixtures import PG_PASSWORD, database_exists, execute_sync, fetch_sync, run_sync, unique_db_name
 
 from orchestrator.devserver import DevServer
 
@@ -101,3 +101,87 @@ def test_an_sqlx_fleet_whose_applied_files_break_lint_rules_is_adopted(tmp_path:
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
     assert "accepted by `lint --baseline`" in baseline.stdout
     assert cli("lint", str(migrations)).returncode == 0, "released files are checked only for edits"
+
+
+# --- the registry in the admin database -------------------------------------------------------------------------
+
+
+def admin_database(pg: DevServer, rows: list[tuple[str, str, list[str], bool, str | None]]) -> str:
+    """An admin service's database: a `schools` table (slug, db_url, labels, active, lock_timeout)."""
+    admin = make_school(pg, "admin")
+    execute_sync(
+        pg.url(admin),
+        "CREATE TABLE schools (slug text, db_url text, labels text[], active boolean, lock_timeout interval)",
+    )
+    for row in rows:
+        execute_sync(pg.url(admin), "INSERT INTO schools VALUES ($1, $2, $3, $4, $5::text::interval)", *row)
+    return admin
+
+
+def passwordless_url(pg: DevServer, db: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
+
+
+def source_registry(path: Path, admin_url: str, where: str = "WHERE active") -> Path:
+    path.write_text(
+        "source:\n"
+        "  url: ${ADMIN_DATABASE_URL}\n"
+        f"  query: SELECT slug AS id, db_url AS url, labels AS tags, lock_timeout FROM schools {where} ORDER BY slug\n"
+        "defaults:\n  per_server: 2\n"
+    )
+    os.environ["ADMIN_DATABASE_URL"] = admin_url
+    return path
+
+
+def test_a_source_registry_migrates_exactly_the_active_schools_of_the_admin_database(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    a, b, closed = (make_school(pg, f"src_{n}") for n in ("a", "b", "closed"))
+    admin = admin_database(pg, [
+        ("school-a", passwordless_url(pg, a), ["canary"], True, "2 seconds"),
+        ("school-b", passwordless_url(pg, b), [], True, None),
+        ("school-closed", passwordless_url(pg, closed), [], False, None),
+    ])  # fmt: skip
+    registry = source_registry(tmp_path / "t.yaml", passwordless_url(pg, admin))
+    env = {"PGPASSWORD": PG_PASSWORD}  # URLs from the admin database carry no password: libpq's variable works
+    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", *args, "--report", str(tmp_path / "r.json"), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {s["id"]: s["wave"] for s in data["schools"]} == {"school-a": "canary", "school-b": "main"}
+    assert versions(pg, a) == versions(pg, b) == [1, 2, 3]
+    assert not fetch_sync(pg.url(closed), "SELECT 1 FROM pg_tables WHERE tablename = '_sqlx_migrations'")
+    only_b = cli("status", *args, "--tenant", "school-b", "--report", str(tmp_path / "s.json"), env=env)
+    assert only_b.returncode == 0, only_b.stdout + only_b.stderr
+    assert [s["id"] for s in json.loads((tmp_path / "s.json").read_text())["schools"]] == ["school-b"]
+
+
+def test_bad_source_rows_are_all_named_and_nothing_is_touched(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    good = make_school(pg, "src_good")
+    admin = admin_database(pg, [
+        ("school-good", passwordless_url(pg, good), [], True, None),
+        ("Bad Id", passwordless_url(pg, good + "_x"), [], True, None),
+        ("school-nourl", "", [], True, None),
+    ])  # fmt: skip
+    registry = source_registry(tmp_path / "t.yaml", passwordless_url(pg, admin))
+    result = cli(
+        "migrate", "--registry", str(registry), "--migrations", str(migrations), env={"PGPASSWORD": PG_PASSWORD}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "source row id='Bad Id': tenant id 'Bad Id' is not a slug" in result.stderr
+    assert "source row id='school-nourl': url must be a non-empty string" in result.stderr
+    assert not fetch_sync(pg.url(good), "SELECT 1 FROM pg_tables WHERE tablename = '_sqlx_migrations'")
+
+
+def test_an_admin_database_that_does_not_answer_exits_2_naming_the_source_without_its_password(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    secret = "adm1n-s3cret"
+    registry = source_registry(tmp_path / "t.yaml", f"postgresql://admin:{secret}@127.0.0.1:1/admin")
+    result = cli("status", "--registry", str(registry), "--migrations", str(migrations))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the registry source postgresql://admin:***@127.0.0.1:1/admin did not answer" in result.stderr
+    assert secret not in result.stdout + result.stderr
