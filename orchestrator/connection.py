@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .errors import DatabaseError, DatabaseMissing, Interrupted, Unreachable
+from .errors import ConnectFailed, DatabaseError, DatabaseMissing, Interrupted, Unreachable
 from .privileges import permission_denied
 from .settings import BUILTIN, Resolved
 from .target import DatabaseTarget
@@ -98,7 +98,8 @@ async def open_session(
             hint="lower --concurrency / --per-server, or retry later",
         ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise Unreachable(
+        network = isinstance(exc, (OSError, TimeoutError))
+        raise (ConnectFailed if network else Unreachable)(
             f"cannot connect to {target.database} on {target.server}: {target.scrub(describe(exc))}",
             hint="is the server up and reachable from here? (checked after "
             f"{settings.connect_timeout:g}s; raise --connect-timeout for slow networks)",

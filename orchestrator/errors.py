@@ -103,6 +103,11 @@ class Unreachable(DatabaseError):
     retryable = True
 
 
+class ConnectFailed(Unreachable):
+    """No answer at the network level (refused, timed out, reset): the server itself may be down. The fleet's
+    per-server breaker counts these (a refused login or a full server is not a server down)."""
+
+
 class DatabaseMissing(DatabaseError):
     """The database does not exist and we were not asked to create it."""
 

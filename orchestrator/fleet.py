@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
-from .errors import Interrupted
+from .errors import ConnectFailed, Interrupted, Unreachable
 from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
@@ -56,6 +56,7 @@ class FleetRun:
     finished_at: datetime
     halted: str | None = None  # why scheduling stopped early (failure budget, canary)
     interrupted: bool = False  # Ctrl-C / SIGTERM
+    servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker opened (still open)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,21 @@ class _State:
     interrupted: bool = False
     results: dict[str, TenantOutcome] = field(default_factory=dict)
     work_scope: anyio.CancelScope | None = None  # cancelled by a second Ctrl-C
+    failed_connects: dict[str, int] = field(default_factory=dict)  # server -> connection failures in a row
+    servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker is open
+
+    def observe(self, server: str, result: DatabaseResult) -> None:
+        """The per-server breaker: N connection failures in a row open it; any answer from the server closes it."""
+        if not isinstance(result.error, ConnectFailed):
+            self.failed_connects.pop(server, None)
+            if self.servers_down.pop(server, None) is not None:
+                log.info("fleet.server_up", server=server)
+            return
+        count = self.failed_connects[server] = self.failed_connects.get(server, 0) + 1
+        threshold = self.options.budgets.server_down_after
+        if threshold and count >= threshold and server not in self.servers_down:
+            self.servers_down[server] = f"server down: {count} connection attempts in a row failed"
+            log.warning("fleet.server_down", server=server, failed_attempts=count)
 
     @property
     def accepting(self) -> bool:
@@ -130,7 +146,14 @@ async def run_fleet(
             if observer:
                 observer(outcome)
         outcomes.append(outcome)
-    return FleetRun(outcomes, started, datetime.now(UTC), halted=state.halted, interrupted=state.interrupted)
+    return FleetRun(
+        outcomes,
+        started,
+        datetime.now(UTC),
+        halted=state.halted,
+        interrupted=state.interrupted,
+        servers_down=dict(state.servers_down),
+    )
 
 
 async def _run_wave(name: str, tenants: Sequence[Tenant], work: Work, state: _State, observer: Observer | None) -> None:
@@ -188,14 +211,20 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
 
     async def attempt() -> DatabaseResult:
         nonlocal attempts
+        down = state.servers_down.get(tenant.server)
+        if down is not None:
+            return _server_down(tenant, down)  # no connection attempt: the server is known to be down
         attempts += 1
         if attempts > 1:
             log.info("school.retry", school=tenant.id, attempt=attempts)
         current_school.set(tenant.id)  # each worker is its own task: no reset needed between schools
-        return await work(tenant)
+        result = await work(tenant)
+        state.observe(tenant.server, result)
+        return result
 
     def should_retry(result: DatabaseResult) -> bool:
-        return bool(result.error and result.error.retryable) and not state.stopping
+        retryable = bool(result.error and result.error.retryable)
+        return retryable and not state.stopping and tenant.server not in state.servers_down
 
     # Most schools succeed at once: build the retry machinery only for those that need it (it costs far more per
     # school than the scheduling itself, on fleets of 100,000).
@@ -260,6 +289,19 @@ def skipped_run(tenants: Sequence[Tenant], reason: str, observer: Observer | Non
 def _skipped(tenant: Tenant, reason: str) -> DatabaseResult:
     return DatabaseResult(
         database=tenant.target.database, server=tenant.server, status=Status.SKIPPED, notes=[reason], attempts=0
+    )
+
+
+def _server_down(tenant: Tenant, why: str) -> DatabaseResult:
+    return DatabaseResult(
+        database=tenant.target.database,
+        server=tenant.server,
+        status=Status.UNREACHABLE,
+        error=Unreachable(
+            f"{why} on {tenant.server}; {tenant.target.database} was not attempted",
+            hint="bring the server back (or fix the network), then `--resume` the report: only these schools run",
+        ),
+        attempts=0,
     )
 
 

@@ -88,6 +88,7 @@ class RunReport:
             "ok": self.ok,
             "halted": self.run.halted,
             "interrupted": self.run.interrupted,
+            "servers_down": self.run.servers_down,
             "migrations": {
                 "directory": self.migrations_dir,
                 "latest_version": self.latest_version,

@@ -129,12 +129,13 @@ class Budgets:
     retry_backoff: float = 0.5  # seconds before the first retry; doubles, with jitter (no flag: tests shorten it)
     canary: int = 0  # when no school is tagged `canary`: the first N selected schools go first, alone
     max_failures: FailureBudget | None = None  # None: never halt
+    server_down_after: int = 3  # consecutive connection failures on one server before its other schools skip it
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
-        if self.retries < 0 or self.canary < 0:
-            raise UsageError("--retries and --canary must not be negative")
+        if self.retries < 0 or self.canary < 0 or self.server_down_after < 0:
+            raise UsageError("--retries, --canary and --server-down-after must not be negative")
 
 
 @dataclass(frozen=True, slots=True)

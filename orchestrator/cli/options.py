@@ -122,6 +122,9 @@ BUDGETS = Group(
              "Overrides the registry's per_server.", BUILTIN.per_server),
         Flag("retries", int, ("--retries",), "Extra attempts for transient failures (connection lost, lock not "
              "available), with exponential backoff.", _budgets.retries),
+        Flag("server_down_after", int, ("--server-down-after",), "After N connection attempts in a row fail on "
+             "one server (refused, timed out, reset), its other schools end unreachable at once (0 = never).",
+             _budgets.server_down_after),
     ),
 )  # fmt: skip
 ROLLOUT = Group(
@@ -220,6 +223,7 @@ class Flags:
             budgets=Budgets(
                 concurrency=v["concurrency"],
                 retries=v["retries"],
+                server_down_after=v["server_down_after"],
                 canary=v.get("canary", _budgets.canary),  # commands without the rollout group: no waves
                 max_failures=FailureBudget.parse(v.get("max_failures")),
             ),

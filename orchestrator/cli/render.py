@@ -292,6 +292,11 @@ def print_summary(console: Console, report: RunReport) -> None:
     counts = report.counts()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"[bold]summary[/]: {schools(len(report.outcomes))}: {parts} ({report.run.duration_s:.2f}s)")
+    for server, why in report.run.servers_down.items():
+        skipped = sum(1 for o in report.outcomes if o.result.server == server and o.result.attempts == 0)
+        console.print(
+            f"[red]server down[/]: {escape(server)}: {escape(why)}; {schools(skipped)} not attempted", highlight=False
+        )
     if report.run.halted:
         console.print(f"[red]halted[/]: {escape(report.run.halted)}")
     if report.run.interrupted:

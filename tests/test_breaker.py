@@ -1,0 +1,98 @@
+"""The per-server breaker: a dead server costs its schools one round of connection timeouts, not one each."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import cli, make_migrations, make_school, registry_url, write_registry
+
+from orchestrator.devserver import DevServer
+from orchestrator.errors import ConnectFailed
+from orchestrator.fleet import FleetOptions, _State
+from orchestrator.outcome import DatabaseResult, Status
+from orchestrator.settings import Budgets
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a frozen server, the worst kind of dead."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_a_dead_server_costs_one_round_of_timeouts_and_the_live_one_carries_on(
+    tmp_path: Path, pg: DevServer, silent: SilentServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    live = [(f"live{i}", registry_url(pg, make_school(pg, f"breaker_{i}")), []) for i in range(4)]
+    dead = [(f"dead{i}", f"postgresql://postgres@127.0.0.1:{silent.port}/school_{i}", []) for i in range(24)]
+    registry = write_registry(tmp_path / "t.yaml", [*dead, *live])
+    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+                 "--connect-timeout", "2s", "--report", str(tmp_path / "r.json"))  # fmt: skip
+    assert result.returncode == 1
+    data = json.loads((tmp_path / "r.json").read_text())
+    statuses = {s["id"]: s["status"] for s in data["schools"]}
+    assert [statuses[f"live{i}"] for i in range(4)] == ["applied"] * 4
+    assert {statuses[f"dead{i}"] for i in range(24)} == {"unreachable"}
+    dead_server = f"127.0.0.1:{silent.port}"
+    assert data["servers_down"] == {dead_server: "server down: 3 connection attempts in a row failed"}
+    # One round: the per-server workers' first attempts (no retries, no attempt for the other schools).
+    assert len(silent.accepted) == 4
+    assert sum(1 for s in data["schools"] if s["id"].startswith("dead") and s["attempts"] == 0) == 20
+    assert f"server down: {dead_server}" in result.stdout and "20 schools not attempted" in result.stdout
+
+
+def failed_connect() -> DatabaseResult:
+    error = ConnectFailed("cannot connect to x on h:1: TimeoutError")
+    return DatabaseResult(database="x", server="h:1", status=Status.UNREACHABLE, error=error)
+
+
+def test_the_breaker_opens_after_n_failures_in_a_row_and_an_answer_closes_it() -> None:
+    state = _State(total=10, options=FleetOptions(budgets=Budgets(server_down_after=3)))
+    for _ in range(2):
+        state.observe("h:1", failed_connect())
+    assert "h:1" not in state.servers_down
+    state.observe("h:1", DatabaseResult(database="x", server="h:1", status=Status.APPLIED))
+    state.observe("h:1", failed_connect())
+    state.observe("h:1", failed_connect())
+    assert "h:1" not in state.servers_down, "a success in between resets the count"
+    state.observe("h:1", failed_connect())
+    assert state.servers_down["h:1"] == "server down: 3 connection attempts in a row failed"
+    state.observe("h:1", DatabaseResult(database="x", server="h:1", status=Status.FAILED))
+    assert "h:1" not in state.servers_down, "the server answered (a failed migration is an answer): closed"
+
+
+def test_a_zero_threshold_never_opens_the_breaker() -> None:
+    state = _State(total=10, options=FleetOptions(budgets=Budgets(server_down_after=0)))
+    for _ in range(10):
+        state.observe("h:1", failed_connect())
+    assert state.servers_down == {}
