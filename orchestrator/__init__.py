@@ -28,10 +28,11 @@ __version__ = "0.1.0"
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .job import Command, Request
+from .command import Command
 from .outcome import DatabaseResult, Status
 
 if TYPE_CHECKING:
+    from .job import Request
     from .runner import Report
 
 __all__ = [
@@ -45,6 +46,15 @@ __all__ = [
     "run",
     "run_async",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `Request` pulls in the job machinery: loaded on first use, so `orchestrator --version` stays quick.
+    if name == "Request":
+        from .job import Request
+
+        return Request
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
 
 
 async def run_async(request: Request) -> Report:
@@ -66,6 +76,7 @@ async def provision_async(
     url: str, *, migrations: str | Path = "migrations", allow_unsafe: bool = False, **settings: Any
 ) -> DatabaseResult:
     """Create the school's database if missing, its extensions and history table, and apply every migration."""
+    from .job import Request
     from .settings import Gate, SchoolSettings
 
     request = Request(

@@ -14,15 +14,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from .errors import ConnectFailed, Interrupted, Unreachable
 from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
 from .settings import BUILTIN, Budgets
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState  # tenacity itself is imported only for a school that needs a retry
 
 log = get_logger("orchestrator.fleet")
 
@@ -230,6 +233,8 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
     # school than the scheduling itself, on fleets of 100,000).
     result = await attempt()
     if should_retry(result) and state.options.budgets.retries > 0:
+        from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(state.options.budgets.retries),
             wait=wait_exponential_jitter(

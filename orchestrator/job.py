@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
 from . import gate
+from .command import Command
 from .connection import SessionSettings
 from .engine import EngineOptions, check_target_version
 from .errors import UsageError
@@ -37,30 +37,6 @@ from .settings import (
 )
 from .source import MigrationSource, load_migrations
 from .target import DatabaseTarget
-
-
-class Command(StrEnum):
-    MIGRATE = "migrate"
-    PLAN = "plan"
-    STATUS = "status"
-    BOOTSTRAP = "bootstrap"
-    PROVISION = "provision"
-    REVERT = "revert"
-    AUDIT = "audit"
-
-    @property
-    def writes(self) -> bool:
-        return self not in (Command.PLAN, Command.STATUS, Command.AUDIT)
-
-    @property
-    def asks_first(self) -> bool:
-        """Over a registry on a terminal (or with --preflight): a read-only plan pass, then a question."""
-        return self in (Command.MIGRATE, Command.REVERT)
-
-    @property
-    def applies_migrations(self) -> bool:
-        """Runs migration files on schools: the safety gate and --rehearse apply."""
-        return self in (Command.MIGRATE, Command.PROVISION)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-import structlog
-
 from .target import REDACTED
 
 _secrets: set[str] = set()
@@ -24,29 +22,43 @@ def json_logs() -> bool:
     return _json_lines
 
 
-class _Silent:
-    """What a logger is when nobody configured logging: the library logs nowhere unless its host asks."""
-
-    def bind(self, **_: Any) -> _Silent:
-        return self
-
-    def __getattr__(self, _: str) -> Any:
-        return lambda *args, **kwargs: None
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
+_min_level: int | None = None  # set by configure_logging (the CLI); None: the host decides, if it configured structlog
+_pending: tuple[str, str] | None = None  # (format, level) not yet handed to structlog
 
 
-_SILENT = _Silent()
+def _ignore(*_: Any, **__: Any) -> None:
+    return None
 
 
 class _Logger:
-    """A module's logger: structlog's, once the CLI or the embedding host has configured structlog; else silent
-    (structlog's unconfigured default would print to the host's stdout)."""
+    """A module's logger. structlog is imported only when an event is actually emitted (it costs ~0.1 s to import:
+    a `status` run at the default level never pays it). Unless the CLI or the embedding host configured structlog,
+    events go nowhere: the library logs nowhere unless its host asks (structlog's unconfigured default would print
+    to the host's stdout)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
         self.name = name
+        self.context = context or {}
+
+    def bind(self, **values: Any) -> _Logger:
+        return _Logger(self.name, {**self.context, **values})
 
     def __getattr__(self, method: str) -> Any:
-        target = structlog.get_logger(self.name) if structlog.is_configured() else _SILENT
-        return getattr(target, method)
+        level = _LEVELS.get(method)
+        if level is None:
+            raise AttributeError(method)
+        if _min_level is not None and level < _min_level:
+            return _ignore
+        if _min_level is None and "structlog" not in sys.modules:
+            return _ignore  # never imported: nobody configured it
+        import structlog
+
+        _apply_pending(structlog)
+        if not structlog.is_configured():
+            return _ignore
+        logger = structlog.get_logger(self.name)
+        return getattr(logger.bind(**self.context) if self.context else logger, method)
 
 
 def get_logger(name: str) -> Any:
@@ -87,7 +99,9 @@ def scrub_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
-def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+def _stderr_logger(*_: Any) -> Any:
+    import structlog
+
     # Resolved at every use, not once: tests (and embedding hosts) swap sys.stderr between runs.
     return structlog.PrintLogger(file=sys.stderr)
 
@@ -97,8 +111,19 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure_logging(fmt: str = "console", level: str = "warning") -> None:
-    global _json_lines
+    """Remember the CLI's choice; structlog is set up when the first event at that level is emitted."""
+    global _json_lines, _min_level, _pending
     _json_lines = fmt == "json"
+    _min_level = _LEVELS[level]
+    _pending = (fmt, level)
+
+
+def _apply_pending(structlog: Any) -> None:
+    global _pending
+    if _pending is None:
+        return
+    fmt, level = _pending
+    _pending = None
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from . import engine
+from .command import Command
 from .fleet import Work
-from .job import Command, Job
+from .job import Job
 from .outcome import DatabaseResult
 from .registry import Tenant
 

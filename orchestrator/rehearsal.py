@@ -11,10 +11,11 @@ from dataclasses import dataclass, replace
 
 from . import engine
 from .bootstrap import scratch_database
+from .command import Command
 from .engine import EngineOptions
 from .errors import DatabaseError
 from .fleet import run_fleet
-from .job import Command, Job
+from .job import Job
 from .logsetup import get_logger
 from .operations import make_work
 from .outcome import DatabaseResult

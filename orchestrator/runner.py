@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeAlias
 
 from . import gate
+from .command import Command
 from .errors import ModifiedMigration, UsageError
 from .fleet import Observer, run_fleet, skipped_run
-from .job import Command, Job
+from .job import Job
 from .lint.render import editor_line
 from .operations import make_work
 from .report import RunReport

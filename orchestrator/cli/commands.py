@@ -6,17 +6,23 @@ Each names its option groups (declared once, in options.py) and adds only the op
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..job import Command
-from . import app, execute
+from ..command import Command
+from . import app
 from .options import FLEET, GATE, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
+
+
+def execute(flags: Flags, command: Command, **specific: Any) -> None:
+    from .run import execute as run  # the machinery of a run: imported when a command runs, not at start-up
+
+    run(flags, command, **specific)
 
 
 @command(app, *FLEET, ROLLOUT, GATE, PLAN_FIRST)

@@ -12,21 +12,14 @@ from pathlib import Path
 import typer
 
 from ..errors import InvalidInput
-from ..lint import default_released_file, lint_paths
-from ..lint.render import render_editor, render_json, render_text
-from ..newfile import new_migration
 from ..settings import DEFAULT_MIGRATIONS
-from .options import MIGRATIONS, Flags, command
-from .render import fail_usage
+from .options import MIGRATIONS, Flags, command, fail_usage
 
 
 class LintFormat(StrEnum):
     text = "text"
     json = "json"
     editor = "editor"
-
-
-_RENDERERS = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +49,10 @@ def register(app: typer.Typer) -> None:
         no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
         """Check migrations for changes that are unsafe on a fleet of school databases."""
+        from ..lint import default_released_file, lint_paths
+        from ..lint.render import render_editor, render_json, render_text
+
+        renderers = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
         targets = paths or [DEFAULT_MIGRATIONS]
         try:
             report = lint_paths(
@@ -67,7 +64,7 @@ def register(app: typer.Typer) -> None:
             )
         except InvalidInput as err:
             fail_usage(err)
-        typer.echo(_RENDERERS[output_format](report), nl=False)
+        typer.echo(renderers[output_format](report), nl=False)
         raise typer.Exit(0 if report.ok else 1)
 
     @command(app, MIGRATIONS, name="new")
@@ -76,6 +73,8 @@ def register(app: typer.Typer) -> None:
         description: list[str] = typer.Argument(..., help="What the migration does, e.g. add library books"),
     ) -> None:
         """Create a new reversible migration (an .up.sql and .down.sql pair), as `sqlx migrate add -r` does."""
+        from ..newfile import new_migration
+
         try:
             up, down = new_migration(flags.values["migrations"], " ".join(description))
         except InvalidInput as err:

@@ -15,13 +15,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperOption
 
+from ..command import Command
 from ..errors import InvalidInput, UsageError
-from ..job import Command, Request
 from ..logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 from ..settings import (
     BUILTIN,
@@ -37,7 +37,9 @@ from ..settings import (
     parse_duration,
     parse_shard,
 )
-from .render import fail_usage
+
+if TYPE_CHECKING:
+    from ..job import Request
 
 
 def _no_value_for_flags() -> None:
@@ -206,6 +208,8 @@ class Flags:
 
     def request(self, command: Command, **specific: Any) -> Request:
         """The settings groups from the flags. Raises UsageError (exit 2) on a value that does not parse."""
+        from ..job import Request
+
         v = self.values
         database_url, registry = self._target()
         return Request(
@@ -282,13 +286,10 @@ def with_flags(body: Body, groups: tuple[Group, ...]) -> Callable[..., None]:
     @functools.wraps(body)
     def wrapper(ctx: typer.Context, **kwargs: Any) -> None:
         flag_values = {k: v for k, v in kwargs.items() if k not in own_names}
-        given = {k for k in flag_values if _typed(ctx, k)}
-        if "log_format" in flag_values and (given & {"log_format", "log_level"} or ctx.parent is None):
-            try:
-                apply_logging(flag_values["log_format"], flag_values["log_level"])
-            except InvalidInput as error:
-                fail_usage(error)
-        body(Flags(flag_values, given), **{k: v for k, v in kwargs.items() if k in own_names})
+        flags = Flags(flag_values, {k for k in flag_values if _typed(ctx, k)})
+        if ctx.parent is not None and flags.given & {"log_format", "log_level"}:
+            apply_flags_logging(flags)  # given after the command: overrides what the main callback set
+        body(flags, **{k: v for k, v in kwargs.items() if k in own_names})
 
     wrapper.__signature__ = inspect.Signature([context, *own, *added])  # type: ignore[attr-defined]
     return wrapper
@@ -300,6 +301,19 @@ _UNSET_SOURCES = ("DEFAULT", "DEFAULT_MAP")  # click's ParameterSource names for
 def _typed(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name not in _UNSET_SOURCES
+
+
+def fail_usage(error: InvalidInput) -> NoReturn:
+    from .render import fail_usage as render_and_exit  # rich, only when there is something to say
+
+    render_and_exit(error)
+
+
+def apply_flags_logging(flags: Flags) -> None:
+    try:
+        apply_logging(flags.values["log_format"], flags.values["log_level"])
+    except InvalidInput as error:
+        fail_usage(error)
 
 
 def apply_logging(log_format: str, log_level: str | None) -> None:
