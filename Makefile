@@ -22,7 +22,7 @@ demo: $(STAMP) compile
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	bash scripts/ensure-postgres.sh --chromium
+	bash scripts/ensure-postgres.sh --tests
 	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q

@@ -35,6 +35,15 @@ class SessionSettings:
     def of(cls, settings: Resolved) -> SessionSettings:
         return cls(settings.connect_timeout, settings.lock_timeout, settings.statement_timeout)
 
+    def set_commands(self, *, local: bool) -> str:
+        """The same limits as SQL, for a session that could not take them as startup parameters (a pooler):
+        `SET LOCAL` inside a transaction (transaction pooling), or `SET` for the session (session pooling)."""
+        scope = "SET LOCAL" if local else "SET"
+        return (
+            f"{scope} lock_timeout = {int(self.lock_timeout * 1000)}; "
+            f"{scope} statement_timeout = {int(self.statement_timeout * 1000)}"
+        )
+
     def server_settings(self, *, read_only: bool = False) -> dict[str, str]:
         settings = {
             "application_name": APPLICATION_NAME,
@@ -68,23 +77,50 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def open_session(
-    target: DatabaseTarget, settings: SessionSettings, *, read_only: bool = False
-) -> asyncpg.Connection:
+class Session(asyncpg.Connection):
+    """A connection that knows whether it reached the database through a pooler (PgBouncer refuses startup
+    parameters it does not know, such as lock_timeout: our limits then travel as SQL, see pooler.py)."""
+
+    behind_pooler = False
+
+
+# Servers (host:port) that refused our startup parameters once: poolers. Their next sessions start without them
+# at once, instead of paying a refused connection each.
+_POOLERS: set[str] = set()
+_UNSUPPORTED_STARTUP = "unsupported startup parameter"
+
+
+async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_only: bool, pooled: bool) -> Session:
+    startup = {"application_name": APPLICATION_NAME} if pooled else settings.server_settings(read_only=read_only)
+    conn: Session = await asyncpg.connect(
+        dsn=target.dsn,
+        timeout=settings.connect_timeout,
+        server_settings=startup,
+        # Migration SQL runs once, so a cache only holds memory on big fleets; and PgBouncer before 1.21 does not
+        # support named prepared statements in transaction mode.
+        statement_cache_size=0,
+        connection_class=Session,
+    )
+    conn.behind_pooler = pooled
+    return conn
+
+
+async def open_session(target: DatabaseTarget, settings: SessionSettings, *, read_only: bool = False) -> Session:
     """Connect, or raise Unreachable / DatabaseMissing with a message that says what to do."""
     try:
-        return await asyncpg.connect(
-            dsn=target.dsn,
-            timeout=settings.connect_timeout,
-            server_settings=settings.server_settings(read_only=read_only),
-            statement_cache_size=0,  # migration SQL runs once; a cache only holds memory on big fleets
-        )
+        try:
+            return await _connect(target, settings, read_only=read_only, pooled=target.server in _POOLERS)
+        except asyncpg.ProtocolViolationError as exc:
+            if _UNSUPPORTED_STARTUP not in str(exc):
+                raise
+            _POOLERS.add(target.server)
+            return await _connect(target, settings, read_only=read_only, pooled=True)
+    except asyncpg.ProtocolViolationError as exc:
+        if "does not exist" not in str(exc):  # PgBouncer says ERROR where PostgreSQL says FATAL 3D000
+            raise _unreachable(target, settings, exc) from None
+        raise _missing(target) from None
     except asyncpg.InvalidCatalogNameError:
-        raise DatabaseMissing(
-            f"database {target.database} does not exist on {target.server}",
-            hint="new school? `orchestrator provision --tenant ID` (or `migrate --create-missing`); if it existed "
-            "before, its database was lost: restore it from backup (it is never re-created without being asked)",
-        ) from None
+        raise _missing(target) from None
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
         raise Unreachable(
             f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
@@ -98,12 +134,24 @@ async def open_session(
             hint="lower --concurrency / --per-server, or retry later",
         ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        network = isinstance(exc, (OSError, TimeoutError))
-        raise (ConnectFailed if network else Unreachable)(
-            f"cannot connect to {target.database} on {target.server}: {target.scrub(describe(exc))}",
-            hint="is the server up and reachable from here? (checked after "
-            f"{settings.connect_timeout:g}s; raise --connect-timeout for slow networks)",
-        ) from None
+        raise _unreachable(target, settings, exc) from None
+
+
+def _missing(target: DatabaseTarget) -> DatabaseMissing:
+    return DatabaseMissing(
+        f"database {target.database} does not exist on {target.server}",
+        hint="new school? `orchestrator provision --tenant ID` (or `migrate --create-missing`); if it existed "
+        "before, its database was lost: restore it from backup (it is never re-created without being asked)",
+    )
+
+
+def _unreachable(target: DatabaseTarget, settings: SessionSettings, exc: BaseException) -> Unreachable:
+    network = isinstance(exc, (OSError, TimeoutError))
+    return (ConnectFailed if network else Unreachable)(
+        f"cannot connect to {target.database} on {target.server}: {target.scrub(describe(exc))}",
+        hint="is the server up and reachable from here? (checked after "
+        f"{settings.connect_timeout:g}s; raise --connect-timeout for slow networks)",
+    )
 
 
 async def close_quietly(conn: asyncpg.Connection) -> None:
@@ -117,7 +165,7 @@ async def close_quietly(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def session(target: DatabaseTarget, settings: SessionSettings) -> AsyncIterator[asyncpg.Connection]:
+async def session(target: DatabaseTarget, settings: SessionSettings) -> AsyncIterator[Session]:
     conn = await open_session(target, settings)
     try:
         yield conn

@@ -21,6 +21,7 @@ import asyncpg
 from . import sqlx
 from .bootstrap import create_database, ensure_extensions
 from .connection import (
+    Session,
     SessionSettings,
     as_database_error,
     close_quietly,
@@ -41,6 +42,7 @@ from .history import (
 from .lock import lock_holder, migration_lock
 from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
+from .pooler import check_lockable
 from .settings import BUILTIN
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
@@ -203,7 +205,7 @@ async def run_session(
     started = time.perf_counter()
     result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
     bound = log.bind(database=target.database, server=target.server)
-    conn: asyncpg.Connection | None = None
+    conn: Session | None = None
     try:
         try:
             conn = await open_session(target, options.session, read_only=read_only)
@@ -215,7 +217,16 @@ async def run_session(
                 result.notes.append(f"created database {target.database}")
                 bound.info("database.created")
             conn = await open_session(target, options.session)
-        await work(conn, result)
+        if not conn.behind_pooler:
+            await work(conn, result)
+        elif read_only:
+            # Through a pooler our limits could not be startup parameters: they hold for one transaction.
+            async with conn.transaction(readonly=True):
+                await conn.execute(options.session.set_commands(local=True))
+                await work(conn, result)
+        else:
+            await check_lockable(conn, target, options.session)  # refuses transaction pooling
+            await work(conn, result)
     except DatabaseError as exc:
         result.status, result.error = status_for(exc), exc
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:

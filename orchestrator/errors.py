@@ -103,6 +103,12 @@ class Unreachable(DatabaseError):
     retryable = True
 
 
+class TransactionPooler(DatabaseError):
+    """The URL leads through a pooler in transaction mode: SQLx's session advisory lock means nothing there."""
+
+    code = "transaction_pooler"
+
+
 class ConnectFailed(Unreachable):
     """No answer at the network level (refused, timed out, reset): the server itself may be down. The fleet's
     per-server breaker counts these (a refused login or a full server is not a server down)."""

@@ -71,7 +71,11 @@ async def read_status(
     """(the ledger or None without a history table, whether SQLx's lock is held right now). Raises NotASchool
     for a template database."""
     try:
-        rows = await conn.fetch(_STATUS, lock_key)
+        if conn.is_in_transaction():  # e.g. through a pooler: a savepoint, so a missing table spares the transaction
+            async with conn.transaction():
+                rows = await conn.fetch(_STATUS, lock_key)
+        else:
+            rows = await conn.fetch(_STATUS, lock_key)
         applied: dict[int, AppliedMigration] | None = {
             r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
             for r in rows

@@ -180,6 +180,8 @@ def prepare(request: Request) -> Job:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
         tenants, defaults = select(registry, selection), registry.defaults
+        if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
+            tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
     lint = None
     if request.command.applies_migrations:
         lint = gate.lint_up_to(source, request.target_version)

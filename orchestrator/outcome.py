@@ -24,6 +24,7 @@ class Status(StrEnum):
     UNREACHABLE = "unreachable"  # no connection (server down, auth failed)
     NO_DATABASE = "no_database"  # the server is up, the school's database does not exist (new, or lost)
     DENIED = "denied"  # the URL's role lacks a privilege (SQLSTATE 42501); not retried
+    POOLED = "pooled"  # refused: the URL leads through a transaction-mode pooler; SQLx's lock is meaningless there
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
@@ -42,6 +43,7 @@ _ERROR_STATUS: dict[str, Status] = {
     "locked": Status.LOCKED,
     "unreachable": Status.UNREACHABLE,
     "database_missing": Status.NO_DATABASE,
+    "transaction_pooler": Status.POOLED,
     "dirty": Status.DIRTY,
     "modified": Status.MODIFIED,
     "missing": Status.MISSING,

@@ -48,7 +48,7 @@ NOT_SCHOOLS = frozenset({MAINTENANCE_DATABASE, "template0", "template1"})
 PROBLEMS_SHOWN = 50  # a registry of 150,000 bad tenants lists the first 50, then says how many more
 
 _SETTING_KEYS = set(SETTING_NAMES)  # per-school settings: in `defaults:` and in each tenant
-_TENANT_KEYS = _SETTING_KEYS | {"id", "url", "tags"}
+_TENANT_KEYS = _SETTING_KEYS | {"id", "url", "direct_url", "tags"}
 _TOP_KEYS = {"defaults", "tenants", "source"}
 _SOURCE_KEYS = {"url", "query", "statement_timeout", "connect_timeout"}
 SOURCE_STATEMENT_TIMEOUT = 30.0  # seconds: the admin database's query is one SELECT
@@ -61,6 +61,7 @@ class Tenant:
     tags: tuple[str, ...] = ()
     settings: SchoolSettings = EMPTY  # the tenant's own entry only; settings.resolve() layers the rest
     line: int | None = None
+    direct: DatabaseTarget | None = None  # `direct_url`: the server itself, for commands that write (url: a pooler)
 
     @property
     def server(self) -> str:
@@ -275,9 +276,17 @@ class _Loader:
                 hint="use lowercase letters, digits, '-', '_' and '.' (at most 63), starting with a letter or digit",
             )
         target = self.target(fields["url"][1])
+        direct = self.target(fields["direct_url"][1]) if "direct_url" in fields else None
+        if direct is not None and direct.database != target.database:
+            raise RegistryError(
+                f"tenant {tenant_id}: direct_url names database {excerpt(direct.database)}, url names "
+                f"{excerpt(target.database)}",
+                location=self.at(fields["direct_url"][1]),
+                hint="direct_url is the same school's database, reached without the pooler",
+            )
         tags = self.string_list(fields["tags"][1], "tags") if "tags" in fields else ()
         own = self.settings(fields, f"tenant {tenant_id}")
-        return Tenant(tenant_id, target, tags, own, line=self.at(node).line)
+        return Tenant(tenant_id, target, tags, own, line=self.at(node).line, direct=direct)
 
 
 class _RowLoader(_Loader):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure what the tests and the demo run on is installed: PostgreSQL server binaries with contrib (for
-# uuid-ossp), and, with --chromium, Debian's Chromium (the audit's HTML page is checked in a headless browser).
+# uuid-ossp), and, with --tests (what `make test` asks for), Debian's Chromium (the audit's HTML page is checked
+# in a headless browser) and PgBouncer (tests through a connection pooler).
 # Nothing here starts a server: tests and the demo start their own throwaway ones.
 set -euo pipefail
 need=()
@@ -8,7 +9,11 @@ bindir=$(pg_config --bindir 2>/dev/null || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ -z "$(ls /usr/share/postgresql/*/extension/uuid-ossp.control 2>/dev/null)" ]; then
   need+=(postgresql postgresql-contrib)
 fi
-if [ "${1:-}" = "--chromium" ] && ! command -v chromium >/dev/null; then
+# PgBouncer, for the tests that go through a connection pooler (transaction and session mode).
+if [ "${1:-}" = "--tests" ] && [ ! -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null; then
+  need+=(pgbouncer)
+fi
+if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null; then
   need+=(chromium)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -414,3 +414,12 @@ def test_spellings_of_one_database_are_duplicates(tmp_path: Path, first: str, se
         load_registry(path, env={})
 
     assert f"{path}:4: tenants 'a' (line 2) and 'b' point at the same database" in str(caught.value)
+
+
+def test_a_direct_url_must_name_the_same_school_database(tmp_path: Path) -> None:
+    text = "tenants:\n  - id: a\n    url: postgresql://h:6432/school_a\n    direct_url: postgresql://db:5432/school_b\n"
+    with pytest.raises(RegistryError, match="direct_url names database 'school_b', url names 'school_a'"):
+        load_registry(write(tmp_path, text), env={})
+    ok = load_registry(write(tmp_path, text.replace("school_b", "school_a")), env={})
+    direct = ok.tenants[0].direct
+    assert direct is not None and (direct.server, ok.tenants[0].server) == ("db:5432", "h:6432")
