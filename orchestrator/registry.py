@@ -232,12 +232,19 @@ class _Loader:
         return target
 
     def target_of(self, node: yaml.Node) -> DatabaseTarget:
-        where = self.at(node)
-        url = expand_url(self.written(node, "url"), self.env, where)
+        url = self.url_text(node)
         if not url.strip():
-            raise RegistryError("url must be a non-empty string", location=where)
+            raise RegistryError("url must be a non-empty string", location=self.at(node))
         with self.located(node):
             return DatabaseTarget.parse(url)
+
+    def url_text(self, node: yaml.Node) -> str:
+        return expand_url(self.written(node, "url"), self.env, self.at(node))
+
+    def require(self, fields: Mapping[str, object], node: yaml.Node, what: str, hint: str) -> None:
+        for required in ("id", "url") if what == "tenant" else ("url", "query"):
+            if required not in fields:
+                raise RegistryError(f"{what} has no {required!r}", location=self.at(node), hint=hint)
 
     def settings(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> SchoolSettings:
         values: dict[str, Any] = {}
@@ -260,13 +267,7 @@ class _Loader:
 
     def tenant(self, node: yaml.Node) -> Tenant:
         fields = self.mapping(node, "a tenant", _TENANT_KEYS)
-        for required in ("id", "url"):
-            if required not in fields:
-                raise RegistryError(
-                    f"tenant has no {required!r}",
-                    location=self.at(node),
-                    hint="each tenant needs `id: <slug>` and `url: postgresql://...`",
-                )
+        self.require(fields, node, "tenant", hint="each tenant needs `id: <slug>` and `url: postgresql://...`")
         id_node = fields["id"][1]
         tenant_id = self.text(id_node, "id")
         if not _ID.fullmatch(tenant_id):
@@ -303,25 +304,15 @@ class _RowLoader(_Loader):
     def text(self, node: yaml.Node, what: str) -> str:
         return self.written(node, what)
 
-    def target(self, node: yaml.Node) -> DatabaseTarget:
-        url = self.written(node, "url")
-        if not url.strip():
-            raise RegistryError("url must be a non-empty string", location=self.place)
-        with self.located(node):
-            target = DatabaseTarget.parse(url)
-            check_school(target)
-        return target
+    def url_text(self, node: yaml.Node) -> str:
+        return self.written(node, "url")
 
 
 def _read_source(loader: _Loader, node: yaml.Node) -> RegistrySource:
     fields = loader.mapping(node, "source", _SOURCE_KEYS)
-    for required in ("url", "query"):
-        if required not in fields:
-            raise RegistryError(
-                f"source has no {required!r}",
-                location=loader.at(node),
-                hint="source needs `url:` (the admin database) and `query:` (returning id and url columns)",
-            )
+    loader.require(
+        fields, node, "source", hint="source needs `url:` (the admin database) and `query:` (returning id and url)"
+    )
     url_node = fields["url"][1]
     target = loader.target_of(url_node)
     timeouts = {}
