@@ -6,6 +6,7 @@ how to recover, because the same database must be accepted or refused identicall
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -14,6 +15,7 @@ from . import sqlx
 from .errors import Dirty, MissingMigration, ModifiedMigration
 from .lock import LOCK_IS_HELD
 from .source import Migration, MigrationSource, checksum
+from .sqltext import split_statements
 
 
 @dataclass(frozen=True)
@@ -23,28 +25,31 @@ class AppliedMigration:
     success: bool
 
 
-async def history_exists(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval(sqlx.HISTORY_TABLE_EXISTS))
+# `timeout` below bounds each reply (the engine passes SessionSettings.bookkeeping_timeout); None = the session's.
 
 
-async def ensure_history_table(conn: asyncpg.Connection) -> bool:
+async def history_exists(conn: asyncpg.Connection, *, timeout: float | None = None) -> bool:
+    return bool(await conn.fetchval(sqlx.HISTORY_TABLE_EXISTS, timeout=timeout))
+
+
+async def ensure_history_table(conn: asyncpg.Connection, *, timeout: float | None = None) -> bool:
     """Create the table if missing (SQLx's DDL). Returns True when it was created."""
-    if await history_exists(conn):
+    if await history_exists(conn, timeout=timeout):
         return False
-    await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+    await conn.execute(sqlx.CREATE_HISTORY_TABLE, timeout=timeout)
     return True
 
 
-async def read_applied(conn: asyncpg.Connection) -> dict[int, AppliedMigration]:
-    rows = await conn.fetch(sqlx.SELECT_APPLIED)
+async def read_applied(conn: asyncpg.Connection, *, timeout: float | None = None) -> dict[int, AppliedMigration]:
+    rows = await conn.fetch(sqlx.SELECT_APPLIED, timeout=timeout)
     return {r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"]) for r in rows}
 
 
-async def read_history(conn: asyncpg.Connection) -> dict[int, AppliedMigration] | None:
+async def read_history(conn: asyncpg.Connection, *, timeout: float | None = None) -> dict[int, AppliedMigration] | None:
     """The ledger, or None when there is no history table: one query either way. Not for use inside a
     transaction (the missing-table error would abort it)."""
     try:
-        return await read_applied(conn)
+        return await read_applied(conn, timeout=timeout)
     except asyncpg.UndefinedTableError:
         return None
 
@@ -59,12 +64,14 @@ ORDER BY m.version
 """
 
 
-async def read_status(conn: asyncpg.Connection, lock_key: int) -> tuple[dict[int, AppliedMigration] | None, bool]:
+async def read_status(
+    conn: asyncpg.Connection, lock_key: int, *, timeout: float | None = None
+) -> tuple[dict[int, AppliedMigration] | None, bool]:
     """(the ledger or None without a history table, whether SQLx's lock is held right now)."""
     try:
-        rows = await conn.fetch(_STATUS, lock_key)
+        rows = await conn.fetch(_STATUS, lock_key, timeout=timeout)
     except asyncpg.UndefinedTableError:
-        return None, bool(await conn.fetchval(LOCK_IS_HELD, lock_key))
+        return None, bool(await conn.fetchval(LOCK_IS_HELD, lock_key, timeout=timeout))
     applied = {
         r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
         for r in rows
@@ -73,18 +80,73 @@ async def read_status(conn: asyncpg.Connection, lock_key: int) -> tuple[dict[int
     return applied, bool(rows[0]["locked"])
 
 
+async def mark_in_progress(conn: asyncpg.Connection, m: Migration, *, timeout: float | None = None) -> None:
+    """Before a `-- no-transaction` file runs: SQLx's row with success = false (see sqlx.INSERT_IN_PROGRESS)."""
+    await conn.execute(sqlx.INSERT_IN_PROGRESS, m.version, m.description, m.checksum, timeout=timeout)
+
+
+async def mark_done(conn: asyncpg.Connection, version: int, nanoseconds: int, *, timeout: float | None = None) -> None:
+    """After it completed: the row becomes the one SQLx writes."""
+    await conn.execute(sqlx.MARK_DONE, version, nanoseconds, timeout=timeout)
+
+
+async def forget(conn: asyncpg.Connection, version: int, *, timeout: float | None = None) -> bool:
+    """Delete a version's row; True if there was one."""
+    return bool(await conn.execute(sqlx.DELETE_APPLIED, version, timeout=timeout) != "DELETE 0")
+
+
+def in_progress(applied: dict[int, AppliedMigration]) -> list[int]:
+    """Versions marked success = false: partially applied, or being applied outside a transaction right now."""
+    return sorted(v for v, row in applied.items() if not row.success)
+
+
 def check_dirty(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
-    for row in applied.values():
-        if not row.success:
-            m = source.get(row.version)
-            name = m.filename if m else f"version {row.version}"
-            raise Dirty(
-                sqlx.dirty_message(row.version),
-                version=row.version,
-                hint=f"{name} failed part-way outside a transaction (or another tool wrote the row). Check what it "
-                f"left behind, undo or finish it by hand, then `DELETE FROM _sqlx_migrations WHERE version = "
-                f"{row.version}` and run again. Until then every backend worker refuses to start.",
-            )
+    dirty = in_progress(applied)
+    if dirty:
+        first = dirty[0]
+        raise Dirty(sqlx.dirty_message(first), version=first, hint=dirty_hint(first, source.get(first)))
+
+
+# --- the way out of a success = false row ---------------------------------------------------------------------------
+
+# An index name, quoted or not (an unnamed `CREATE INDEX CONCURRENTLY ON t ...` has none).
+_INDEX = r'(?!ON\s)(?P<name>"(?:[^"]|"")+"|[\w$]+(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)'
+_CREATE_INDEX = re.compile(rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?{_INDEX}", re.I)
+_DROP_INDEX = re.compile(rf"^DROP\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+EXISTS\s+)?{_INDEX}", re.I)
+
+
+def effect_check(sql: str) -> str:
+    """How to see whether a one-statement file took effect, as exactly as we can say it."""
+    statements = split_statements(sql)
+    if not statements:
+        return "nothing: the file holds no statement"
+    code = statements[0].code
+    if created := _CREATE_INDEX.match(code):
+        return (
+            f"`SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass({_literal(created['name'])})`: true = "
+            "the index was built; false = a half-built INVALID index (drop it with `DROP INDEX CONCURRENTLY` "
+            "first); no row = not built"
+        )
+    if dropped := _DROP_INDEX.match(code):
+        return f"`SELECT to_regclass({_literal(dropped['name'])}) IS NULL`: true = the index is gone"
+    shown = code if len(code) <= 120 else code[:117] + "..."
+    return f"whether `{shown}` took effect"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def dirty_hint(version: int, migration: Migration | None) -> str:
+    """The way out of a success = false row: what to check, and which row to fix with which SQL."""
+    what = migration.filename if migration else f"version {version}"
+    check = effect_check(migration.up_sql) if migration else "what the migration does"
+    return (
+        f"{what} was interrupted while it ran outside a transaction (or another tool wrote the row), so whether it "
+        f"took effect is unknown. Every backend worker refuses to start until the row is fixed. Check {check}. "
+        f"If it took effect: `{sqlx.mark_applied_sql(version)}`. If it did not (undo any half-done part first): "
+        f"`{sqlx.forget_sql(version)}`, then migrate again"
+    )
 
 
 def check_missing(applied: dict[int, AppliedMigration], source: MigrationSource) -> None:
