@@ -1,14 +1,19 @@
 """Opening and closing one session to one database, with our timeouts, and turning driver failures into our errors.
 
 Every message that leaves this module has passed through `target.scrub()`: driver errors can quote the DSN.
+
+No wait on a server is unbounded: every reply has a client-side deadline derived from the session settings, and
+the sessions of a fleet run form a `SessionGroup` that an interrupt can abort at once, even on a frozen server.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
+import anyio
 import asyncpg
 
 from .errors import ConnectFailed, DatabaseError, DatabaseMissing, Interrupted, Unreachable
@@ -44,6 +49,19 @@ class SessionSettings:
             f"{scope} statement_timeout = {int(self.statement_timeout * 1000)}"
         )
 
+    @property
+    def reply_timeout(self) -> float | None:
+        """Client-side deadline for any reply: the server's own statement_timeout plus connect_timeout for the
+        network. A server that answers never hits it; a frozen one does. None when statement_timeout is 0
+        (unlimited): a migration may then run for hours, and only an interrupt ends the wait."""
+        return self.statement_timeout + self.connect_timeout if self.statement_timeout > 0 else None
+
+    @property
+    def bookkeeping_timeout(self) -> float | None:
+        """Deadline for our own small queries (ledger, lock, history rows): they take milliseconds and wait for a
+        table lock at most lock_timeout, so `status` on a frozen server gives up in seconds, not minutes."""
+        return self.lock_timeout + self.connect_timeout if self.lock_timeout > 0 else self.reply_timeout
+
     def server_settings(self, *, read_only: bool = False) -> dict[str, str]:
         settings = {
             "application_name": APPLICATION_NAME,
@@ -66,9 +84,14 @@ def is_connection_lost(exc: BaseException) -> bool:
 
 
 def connection_lost(target: DatabaseTarget, exc: BaseException, doing: str) -> Interrupted:
+    cause = (
+        "the server stopped answering (no reply within the client-side deadline)"
+        if isinstance(exc, TimeoutError)
+        else target.scrub(describe(exc))
+    )
     return Interrupted(
-        f"lost the connection to {target.database} on {target.server} while {doing}: {target.scrub(describe(exc))}",
-        hint="the server rolled back the open transaction; nothing half-done was kept. Run the command again",
+        f"lost the connection to {target.database} on {target.server} while {doing}: {cause}",
+        hint="the server rolls back the open transaction; nothing half-done was kept. Run the command again",
     )
 
 
@@ -95,6 +118,7 @@ async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_on
     conn: Session = await asyncpg.connect(
         dsn=target.dsn,
         timeout=settings.connect_timeout,
+        command_timeout=settings.reply_timeout,
         server_settings=startup,
         # Migration SQL runs once, so a cache only holds memory on big fleets; and PgBouncer before 1.21 does not
         # support named prepared statements in transaction mode.
@@ -107,14 +131,17 @@ async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_on
 
 async def open_session(target: DatabaseTarget, settings: SessionSettings, *, read_only: bool = False) -> Session:
     """Connect, or raise Unreachable / DatabaseMissing with a message that says what to do."""
+    group = current_group()
+    if group.aborted:
+        raise Interrupted(f"not connecting to {target.database} on {target.server}: the run was interrupted")
     try:
         try:
-            return await _connect(target, settings, read_only=read_only, pooled=target.server in _POOLERS)
+            conn = await _connect(target, settings, read_only=read_only, pooled=target.server in _POOLERS)
         except asyncpg.ProtocolViolationError as exc:
             if _UNSUPPORTED_STARTUP not in str(exc):
                 raise
             _POOLERS.add(target.server)
-            return await _connect(target, settings, read_only=read_only, pooled=True)
+            conn = await _connect(target, settings, read_only=read_only, pooled=True)
     except asyncpg.ProtocolViolationError as exc:
         if "does not exist" not in str(exc):  # PgBouncer says ERROR where PostgreSQL says FATAL 3D000
             raise _unreachable(target, settings, exc) from None
@@ -122,10 +149,12 @@ async def open_session(target: DatabaseTarget, settings: SessionSettings, *, rea
     except asyncpg.InvalidCatalogNameError:
         raise _missing(target) from None
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
-        raise Unreachable(
+        refused = Unreachable(
             f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
             hint="check the user and password in the URL (or the ${VAR} it comes from)",
-        ) from None
+        )
+        refused.retryable = False  # the same password fails again, and repeated failures can lock the account
+        raise refused from None
     except asyncpg.InsufficientPrivilegeError as exc:  # e.g. no CONNECT on the database
         raise permission_denied(target, exc) from None
     except asyncpg.TooManyConnectionsError as exc:
@@ -135,6 +164,8 @@ async def open_session(target: DatabaseTarget, settings: SessionSettings, *, rea
         ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise _unreachable(target, settings, exc) from None
+    group.opened(conn)
+    return conn
 
 
 def _missing(target: DatabaseTarget) -> DatabaseMissing:
@@ -156,11 +187,24 @@ def _unreachable(target: DatabaseTarget, settings: SessionSettings, exc: BaseExc
 
 async def close_quietly(conn: asyncpg.Connection) -> None:
     """Close, and if a polite close is not possible, drop the socket: the server then releases our locks."""
+    group = current_group()
+    group.closed(conn)
     if conn.is_closed():
+        return
+    if group.aborted:
+        conn.terminate()  # no goodbye to a server that may be frozen
         return
     try:
         await conn.close(timeout=5)
     except Exception:
+        conn.terminate()
+
+
+def drop_if_unresponsive(conn: asyncpg.Connection, exc: BaseException) -> None:
+    """After a reply deadline passed the session is of no more use: asyncpg would make every later query wait for
+    a cancel the server may never acknowledge. Closing it ends that wait, and the server's session with its locks
+    (an open transaction rolls back)."""
+    if isinstance(exc, TimeoutError):
         conn.terminate()
 
 
@@ -190,3 +234,76 @@ def as_database_error(target: DatabaseTarget, exc: BaseException, doing: str) ->
 def quote_ident(name: str) -> str:
     """Quote an identifier the way PostgreSQL's quote_ident() does, always."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# --- aborting every session of a run ------------------------------------------------------------------------------
+
+# After an abort's cancel requests, how long a live server gets to acknowledge them before the transports are
+# closed anyway (a frozen server never acknowledges).
+ABORT_CANCEL_S = 2.0
+
+
+class SessionGroup:
+    """The sessions of one run, so that an interrupt can end them all: `abort()` cancels the work in each (asyncpg
+    then sends the server a CancelRequest for the running statement), waits briefly, then closes the transports.
+    Every wait is bounded, so a frozen server cannot hold the process. After an abort no new session opens."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self._scopes: set[anyio.CancelScope] = set()
+        self._connections: set[asyncpg.Connection] = set()
+
+    @contextmanager
+    def abortable(self) -> Iterator[anyio.CancelScope]:
+        """Run one database's work inside a scope that `abort()` cancels."""
+        with anyio.CancelScope() as scope:
+            if self.aborted:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    def opened(self, conn: asyncpg.Connection) -> None:
+        self._connections.add(conn)
+
+    def closed(self, conn: asyncpg.Connection) -> None:
+        self._connections.discard(conn)
+
+    async def abort(self) -> None:
+        """Cancel, then close: returns once every abortable scope has ended, or after a bounded wait."""
+        self.aborted = True
+        for scope in list(self._scopes):
+            scope.cancel()
+        await self._wait_until(lambda: not self._connections)
+        for conn in list(self._connections):
+            conn.terminate()
+            self._connections.discard(conn)
+        await self._wait_until(lambda: not self._scopes)
+
+    @staticmethod
+    async def _wait_until(done: Callable[[], bool]) -> None:
+        with anyio.move_on_after(ABORT_CANCEL_S):
+            while not done():
+                await anyio.sleep(0.02)
+
+
+_GROUP: ContextVar[SessionGroup | None] = ContextVar("orchestrator_session_group", default=None)
+
+
+@asynccontextmanager
+async def session_group() -> AsyncIterator[SessionGroup]:
+    """Make a new group current for the sessions opened inside (tasks started inside inherit it). Asynchronous
+    only so that it shares one `async with` with the task group it is made for."""
+    group = SessionGroup()
+    token = _GROUP.set(group)
+    try:
+        yield group
+    finally:
+        _GROUP.reset(token)
+
+
+def current_group() -> SessionGroup:
+    """The run's group; outside a run, a group of their own that nobody aborts."""
+    return _GROUP.get() or SessionGroup()

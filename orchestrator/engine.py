@@ -12,7 +12,8 @@ Every public function returns a `DatabaseResult`; database problems never escape
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -26,19 +27,27 @@ from .connection import (
     as_database_error,
     close_quietly,
     connection_lost,
+    current_group,
+    drop_if_unresponsive,
     is_connection_lost,
     open_session,
 )
 from .errors import DatabaseError, DatabaseMissing, Locked, MigrationFailed, NotReversible, UsageError
 from .history import (
     AppliedMigration,
+    effect_check,
     ensure_history_table,
+    forget,
     history_exists,
+    in_progress,
+    mark_done,
+    mark_in_progress,
     read_applied,
     read_history,
     read_status,
     validate,
 )
+from .inflight import Direction, Progress, Stage, aborted, is_interruption, settle
 from .lock import lock_holder, migration_lock
 from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
@@ -116,9 +125,10 @@ async def bootstrap(target: DatabaseTarget, source: MigrationSource, options: En
     """Create what is missing (database, extensions, history table) without applying migrations."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        async with migration_lock(conn, target.database, options.lock_wait):
-            await _bootstrap_inside_lock(conn, result, target, options.extensions)
-            applied = await read_applied(conn)
+        quick = options.session.bookkeeping_timeout
+        async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
+            await _bootstrap_inside_lock(conn, result, target, options.extensions, quick)
+            applied = await read_applied(conn, timeout=quick)
             result.version_before = result.version_after = _current_version(applied)
             result.pending = [m.version for m in source.up_to(None) if m.version not in applied]
         result.status = Status.APPLIED if result.notes else Status.UP_TO_DATE
@@ -151,12 +161,14 @@ async def revert(
     `dry_run`: read-only, no lock; the result lists the down steps that would run (status `planned`)."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        async with migration_lock(conn, target.database, options.lock_wait):
-            to_revert, applied = await _revert_plan(conn, result, source, to_version)
-            for migration in to_revert:
-                await _revert_one(conn, result, target, migration)
-                result.version_after = max((v for v in applied if v < migration.version), default=None)
-            result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
+        await _settled(
+            lambda progress: _revert(conn, result, target, source, to_version, options, progress),
+            result,
+            target,
+            options,
+            "down",
+            lambda ledger: [v for v in ledger if v > to_version],
+        )
 
     async def plan_work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         to_revert, _ = await _revert_plan(conn, result, source, to_version)
@@ -168,15 +180,38 @@ async def revert(
     return await run_session(target, options, create=False, work=work)
 
 
+async def _revert(
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    source: MigrationSource,
+    to_version: int,
+    options: EngineOptions,
+    progress: Progress,
+) -> None:
+    quick = options.session.bookkeeping_timeout
+    async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
+        to_revert, applied = await _revert_plan(conn, result, source, to_version, timeout=quick)
+        for migration in to_revert:
+            await _revert_one(conn, result, target, migration, progress, quick)
+            result.version_after = max((v for v in applied if v < migration.version), default=None)
+        result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
+
+
 async def _revert_plan(
-    conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, to_version: int
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    source: MigrationSource,
+    to_version: int,
+    *,
+    timeout: float | None = None,
 ) -> tuple[list[Migration], dict[int, AppliedMigration]]:
     """The migrations to revert, newest first, every one checked reversible before any runs (a refused revert
     leaves the database untouched, not half reverted)."""
-    if not await history_exists(conn):
+    if not await history_exists(conn, timeout=timeout):
         result.notes.append("no history table: nothing to revert")
         return [], {}
-    applied = await read_applied(conn)
+    applied = await read_applied(conn, timeout=timeout)
     result.version_before = result.version_after = _current_version(applied)
     validate(applied, source, ignore_missing=False)
     # validate() refused missing files, so every applied version has its migration.
@@ -206,37 +241,43 @@ async def run_session(
     result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
     bound = log.bind(database=target.database, server=target.server)
     conn: Session | None = None
-    try:
+    # An interrupt aborts the run's sessions by cancelling this scope (connection.SessionGroup).
+    with current_group().abortable() as scope:
         try:
-            conn = await open_session(target, options.session, read_only=read_only)
-        except DatabaseMissing:
-            if not create:
-                raise
-            result.created_database = await create_database(target, options.session)
-            if result.created_database:
-                result.notes.append(f"created database {target.database}")
-                bound.info("database.created")
-            conn = await open_session(target, options.session)
-        if not conn.behind_pooler:
-            await work(conn, result)
-        elif read_only:
-            # Through a pooler our limits could not be startup parameters: they hold for one transaction.
-            async with conn.transaction(readonly=True):
-                await conn.execute(options.session.set_commands(local=True))
+            try:
+                conn = await open_session(target, options.session, read_only=read_only)
+            except DatabaseMissing:
+                if not create:
+                    raise
+                result.created_database = await create_database(target, options.session)
+                if result.created_database:
+                    result.notes.append(f"created database {target.database}")
+                    bound.info("database.created")
+                conn = await open_session(target, options.session)
+            if not conn.behind_pooler:
                 await work(conn, result)
-        else:
-            await check_lockable(conn, target, options.session)  # refuses transaction pooling
-            await work(conn, result)
-    except DatabaseError as exc:
-        result.status, result.error = status_for(exc), exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        error = as_database_error(target, exc, "working")
-        result.status, result.error = status_for(error), error
-    finally:
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                await close_quietly(conn)
-        result.duration_s = time.perf_counter() - started
+            elif read_only:
+                # Through a pooler our limits could not be startup parameters: they hold for one transaction.
+                async with conn.transaction(readonly=True):
+                    await conn.execute(options.session.set_commands(local=True))
+                    await work(conn, result)
+            else:
+                await check_lockable(conn, target, options.session)  # refuses transaction pooling
+                await work(conn, result)
+        except DatabaseError as exc:
+            result.status, result.error = status_for(exc), exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if conn is not None:
+                drop_if_unresponsive(conn, exc)
+            error = as_database_error(target, exc, "working")
+            result.status, result.error = status_for(error), error
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await close_quietly(conn)
+    if scope.cancelled_caught and result.error is None:
+        result.status, result.error = Status.FAILED, aborted(target)
+    result.duration_s = time.perf_counter() - started
     if result.error is not None:
         bound.warning("database.failed", status=result.status.value, code=result.error.code, error=result.error.message)
     else:
@@ -254,11 +295,15 @@ def _current_version(applied: dict[int, AppliedMigration]) -> int | None:
 
 
 async def _bootstrap_inside_lock(
-    conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, extensions: tuple[str, ...]
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    extensions: tuple[str, ...],
+    quick: float | None,
 ) -> None:
     for name in await ensure_extensions(conn, target, extensions):
         result.notes.append(f"created extension {name}")
-    if await ensure_history_table(conn):
+    if await ensure_history_table(conn, timeout=quick):
         result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
 
 
@@ -270,14 +315,56 @@ async def _migrate(
     options: EngineOptions,
     extensions: tuple[str, ...] | None,
 ) -> None:
-    async with migration_lock(conn, target.database, options.lock_wait):
+    goal = [m.version for m in source.up_to(options.target_version)]
+    await _settled(
+        lambda progress: _apply_pending(conn, result, target, source, options, extensions, progress),
+        result,
+        target,
+        options,
+        "up",
+        lambda ledger: [v for v in goal if not ledger.get(v)],
+    )
+
+
+async def _settled(
+    work: Callable[[Progress], Awaitable[None]],
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    options: EngineOptions,
+    direction: Direction,
+    still_to_do: Callable[[dict[int, bool]], list[int]],
+) -> None:
+    """Do `work`, recording its progress; if the connection is lost (or the run aborted) on the way, the ledger,
+    read again, says how it ended (inflight.settle)."""
+    progress = Progress()
+    try:
+        await work(progress)
+    except BaseException as exc:
+        if not is_interruption(exc):
+            raise
+        await settle(exc, result, target, options.session, options.lock_wait, progress, direction, still_to_do)
+        done = Status.APPLIED if direction == "up" else Status.REVERTED
+        result.status = done if result.steps else Status.UP_TO_DATE
+
+
+async def _apply_pending(
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    source: MigrationSource,
+    options: EngineOptions,
+    extensions: tuple[str, ...] | None,
+    progress: Progress,
+) -> None:
+    quick = options.session.bookkeeping_timeout
+    async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
         if extensions is not None:
-            await _bootstrap_inside_lock(conn, result, target, extensions)
-            applied = await read_applied(conn)
+            await _bootstrap_inside_lock(conn, result, target, extensions, quick)
+            applied = await read_applied(conn, timeout=quick)
         else:
-            history = await read_history(conn)
+            history = await read_history(conn, timeout=quick)
             if history is None:
-                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+                await conn.execute(sqlx.CREATE_HISTORY_TABLE, timeout=quick)
                 result.notes.append(f"created table {sqlx.HISTORY_TABLE}")
             applied = history or {}
         result.version_before = result.version_after = _current_version(applied)
@@ -290,7 +377,7 @@ async def _migrate(
                 result.notes.append(
                     f"applied {migration.version} out of order: it is older than the newest applied version {newest}"
                 )
-            await _apply_one(conn, result, target, migration)
+            await _apply_one(conn, result, target, migration, progress, quick)
             result.pending.remove(migration.version)
             result.version_after = max(result.version_after or migration.version, migration.version)
         result.status = Status.APPLIED if pending or result.notes else Status.UP_TO_DATE
@@ -300,16 +387,24 @@ async def _inspect(
     conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
 ) -> None:
     # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
+    quick = options.session.bookkeeping_timeout
     lock_key = advisory_lock_key(result.database)
-    history, locked = await read_status(conn, lock_key, result.database)
+    history, locked = await read_status(conn, lock_key, result.database, timeout=quick)
     if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
     applied = history or {}
     # read_status already knows the lock is held: only the holder's details are left to fetch.
-    holder = (await lock_holder(conn, lock_key) or "another session") if locked else None
+    holder = (await lock_holder(conn, lock_key, timeout=quick) or "another session") if locked else None
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]
+    running = in_progress(applied)
+    if holder is not None and running:
+        # Not dirty: a `-- no-transaction` file is marked success = false while it runs.
+        raise Locked(
+            f"migration {running[0]} is being applied outside a transaction on {result.database} by {holder}",
+            hint="wait for it to finish, then run this again",
+        )
     validate(applied, source, ignore_missing=options.ignore_missing)
     if holder is not None:
         raise Locked(
@@ -323,20 +418,29 @@ async def _inspect(
         result.status = Status.PENDING if pending else Status.UP_TO_DATE
 
 
-async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, m: Migration) -> None:
+async def _apply_one(
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    m: Migration,
+    progress: Progress,
+    quick: float | None,
+) -> None:
     started_ns = time.perf_counter_ns()
     try:
         if m.no_transaction:
-            await conn.execute(m.up_sql)
-            await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+            await _apply_outside_transaction(conn, m, progress, started_ns, quick)
         else:
             # The file and its history row commit together or not at all. They travel as one simple-protocol
             # message (the file first, so server error positions still point into it).
-            async with conn.transaction():
+            progress.at(m, "up", Stage.RUNNING)
+            async with _transaction(conn):
                 await conn.execute(
                     f"{m.up_sql}\n;\n{sqlx.insert_applied_literal(m.version, m.description, m.checksum)}"
                 )
+                progress.advance(Stage.COMMITTING)  # leaving the block sends COMMIT
     except Exception as exc:
+        drop_if_unresponsive(conn, exc)
         error = _step_error(exc, target, m, m.filename, m.up_sql, no_transaction=m.no_transaction)
         failed_after_s = (time.perf_counter_ns() - started_ns) / 1e9
         if (
@@ -348,30 +452,85 @@ async def _apply_one(conn: asyncpg.Connection, result: DatabaseResult, target: D
         ):
             await _locate_failure(conn, error, m.up_sql)
         raise error from None
+    progress.step = None
     elapsed_ns = time.perf_counter_ns() - started_ns
     result.steps.append(MigrationStep(m.version, m.description, "up", elapsed_ns / 1e9))
     log.info("migration.applied", database=result.database, version=m.version, duration_s=elapsed_ns / 1e9)
+    if not m.no_transaction:  # committed; a lost reply here is settled by reading the ledger again
+        await conn.execute(sqlx.update_execution_time_literal(elapsed_ns, m.version), timeout=quick)
+
+
+async def _apply_outside_transaction(
+    conn: asyncpg.Connection, m: Migration, progress: Progress, started_ns: int, quick: float | None
+) -> None:
+    """Mark the version in progress (success = false: SQLx refuses to run past it), run the file, mark it done.
+    Interrupted in between, the mark stays: the file is never run twice without someone deciding it should be."""
+    progress.at(m, "up", Stage.MARKING)
+    await mark_in_progress(conn, m, timeout=quick)
+    progress.advance(Stage.RUNNING)
     try:
-        await conn.execute(sqlx.update_execution_time_literal(elapsed_ns, m.version))
-    except Exception as exc:  # the migration is committed; only the timing is lost (it stays -1, as in SQLx)
-        raise _step_error(exc, target, m, m.filename, "", no_transaction=True) from None
+        await _run_file(conn, m.up_sql)
+    except asyncpg.PostgresError as exc:
+        if not is_connection_lost(exc):
+            # The server refused the statement, so the version is pending again, as SQLx leaves it.
+            await forget(conn, m.version, timeout=quick)
+            progress.step = None
+        raise
+    progress.advance(Stage.FINISHING)
+    await mark_done(conn, m.version, time.perf_counter_ns() - started_ns, timeout=quick)
 
 
-async def _revert_one(conn: asyncpg.Connection, result: DatabaseResult, target: DatabaseTarget, m: Migration) -> None:
+async def _revert_one(
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    target: DatabaseTarget,
+    m: Migration,
+    progress: Progress,
+    quick: float | None,
+) -> None:
     assert m.down_sql is not None and m.down_filename is not None
     started = time.perf_counter()
+    progress.at(m, "down", Stage.RUNNING)
     try:
         if m.down_no_transaction:
-            await conn.execute(m.down_sql)
-            await conn.execute(sqlx.DELETE_APPLIED, m.version)
+            await _run_file(conn, m.down_sql)
+            progress.advance(Stage.FINISHING)
+            await forget(conn, m.version, timeout=quick)
         else:
-            async with conn.transaction():
-                await conn.execute(m.down_sql)
-                await conn.execute(sqlx.DELETE_APPLIED, m.version)
+            async with _transaction(conn):
+                await _run_file(conn, m.down_sql)
+                await conn.execute(sqlx.DELETE_APPLIED, m.version, timeout=quick)
+                progress.advance(Stage.COMMITTING)  # leaving the block sends COMMIT
     except Exception as exc:
+        drop_if_unresponsive(conn, exc)
         raise _step_error(exc, target, m, m.down_filename, m.down_sql, no_transaction=m.down_no_transaction) from None
+    progress.step = None
     result.steps.append(MigrationStep(m.version, m.description, "down", time.perf_counter() - started))
     log.info("migration.reverted", database=result.database, version=m.version)
+
+
+@asynccontextmanager
+async def _transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """`conn.transaction()`, except that no ROLLBACK is sent to a session that stopped answering or is being
+    aborted: it would wait for that session again. The server rolls back when the session ends."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except BaseException as exc:
+        drop_if_unresponsive(conn, exc)
+        if not (conn.is_closed() or isinstance(exc, anyio.get_cancelled_exc_class())):
+            await transaction.rollback()
+        raise
+    await transaction.commit()
+
+
+async def _run_file(conn: asyncpg.Connection, sql: str) -> None:
+    """Send a file as one simple-protocol query, as SQLx does. A file of comments only (what `sqlx migrate add -r`
+    and `orchestrator new` write into a down file) is not sent: PostgreSQL answers it with EmptyQueryResponse,
+    which asyncpg cannot read, and SQLx treats it as a step that does nothing."""
+    if split_statements(sql):
+        await conn.execute(sql)
 
 
 class _Rollback(Exception):
@@ -410,13 +569,7 @@ def _step_error(
     if isinstance(exc, DatabaseError):
         return exc
     if is_connection_lost(exc):
-        error = connection_lost(target, exc, f"running {file}")
-        if no_transaction:
-            error.hint = (
-                f"{file} runs outside a transaction: check whether it took effect before running again "
-                "(its history row may be missing)"
-            )
-        return error
+        return connection_lost(target, exc, f"running {file}")  # the caller settles what it means (_settle)
     if not isinstance(exc, asyncpg.PostgresError):
         return as_database_error(target, exc, f"running {file}")
     position = getattr(exc, "position", None)
@@ -426,13 +579,18 @@ def _step_error(
     detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""
     where = f"{file}:{line}" if line else file
     hint = _SQLSTATE_HINTS.get(sqlstate or "")
-    if hint is None:
+    if no_transaction:
+        # One statement, refused by the server: it did not take effect, except that a failed CONCURRENTLY build
+        # leaves an INVALID index behind (which the next attempt would trip over).
+        hint = (
+            f"{file} ran outside a transaction and failed, so it is pending again; before running it again check "
+            f"{effect_check(sql)}" + (f". ({hint})" if hint else "")
+        )
+    elif hint is None:
         hint = (
             f"its transaction rolled back, so nothing from it was kept. If no school has applied {file} yet, fix it "
             "and run again; if some have, do not edit it (they would hold other bytes): fix what this school "
             "lacks, or put the change in a new migration"
-            if not no_transaction
-            else f"{file} ran outside a transaction: check what it left behind before running again"
         )
     return MigrationFailed(
         f"{where}: {exc.message}{detail} [SQLSTATE {sqlstate}]",

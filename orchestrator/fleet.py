@@ -1,6 +1,10 @@
 """Fan one operation out over many schools: global and per-server budgets, canary waves, a failure budget,
 retries, and a clean stop on Ctrl-C / SIGTERM. Sends no SQL: the work per school is a callable handed in.
 
+Stopping: the first SIGINT/SIGTERM starts no new school and gives running ones ABORT_GRACE_S to finish; then (or at
+a second signal) they are aborted through the run's SessionGroup: their statements cancelled and their connections
+closed, even on a frozen server. Either way the report is written and the process exits 130.
+
 Scheduling: each server gets `per_server` workers pulling from that server's queue, and every worker needs one of
 the `concurrency` global slots to run. So a server never sees more than `per_server` of our sessions, a busy
 server never blocks the others (no head-of-line blocking), and the number of tasks is bounded by
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .connection import SessionGroup, session_group
 from .errors import ConnectFailed, Interrupted, Unreachable
 from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
@@ -28,6 +33,10 @@ if TYPE_CHECKING:
     from tenacity import RetryCallState  # tenacity itself is imported only for a school that needs a retry
 
 log = get_logger("orchestrator.fleet")
+
+# After the first interrupt, how long running schools may go on before they are aborted. It fits inside Kubernetes'
+# default 30 s between SIGTERM and SIGKILL, with room for the abort (connection.ABORT_CANCEL_S, twice) and the report.
+ABORT_GRACE_S = 20.0
 
 Work = Callable[[Tenant], Awaitable[DatabaseResult]]
 
@@ -60,6 +69,7 @@ class FleetRun:
     halted: str | None = None  # why scheduling stopped early (failure budget, canary)
     interrupted: bool = False  # Ctrl-C / SIGTERM
     servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker opened (still open)
+    aborted: bool = False  # schools still running after the interrupt were aborted (second signal, or grace over)
 
     @property
     def ok(self) -> bool:
@@ -86,8 +96,10 @@ class _State:
     halted: str | None = None
     stopping: bool = False
     interrupted: bool = False
+    aborted: bool = False
     results: dict[str, TenantOutcome] = field(default_factory=dict)
-    work_scope: anyio.CancelScope | None = None  # cancelled by a second Ctrl-C
+    work_scope: anyio.CancelScope | None = None  # cancelled as the last step of an abort
+    sessions: SessionGroup = field(default_factory=SessionGroup)
     failed_connects: dict[str, int] = field(default_factory=dict)  # server -> connection failures in a row
     servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker is open
 
@@ -126,7 +138,7 @@ async def run_fleet(
     started = datetime.now(UTC)
     state = _State(total=len(tenants), options=options)
     waves = plan_waves(tenants, options)
-    async with anyio.create_task_group() as outer:
+    async with session_group() as state.sessions, anyio.create_task_group() as outer:
         if options.handle_signals:
             outer.start_soon(_watch_signals, state)
         with anyio.CancelScope() as state.work_scope:
@@ -155,6 +167,7 @@ async def run_fleet(
         datetime.now(UTC),
         halted=state.halted,
         interrupted=state.interrupted,
+        aborted=state.aborted,
         servers_down=dict(state.servers_down),
     )
 
@@ -266,19 +279,37 @@ def _last_result(retry_state: RetryCallState) -> DatabaseResult:
 
 
 async def _watch_signals(state: _State) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if not state.stopping:
-                state.stopping = state.interrupted = True
-                log.warning(
-                    "fleet.stopping",
-                    signal=signal.Signals(signum).name,
-                    message="no new schools will start; running ones finish (send again to abort them)",
-                )
-            else:
-                log.warning("fleet.aborting", message="cancelling running schools; open transactions roll back")
-                if state.work_scope is not None:
-                    state.work_scope.cancel()
+    async with anyio.create_task_group() as grace:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if not state.stopping:
+                    state.stopping = state.interrupted = True
+                    log.warning(
+                        "fleet.stopping",
+                        signal=signal.Signals(signum).name,
+                        message=f"no new schools will start; running ones get {ABORT_GRACE_S:g}s to finish, then "
+                        "are aborted (send again to abort them now)",
+                    )
+                    grace.start_soon(_abort_after, state, ABORT_GRACE_S)
+                else:
+                    await _abort(state, "a second interrupt")
+
+
+async def _abort_after(state: _State, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    await _abort(state, f"still running {seconds:g}s after the interrupt")
+
+
+async def _abort(state: _State, why: str) -> None:
+    """Abort the running schools: their sessions first, so each school's result says what was in flight (bounded
+    even on a frozen server), then whatever is left of the work (e.g. a connection attempt)."""
+    if state.aborted:
+        return
+    state.aborted = True
+    log.warning("fleet.aborting", reason=why, message="cancelling running schools and closing their connections")
+    await state.sessions.abort()
+    if state.work_scope is not None:
+        state.work_scope.cancel()
 
 
 def skipped_run(tenants: Sequence[Tenant], reason: str, observer: Observer | None = None) -> FleetRun:
@@ -316,7 +347,7 @@ def _cancelled(tenant: Tenant) -> DatabaseResult:
         server=tenant.server,
         status=Status.FAILED,
         error=Interrupted(
-            "aborted by a second interrupt while working on this school",
-            hint="its open transaction was rolled back by the server; run `orchestrator status` and migrate again",
+            "aborted by an interrupt while working on this school",
+            hint="an open transaction rolls back as its session ends; `orchestrator status` shows where it stands",
         ),
     )

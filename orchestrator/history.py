@@ -6,6 +6,7 @@ how to recover, because the same database must be accepted or refused identicall
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -14,6 +15,7 @@ from . import sqlx
 from .errors import DatabaseError, Dirty, MissingMigration, ModifiedMigration
 from .lock import LOCK_IS_HELD, template_refused
 from .source import Migration, MigrationSource, checksum
+from .sqltext import split_statements
 
 
 @dataclass(frozen=True)
@@ -23,28 +25,31 @@ class AppliedMigration:
     success: bool
 
 
-async def history_exists(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval(sqlx.HISTORY_TABLE_EXISTS))
+# `timeout` below bounds each reply (the engine passes SessionSettings.bookkeeping_timeout); None = the session's.
 
 
-async def ensure_history_table(conn: asyncpg.Connection) -> bool:
+async def history_exists(conn: asyncpg.Connection, *, timeout: float | None = None) -> bool:
+    return bool(await conn.fetchval(sqlx.HISTORY_TABLE_EXISTS, timeout=timeout))
+
+
+async def ensure_history_table(conn: asyncpg.Connection, *, timeout: float | None = None) -> bool:
     """Create the table if missing (SQLx's DDL). Returns True when it was created."""
-    if await history_exists(conn):
+    if await history_exists(conn, timeout=timeout):
         return False
-    await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+    await conn.execute(sqlx.CREATE_HISTORY_TABLE, timeout=timeout)
     return True
 
 
-async def read_applied(conn: asyncpg.Connection) -> dict[int, AppliedMigration]:
-    rows = await conn.fetch(sqlx.SELECT_APPLIED)
+async def read_applied(conn: asyncpg.Connection, *, timeout: float | None = None) -> dict[int, AppliedMigration]:
+    rows = await conn.fetch(sqlx.SELECT_APPLIED, timeout=timeout)
     return {r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"]) for r in rows}
 
 
-async def read_history(conn: asyncpg.Connection) -> dict[int, AppliedMigration] | None:
+async def read_history(conn: asyncpg.Connection, *, timeout: float | None = None) -> dict[int, AppliedMigration] | None:
     """The ledger, or None when there is no history table: one query either way. Not for use inside a
     transaction (the missing-table error would abort it)."""
     try:
-        return await read_applied(conn)
+        return await read_applied(conn, timeout=timeout)
     except asyncpg.UndefinedTableError:
         return None
 
@@ -66,26 +71,88 @@ JOIN pg_database AS d ON d.datname = current_database()
 
 
 async def read_status(
-    conn: asyncpg.Connection, lock_key: int, database: str
+    conn: asyncpg.Connection, lock_key: int, database: str, *, timeout: float | None = None
 ) -> tuple[dict[int, AppliedMigration] | None, bool]:
     """(the ledger or None without a history table, whether SQLx's lock is held right now). Raises NotASchool
     for a template database."""
     try:
         if conn.is_in_transaction():  # e.g. through a pooler: a savepoint, so a missing table spares the transaction
             async with conn.transaction():
-                rows = await conn.fetch(_STATUS, lock_key)
+                rows = await conn.fetch(_STATUS, lock_key, timeout=timeout)
         else:
-            rows = await conn.fetch(_STATUS, lock_key)
+            rows = await conn.fetch(_STATUS, lock_key, timeout=timeout)
         applied: dict[int, AppliedMigration] | None = {
             r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
             for r in rows
             if r["version"] is not None
         }
     except asyncpg.UndefinedTableError:
-        rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, lock_key), None
+        rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, lock_key, timeout=timeout), None
     if rows[0]["template"]:
         raise template_refused(database)
     return applied, bool(rows[0]["locked"])
+
+
+async def mark_in_progress(conn: asyncpg.Connection, m: Migration, *, timeout: float | None = None) -> None:
+    """Before a `-- no-transaction` file runs: SQLx's row with success = false (see sqlx.INSERT_IN_PROGRESS)."""
+    await conn.execute(sqlx.INSERT_IN_PROGRESS, m.version, m.description, m.checksum, timeout=timeout)
+
+
+async def mark_done(conn: asyncpg.Connection, version: int, nanoseconds: int, *, timeout: float | None = None) -> None:
+    """After it completed: the row becomes the one SQLx writes."""
+    await conn.execute(sqlx.MARK_DONE, version, nanoseconds, timeout=timeout)
+
+
+async def forget(conn: asyncpg.Connection, version: int, *, timeout: float | None = None) -> bool:
+    """Delete a version's row; True if there was one."""
+    return bool(await conn.execute(sqlx.DELETE_APPLIED, version, timeout=timeout) != "DELETE 0")
+
+
+def in_progress(applied: dict[int, AppliedMigration]) -> list[int]:
+    """Versions marked success = false: partially applied, or being applied outside a transaction right now."""
+    return sorted(v for v, row in applied.items() if not row.success)
+
+
+# --- the way out of a success = false row ---------------------------------------------------------------------------
+
+# An index name, quoted or not (an unnamed `CREATE INDEX CONCURRENTLY ON t ...` has none).
+_INDEX = r'(?!ON\s)(?P<name>"(?:[^"]|"")+"|[\w$]+(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)'
+_CREATE_INDEX = re.compile(rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?{_INDEX}", re.I)
+_DROP_INDEX = re.compile(rf"^DROP\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+EXISTS\s+)?{_INDEX}", re.I)
+
+
+def effect_check(sql: str) -> str:
+    """How to see whether a one-statement file took effect, as exactly as we can say it."""
+    statements = split_statements(sql)
+    if not statements:
+        return "nothing: the file holds no statement"
+    code = statements[0].code
+    if created := _CREATE_INDEX.match(code):
+        return (
+            f"`SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass({_literal(created['name'])})`: true = "
+            "the index was built; false = a half-built INVALID index (drop it with `DROP INDEX CONCURRENTLY` "
+            "first); no row = not built"
+        )
+    if dropped := _DROP_INDEX.match(code):
+        return f"`SELECT to_regclass({_literal(dropped['name'])}) IS NULL`: true = the index is gone"
+    shown = code if len(code) <= 120 else code[:117] + "..."
+    return f"whether `{shown}` took effect"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def dirty_hint(version: int, migration: Migration | None) -> str:
+    """The way out of a success = false row: what to check, and which row to fix with which SQL."""
+    what = migration.filename if migration else f"version {version}"
+    check = effect_check(migration.up_sql) if migration else "what the migration does"
+    return (
+        f"{what} was interrupted while it ran outside a transaction (or another tool wrote the row), so whether it "
+        f"took effect is unknown. Every backend worker refuses to start until the row is fixed. Check {check}. "
+        f"If it took effect: `{sqlx.mark_applied_sql(version)}`. If it did not (undo any half-done part first): "
+        f"`{sqlx.forget_sql(version)}`, then migrate again"
+    )
 
 
 @dataclass(frozen=True)
@@ -142,13 +209,8 @@ def validate(applied: dict[int, AppliedMigration], source: MigrationSource, *, i
 def _error_for(first: LedgerProblem, same_kind: list[LedgerProblem], source: MigrationSource) -> DatabaseError:
     more = f" (and {len(same_kind) - 1} more)" if len(same_kind) > 1 else ""
     if first.kind == "dirty":
-        name = first.migration.filename if first.migration else f"version {first.version}"
         return Dirty(
-            sqlx.dirty_message(first.version),
-            version=first.version,
-            hint=f"{name} failed part-way outside a transaction (or another tool wrote the row). Check what it "
-            f"left behind, undo or finish it by hand, then `DELETE FROM _sqlx_migrations WHERE version = "
-            f"{first.version}` and run again. Until then every backend worker refuses to start.",
+            sqlx.dirty_message(first.version), version=first.version, hint=dirty_hint(first.version, first.migration)
         )
     versions = [p.version for p in same_kind]
     if first.kind == "missing":

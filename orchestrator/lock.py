@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 import asyncpg
 
+from .connection import drop_if_unresponsive
 from .errors import Locked, NotASchool
 from .sqlx import advisory_lock_key
 
@@ -52,17 +53,17 @@ def template_refused(database: str) -> NotASchool:
     )
 
 
-async def _try_lock(conn: asyncpg.Connection, database: str, key: int) -> bool:
-    row = await conn.fetchrow(_TRY_LOCK, key)
+async def _try_lock(conn: asyncpg.Connection, database: str, key: int, *, timeout: float | None = None) -> bool:
+    row = await conn.fetchrow(_TRY_LOCK, key, timeout=timeout)
     if row is not None and row["template"]:
         raise template_refused(database)
     return row is not None and bool(row["locked"])
 
 
-async def lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
+async def lock_holder(conn: asyncpg.Connection, key: int, *, timeout: float | None = None) -> str | None:
     """A short description of the session holding the lock, if it can be seen."""
     try:
-        row = await conn.fetchrow(_HOLDER, key)
+        row = await conn.fetchrow(_HOLDER, key, timeout=timeout)
     except asyncpg.PostgresError:
         return None
     if row is None:
@@ -82,16 +83,19 @@ async def current_holder(conn: asyncpg.Connection, database: str) -> str | None:
 
 
 @asynccontextmanager
-async def migration_lock(conn: asyncpg.Connection, database: str, wait_s: float) -> AsyncIterator[int]:
+async def migration_lock(
+    conn: asyncpg.Connection, database: str, wait_s: float, *, timeout: float | None = None
+) -> AsyncIterator[int]:
     """Hold SQLx's lock for `database`, the one `conn` is connected to (the name in the URL is exactly
-    current_database(): PostgreSQL matches it byte for byte at connect time, so no query is spent asking)."""
+    current_database(): PostgreSQL matches it byte for byte at connect time, so no query is spent asking).
+    `timeout` bounds each reply (see SessionSettings.bookkeeping_timeout)."""
     key = advisory_lock_key(database)
     deadline = time.monotonic() + wait_s
     delay = 0.05
-    while not await _try_lock(conn, database, key):
+    while not await _try_lock(conn, database, key, timeout=timeout):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            holder = await lock_holder(conn, key)
+            holder = await lock_holder(conn, key, timeout=timeout)
             raise Locked(
                 f"another migrator holds the SQLx migration lock on {database} "
                 f"(held by {holder or 'another session'}); gave up after {wait_s:g}s",
@@ -102,10 +106,13 @@ async def migration_lock(conn: asyncpg.Connection, database: str, wait_s: float)
         delay = min(delay * 2, 1.0)
     try:
         yield key
+    except BaseException as exc:
+        drop_if_unresponsive(conn, exc)
+        raise
     finally:
         if not conn.is_closed():
             with anyio.CancelScope(shield=True):
                 try:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key, timeout=timeout)
                 except Exception:
                     conn.terminate()  # closing the session releases the lock

@@ -29,6 +29,37 @@ INSERT_APPLIED = (
 )
 DELETE_APPLIED = "DELETE FROM _sqlx_migrations WHERE version = $1"
 
+# A `-- no-transaction` file is recorded as in progress before it runs: SQLx's own row with success = FALSE, which
+# SQLx reads as "partially applied" and refuses to run past (so an interrupted file is never silently run twice).
+# When the file completes, the row becomes exactly the one SQLx writes: success, execution time in nanoseconds,
+# installed when the file finished (SQLx inserts its row after the file ran).
+INSERT_IN_PROGRESS = (
+    "INSERT INTO _sqlx_migrations ( version, description, success, checksum, execution_time ) "
+    "VALUES ( $1, $2, FALSE, $3, -1 )"
+)
+MARK_DONE = (
+    "UPDATE _sqlx_migrations SET success = TRUE, execution_time = $2, installed_on = now() "
+    "WHERE version = $1 AND NOT success"
+)
+# An operator's way out of "partially applied" once the file is known to have taken effect: the row SQLx would have
+# written (execution_time -1, SQLx's value when its timing UPDATE did not happen).
+UPSERT_APPLIED = (
+    "INSERT INTO _sqlx_migrations ( version, description, success, checksum, execution_time ) "
+    "VALUES ( $1, $2, TRUE, $3, -1 ) "
+    "ON CONFLICT (version) DO UPDATE SET description = EXCLUDED.description, success = TRUE, "
+    "checksum = EXCLUDED.checksum"
+)
+
+
+def mark_applied_sql(version: int) -> str:
+    """What an operator runs when an interrupted file did take effect (the row already holds its checksum)."""
+    return f"UPDATE _sqlx_migrations SET success = true WHERE version = {int(version)}"
+
+
+def forget_sql(version: int) -> str:
+    """What an operator runs when an interrupted file did not take effect: it is then pending again."""
+    return f"DELETE FROM _sqlx_migrations WHERE version = {int(version)}"
+
 
 def insert_applied_literal(version: int, description: str, checksum: bytes) -> str:
     """INSERT_APPLIED with its values as literals, so it can travel in the same simple-protocol message as the

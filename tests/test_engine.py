@@ -25,10 +25,12 @@ from pgfixtures import (
 )
 
 import orchestrator
-from orchestrator import engine
+from orchestrator import engine, resolve
 from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
+from orchestrator.errors import UsageError
+from orchestrator.history import effect_check
 from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.source import MigrationSource, load_migrations
 from orchestrator.sqlx import CREATE_HISTORY_TABLE, advisory_lock_key
@@ -660,6 +662,157 @@ def test_revert_of_a_migration_without_a_down_file_is_refused(db_url: str, tmp_p
     assert result.steps == []
     assert versions(db_url) == [1, 2]
     assert has_table(db_url, "a") and has_table(db_url, "b")
+
+
+@pytest.mark.parametrize(
+    "down",
+    ["-- Add down migration script here\n", "-- no-transaction\n", ""],
+    ids=["comment-only", "no-transaction-comment-only", "empty"],
+)
+def test_revert_with_a_down_file_that_holds_no_statement_deletes_the_row_and_runs_nothing(
+    db_url: str, tmp_path: Path, down: str
+) -> None:
+    # What `orchestrator new` and `sqlx migrate add -r` write into a down file, until someone fills it in.
+    source = migrations_dir(
+        tmp_path / "m",
+        {"1_create_a.up.sql": "CREATE TABLE a (id int);\n", "1_create_a.down.sql": down},
+    )
+    migrate(db_url, source)
+
+    result = run_sync(engine.revert, DatabaseTarget.parse(db_url), source, 0, options())
+
+    assert result.status is Status.REVERTED, result.error
+    assert [(s.version, s.direction) for s in result.steps] == [(1, "down")]
+    assert versions(db_url) == []
+    assert has_table(db_url, "a")
+
+
+def test_a_no_transaction_file_that_holds_no_statement_is_applied(db_url: str, tmp_path: Path) -> None:
+    source = migrations_dir(tmp_path / "m", {"1_nothing_yet.sql": "-- no-transaction\n-- to be written\n"})
+
+    result = migrate(db_url, source)
+
+    assert result.status is Status.APPLIED and result.applied_versions == [1]
+    assert [(r["version"], r["success"]) for r in history(db_url)] == [(1, True)]
+
+
+# --- no-transaction files: marked in progress while they run -----------------------------------------------------
+
+
+def test_a_no_transaction_file_ends_as_exactly_the_row_sqlx_writes(db_url: str, tmp_path: Path) -> None:
+    text = "-- no-transaction\nCREATE INDEX CONCURRENTLY a_id_idx ON a (id);\n"
+    source = migrations_dir(tmp_path / "m", {"1_create_a.sql": "CREATE TABLE a (id int);\n", "2_index_a.sql": text})
+
+    assert migrate(db_url, source).status is Status.APPLIED
+
+    row = history(db_url)[1]
+    assert (row["version"], row["description"], row["success"]) == (2, "index a", True)
+    assert bytes(row["checksum"]) == hashlib.sha384(text.encode()).digest()
+    assert row["execution_time"] > 0  # nanoseconds, as SQLx records them
+
+
+def test_a_no_transaction_file_is_marked_in_progress_while_it_runs_and_status_calls_that_locked(
+    db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    source = migrations_dir(tmp_path / "m", {"1_slow.sql": "-- no-transaction\nSELECT pg_sleep(30);\n"})
+
+    async def scenario() -> tuple[list[tuple[int, bool]], DatabaseResult]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.migrate, DatabaseTarget.parse(db_url), source, options())
+            admin = await asyncpg.connect(db_url)
+            try:
+                with anyio.fail_after(30):
+                    while not await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep(30)%' "
+                        "AND state = 'active' AND pid <> pg_backend_pid()",
+                        db_name,
+                    ):
+                        await anyio.sleep(0.02)
+                rows = [(r["version"], r["success"]) for r in await admin.fetch("SELECT * FROM _sqlx_migrations")]
+                during = await engine.status(DatabaseTarget.parse(db_url), source, options())
+                await admin.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+        return rows, during
+
+    rows, during = run_sync(scenario)
+
+    assert rows == [(1, False)]  # what SQLx reads as "partially applied": no worker runs past it
+    assert during.status is Status.LOCKED and during.error is not None
+    assert "being applied outside a transaction" in during.error.message
+    assert versions(db_url) == [], "the cancelled file failed on the server: it is pending again, as SQLx leaves it"
+
+
+@pytest.mark.parametrize(
+    ("sql", "check"),
+    [
+        ("CREATE INDEX CONCURRENTLY a_id_idx ON a (id)", "indexrelid = to_regclass('a_id_idx')"),
+        ('create unique index concurrently if not exists "A""x" on a (id)', 'to_regclass(\'"A""x"\')'),
+        ("DROP INDEX CONCURRENTLY IF EXISTS a_id_idx", "SELECT to_regclass('a_id_idx') IS NULL"),
+        ("CREATE INDEX CONCURRENTLY ON a (id)", "whether `CREATE INDEX CONCURRENTLY ON a (id)` took effect"),
+        ("UPDATE counter SET n = n + 1", "whether `UPDATE counter SET n = n + 1` took effect"),
+    ],
+    ids=["create-index", "quoted-name", "drop-index", "unnamed-index", "other"],
+)
+def test_the_dirty_hint_says_exactly_what_to_check(sql: str, check: str) -> None:
+    assert check in effect_check(f"-- no-transaction\n{sql};\n")
+
+
+# --- resolving a dirty row ---------------------------------------------------------------------------------------
+
+
+def test_resolving_marks_a_dirty_version_applied_with_the_current_files_checksum(db_url: str, tmp_path: Path) -> None:
+    source = migrations_dir(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "SELECT 2;\n"})
+    migrate(db_url, source)
+    execute_sync(db_url, "UPDATE _sqlx_migrations SET success = false, checksum = '\\x00' WHERE version = 2")
+    target = DatabaseTarget.parse(db_url)
+
+    result = run_sync(resolve.mark_applied, target, source, 2, options())
+
+    assert result.status is Status.APPLIED and result.notes == ["recorded 2_b.sql as applied"]
+    row = history(db_url)[1]
+    assert (row["success"], bytes(row["checksum"])) == (True, source.migrations[1].checksum)
+    assert migrate(db_url, source).status is Status.UP_TO_DATE
+    again = run_sync(resolve.mark_applied, target, source, 2, options())
+    assert again.status is Status.UP_TO_DATE
+
+
+def test_resolving_records_a_version_without_a_row_and_refuses_one_that_was_edited(db_url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "m"
+    source = migrations_dir(directory, {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "SELECT 2;\n"})
+    migrate(db_url, source, options(target_version=1))
+    target = DatabaseTarget.parse(db_url)
+
+    assert run_sync(resolve.mark_applied, target, source, 2, options()).status is Status.APPLIED
+    assert [(r["version"], r["success"], r["execution_time"]) for r in history(db_url)][1] == (2, True, -1)
+
+    (directory / "1_a.sql").write_text("CREATE TABLE a (id bigint);\n")
+    edited = run_sync(resolve.mark_applied, target, load_migrations(directory), 1, options())
+    assert edited.status is Status.MODIFIED
+    with pytest.raises(UsageError):
+        run_sync(resolve.mark_applied, target, source, 99, options())
+
+
+def test_resolving_forgets_a_dirty_row_so_the_file_runs_again_but_never_an_applied_one(
+    db_url: str, tmp_path: Path
+) -> None:
+    source = migrations_dir(
+        tmp_path / "m", {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "CREATE TABLE b ();\n"}
+    )
+    migrate(db_url, source, options(target_version=1))
+    execute_sync(db_url, "INSERT INTO _sqlx_migrations VALUES (2, 'b', now(), false, '\\x00', -1)")
+    target = DatabaseTarget.parse(db_url)
+
+    refused = run_sync(resolve.forget_version, target, 1, options())
+    assert refused.status is Status.FAILED and refused.error is not None and "revert" in (refused.error.hint or "")
+    forgotten = run_sync(resolve.forget_version, target, 2, options())
+    assert forgotten.status is Status.APPLIED
+    assert versions(db_url) == [1]
+    assert run_sync(resolve.forget_version, target, 2, options()).status is Status.UP_TO_DATE
+    assert migrate(db_url, source).applied_versions == [2]
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import anyio
 import asyncpg
 import pytest
 from fleetkit import (
+    BASIC,
     by_id,
     cli,
     fleet_registry,
@@ -271,13 +272,14 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
         assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
         time.sleep(0.05)
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "r.json").read_text())
     statuses = [s["status"] for s in report["schools"]]
     assert report["interrupted"] is True
     assert statuses[0] == "applied", "the running school finished its migrations"
     assert "skipped" in statuses
+    assert "interrupted: running schools finished; the rest were skipped" in stdout
     for db in schools:
         assert_consistent(pg, db)
     again = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
@@ -285,6 +287,41 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     for db in schools:
         assert history(pg, db) == [1, 2, 3]
         assert_consistent(pg, db)
+
+
+def test_a_second_signal_aborts_running_schools_and_the_summary_says_so(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(
+        tmp_path / "migrations",
+        {**BASIC, "2_slow_step.sql": "INSERT INTO log (note) VALUES ('two');\nCREATE TABLE two (id int);\n"
+         "SELECT pg_sleep(60);\n"},
+    )  # fmt: skip
+    schools = [make_school(pg, f"abort_{i}") for i in range(2)]
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
+    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+                 "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not fetchval_sync(
+        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' "
+        "AND pid <> pg_backend_pid()"
+    ):  # fmt: skip
+        assert time.monotonic() < deadline and proc.poll() is None, "the slow migration never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # two signals at once could arrive as one
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True
+    running, waiting = report["schools"]
+    assert running["status"] == "failed" and running["error"]["code"] == "interrupted"
+    assert "aborted by an interrupt" in running["error"]["message"]
+    assert running["applied"] == [1]
+    assert waiting["status"] == "skipped"
+    assert "interrupted: running schools were aborted; the rest were skipped" in stdout
+    assert history(pg, schools[0]) == [1]
+    assert_consistent(pg, schools[0])
 
 
 def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: Path, pg: DevServer) -> None:

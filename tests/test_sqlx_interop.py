@@ -14,9 +14,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from faultproxy import FaultProxy
 from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, run_sync
 
-from orchestrator import engine
+from orchestrator import engine, resolve
 from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
@@ -168,6 +169,63 @@ def test_we_revert_what_sqlx_applied(db_url: str, tmp_path: Path) -> None:
 
     assert result.status is Status.REVERTED
     assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
+
+
+NO_TRANSACTION = {
+    "1_create_a.sql": "CREATE TABLE a (id int);\n",
+    "2_index_a.sql": "-- no-transaction\nCREATE INDEX CONCURRENTLY a_id_idx ON a (id);\n",
+}
+
+
+def migrations_of(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_a_no_transaction_file_applied_by_us_is_installed_for_sqlx_with_the_row_sqlx_writes(
+    pg: DevServer, db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    directory = migrations_of(tmp_path / "m", NO_TRANSACTION)
+    by_sqlx_db = f"{db_name[:56]}_sqlx"
+    try:
+        sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
+        sqlx("run", source=directory, url=sqlx_url, cwd=tmp_path)
+
+        result = ours(engine.migrate, db_url, load_migrations(directory))
+
+        assert result.status is Status.APPLIED and result.applied_versions == [1, 2]
+        assert sqlx_info(directory, db_url, tmp_path) == {1: "installed", 2: "installed"}
+        assert sqlx("run", source=directory, url=db_url, cwd=tmp_path).stdout.strip() == ""
+        # Our mark-in-progress, then done, leaves the row SQLx itself writes (times aside, in nanoseconds both).
+        assert ledger(db_url) == ledger(sqlx_url)
+        times = "SELECT execution_time FROM _sqlx_migrations WHERE version = 2"
+        assert fetchval_sync(db_url, times) > 0 and fetchval_sync(sqlx_url, times) > 0
+    finally:
+        run_sync(drop_database(pg.url(), by_sqlx_db))
+
+
+def test_an_interrupted_no_transaction_file_is_refused_by_sqlx_until_it_is_resolved(
+    pg: DevServer, db_url: str, tmp_path: Path
+) -> None:
+    directory = migrations_of(tmp_path / "m", NO_TRANSACTION)
+    source = load_migrations(directory)
+    with FaultProxy(pg.port) as proxy:
+        proxy.drop_after_reply("CONCURRENTLY")  # the index gets built; the reply never arrives
+        result = ours(engine.migrate, proxy.url(db_url), source)
+
+    assert result.status is Status.DIRTY
+    # A backend worker starting now refuses, rather than guess whether the index exists.
+    refused = sqlx("run", source=directory, url=db_url, cwd=tmp_path, ok=False)
+    assert refused.returncode != 0
+    assert "error: migration 2 is partially applied" in refused.stdout + refused.stderr
+
+    resolved = run_sync(resolve.mark_applied, DatabaseTarget.parse(db_url), source, 2, options())
+
+    assert resolved.status is Status.APPLIED
+    assert sqlx_info(directory, db_url, tmp_path) == {1: "installed", 2: "installed"}
+    assert sqlx("run", source=directory, url=db_url, cwd=tmp_path).stdout.strip() == ""
 
 
 # --- both refuse a bad ledger with the same words ---------------------------------------------------------------

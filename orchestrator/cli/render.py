@@ -300,7 +300,8 @@ def print_summary(console: Console, report: RunReport) -> None:
     if report.run.halted:
         console.print(f"[red]halted[/]: {escape(report.run.halted)}")
     if report.run.interrupted:
-        console.print("[yellow]interrupted[/]: running schools finished; the rest were skipped")
+        running = "were aborted" if report.run.aborted else "finished"
+        console.print(f"[yellow]interrupted[/]: running schools {running}; the rest were skipped")
 
 
 def print_next_steps(console: Console, report: Report, report_path: str | None) -> None:
