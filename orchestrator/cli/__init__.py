@@ -15,7 +15,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from .. import __version__
+from .. import __version__, tracing
 from ..errors import InvalidInput
 from ..job import Command, Job, prepare
 from ..logsetup import json_logs, register_secrets
@@ -134,7 +134,10 @@ def exit_code(report: Report) -> int:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        tracing.shutdown()  # export the buffered spans, of an interrupted run too (SIGTERM ends the run, not us)
 
 
 # Registered last: the command modules add their commands to `app`.
