@@ -453,3 +453,25 @@ def test_an_otlp_protocol_we_cannot_speak_is_a_warning_and_the_run_goes_on(tmp_p
     [warning] = [e for e in map(json.loads, done.stderr.splitlines()) if e["event"] == "tracing.off"]
     assert "'http/json' is not supported" in warning["reason"]
     assert warning["hint"] == "use http/protobuf"
+
+
+def test_without_the_sdk_installed_a_configured_endpoint_is_a_warning_and_the_run_goes_on(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "traced_no_sdk")
+    args = ["orchestrator", "migrate", "-D", pg.url(db), "--migrations", str(migrations), "--log-format", "json"]
+    # A None in sys.modules makes every import of the package fail, as if it were not installed.
+    script = (
+        f"import sys; sys.modules['opentelemetry.sdk'] = None; sys.argv = {args!r}\n"
+        "from orchestrator.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, **otel_env("http://127.0.0.1:9")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [warning] = [e for e in map(json.loads, done.stderr.splitlines()) if e["event"] == "tracing.off"]
+    assert "the OpenTelemetry SDK is not installed" in warning["reason"]
+    assert "opentelemetry-sdk" in warning["hint"]
+    assert fetchval_sync(pg.url(db), "SELECT max(version) FROM _sqlx_migrations") == 3
