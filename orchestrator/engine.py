@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 import asyncpg
 
-from . import sqlx
+from . import sqlx, tracing
 from .bootstrap import create_database, ensure_extensions
 from .connection import (
     Session,
@@ -193,7 +193,8 @@ async def _revert(
     async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
         to_revert, applied = await _revert_plan(conn, result, source, to_version, timeout=quick)
         for migration in to_revert:
-            await _revert_one(conn, result, target, migration, progress, quick)
+            with tracing.migration_span(target, migration, "down"):
+                await _revert_one(conn, result, target, migration, progress, quick)
             result.version_after = max((v for v in applied if v < migration.version), default=None)
         result.status = Status.REVERTED if to_revert else Status.UP_TO_DATE
 
@@ -377,7 +378,8 @@ async def _apply_pending(
                 result.notes.append(
                     f"applied {migration.version} out of order: it is older than the newest applied version {newest}"
                 )
-            await _apply_one(conn, result, target, migration, progress, quick)
+            with tracing.migration_span(target, migration, "up"):
+                await _apply_one(conn, result, target, migration, progress, quick)
             result.pending.remove(migration.version)
             result.version_after = max(result.version_after or migration.version, migration.version)
         result.status = Status.APPLIED if pending or result.notes else Status.UP_TO_DATE

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
-from . import gate
+from . import gate, tracing
 from .command import Command
 from .errors import ModifiedMigration, UsageError
 from .fleet import Observer, run_fleet, skipped_run
@@ -22,7 +22,14 @@ Report: TypeAlias = "RunReport | AuditReport"
 
 
 async def run(job: Job, observer: Observer | None = None) -> RunReport:
-    """Run a database command (not the audit: see `run_any`) over the job's schools."""
+    """Run a database command (not the audit: see `run_any`) over the job's schools (traced when configured)."""
+    with tracing.run_span(job) as span:
+        report = await _run(job, observer)
+        span.finish(report)
+        return report
+
+
+async def _run(job: Job, observer: Observer | None) -> RunReport:
     request = job.request
     assert job.command is not Command.AUDIT
     if job.lint is not None and job.lint.errors and not request.gate.allow_unsafe:
@@ -37,7 +44,9 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
     if rehearsal is not None and not rehearsal.ok:
         fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
     else:
-        fleet_run = await run_fleet(job.tenants, make_work(job), job.fleet_options, observer)
+        fleet_run = await run_fleet(
+            job.tenants, tracing.school_spans(make_work(job), job.command.value), job.fleet_options, observer
+        )
     budgets, lint = job.fleet_options.budgets, job.lint
     return RunReport(
         command=job.command.value,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .. import __version__, tracing
 from .options import LOGGING, Flags, apply_flags_logging, with_flags
 
 app = typer.Typer(
@@ -38,7 +38,10 @@ app.callback(invoke_without_command=True)(with_flags(_main, (LOGGING,)))
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        tracing.shutdown()  # export the buffered spans, of an interrupted run too (SIGTERM ends the run, not us)
 
 
 # Registered last: the command modules add their commands to `app`.
