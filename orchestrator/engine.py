@@ -595,7 +595,7 @@ def _step_error(
             "lacks, or put the change in a new migration"
         )
     return MigrationFailed(
-        f"{where}: {exc.message}{detail} [SQLSTATE {sqlstate}]",
+        target.scrub(f"{where}: {exc.message}{detail} [SQLSTATE {sqlstate}]"),
         version=m.version,
         file=file,
         line=line,
