@@ -13,6 +13,7 @@ class Command(StrEnum):
     PROVISION = "provision"
     REVERT = "revert"
     AUDIT = "audit"
+    RESOLVE = "resolve"
 
     @property
     def writes(self) -> bool:
@@ -21,7 +22,7 @@ class Command(StrEnum):
     @property
     def asks_first(self) -> bool:
         """Over a registry on a terminal (or with --preflight): a read-only plan pass, then a question."""
-        return self in (Command.MIGRATE, Command.REVERT)
+        return self in (Command.MIGRATE, Command.REVERT, Command.RESOLVE)
 
     @property
     def applies_migrations(self) -> bool:

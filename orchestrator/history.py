@@ -150,8 +150,9 @@ def dirty_hint(version: int, migration: Migration | None) -> str:
     return (
         f"{what} was interrupted while it ran outside a transaction (or another tool wrote the row), so whether it "
         f"took effect is unknown. Every backend worker refuses to start until the row is fixed. Check {check}. "
-        f"If it took effect: `{sqlx.mark_applied_sql(version)}`. If it did not (undo any half-done part first): "
-        f"`{sqlx.forget_sql(version)}`, then migrate again"
+        f"If it took effect: `orchestrator resolve --applied {version}` (or `{sqlx.mark_applied_sql(version)}`). If "
+        f"it did not (undo any half-done part first): `orchestrator resolve --not-applied {version}` (or "
+        f"`{sqlx.forget_sql(version)}`), then migrate again"
     )
 
 

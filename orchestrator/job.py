@@ -58,6 +58,7 @@ class Request:
     ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
     create_missing: bool = False  # migrate: create and bootstrap a school's database when it does not exist
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
+    resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied", version)
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
 
     @property
@@ -162,6 +163,13 @@ def prepare(request: Request) -> Job:
         if request.revert_to is None:
             raise UsageError("revert needs --target VERSION", hint="e.g. --target 20250115000000, or 0 for all")
         check_target_version(source, request.revert_to, allow_zero=True)
+    if request.command is Command.RESOLVE:
+        if request.resolve is None:
+            raise UsageError(
+                "resolve needs --applied VERSION or --not-applied VERSION",
+                hint="after checking what an interrupted file left behind (the `dirty` hint says what to check)",
+            )
+        check_target_version(source, request.resolve[1])
     if request.gate.reference_url is not None:
         DatabaseTarget.parse(request.gate.reference_url)
     if request.database_url is not None:

@@ -31,6 +31,14 @@ def make_work(job: Job) -> Work:
                 return await engine.revert(
                     tenant.target, source, job.request.revert_to, options, dry_run=job.request.dry_run
                 )
+            case Command.RESOLVE:
+                from . import resolve
+
+                assert job.request.resolve is not None
+                how, version = job.request.resolve
+                if how == "applied":
+                    return await resolve.mark_applied(tenant.target, source, version, options)
+                return await resolve.forget_version(tenant.target, version, options)
             case Command.AUDIT:
                 raise AssertionError("the audit's work is orchestrator.audit.run's")
 

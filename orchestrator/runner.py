@@ -85,6 +85,8 @@ async def plan_first(job: Job, observer: Observer | None = None) -> RunReport:
     options; `planned` schools are those with something to do."""
     if job.command is Command.REVERT:
         return await run(job.as_command(Command.REVERT, dry_run=True), observer)
+    if job.command is Command.RESOLVE:
+        return await run(job.as_command(Command.STATUS), observer)  # where each school's ledger stands
     return await run(job.as_command(Command.PLAN), observer)
 
 

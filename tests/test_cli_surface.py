@@ -21,7 +21,7 @@ from orchestrator.job import Command, Request
 from orchestrator.settings import BUILTIN, Budgets, format_duration
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
-FLEET_COMMANDS = ["migrate", "plan", "status", "bootstrap", "provision", "revert", "audit"]
+FLEET_COMMANDS = ["migrate", "plan", "status", "bootstrap", "provision", "revert", "resolve", "audit"]
 ALL_COMMANDS = [*FLEET_COMMANDS, "lint", "new"]
 EVERY_FLEET_COMMAND_TAKES = [
     "--concurrency", "--per-server", "--retries", "--no-progress", "--report", "--junit", "--json", "--tenant",

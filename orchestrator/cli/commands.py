@@ -85,6 +85,33 @@ def revert(
     execute(flags, Command.REVERT, revert_to=target, dry_run=flags.values["dry_run"])
 
 
+@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
+def resolve(
+    flags: Flags,
+    applied: Annotated[
+        int | None,
+        typer.Option("--applied", help="VERSION took effect: record it applied, with the current file's checksum."),
+    ] = None,
+    not_applied: Annotated[
+        int | None,
+        typer.Option(
+            "--not-applied",
+            help="VERSION did not take effect (undo any half-done part first): delete its "
+            "partially applied row, so it runs again.",
+        ),
+    ] = None,
+) -> None:
+    """The way out of `dirty`: after checking what an interrupted `-- no-transaction` file left behind (the dirty
+    school's hint says what to check), record in each selected school's ledger what is true."""
+    if (applied is None) == (not_applied is None):
+        from ..errors import UsageError
+        from .options import fail_usage
+
+        fail_usage(UsageError("give exactly one of --applied VERSION or --not-applied VERSION"))
+    how = ("applied", applied) if applied is not None else ("not_applied", not_applied)
+    execute(flags, Command.STATUS if flags.values["dry_run"] else Command.RESOLVE, resolve=how)
+
+
 @command(app, *FLEET, AUDIT_REFERENCE)
 def audit(
     flags: Flags,

@@ -63,7 +63,11 @@ def execute(
         if split is not None:
             fail_usage(split)
         something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
-        question = "Revert these migrations now?" if command is Command.REVERT else "Apply these migrations now?"
+        question = {
+            Command.REVERT: "Revert these migrations now?",
+            Command.RESOLVE: f"Record this in the ledger of these {len(job.tenants)} school(s) now?",
+        }.get(command, "Apply these migrations now?")
+        something_to_do = something_to_do or command is Command.RESOLVE
         if ask and something_to_do and not typer.confirm(question, default=False):
             human.print("aborted: nothing was written")
             raise typer.Exit(EXIT_NOT_OK)
