@@ -58,7 +58,7 @@ class Request:
     ignore_missing: bool = False  # accept applied versions whose files are gone (sqlx --ignore-missing)
     create_missing: bool = False  # migrate: create and bootstrap a school's database when it does not exist
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
-    resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied", version)
+    resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied" | "restamp", version)
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
 
     @property
@@ -166,7 +166,7 @@ def prepare(request: Request) -> Job:
     if request.command is Command.RESOLVE:
         if request.resolve is None:
             raise UsageError(
-                "resolve needs --applied VERSION or --not-applied VERSION",
+                "resolve needs --applied, --not-applied or --restamp VERSION",
                 hint="after checking what an interrupted file left behind (the `dirty` hint says what to check)",
             )
         check_target_version(source, request.resolve[1])

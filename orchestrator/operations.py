@@ -10,7 +10,9 @@ from .outcome import DatabaseResult
 from .registry import Tenant
 
 
-def make_work(job: Job) -> Work:
+def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
+    """`schema_matches`: for `resolve --restamp`, the schools whose live schema is what the current files
+    produce (from an audit pass)."""
     command, source = job.command, job.source
 
     async def work(tenant: Tenant) -> DatabaseResult:
@@ -38,6 +40,9 @@ def make_work(job: Job) -> Work:
                 how, version = job.request.resolve
                 if how == "applied":
                     return await resolve.mark_applied(tenant.target, source, version, options)
+                if how == "restamp":
+                    matches = tenant.id in schema_matches
+                    return await resolve.restamp(tenant.target, source, version, options, schema_matches=matches)
                 return await resolve.forget_version(tenant.target, version, options)
             case Command.AUDIT:
                 raise AssertionError("the audit's work is orchestrator.audit.run's")

@@ -70,3 +70,39 @@ async def forget_version(target: DatabaseTarget, version: int, options: EngineOp
             result.notes.append(f"deleted the partially applied row of version {version}: it is pending again")
 
     return await run_session(target, options, create=False, work=work)
+
+
+async def restamp(
+    target: DatabaseTarget, source: MigrationSource, version: int, options: EngineOptions, *, schema_matches: bool
+) -> DatabaseResult:
+    """An applied file was edited without changing what it does: record the current file's checksum, so SQLx
+    workers accept it again. Only where the school's live schema matches what the current files produce (the
+    audit's comparison, `schema_matches`); otherwise the school is left `modified`, untouched."""
+    migration = source.get(version)
+    assert migration is not None
+
+    async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
+        quick = options.session.bookkeeping_timeout
+        async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
+            row = (await read_history(conn, timeout=quick) or {}).get(version)
+            if row is None or not row.success:
+                raise DatabaseError(
+                    f"version {version} is not recorded as applied here: nothing to re-stamp",
+                    hint="re-stamping is for an applied file whose bytes changed (status `modified`)",
+                )
+            if row.checksum == migration.checksum:
+                result.status = Status.UP_TO_DATE
+                result.notes.append(f"{migration.filename}: the recorded checksum is already the current file's")
+                return
+            if not schema_matches:
+                raise ModifiedMigration(
+                    sqlx.modified_message(version),
+                    versions=[version],
+                    hint="not re-stamped: this school's schema differs from what the current files produce (see "
+                    "`orchestrator audit`); restore the applied file, and put the change in a new migration",
+                )
+            await conn.execute(sqlx.RESTAMP, version, migration.checksum, timeout=quick)
+            result.status = Status.APPLIED
+            result.notes.append(f"re-stamped {migration.filename} with the current file's checksum")
+
+    return await run_session(target, options, create=False, work=work)

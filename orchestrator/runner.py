@@ -44,8 +44,9 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     if rehearsal is not None and not rehearsal.ok:
         fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
     else:
+        work = make_work(job, await _schema_matches(job))
         fleet_run = await run_fleet(
-            job.tenants, tracing.school_spans(make_work(job), job.command.value), job.fleet_options, observer
+            job.tenants, tracing.school_spans(work, job.command.value), job.fleet_options, observer
         )
     budgets, lint = job.fleet_options.budgets, job.lint
     return RunReport(
@@ -69,6 +70,17 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,
         checksums={m.version: m.checksum.hex() for m in job.source},
     )
+
+
+async def _schema_matches(job: Job) -> frozenset[str]:
+    """For `resolve --restamp` only: a read-only audit pass, and the schools whose live schema equals what the
+    current files produce (re-stamping anything else would hide a real difference)."""
+    if job.command is not Command.RESOLVE or job.request.resolve is None or job.request.resolve[0] != "restamp":
+        return frozenset()
+    from .audit.run import run_audit
+
+    audit = await run_audit(job.as_command(Command.AUDIT))
+    return frozenset(s.tenant.id for s in audit.schools if s.fingerprint and s.fingerprint == s.expected_fingerprint)
 
 
 async def run_any(job: Job, observer: Observer | None = None) -> Report:

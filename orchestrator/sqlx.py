@@ -51,6 +51,10 @@ UPSERT_APPLIED = (
 )
 
 
+# `resolve --restamp`: the current file's checksum on an applied row (nothing else changes).
+RESTAMP = "UPDATE _sqlx_migrations SET checksum = $2 WHERE version = $1 AND success"
+
+
 def mark_applied_sql(version: int) -> str:
     """What an operator runs when an interrupted file did take effect (the row already holds its checksum)."""
     return f"UPDATE _sqlx_migrations SET success = true WHERE version = {int(version)}"

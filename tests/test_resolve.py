@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,3 +78,25 @@ def test_resolve_needs_exactly_one_action_and_a_known_version(tmp_path: Path, pg
     assert both.returncode == 2 and "exactly one" in both.stderr
     unknown = cli("resolve", "--applied", "7", *args)
     assert unknown.returncode == 2 and "version 7 is not a migration" in unknown.stderr
+
+
+def test_restamp_records_an_edit_that_changed_nothing_only_where_the_schema_matches(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations", FILES)
+    same, different = make_school(pg, "restamp_same"), make_school(pg, "restamp_diff")
+    registry = fleet_registry(tmp_path / "t.yaml", pg, [same, different])
+    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    assert cli("migrate", *args).returncode == 0
+    execute_sync(pg.url(different), "ALTER TABLE more ADD COLUMN extra int")  # this school really differs
+    edited = migrations / "3_more.sql"
+    edited.write_text("-- a comment added after the release\n" + edited.read_text())
+    before = fetch_sync(pg.url(same), "SELECT checksum FROM _sqlx_migrations WHERE version = 3")[0]["checksum"]
+
+    result = cli("resolve", "--restamp", "3", *args, "--report", str(tmp_path / "r.json"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    statuses = {s["id"]: s["status"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]}
+    assert statuses == {"s0": "applied", "s1": "modified"}
+    after = fetch_sync(pg.url(same), "SELECT checksum FROM _sqlx_migrations WHERE version = 3")[0]["checksum"]
+    assert after != before and bytes(after) == hashlib.sha384(edited.read_bytes()).digest()
+    assert cli("status", *args, "--tenant", "s0").returncode == 0, "SQLx accepts the re-stamped school"

@@ -100,15 +100,26 @@ def resolve(
             "partially applied row, so it runs again.",
         ),
     ] = None,
+    restamp: Annotated[
+        int | None,
+        typer.Option(
+            "--restamp",
+            help="VERSION's applied file was edited without changing what it does: record the current file's "
+            "checksum, only on schools whose schema matches what the current files produce (an audit pass "
+            "decides; the others stay `modified`).",
+        ),
+    ] = None,
 ) -> None:
     """The way out of `dirty`: after checking what an interrupted `-- no-transaction` file left behind (the dirty
     school's hint says what to check), record in each selected school's ledger what is true."""
-    if (applied is None) == (not_applied is None):
+    actions = (("applied", applied), ("not_applied", not_applied), ("restamp", restamp))
+    given = [(how, version) for how, version in actions if version is not None]
+    if len(given) != 1:
         from ..errors import UsageError
         from .options import fail_usage
 
-        fail_usage(UsageError("give exactly one of --applied VERSION or --not-applied VERSION"))
-    how = ("applied", applied) if applied is not None else ("not_applied", not_applied)
+        fail_usage(UsageError("give exactly one of --applied, --not-applied or --restamp VERSION"))
+    how = given[0]
     execute(flags, Command.STATUS if flags.values["dry_run"] else Command.RESOLVE, resolve=how)
 
 
