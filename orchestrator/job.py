@@ -186,8 +186,8 @@ def prepare(request: Request) -> Job:
         if request.revert_to is None:
             raise UsageError("revert needs --target VERSION", hint="e.g. --target 20250115000000, or 0 for all")
         check_target_version(source, request.revert_to, allow_zero=True)
-    if request.gate.reference_url is not None:
-        DatabaseTarget.parse(request.gate.reference_url)
+    for url in request.gate.reference_url:
+        DatabaseTarget.parse(url)
     if request.database_url is not None:
         if request.selection.narrows:
             raise UsageError(
