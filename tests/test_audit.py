@@ -1,5 +1,5 @@
 """The nightly audit on real school databases: every kind of drift, injected by hand, is found and described;
-a clean fleet is clean; nothing is ever written to a school."""
+a clean fleet is clean; nothing is ever written to a school. Runs on every PostgreSQL version of the suite."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
-from fleetkit import ROOT, cli, make_school, registry_url, write_registry
+from fleetkit import cli, make_school, registry_url, write_registry
 from pgfixtures import PG_PASSWORD, create_database, database_exists, drop_database, execute_sync, run_sync
+from pgversions import MigrationSet
 
 from orchestrator import provision
 from orchestrator.audit.html import render_html
@@ -31,15 +32,15 @@ FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 
 
 @pytest.fixture
-def migrations(tmp_path: Path) -> Path:
-    """A private copy of the school schema, so a test can edit or delete files."""
-    return Path(shutil.copytree(ROOT / "migrations", tmp_path / "migrations"))
+def migrations(tmp_path: Path, schema_set: MigrationSet) -> MigrationSet:
+    """A private copy of the school schema (as `pg` runs it), so a test can edit or delete files."""
+    return MigrationSet(Path(shutil.copytree(schema_set.directory, tmp_path / "migrations")), schema_set.extensions)
 
 
-def school(pg: DevServer, label: str, migrations: Path, target: int | None = None) -> str:
+def school(pg: DevServer, label: str, migrations: MigrationSet, target: int | None = None) -> str:
     name = make_school(pg, label)
     if target is None:
-        result = provision(pg.url(name), migrations=migrations)
+        result = provision(pg.url(name), migrations=migrations.directory, extensions=migrations.extensions)
     else:
         from orchestrator import engine
         from orchestrator.source import load_migrations
@@ -48,8 +49,8 @@ def school(pg: DevServer, label: str, migrations: Path, target: int | None = Non
         result = run_sync(
             engine.provision(
                 DatabaseTarget.parse(pg.url(name)),
-                load_migrations(migrations),
-                engine.EngineOptions(target_version=target),
+                load_migrations(migrations.directory),
+                engine.EngineOptions(target_version=target, extensions=migrations.extensions),
             )
         )
     assert result.ok, result.error
@@ -57,12 +58,12 @@ def school(pg: DevServer, label: str, migrations: Path, target: int | None = Non
 
 
 def audit(
-    tmp_path: Path, pg: DevServer, migrations: Path, schools: dict[str, str], defaults: str = "", **request: Any
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet, schools: dict[str, str], defaults: str = "", **request: Any
 ) -> AuditReport:
     tenants = [(sid, registry_url(pg, db), []) for sid, db in schools.items()]
     registry = write_registry(tmp_path / "t.yaml", tenants, defaults=defaults)
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations, **request))
+    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations.directory, **request))
     return run_sync(run_audit(job))
 
 
@@ -70,7 +71,7 @@ def findings(report: AuditReport) -> dict[str, list[str]]:
     return {s.tenant.id: [f.text for f in s.findings] for s in report.schools}
 
 
-def test_a_clean_fleet_at_two_versions_is_clean(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_a_clean_fleet_at_two_versions_is_clean(tmp_path: Path, pg: DevServer, migrations: MigrationSet) -> None:
     schools = {
         "a": school(pg, "clean_a", migrations),
         "b": school(pg, "clean_b", migrations),
@@ -86,7 +87,9 @@ def test_a_clean_fleet_at_two_versions_is_clean(tmp_path: Path, pg: DevServer, m
     assert report.version_histogram() == [(LATEST, 2), (SECOND, 1)]
 
 
-def test_each_kind_of_schema_drift_is_found_and_described(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_each_kind_of_schema_drift_is_found_and_described(
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet
+) -> None:
     schools = {kind: school(pg, f"drift_{kind}", migrations) for kind in ("clean", "index", "column", "type")}
     execute_sync(pg.url(schools["index"]), "CREATE INDEX idx_students_email ON students (email)")
     execute_sync(pg.url(schools["column"]), "ALTER TABLE grades DROP COLUMN comment")
@@ -102,24 +105,26 @@ def test_each_kind_of_schema_drift_is_found_and_described(tmp_path: Path, pg: De
     assert len(groups) == 4 and all(len(ids) == 1 for _, ids in groups)
 
 
-def test_history_drift_is_found_and_described(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_history_drift_is_found_and_described(tmp_path: Path, pg: DevServer, migrations: MigrationSet) -> None:
     schools = {kind: school(pg, f"hist_{kind}", migrations) for kind in ("dirty", "nohistory")}
     execute_sync(pg.url(schools["dirty"]), f"UPDATE _sqlx_migrations SET success = false WHERE version = {LATEST}")
     execute_sync(pg.url(schools["nohistory"]), "DROP TABLE _sqlx_migrations")
-    execute_sync(pg.url(schools["nohistory"]), 'DROP EXTENSION "uuid-ossp" CASCADE')
-    report = audit(tmp_path, pg, migrations, schools, defaults="defaults:\n  extensions: [uuid-ossp]\n")
+    execute_sync(pg.url(schools["dirty"]), "CREATE EXTENSION citext")
+    configured = ", ".join([*migrations.extensions, "citext"])
+    report = audit(tmp_path, pg, migrations, schools, defaults=f"defaults:\n  extensions: [{configured}]\n")
     found = findings(report)
     assert f"migration {LATEST} is partially applied (success = false in the history)" in found["dirty"]
     assert "no _sqlx_migrations table: this school was never bootstrapped" in found["nohistory"]
-    assert "extension uuid-ossp is not installed (the registry configures it)" in found["nohistory"]
+    assert "extension citext is not installed (the registry configures it)" in found["nohistory"]
+    assert "extension citext is not installed (the registry configures it)" not in found["dirty"]
 
 
-def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migrations: MigrationSet) -> None:
     schools = {"edited": school(pg, "files_edited", migrations)}
-    up = migrations / "20250115000000_add_attendance.up.sql"
+    up = migrations.directory / "20250115000000_add_attendance.up.sql"
     up.write_bytes(up.read_bytes().replace(b"\n", b"\r\n"))
-    (migrations / "20250201000000_add_grades.up.sql").unlink()
-    (migrations / "20250201000000_add_grades.down.sql").unlink()
+    (migrations.directory / "20250201000000_add_grades.up.sql").unlink()
+    (migrations.directory / "20250201000000_add_grades.down.sql").unlink()
     report = audit(tmp_path, pg, migrations, schools)
     texts = findings(report)["edited"]
     assert (
@@ -130,9 +135,8 @@ def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migra
 
 
 def pg_dump(pg: DevServer, db: str) -> str:
-    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
     out = subprocess.run(
-        [f"{bindir}/pg_dump", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", db],
+        [str(pg.bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", db],
         capture_output=True,
         text=True,
         check=True,
@@ -142,7 +146,7 @@ def pg_dump(pg: DevServer, db: str) -> str:
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
-def test_the_audit_writes_nothing_to_schools(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_the_audit_writes_nothing_to_schools(tmp_path: Path, pg: DevServer, migrations: MigrationSet) -> None:
     schools = {"drifted": school(pg, "ro_drifted", migrations), "behind": school(pg, "ro_behind", migrations, FIRST)}
     execute_sync(pg.url(schools["drifted"]), "CREATE TABLE library (id int); INSERT INTO library VALUES (1)")
     before = {sid: pg_dump(pg, db) for sid, db in schools.items()}
@@ -153,14 +157,14 @@ def test_the_audit_writes_nothing_to_schools(tmp_path: Path, pg: DevServer, migr
 
 
 def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
-    tmp_path: Path, pg: DevServer, migrations: Path
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet
 ) -> None:
     clean, drifted = school(pg, "cli_clean", migrations), school(pg, "cli_drifted", migrations)
     execute_sync(pg.url(drifted), "CREATE INDEX idx_teachers_phone ON teachers (phone)")
     registry = write_registry(tmp_path / "t.yaml", [("clean", registry_url(pg, clean), []),
                                                      ("drifted", registry_url(pg, drifted), [])])  # fmt: skip
     out = tmp_path / "out"
-    result = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("audit", "--registry", str(registry), "--migrations", str(migrations.directory), "--no-progress",
                  "--report", str(out / "a.json"), "--junit", str(out / "a.xml"), "--metrics", str(out / "a.prom"),
                  "--html", str(out / "a.html"))  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
@@ -177,27 +181,30 @@ def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
     assert PG_PASSWORD not in result.stdout + result.stderr
 
     execute_sync(pg.url(drifted), "DROP INDEX idx_teachers_phone")
-    again = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    again = cli("audit", "--registry", str(registry), "--migrations", str(migrations.directory), "--no-progress")
     assert again.returncode == 0, again.stdout
     assert "clean" in again.stdout
 
 
-def test_each_school_is_compared_with_its_own_extensions(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_each_school_is_compared_with_its_own_extensions(
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet
+) -> None:
     """A school set up with an extra extension is clean; the same extension elsewhere is drift."""
     configured, unconfigured = school(pg, "ext_configured", migrations), school(pg, "ext_unconfigured", migrations)
     for db in (configured, unconfigured):
-        execute_sync(pg.url(db), "CREATE EXTENSION pgcrypto")
+        execute_sync(pg.url(db), "CREATE EXTENSION citext")
     registry = tmp_path / "t.yaml"
+    extensions = ", ".join([*migrations.extensions, "citext"])
     registry.write_text(
         "tenants:\n"
-        f"  - id: configured\n    url: {registry_url(pg, configured)}\n    extensions: [uuid-ossp, pgcrypto]\n"
+        f"  - id: configured\n    url: {registry_url(pg, configured)}\n    extensions: [{extensions}]\n"
         f"  - id: unconfigured\n    url: {registry_url(pg, unconfigured)}\n"
     )
     os.environ["PGPW"] = PG_PASSWORD
-    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations))
+    job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations.directory))
     found = findings(run_sync(run_audit(job)))
     assert found["configured"] == []
-    assert found["unconfigured"] == ["extension pgcrypto not in migrations"]
+    assert found["unconfigured"] == ["extension citext not in migrations"]
 
 
 def test_a_fleet_that_never_used_uuid_ossp_is_clean_when_the_registry_configures_none(
@@ -212,12 +219,14 @@ def test_a_fleet_that_never_used_uuid_ossp_is_clean_when_the_registry_configures
         schools[label] = make_school(pg, label)
         result = provision(pg.url(schools[label]), migrations=plain, extensions=())
         assert result.ok, result.error
-    report = audit(tmp_path, pg, plain, schools)
+    report = audit(tmp_path, pg, MigrationSet(plain, ()), schools)
     assert findings(report) == {"plain_a": [], "plain_b": []}
     assert report.clean
 
 
-def test_a_school_the_audit_could_not_read_is_never_clean(tmp_path: Path, pg: DevServer, migrations: Path) -> None:
+def test_a_school_the_audit_could_not_read_is_never_clean(
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet
+) -> None:
     schools = {"readable": school(pg, "read_ok", migrations), "locked": school(pg, "read_locked", migrations)}
 
     async def audit_while_locked() -> AuditReport:
@@ -255,7 +264,7 @@ def test_a_school_the_audit_could_not_read_is_never_clean(tmp_path: Path, pg: De
 
 
 def test_scratch_databases_a_killed_run_left_behind_are_dropped_by_the_next(
-    tmp_path: Path, pg: DevServer, migrations: Path
+    tmp_path: Path, pg: DevServer, migrations: MigrationSet
 ) -> None:
     stale, fresh = "orchestrator_ref_1000000000_deadbeef", f"orchestrator_ref_{int(time.time())}_cafebabe"
     for name in (stale, fresh):

@@ -15,7 +15,7 @@ from pgfixtures import (
     with_database,
 )
 
-from orchestrator.devserver import DevServer, DevServerError, create_server, load_server
+from orchestrator.devserver import DevServer, DevServerError, create_server, load_server, server_major
 
 
 def test_two_servers_run_at_once(pg: DevServer, pg2: DevServer) -> None:
@@ -72,3 +72,21 @@ def test_existing_datadir_keeps_its_port_and_restarts(tmp_path: Path) -> None:
         assert fetchval_sync(with_database(again.url(), "template1"), "SELECT 1") == 1
     with pytest.raises(DevServerError, match="another password"):
         create_server(datadir, password="something-else")
+
+
+def test_a_postgresql_18_server_comes_from_the_wheel_with_the_same_setup(pg18: DevServer) -> None:
+    assert pg18.major == 18 and server_major(pg18.bindir) == 18
+    assert fetchval_sync(pg18.url(), "SELECT current_setting('server_version_num')::int / 10000") == 18
+    assert fetchval_sync(pg18.url(), "SHOW fsync") == "off"
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        fetchval_sync(DevServer(pg18.datadir, pg18.port, "not-the-password").url(), "SELECT 1")
+
+
+def test_an_existing_cluster_keeps_its_version(tmp_path: Path) -> None:
+    datadir = tmp_path / "data"
+    create_server(datadir, password=PG_PASSWORD, major=18)  # initdb only
+    assert load_server(datadir).major == 18
+    with pytest.raises(DevServerError, match="holds a PostgreSQL 18 cluster, not 7"):
+        create_server(datadir, password=PG_PASSWORD, major=7)
+    with pytest.raises(DevServerError, match="no PostgreSQL 7 server binaries found"):
+        create_server(tmp_path / "other", password=PG_PASSWORD, major=7)

@@ -23,6 +23,7 @@ from pgfixtures import (
     run_sync,
     with_database,
 )
+from pgversions import MigrationSet
 
 import orchestrator
 from orchestrator import engine, resolve
@@ -49,11 +50,14 @@ def options(
     lock_timeout: float = 5.0,
     statement_timeout: float = 60.0,
     target_version: int | None = None,
+    extensions: tuple[str, ...] = (),
 ) -> EngineOptions:
+    """Engine options; `extensions` are what provision creates (the school schema's: `schema_set.extensions`)."""
     return EngineOptions(
         session=SessionSettings(connect_timeout=5.0, lock_timeout=lock_timeout, statement_timeout=statement_timeout),
         lock_wait=lock_wait,
         target_version=target_version,
+        extensions=extensions,
     )
 
 
@@ -64,9 +68,9 @@ def migrations_dir(directory: Path, files: dict[str, str]) -> MigrationSource:
     return load_migrations(directory)
 
 
-def project_copy(tmp_path: Path) -> Path:
+def project_copy(tmp_path: Path, schema_set: MigrationSet) -> Path:
     copy = tmp_path / "migrations"
-    shutil.copytree(PROJECT_MIGRATIONS, copy)
+    shutil.copytree(schema_set.directory, copy)
     return copy
 
 
@@ -108,11 +112,11 @@ def everything_said(result: DatabaseResult) -> str:
 
 
 def test_provision_creates_database_extension_history_and_applies_every_migration(
-    fresh_url: str, pg: DevServer, db_name: str
+    fresh_url: str, pg: DevServer, db_name: str, schema_set: MigrationSet
 ) -> None:
     assert not run_sync(database_exists(pg.url(), db_name))
 
-    result = orchestrator.provision(fresh_url, migrations=PROJECT_MIGRATIONS)
+    result = orchestrator.provision(fresh_url, migrations=schema_set.directory, extensions=schema_set.extensions)
 
     assert result.ok, result.error
     assert result.status is Status.APPLIED
@@ -121,24 +125,25 @@ def test_provision_creates_database_extension_history_and_applies_every_migratio
     assert (result.version_before, result.version_after) == (None, V3)
     assert result.pending == []
     assert run_sync(database_exists(pg.url(), db_name))
-    assert fetchval_sync(fresh_url, "SELECT 1 FROM pg_extension WHERE extname = 'uuid-ossp'") == 1
+    for extension in schema_set.extensions:
+        assert fetchval_sync(fresh_url, "SELECT 1 FROM pg_extension WHERE extname = $1", extension) == 1
     rows = history(fresh_url)
     assert [r["version"] for r in rows] == [V1, V2, V3]
     assert [r["description"] for r in rows] == ["initial schema", "add attendance", "add grades"]
     assert all(r["success"] is True for r in rows)
-    for row, migration in zip(rows, load_migrations(PROJECT_MIGRATIONS), strict=True):
+    for row, migration in zip(rows, load_migrations(schema_set.directory), strict=True):
         assert bytes(row["checksum"]) == hashlib.sha384(migration.up_path.read_bytes()).digest()
         assert row["execution_time"] > 0  # nanoseconds, updated after the commit (SQLx inserts -1 first)
     for table in ("admin_users", "students", "attendance", "grades"):
         assert has_table(fresh_url, table)
 
 
-def test_second_provision_is_up_to_date_and_changes_nothing(fresh_url: str) -> None:
-    first = orchestrator.provision(fresh_url, migrations=PROJECT_MIGRATIONS)
+def test_second_provision_is_up_to_date_and_changes_nothing(fresh_url: str, schema_set: MigrationSet) -> None:
+    first = orchestrator.provision(fresh_url, migrations=schema_set.directory, extensions=schema_set.extensions)
     assert first.status is Status.APPLIED
     before = fetch_sync(fresh_url, "SELECT version, installed_on, execution_time FROM _sqlx_migrations")
 
-    second = orchestrator.provision(fresh_url, migrations=PROJECT_MIGRATIONS)
+    second = orchestrator.provision(fresh_url, migrations=schema_set.directory, extensions=schema_set.extensions)
 
     assert second.ok and second.status is Status.UP_TO_DATE
     assert not second.created_database
@@ -148,9 +153,9 @@ def test_second_provision_is_up_to_date_and_changes_nothing(fresh_url: str) -> N
 
 
 def test_migrate_on_a_missing_database_is_no_database_and_creates_nothing(
-    fresh_url: str, pg: DevServer, db_name: str
+    fresh_url: str, pg: DevServer, db_name: str, schema_set: MigrationSet
 ) -> None:
-    result = migrate(fresh_url, load_migrations(PROJECT_MIGRATIONS))
+    result = migrate(fresh_url, load_migrations(schema_set.directory))
 
     assert result.status is Status.NO_DATABASE and not result.ok
     assert result.error is not None
@@ -160,6 +165,7 @@ def test_migrate_on_a_missing_database_is_no_database_and_creates_nothing(
     assert not run_sync(database_exists(pg.url(), db_name))
 
 
+@pytest.mark.system_pg  # about uuid-ossp, which the PostgreSQL 18 wheel does not ship
 def test_migrate_does_not_create_extensions_and_a_missing_function_says_so(db_url: str) -> None:
     result = migrate(db_url, load_migrations(PROJECT_MIGRATIONS))
 
@@ -169,9 +175,9 @@ def test_migrate_does_not_create_extensions_and_a_missing_function_says_so(db_ur
     assert versions(db_url) == []
 
 
-def test_migrate_with_a_target_applies_up_to_and_including_it(fresh_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    partial = provision(fresh_url, source, options(target_version=V2))
+def test_migrate_with_a_target_applies_up_to_and_including_it(fresh_url: str, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
+    partial = provision(fresh_url, source, options(target_version=V2, extensions=schema_set.extensions))
 
     assert partial.status is Status.APPLIED
     assert partial.applied_versions == [V1, V2]
@@ -185,8 +191,8 @@ def test_migrate_with_a_target_applies_up_to_and_including_it(fresh_url: str) ->
     assert versions(fresh_url) == [V1, V2, V3]
 
 
-def test_plan_is_a_dry_run_that_writes_nothing(db_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
+def test_plan_is_a_dry_run_that_writes_nothing(db_url: str, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
 
     result = run_sync(engine.plan, DatabaseTarget.parse(db_url), source, options())
 
@@ -203,9 +209,9 @@ def test_plan_is_a_dry_run_that_writes_nothing(db_url: str) -> None:
     assert fetchval_sync(db_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
 
 
-def test_plan_with_a_target_lists_only_what_migrate_would_apply(fresh_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source, options(target_version=V1))
+def test_plan_with_a_target_lists_only_what_migrate_would_apply(fresh_url: str, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(target_version=V1, extensions=schema_set.extensions))
 
     result = run_sync(engine.plan, DatabaseTarget.parse(fresh_url), source, options(target_version=V2))
 
@@ -217,9 +223,9 @@ def test_plan_with_a_target_lists_only_what_migrate_would_apply(fresh_url: str) 
 # --- refusing a ledger SQLx would refuse --------------------------------------------------------------------------
 
 
-def test_dirty_row_is_refused_with_sqlx_wording_and_a_recovery_hint(fresh_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source, options(target_version=V1))
+def test_dirty_row_is_refused_with_sqlx_wording_and_a_recovery_hint(fresh_url: str, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(target_version=V1, extensions=schema_set.extensions))
     execute_sync(fresh_url, "UPDATE _sqlx_migrations SET success = false WHERE version = $1", V1)
 
     result = migrate(fresh_url, source)
@@ -236,9 +242,11 @@ def test_dirty_row_is_refused_with_sqlx_wording_and_a_recovery_hint(fresh_url: s
     assert not has_table(fresh_url, "attendance")
 
 
-def test_applied_version_without_a_file_is_missing_with_sqlx_wording(fresh_url: str, tmp_path: Path) -> None:
-    directory = project_copy(tmp_path)
-    provision(fresh_url, load_migrations(directory))
+def test_applied_version_without_a_file_is_missing_with_sqlx_wording(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    directory = project_copy(tmp_path, schema_set)
+    provision(fresh_url, load_migrations(directory), options(extensions=schema_set.extensions))
     for suffix in ("up", "down"):
         (directory / f"{V2}_add_attendance.{suffix}.sql").unlink()
 
@@ -251,9 +259,11 @@ def test_applied_version_without_a_file_is_missing_with_sqlx_wording(fresh_url: 
     assert versions(fresh_url) == [V1, V2, V3]
 
 
-def test_edited_applied_file_is_modified_with_sqlx_wording(fresh_url: str, tmp_path: Path) -> None:
-    directory = project_copy(tmp_path)
-    provision(fresh_url, load_migrations(directory), options(target_version=V2))
+def test_edited_applied_file_is_modified_with_sqlx_wording(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    directory = project_copy(tmp_path, schema_set)
+    provision(fresh_url, load_migrations(directory), options(target_version=V2, extensions=schema_set.extensions))
     path = directory / f"{V2}_add_attendance.up.sql"
     path.write_text(path.read_text() + "\nCREATE INDEX attendance_note_idx ON attendance (note);\n")
 
@@ -269,9 +279,11 @@ def test_edited_applied_file_is_modified_with_sqlx_wording(fresh_url: str, tmp_p
     assert versions(fresh_url) == [V1, V2]
 
 
-def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(fresh_url: str, tmp_path: Path) -> None:
-    directory = project_copy(tmp_path)
-    provision(fresh_url, load_migrations(directory))
+def test_crlf_only_change_is_modified_and_the_hint_says_it_is_the_line_endings(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    directory = project_copy(tmp_path, schema_set)
+    provision(fresh_url, load_migrations(directory), options(extensions=schema_set.extensions))
     path = directory / f"{V1}_initial_schema.up.sql"
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
 
@@ -526,9 +538,10 @@ def test_backend_killed_mid_migration_leaves_nothing_half_done_and_a_rerun_compl
 # --- concurrency -------------------------------------------------------------------------------------------------
 
 
-def test_two_concurrent_migrates_apply_each_migration_exactly_once(db_url: str) -> None:
-    execute_sync(db_url, 'CREATE EXTENSION "uuid-ossp"')
-    source = load_migrations(PROJECT_MIGRATIONS)
+def test_two_concurrent_migrates_apply_each_migration_exactly_once(db_url: str, schema_set: MigrationSet) -> None:
+    for extension in schema_set.extensions:
+        execute_sync(db_url, f'CREATE EXTENSION "{extension}"')
+    source = load_migrations(schema_set.directory)
 
     async def scenario() -> list[DatabaseResult]:
         results: list[DatabaseResult] = []
@@ -550,15 +563,18 @@ def test_two_concurrent_migrates_apply_each_migration_exactly_once(db_url: str) 
     assert versions(db_url) == [V1, V2, V3]
 
 
-def test_concurrent_provisions_of_a_database_that_does_not_exist_both_succeed(pg: DevServer, db_name: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
+def test_concurrent_provisions_of_a_database_that_does_not_exist_both_succeed(
+    pg: DevServer, db_name: str, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
     names = [f"{db_name[:55]}_r{i}" for i in range(3)]
+    opts = options(extensions=schema_set.extensions)
 
     async def race(url: str) -> list[DatabaseResult]:
         results: list[DatabaseResult] = []
 
         async def one() -> None:
-            results.append(await engine.provision(DatabaseTarget.parse(url), source, options()))
+            results.append(await engine.provision(DatabaseTarget.parse(url), source, opts))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(one)
@@ -581,12 +597,14 @@ def test_concurrent_provisions_of_a_database_that_does_not_exist_both_succeed(pg
             run_sync(drop_database(pg.url(), name))
 
 
-def test_a_database_name_that_needs_quoting_provisions_fine(pg: DevServer, db_name: str) -> None:
+def test_a_database_name_that_needs_quoting_provisions_fine(
+    pg: DevServer, db_name: str, schema_set: MigrationSet
+) -> None:
     name = f'School "Quoted" Ñame; {db_name[-6:]}'
     assert len(name.encode()) <= 63
     url = pg.url(name)
     try:
-        result = orchestrator.provision(url, migrations=PROJECT_MIGRATIONS)
+        result = orchestrator.provision(url, migrations=schema_set.directory, extensions=schema_set.extensions)
 
         assert result.ok, result.error
         assert result.created_database and result.database == name
@@ -594,7 +612,7 @@ def test_a_database_name_that_needs_quoting_provisions_fine(pg: DevServer, db_na
         assert run_sync(database_exists(pg.url(), name))
         assert fetchval_sync(url, "SELECT current_database()") == name
         assert versions(url) == [V1, V2, V3]
-        again = orchestrator.provision(url, migrations=PROJECT_MIGRATIONS)
+        again = orchestrator.provision(url, migrations=schema_set.directory, extensions=schema_set.extensions)
         assert again.status is Status.UP_TO_DATE
     finally:
         run_sync(drop_database(pg.url(), name))
@@ -603,9 +621,11 @@ def test_a_database_name_that_needs_quoting_provisions_fine(pg: DevServer, db_na
 # --- reverting ---------------------------------------------------------------------------------------------------
 
 
-def test_revert_to_a_version_runs_down_files_newest_first_and_deletes_their_rows(fresh_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source)
+def test_revert_to_a_version_runs_down_files_newest_first_and_deletes_their_rows(
+    fresh_url: str, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(extensions=schema_set.extensions))
 
     result = run_sync(engine.revert, DatabaseTarget.parse(fresh_url), source, V1, options())
 
@@ -620,9 +640,9 @@ def test_revert_to_a_version_runs_down_files_newest_first_and_deletes_their_rows
     assert status.status is Status.PENDING and status.pending == [V2, V3]
 
 
-def test_revert_to_zero_removes_every_migration(fresh_url: str) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source)
+def test_revert_to_zero_removes_every_migration(fresh_url: str, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(extensions=schema_set.extensions))
 
     result = run_sync(engine.revert, DatabaseTarget.parse(fresh_url), source, 0, options())
 
@@ -819,11 +839,11 @@ def test_resolving_forgets_a_dirty_row_so_the_file_runs_again_but_never_an_appli
 
 
 def test_the_password_never_appears_in_any_result(
-    pg: DevServer, fresh_url: str, unreachable_url: str, tmp_path: Path
+    pg: DevServer, fresh_url: str, unreachable_url: str, tmp_path: Path, schema_set: MigrationSet
 ) -> None:
     assert PG_PASSWORD in fresh_url and PG_PASSWORD in unreachable_url
-    source = load_migrations(PROJECT_MIGRATIONS)
-    bad_dir = project_copy(tmp_path)
+    source = load_migrations(schema_set.directory)
+    bad_dir = project_copy(tmp_path, schema_set)
     (bad_dir / "20250301000000_bad.sql").write_text("SELECT no_such_column FROM pg_class;\n")
     bad_source = load_migrations(bad_dir)
     wrong_password = "Wr0ngButSecret-77"
@@ -831,7 +851,7 @@ def test_the_password_never_appears_in_any_result(
 
     results = {
         "missing database": migrate(fresh_url, source),
-        "provisioned": provision(fresh_url, source),
+        "provisioned": provision(fresh_url, source, options(extensions=schema_set.extensions)),
         "failed migration": migrate(fresh_url, bad_source, options()),
         "wrong password": migrate(wrong_url, source),
         "unreachable": migrate(unreachable_url, source),
@@ -853,9 +873,11 @@ ReadOnly = Callable[[DatabaseTarget, MigrationSource, EngineOptions], Awaitable[
 
 
 @pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])
-def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(fresh_url: str, read_only: ReadOnly) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source, options(target_version=V1))
+def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(
+    fresh_url: str, read_only: ReadOnly, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(target_version=V1, extensions=schema_set.extensions))
     execute_sync(fresh_url, "UPDATE _sqlx_migrations SET success = false")
 
     result = run_sync(read_only, DatabaseTarget.parse(fresh_url), source, options())
@@ -866,10 +888,10 @@ def test_read_only_commands_report_a_dirty_ledger_and_leave_it_as_it_is(fresh_ur
 
 @pytest.mark.parametrize("read_only", [engine.status, engine.plan], ids=["status", "plan"])
 def test_read_only_commands_do_not_wait_for_the_lock_and_report_locked_naming_the_holder(
-    fresh_url: str, db_name: str, read_only: ReadOnly
+    fresh_url: str, db_name: str, read_only: ReadOnly, schema_set: MigrationSet
 ) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    provision(fresh_url, source, options(target_version=V1))
+    source = load_migrations(schema_set.directory)
+    provision(fresh_url, source, options(target_version=V1, extensions=schema_set.extensions))
 
     async def scenario() -> tuple[DatabaseResult, int]:
         holder = await asyncpg.connect(fresh_url, server_settings={"application_name": "school-backend-worker"})

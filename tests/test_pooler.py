@@ -16,13 +16,13 @@ from pgfixtures import PG_PASSWORD, fetch_sync
 from orchestrator.devserver import DevServer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def transaction_pooler(pg: DevServer) -> Iterator[PgBouncer]:
     with PgBouncer(pg, PG_PASSWORD, "transaction") as bouncer:
         yield bouncer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def session_pooler(pg: DevServer) -> Iterator[PgBouncer]:
     with PgBouncer(pg, PG_PASSWORD, "session") as bouncer:
         yield bouncer

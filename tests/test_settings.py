@@ -22,6 +22,7 @@ from orchestrator.settings import (
     BUILTIN,
     EMPTY,
     SETTING_NAMES,
+    Gate,
     SchoolSettings,
     format_duration,
     parse_duration,
@@ -169,3 +170,11 @@ def test_the_library_logs_nowhere_unless_its_host_configures_logging(tmp_path: P
     result = subprocess.run([sys.executable, "-c", hook], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", ""), "nothing on the host's stdout or stderr"
+
+
+def test_one_reference_url_given_as_a_string_through_the_api_is_one_url() -> None:
+    assert Gate(reference_url="postgresql://u@h/db").reference_url == ("postgresql://u@h/db",)  # type: ignore[arg-type]
+    assert Gate(reference_url=("postgresql://a@h/db", "postgresql://b@h/db")).reference_url == (
+        "postgresql://a@h/db",
+        "postgresql://b@h/db",
+    )

@@ -1,5 +1,6 @@
 """Interoperability with the real `sqlx` CLI 0.8.6: either side can pick up where the other stopped, both see the
-same ledger the same way, and both refuse a bad ledger with the same words."""
+same ledger the same way, and both refuse a bad ledger with the same words. Runs on every PostgreSQL version of
+the suite (tests/pgversions.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 from faultproxy import FaultProxy
 from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, run_sync
+from pgversions import MigrationSet
 
 from orchestrator import engine, resolve
 from orchestrator.connection import SessionSettings
@@ -29,7 +31,6 @@ from orchestrator.target import DatabaseTarget
 pytestmark = pytest.mark.sqlx
 
 SQLX = Path(sys.executable).parent / "sqlx"
-PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 V1, V2, V3 = 20250101000000, 20250115000000, 20250201000000
 DESCRIPTIONS = {V1: "initial schema", V2: "add attendance", V3: "add grades"}
 
@@ -65,9 +66,15 @@ def sqlx_info(source: Path, url: str, cwd: Path) -> dict[int, str]:
     return states
 
 
-def options(*, target_version: int | None = None, lock_wait: float = 10.0) -> EngineOptions:
+def options(
+    *, target_version: int | None = None, lock_wait: float = 10.0, extensions: tuple[str, ...] = ()
+) -> EngineOptions:
+    """Engine options; `extensions` are what provision creates (the school schema's: `schema_set.extensions`)."""
     return EngineOptions(
-        session=SessionSettings(connect_timeout=5.0), target_version=target_version, lock_wait=lock_wait
+        session=SessionSettings(connect_timeout=5.0),
+        target_version=target_version,
+        lock_wait=lock_wait,
+        extensions=extensions,
     )
 
 
@@ -75,14 +82,15 @@ def ours(fn: object, url: str, source: MigrationSource, opts: EngineOptions | No
     return run_sync(fn, DatabaseTarget.parse(url), source, opts or options())  # type: ignore[arg-type]
 
 
-def with_extension(url: str) -> None:
-    """What sqlx needs before our migrations can run: uuid-ossp (sqlx does not create extensions)."""
-    execute_sync(url, 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+def with_extensions(url: str, schema_set: MigrationSet) -> None:
+    """What sqlx needs before the school schema can run: its extensions (sqlx does not create extensions)."""
+    for name in schema_set.extensions:
+        execute_sync(url, f'CREATE EXTENSION IF NOT EXISTS "{name}"')
 
 
-def project_copy(tmp_path: Path) -> Path:
+def project_copy(tmp_path: Path, schema_set: MigrationSet) -> Path:
     copy = tmp_path / "migrations"
-    shutil.copytree(PROJECT_MIGRATIONS, copy)
+    shutil.copytree(schema_set.directory, copy)
     return copy
 
 
@@ -97,19 +105,23 @@ ALL_INSTALLED = {V1: "installed", V2: "installed", V3: "installed"}
 # --- the two sides agree ----------------------------------------------------------------------------------------
 
 
-def test_a_database_provisioned_by_us_is_fully_installed_for_sqlx(fresh_url: str, tmp_path: Path) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    assert ours(engine.provision, fresh_url, source).status is Status.APPLIED
+def test_a_database_provisioned_by_us_is_fully_installed_for_sqlx(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
+    assert ours(engine.provision, fresh_url, source, options(extensions=schema_set.extensions)).status is Status.APPLIED
 
-    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+    assert sqlx_info(schema_set.directory, fresh_url, tmp_path) == ALL_INSTALLED
     # And `sqlx migrate run` finds nothing to do.
-    assert sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path).stdout.strip() == ""
+    assert sqlx("run", source=schema_set.directory, url=fresh_url, cwd=tmp_path).stdout.strip() == ""
 
 
-def test_a_database_migrated_by_sqlx_is_up_to_date_for_us(db_url: str, tmp_path: Path) -> None:
-    with_extension(db_url)
-    sqlx("run", source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
-    source = load_migrations(PROJECT_MIGRATIONS)
+def test_a_database_migrated_by_sqlx_is_up_to_date_for_us(
+    db_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    with_extensions(db_url, schema_set)
+    sqlx("run", source=schema_set.directory, url=db_url, cwd=tmp_path)
+    source = load_migrations(schema_set.directory)
 
     status = ours(engine.status, db_url, source)
     assert status.status is Status.UP_TO_DATE and status.version_after == V3
@@ -121,36 +133,40 @@ def test_a_database_migrated_by_sqlx_is_up_to_date_for_us(db_url: str, tmp_path:
     ]
 
 
-def test_sqlx_first_half_then_us_for_the_rest(db_url: str, tmp_path: Path) -> None:
-    with_extension(db_url)
-    sqlx("run", "--target-version", str(V1), source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
-    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
+def test_sqlx_first_half_then_us_for_the_rest(db_url: str, tmp_path: Path, schema_set: MigrationSet) -> None:
+    with_extensions(db_url, schema_set)
+    sqlx("run", "--target-version", str(V1), source=schema_set.directory, url=db_url, cwd=tmp_path)
+    assert sqlx_info(schema_set.directory, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
 
-    result = ours(engine.migrate, db_url, load_migrations(PROJECT_MIGRATIONS))
+    result = ours(engine.migrate, db_url, load_migrations(schema_set.directory))
 
     assert result.status is Status.APPLIED and result.applied_versions == [V2, V3]
-    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == ALL_INSTALLED
-    assert ours(engine.status, db_url, load_migrations(PROJECT_MIGRATIONS)).status is Status.UP_TO_DATE
+    assert sqlx_info(schema_set.directory, db_url, tmp_path) == ALL_INSTALLED
+    assert ours(engine.status, db_url, load_migrations(schema_set.directory)).status is Status.UP_TO_DATE
 
 
-def test_us_first_half_then_sqlx_for_the_rest(fresh_url: str, tmp_path: Path) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    assert ours(engine.provision, fresh_url, source, options(target_version=V2)).applied_versions == [V1, V2]
-    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == {V1: "installed", V2: "installed", V3: "pending"}
+def test_us_first_half_then_sqlx_for_the_rest(fresh_url: str, tmp_path: Path, schema_set: MigrationSet) -> None:
+    source = load_migrations(schema_set.directory)
+    assert ours(
+        engine.provision, fresh_url, source, options(target_version=V2, extensions=schema_set.extensions)
+    ).applied_versions == [V1, V2]
+    assert sqlx_info(schema_set.directory, fresh_url, tmp_path) == {V1: "installed", V2: "installed", V3: "pending"}
 
-    run = sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path)
+    run = sqlx("run", source=schema_set.directory, url=fresh_url, cwd=tmp_path)
 
     assert f"Applied {V3}/migrate add grades" in run.stdout
     assert str(V1) not in run.stdout and str(V2) not in run.stdout
-    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+    assert sqlx_info(schema_set.directory, fresh_url, tmp_path) == ALL_INSTALLED
     assert ours(engine.status, fresh_url, source).status is Status.UP_TO_DATE
 
 
-def test_sqlx_revert_on_our_database_works_and_we_then_see_one_pending(fresh_url: str, tmp_path: Path) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    ours(engine.provision, fresh_url, source)
+def test_sqlx_revert_on_our_database_works_and_we_then_see_one_pending(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
+    ours(engine.provision, fresh_url, source, options(extensions=schema_set.extensions))
 
-    revert = sqlx("revert", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path)
+    revert = sqlx("revert", source=schema_set.directory, url=fresh_url, cwd=tmp_path)
 
     assert f"Applied {V3}/revert add grades" in revert.stdout
     assert fetchval_sync(fresh_url, "SELECT to_regclass('grades')") is None
@@ -158,17 +174,17 @@ def test_sqlx_revert_on_our_database_works_and_we_then_see_one_pending(fresh_url
     assert status.status is Status.PENDING and status.pending == [V3]
     # And we can take it from there.
     assert ours(engine.migrate, fresh_url, source).applied_versions == [V3]
-    assert sqlx_info(PROJECT_MIGRATIONS, fresh_url, tmp_path) == ALL_INSTALLED
+    assert sqlx_info(schema_set.directory, fresh_url, tmp_path) == ALL_INSTALLED
 
 
-def test_we_revert_what_sqlx_applied(db_url: str, tmp_path: Path) -> None:
-    with_extension(db_url)
-    sqlx("run", source=PROJECT_MIGRATIONS, url=db_url, cwd=tmp_path)
+def test_we_revert_what_sqlx_applied(db_url: str, tmp_path: Path, schema_set: MigrationSet) -> None:
+    with_extensions(db_url, schema_set)
+    sqlx("run", source=schema_set.directory, url=db_url, cwd=tmp_path)
 
-    result = run_sync(engine.revert, DatabaseTarget.parse(db_url), load_migrations(PROJECT_MIGRATIONS), V1, options())
+    result = run_sync(engine.revert, DatabaseTarget.parse(db_url), load_migrations(schema_set.directory), V1, options())
 
     assert result.status is Status.REVERTED
-    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
+    assert sqlx_info(schema_set.directory, db_url, tmp_path) == {V1: "installed", V2: "pending", V3: "pending"}
 
 
 NO_TRANSACTION = {
@@ -231,9 +247,11 @@ def test_an_interrupted_no_transaction_file_is_refused_by_sqlx_until_it_is_resol
 # --- both refuse a bad ledger with the same words ---------------------------------------------------------------
 
 
-def test_an_edited_file_is_different_checksum_for_sqlx_and_modified_for_us(fresh_url: str, tmp_path: Path) -> None:
-    directory = project_copy(tmp_path)
-    ours(engine.provision, fresh_url, load_migrations(directory))
+def test_an_edited_file_is_different_checksum_for_sqlx_and_modified_for_us(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    directory = project_copy(tmp_path, schema_set)
+    ours(engine.provision, fresh_url, load_migrations(directory), options(extensions=schema_set.extensions))
     path = directory / f"{V2}_add_attendance.up.sql"
     path.write_text(path.read_text() + "\n-- an innocent-looking comment\n")
 
@@ -249,22 +267,26 @@ def test_an_edited_file_is_different_checksum_for_sqlx_and_modified_for_us(fresh
     assert f"error: {result.error.message}" in sqlx_run.stdout + sqlx_run.stderr
 
 
-def test_a_dirty_row_is_refused_by_both_with_the_same_message(fresh_url: str, tmp_path: Path) -> None:
-    source = load_migrations(PROJECT_MIGRATIONS)
-    ours(engine.provision, fresh_url, source, options(target_version=V1))
+def test_a_dirty_row_is_refused_by_both_with_the_same_message(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    source = load_migrations(schema_set.directory)
+    ours(engine.provision, fresh_url, source, options(target_version=V1, extensions=schema_set.extensions))
     execute_sync(fresh_url, "UPDATE _sqlx_migrations SET success = false WHERE version = $1", V1)
 
     result = ours(engine.migrate, fresh_url, source)
-    sqlx_run = sqlx("run", source=PROJECT_MIGRATIONS, url=fresh_url, cwd=tmp_path, ok=False)
+    sqlx_run = sqlx("run", source=schema_set.directory, url=fresh_url, cwd=tmp_path, ok=False)
 
     assert result.status is Status.DIRTY and result.error is not None
     assert sqlx_run.returncode != 0
     assert f"error: {result.error.message}" in sqlx_run.stdout + sqlx_run.stderr
 
 
-def test_a_missing_file_is_refused_by_both_with_the_same_message(fresh_url: str, tmp_path: Path) -> None:
-    directory = project_copy(tmp_path)
-    ours(engine.provision, fresh_url, load_migrations(directory))
+def test_a_missing_file_is_refused_by_both_with_the_same_message(
+    fresh_url: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
+    directory = project_copy(tmp_path, schema_set)
+    ours(engine.provision, fresh_url, load_migrations(directory), options(extensions=schema_set.extensions))
     for suffix in ("up", "down"):
         (directory / f"{V3}_add_grades.{suffix}.sql").unlink()
 
@@ -287,10 +309,10 @@ def test_the_lock_key_is_sqlx_formula_with_its_documented_vectors() -> None:
 
 
 def test_a_session_holding_the_sqlx_lock_makes_us_wait_then_report_locked(
-    db_url: str, db_name: str, tmp_path: Path
+    db_url: str, db_name: str, tmp_path: Path, schema_set: MigrationSet
 ) -> None:
-    with_extension(db_url)
-    source = load_migrations(PROJECT_MIGRATIONS)
+    with_extensions(db_url, schema_set)
+    source = load_migrations(schema_set.directory)
 
     async def scenario() -> tuple[DatabaseResult, float]:
         # What `sqlx::migrate!().run()` in a starting backend worker does first.
@@ -311,7 +333,7 @@ def test_a_session_holding_the_sqlx_lock_makes_us_wait_then_report_locked(
     assert fetchval_sync(db_url, "SELECT to_regclass('_sqlx_migrations')") is None
     # sqlx-cli itself takes no lock (docs/sqlx-compat.md): after the worker let go, both sides agree.
     assert ours(engine.migrate, db_url, source).status is Status.APPLIED
-    assert sqlx_info(PROJECT_MIGRATIONS, db_url, tmp_path) == ALL_INSTALLED
+    assert sqlx_info(schema_set.directory, db_url, tmp_path) == ALL_INSTALLED
 
 
 # --- the history table ------------------------------------------------------------------------------------------
@@ -330,7 +352,9 @@ ORDER BY 1, 2
 """
 
 
-def test_our_history_table_is_the_one_sqlx_creates(pg: DevServer, db_name: str, tmp_path: Path) -> None:
+def test_our_history_table_is_the_one_sqlx_creates(
+    pg: DevServer, db_name: str, tmp_path: Path, schema_set: MigrationSet
+) -> None:
     by_sqlx_db, by_us_db = f"{db_name[:56]}_sqlx", f"{db_name[:56]}_us"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -338,7 +362,7 @@ def test_our_history_table_is_the_one_sqlx_creates(pg: DevServer, db_name: str, 
         sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
         sqlx("run", source=empty, url=sqlx_url, cwd=tmp_path)  # sqlx creates the table, applies nothing
         our_url = pg.url(by_us_db)
-        bootstrapped = ours(engine.bootstrap, our_url, load_migrations(PROJECT_MIGRATIONS))
+        bootstrapped = ours(engine.bootstrap, our_url, load_migrations(schema_set.directory))
         assert bootstrapped.ok and "created table _sqlx_migrations" in bootstrapped.notes
 
         by_sqlx = [tuple(r) for r in fetch_sync(sqlx_url, _COLUMNS)]
@@ -348,7 +372,8 @@ def test_our_history_table_is_the_one_sqlx_creates(pg: DevServer, db_name: str, 
         ]  # fmt: skip
         assert by_us == by_sqlx
         constraints = [tuple(r) for r in fetch_sync(sqlx_url, _CONSTRAINTS)]
-        assert constraints == [("p", "PRIMARY KEY (version)")]
+        # PostgreSQL 18 also lists each NOT NULL column as a constraint (contype n); _COLUMNS compares those.
+        assert [c for c in constraints if c[0] != "n"] == [("p", "PRIMARY KEY (version)")]
         assert [tuple(r) for r in fetch_sync(our_url, _CONSTRAINTS)] == constraints
     finally:
         for name in (by_sqlx_db, by_us_db):

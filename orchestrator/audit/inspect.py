@@ -15,11 +15,15 @@ from ..engine import EngineOptions, run_session
 from ..history import AppliedMigration, history_exists, problems, read_applied
 from ..lock import current_holder
 from ..outcome import DatabaseResult, Status
+from ..serverversion import SERVER_MAJOR
 from ..settings import BUILTIN
 from ..source import MigrationSource
 from ..target import DatabaseTarget
 from .model import Finding
 from .schema import SchemaSnapshot, snapshot
+
+# One row even without extensions: the installed ones, and the server's major version (its reference's version).
+EXTENSIONS_AND_VERSION = f"SELECT ARRAY(SELECT extname::text FROM pg_extension) AS extensions, {SERVER_MAJOR} AS major"
 
 
 @dataclass
@@ -29,6 +33,7 @@ class LiveState:
     schema: SchemaSnapshot | None = None
     applied: frozenset[int] = frozenset()
     extensions: tuple[str, ...] = ()  # the ones this school is set up with (its expected schema includes them)
+    server_major: int | None = None  # PostgreSQL major version of the school's server (its reference's version)
 
 
 def history_findings(
@@ -65,7 +70,8 @@ async def inspect_school(
         async with conn.transaction(readonly=True):
             has_history = await history_exists(conn)
             applied = await read_applied(conn) if has_history else {}
-            present = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+            extensions, state.server_major = await conn.fetchrow(EXTENSIONS_AND_VERSION) or ((), None)
+            present = set(extensions)
             if schema:
                 state.schema = await snapshot(conn)
             holder = await current_holder(conn, target.database)

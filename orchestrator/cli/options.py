@@ -163,8 +163,9 @@ OUTPUTS = Group(
     ),
 )  # fmt: skip
 REFERENCE_URL = Flag(
-    "reference_url", str | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB).",
-    show_default="the first reachable school's server", metavar="<url>",
+    "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
+    "repeatable: one per PostgreSQL major version in the fleet.",
+    show_default="the first reachable school's server of each version", metavar="<url>",
 )  # fmt: skip
 GATE = Group(
     "Safety gate",
@@ -233,7 +234,10 @@ class Flags:
             ),
             school=self.school_settings(),
             outputs=Outputs(report=v["report"], junit=v["junit"], json=v["json_out"], progress=not v["no_progress"]),
-            gate=Gate(**{k: v[k] for k in ("allow_unsafe", "rehearse", "reference_url") if k in v}),
+            gate=Gate(
+                **{k: v[k] for k in ("allow_unsafe", "rehearse") if k in v},
+                reference_url=tuple(v.get("reference_url") or ()),
+            ),
             handle_signals=True,
             **specific,
         )

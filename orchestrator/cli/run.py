@@ -84,8 +84,7 @@ def execute(
 
 def register_job_secrets(job: Job) -> None:
     """Every password this run knows, so the log scrubber can hide any that slips into an event."""
-    reference_url = job.request.gate.reference_url
-    reference = DatabaseTarget.parse(reference_url).secrets if reference_url else ()
+    reference = [s for url in job.request.gate.reference_url for s in DatabaseTarget.parse(url).secrets]
     register_secrets([*(s for t in job.tenants for s in t.target.secrets), *reference])
 
 

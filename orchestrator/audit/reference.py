@@ -1,0 +1,114 @@
+"""The audit's expected schemas: built in scratch databases, one per distinct (server major version, applied
+migrations, extensions), each on a server of that major version.
+
+A school's expected schema is what its applied migrations produce on a server like its own. The catalog's text
+(`pg_get_viewdef`, defaults, constraints) is rendered by the server and changes between major versions (PostgreSQL
+16 stopped qualifying a view's columns with the table name), so a reference built on another major version would
+report every school of a fleet mid-upgrade as drifted. Never compared across versions: a school whose version has no
+server to build on gets a finding that says so.
+
+Where references are built, per major version: the `--reference-url` server of that version (several may be given,
+one per version; each is asked its version once); without `--reference-url`, the first reachable school's server of
+that version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .. import engine
+from ..bootstrap import scratch_database
+from ..connection import session
+from ..errors import DatabaseError
+from ..job import Job
+from ..logsetup import get_logger
+from ..serverversion import first_server_per_major
+from ..source import MigrationSource
+from ..target import DatabaseTarget
+from .inspect import LiveState
+from .schema import SchemaSnapshot, fingerprint, snapshot
+
+log = get_logger("orchestrator.audit")
+
+# What a school's expected schema depends on: its server's major version, the migrations it applied, and the
+# extensions it is set up with.
+ReferenceKey = tuple[int | None, frozenset[int], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Reference:
+    schema: SchemaSnapshot | None
+    fingerprint: str | None
+    error: str | None = None
+
+
+def reference_key(state: LiveState, source: MigrationSource) -> ReferenceKey:
+    applied = frozenset(v for v in state.applied if source.get(v) is not None)
+    return state.server_major, applied, state.extensions
+
+
+async def build_references(job: Job, states: dict[str, LiveState]) -> dict[ReferenceKey, Reference]:
+    """One reference per key some school needs, each built on a server of the key's major version."""
+    wanted = {reference_key(s, job.source) for s in states.values() if s.schema is not None}
+    if not wanted:
+        return {}
+    servers, unknown = await _servers_by_major(job, states, {k[0] for k in wanted})
+    references = {}
+    for key in sorted(wanted, key=lambda k: (k[0] or 0, len(k[1]), sorted(k[1]), k[2])):
+        server = servers.get(key[0])
+        if server is None:
+            references[key] = Reference(None, None, _no_server(key[0], bool(job.request.gate.reference_url), unknown))
+        else:
+            references[key] = await _build(server, job, key)
+    return references
+
+
+def _no_server(major: int | None, given: bool, unknown: Sequence[str]) -> str:
+    version = f"PostgreSQL {major}" if major is not None else "this school's PostgreSQL version"
+    if not given:
+        return f"no reachable server of {version} to build it on (give --reference-url)"
+    also = f"; not reached: {'; '.join(unknown)}" if unknown else ""
+    return (
+        f"no --reference-url server runs {version}, this school's version (it is never compared with another "
+        f"version's schema): give one --reference-url per version{also}"
+    )
+
+
+async def _servers_by_major(
+    job: Job, states: dict[str, LiveState], majors: set[int | None]
+) -> tuple[dict[int | None, DatabaseTarget], list[str]]:
+    """Major version -> the server to build its references on; and why any given --reference-url could not be
+    asked its version (a finding names them)."""
+    servers: dict[int | None, DatabaseTarget] = {}
+    if job.request.gate.reference_url:
+        targets = [DatabaseTarget.parse(url) for url in job.request.gate.reference_url]
+        given, problems = await first_server_per_major(targets, job.scratch_options.session)
+        for problem in problems:
+            log.warning("audit.reference_server_not_reached", error=problem)
+        servers.update(given.items())
+        return servers, problems
+    for tenant in job.tenants:  # their versions were read with their schemas
+        state = states.get(tenant.id)
+        if state is not None and state.schema is not None and state.server_major in majors:
+            servers.setdefault(state.server_major, tenant.target)
+    return servers, []
+
+
+async def _build(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Reference:
+    """Apply exactly the migrations (with the extensions) of `key` to a scratch database, read its schema, drop it."""
+    major, versions, extensions = key
+    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in versions))
+    options = replace(job.scratch_options, extensions=extensions, target_version=None)
+    log.info("audit.reference", major=major, versions=len(versions), extensions=extensions, server=server.server)
+    try:
+        async with scratch_database(server, "ref", options.session) as scratch:
+            result = await engine.provision(scratch, subset, options)
+            if not result.ok:
+                message = result.error.message if result.error else result.status.value
+                return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
+            async with session(scratch, options.session) as conn, conn.transaction(readonly=True):
+                expected = await snapshot(conn)
+            return Reference(expected, fingerprint(expected))
+    except DatabaseError as exc:
+        return Reference(None, None, exc.message)
