@@ -12,14 +12,14 @@ import typer
 
 from ..job import Command
 from . import app, execute
-from .options import FLEET, GATE, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
+from .options import FLEET, GATE, ONBOARDING, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
 
 
-@command(app, *FLEET, ROLLOUT, GATE, PLAN_FIRST)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
@@ -63,10 +63,11 @@ def bootstrap(flags: Flags) -> None:
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, ROLLOUT, GATE)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING)
 def provision(flags: Flags) -> None:
-    """Onboard schools in one idempotent call: create the database if missing, its extensions and history table,
-    then apply every migration. -D URL for one school, or the registry's schools (e.g. --tenant ID)."""
+    """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
+    its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
+    registry's schools (e.g. --tenant ID)."""
     execute(flags, Command.PROVISION)
 
 
