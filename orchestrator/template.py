@@ -40,7 +40,7 @@ import asyncpg
 from . import engine
 from .audit.run import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
-from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied, scratch_name
+from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied, drop_stale_scratch, scratch_name
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
 from .history import read_applied
@@ -301,6 +301,7 @@ async def _renew(
 ) -> TemplateState:
     """Build the template (missing) or refresh it (behind) in new databases and put the result in its place."""
     options = replace(options, target_version=None, ignore_missing=False)  # exactly the files, all of them
+    await drop_stale_scratch(server, options.session)  # builds a killed process left behind
     builds: list[_Build] = []
     try:
         if state is None:
