@@ -36,6 +36,8 @@ from typing import Any
 
 import anyio
 import asyncpg
+from onboarding import OnboardingResult, report_lines, run_onboarding
+from pgutil import checkpoint
 
 from orchestrator import sqlx
 from orchestrator.connection import quote_ident
@@ -218,15 +220,6 @@ async def create_databases(server: DevServer, names: Sequence[str], parallel: in
 
 async def drop_databases(server: DevServer, names: Sequence[str], parallel: int) -> None:
     await execute_each(server, [f"DROP DATABASE IF EXISTS {quote_ident(n)}" for n in names], parallel)
-
-
-async def checkpoint(server: DevServer) -> None:
-    """Flush before a cold run, so no run pays for the previous one's dirty buffers."""
-    conn = await asyncpg.connect(server.url())
-    try:
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
 
 
 def write_registry(path: Path, server: DevServer, set_name: str, databases: Sequence[str], per_server: int) -> None:
@@ -885,6 +878,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-sim", action="store_true", help="leave out the simulated fleet")
     p.add_argument("--skip-lint", action="store_true", help="leave out the lint of a 4 MB migration")
     p.add_argument("--skip-db", action="store_true", help="leave out everything that needs PostgreSQL")
+    p.add_argument(
+        "--skip-rollout", action="store_true", help="leave out the fleet phases (cold, warm, audit) on PostgreSQL"
+    )
+    p.add_argument("--skip-onboarding", action="store_true", help="leave out the onboarding figure")
+    p.add_argument(
+        "--onboarding-migrations", type=int, default=60, help="migration files of the onboarding figure (default 60)"
+    )
+    p.add_argument(
+        "--onboarding-schools", type=int, default=10, help="schools per onboarding path; median shown (default 10)"
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
     # Internal: one simulation run in a child process.
     p.add_argument("--sim-child", choices=["fleet", "trace", "registry"], default=None, help=argparse.SUPPRESS)
@@ -898,6 +901,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         or args.cold_rounds < 1
         or args.sim_schools < 1
         or args.sim_servers < 1
+        or args.onboarding_migrations < 1
+        or args.onboarding_schools < 1
     ):
         p.error("--schools, --concurrency, --repeat, --sim-schools and --sim-servers must be at least 1")
     return args
@@ -931,6 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: list[Figure] = []
     facts: dict[str, Any] = {}
     sim: SimResult | None = None
+    onboarding: list[OnboardingResult] = []
     try:
         with workspace() as workdir:
             if not args.skip_db:
@@ -952,11 +958,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         env={**os.environ, PASSWORD_VAR: password},
                     )
                     os.environ[PASSWORD_VAR] = password  # the in-process runs read the registry from here
-                    bench.run()
-                    say()
-                    audit_bench(bench, workdir / "tenants-cli.yaml")
-                    bench.facts["prepare_s"] = {k: statistics.median(v) for k, v in PREPARE_TIMES.items()}
-                    figures, facts = bench.figures, bench.facts
+                    if not args.skip_rollout:
+                        bench.run()
+                        say()
+                        audit_bench(bench, workdir / "tenants-cli.yaml")
+                        bench.facts["prepare_s"] = {k: statistics.median(v) for k, v in PREPARE_TIMES.items()}
+                        figures, facts = bench.figures, bench.facts
+                    if not args.skip_onboarding:
+                        say(f"onboarding: {args.onboarding_migrations} generated migrations ...")
+                        for durable in (True, False):
+                            onboarding.append(
+                                asyncio.run(
+                                    run_onboarding(
+                                        server,
+                                        workdir,
+                                        args.onboarding_migrations,
+                                        args.onboarding_schools,
+                                        durable=durable,
+                                    )
+                                )
+                            )
                 finally:
                     say("stopping the throwaway server ...")
                     server.stop()
@@ -975,6 +996,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say()
     say("load average at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print_targets(figures, args.concurrency, sim, facts)
+    for result in onboarding:
+        say()
+        for line in report_lines(result):
+            say(line)
     if args.json:
         data = {
             "schools": args.schools,
@@ -982,6 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "figures": [asdict(f) | {"schools_per_s": f.per_second} for f in figures],
             "facts": facts,
             "sim": None if sim is None else asdict(sim) | {"us_per_school": sim.us_per_school},
+            "onboarding": [asdict(result) for result in onboarding],
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         say(f"\nfigures written to {args.json}")

@@ -38,12 +38,16 @@ async def create_database(target: DatabaseTarget, settings: SessionSettings) -> 
         except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False  # another process created it between our check and our CREATE
         except asyncpg.InsufficientPrivilegeError as exc:
-            raise PermissionDenied(
-                f"not allowed to create database {target.database} on {target.server}: {exc.message}",
-                hint="grant CREATEDB to the URL's user, or have the database created by an admin first",
-            ) from None
+            raise creation_denied(target, exc) from None
         except asyncpg.PostgresError as exc:
             raise as_database_error(target, exc, "creating the database") from None
+
+
+def creation_denied(target: DatabaseTarget, exc: asyncpg.PostgresError) -> PermissionDenied:
+    return PermissionDenied(
+        f"not allowed to create database {target.database} on {target.server}: {exc.message}",
+        hint="grant CREATEDB to the URL's user, or have the database created by an admin first",
+    )
 
 
 async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, names: tuple[str, ...]) -> list[str]:
@@ -79,7 +83,7 @@ async def scratch_database(
     dropped afterwards whatever happens; a failed drop is logged, not raised. Scratch databases a killed run left
     behind (older than SCRATCH_STALE_AFTER, nobody connected) are dropped first."""
     await drop_stale_scratch(server, settings)
-    scratch = server.with_database(f"{SCRATCH_PREFIX}{purpose}_{int(time.time())}_{secrets.token_hex(4)}")
+    scratch = server.with_database(scratch_name(purpose))
     try:
         await create_database(scratch, settings)
         yield scratch
@@ -90,24 +94,33 @@ async def scratch_database(
             log.warning("scratch_database.not_dropped", database=scratch.database, error=exc.message)
 
 
+def scratch_name(purpose: str) -> str:
+    """A new scratch database name (purpose: lowercase letters): `drop_stale_scratch` knows it by its shape."""
+    return f"{SCRATCH_PREFIX}{purpose}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
 async def drop_stale_scratch(server: DatabaseTarget, settings: SessionSettings) -> list[str]:
     """Drop the scratch databases of runs that never cleaned up (kill -9); returns their names. Without FORCE: a
-    database someone is still connected to is left alone."""
+    database someone is still connected to is left alone. (A template build killed while being put in place may
+    be marked as a template already: that mark is taken off first.)"""
     maintenance = server.with_database(MAINTENANCE_DATABASE)
     dropped = []
     try:
         async with session(maintenance, settings) as conn:
             names = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname ~ $1", rf"^{SCRATCH_PREFIX}[a-z]+_[0-9]+_[0-9a-f]{{8}}$"
+                "SELECT datname, datistemplate FROM pg_database WHERE datname ~ $1",
+                rf"^{SCRATCH_PREFIX}[a-z]+_[0-9]+_[0-9a-f]{{8}}$",
             )
-            for (name,) in names:
+            for name, is_template in names:
                 created = int(name.rsplit("_", 2)[1])
                 if time.time() - created < SCRATCH_STALE_AFTER:
                     continue
                 try:
+                    if is_template:
+                        await conn.execute(f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
                     await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
                     dropped.append(name)
-                except asyncpg.ObjectInUseError:
+                except (asyncpg.ObjectInUseError, asyncpg.InsufficientPrivilegeError):
                     continue
     except (DatabaseError, asyncpg.PostgresError, OSError) as exc:
         log.warning("scratch_database.stale_not_checked", server=server.server, error=server.scrub(str(exc)))

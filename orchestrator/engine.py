@@ -103,21 +103,34 @@ def check_target_version(source: MigrationSource, version: int | None, *, allow_
 
 
 async def migrate(
-    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, create_missing: bool = False
+    target: DatabaseTarget,
+    source: MigrationSource,
+    options: EngineOptions,
+    *,
+    create_missing: bool = False,
+    creator: Creator | None = None,
 ) -> DatabaseResult:
     """Apply pending migrations (up to options.target_version). The database must exist, unless `create_missing`:
-    then a missing one is created and bootstrapped (extensions, history table) in the same pass."""
+    then a missing one is created (by `creator`, if given) and bootstrapped (extensions, history table) in the same
+    pass."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _migrate(conn, result, target, source, options, options.extensions if result.created_database else None)
 
-    return await run_session(target, options, create=create_missing, work=work)
+    return await run_session(target, options, create=create_missing, work=work, creator=creator)
 
 
-async def provision(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
-    """Onboard one school: create the database if missing, extensions, history table, then migrate. Idempotent."""
+async def provision(
+    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, creator: Creator | None = None
+) -> DatabaseResult:
+    """Onboard one school: create the database if missing (by `creator`, if given), extensions, history table,
+    then migrate. Idempotent."""
     return await run_session(
-        target, options, create=True, work=lambda c, r: _migrate(c, r, target, source, options, options.extensions)
+        target,
+        options,
+        create=True,
+        work=lambda c, r: _migrate(c, r, target, source, options, options.extensions),
+        creator=creator,
     )
 
 
@@ -230,14 +243,23 @@ async def _revert_plan(
 
 
 Work = Callable[[asyncpg.Connection, DatabaseResult], Awaitable[None]]
+# Creates a missing database instead of a plain CREATE DATABASE (orchestrator.template: a copy of a template);
+# True if it created it. It writes its own note on how.
+Creator = Callable[[DatabaseTarget, DatabaseResult], Awaitable[bool]]
 
 
 async def run_session(
-    target: DatabaseTarget, options: EngineOptions, *, create: bool, work: Work, read_only: bool = False
+    target: DatabaseTarget,
+    options: EngineOptions,
+    *,
+    create: bool,
+    work: Work,
+    read_only: bool = False,
+    creator: Creator | None = None,
 ) -> DatabaseResult:
-    """The frame of every operation on one database: open a session (creating the database first if `create`),
-    do `work`, always close; every failure becomes the result's status and error. `read_only` sessions cannot
-    write: the server refuses it."""
+    """The frame of every operation on one database: open a session (creating the database first if `create`, by
+    `creator` if given), do `work`, always close; every failure becomes the result's status and error. `read_only`
+    sessions cannot write: the server refuses it."""
     started = time.perf_counter()
     result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
     bound = log.bind(database=target.database, server=target.server)
@@ -250,8 +272,10 @@ async def run_session(
             except DatabaseMissing:
                 if not create:
                     raise
-                result.created_database = await create_database(target, options.session)
-                if result.created_database:
+                if creator is not None:
+                    result.created_database = await creator(target, result)
+                elif await create_database(target, options.session):
+                    result.created_database = True
                     result.notes.append(f"created database {target.database}")
                     bound.info("database.created")
                 conn = await open_session(target, options.session)

@@ -21,7 +21,7 @@ from .errors import UsageError
 from .fleet import FleetOptions, plan_waves
 from .lint import LintReport
 from .outcome import Status
-from .registry import Tenant, load_registry, select, single_tenant
+from .registry import Tenant, check_template_name, load_registry, select, single_tenant
 from .report import PreviousRun, read_previous_run
 from .settings import (
     DEFAULT_MIGRATIONS,
@@ -190,6 +190,7 @@ def prepare(request: Request) -> Job:
         tenants, defaults = select(registry, selection), registry.defaults
         if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
             tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
+    check_templates(request.school, tenants, defaults)
     lint = None
     if request.command.applies_migrations:
         lint = gate.lint_up_to(source, request.target_version)
@@ -198,6 +199,20 @@ def prepare(request: Request) -> Job:
             if request.single and request.command is Command.PROVISION:
                 gate.refuse(lint, source)  # onboarding a school runs every file: no plan pass needed to know it
     return Job(request, source, tenants, defaults, lint)
+
+
+def check_templates(flags: SchoolSettings, tenants: list[Tenant], defaults: SchoolSettings) -> None:
+    """The template named by a flag or the API is a database name (the registry's are checked as it loads), and no
+    school is its own template."""
+    if flags.template is not None:
+        check_template_name(flags.template, "template")
+    for tenant in tenants:
+        name = resolve(flags, tenant.settings, defaults).template_name
+        if name == tenant.target.database:
+            raise UsageError(
+                f"school {tenant.id}: its database {name} is its own template",
+                hint="a template is a database of its own (e.g. school_template), never a school's",
+            )
 
 
 def refuse_split(previous: PreviousRun, source: MigrationSource) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import engine
+from . import engine, template
 from .command import Command
+from .engine import EngineOptions
 from .fleet import Work
 from .job import Job
 from .outcome import DatabaseResult
@@ -19,7 +20,13 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
         options = job.engine_options(tenant)
         match command:
             case Command.MIGRATE:
-                return await engine.migrate(tenant.target, source, options, create_missing=job.request.create_missing)
+                return await engine.migrate(
+                    tenant.target,
+                    source,
+                    options,
+                    create_missing=job.request.create_missing,
+                    creator=creator_for(job, tenant, options),
+                )
             case Command.PLAN:
                 return await engine.plan(tenant.target, source, options)
             case Command.STATUS:
@@ -27,7 +34,7 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
             case Command.BOOTSTRAP:
                 return await engine.bootstrap(tenant.target, source, options)
             case Command.PROVISION:
-                return await engine.provision(tenant.target, source, options)
+                return await engine.provision(tenant.target, source, options, creator=creator_for(job, tenant, options))
             case Command.REVERT:
                 assert job.request.revert_to is not None
                 return await engine.revert(
@@ -48,3 +55,9 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
                 raise AssertionError("the audit's work is orchestrator.audit.run's")
 
     return work
+
+
+def creator_for(job: Job, tenant: Tenant, options: EngineOptions) -> engine.Creator | None:
+    """How a new school's database is created: from its template, when it has one; otherwise plainly."""
+    name = job.settings_for(tenant).template_name
+    return template.creator(name, job.source, options) if name else None

@@ -28,7 +28,7 @@ from .bootstrap import MAINTENANCE_DATABASE
 from .errors import Location, RegistryError, UsageError, excerpt
 from .registry_source import RegistrySource, check_columns, fetch_rows, row_node
 from .settings import BUILTIN, EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
-from .target import DatabaseTarget, check_not_control
+from .target import DatabaseTarget, check_database_name, check_not_control
 
 try:
     from yaml import CSafeLoader as _YamlLoader
@@ -155,6 +155,23 @@ def check_school(target: DatabaseTarget) -> None:
         )
 
 
+def check_template_name(name: str, what: str) -> None:
+    """Raise UsageError unless `name` may be a template the tool builds and refreshes: a database name ("" turns
+    a registry default off), never the maintenance database nor the server's own templates (rebuilding template1
+    would change every database created on the server afterwards)."""
+    if name == "":
+        return
+    if not name.strip() or "/" in name:
+        raise UsageError(f"{what} {excerpt(name)} is not a database name", hint="e.g. school_template")
+    check_database_name(name, what)
+    if name in NOT_SCHOOLS:
+        raise UsageError(
+            f"{what} {name!r} is the server's own maintenance or template database",
+            hint="name a database of the tool's own, e.g. school_template: it is built, refreshed and replaced "
+            "by the tool",
+        )
+
+
 class _Loader:
     def __init__(self, path: Path, env: Mapping[str, str]) -> None:
         self.path = path
@@ -252,6 +269,11 @@ class _Loader:
             node = fields[key][1]
             if key == "extensions":
                 values[key] = self.string_list(node, f"{what}.extensions")  # [] is a value: no extensions
+                continue
+            if key == "template":
+                values[key] = self.text(node, f"{what}.template")  # "" is a value: no template
+                with self.located(node):
+                    check_template_name(values[key], f"{what}.template")
                 continue
             value = self.scalar(node, f"{what}.{key}")
             if key == "per_server":

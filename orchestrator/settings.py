@@ -4,13 +4,13 @@ The option groups (what the command line shows as panels, and what the Python AP
 - `Selection`: which schools (--tenant/--tag/--exclude/--shard/--resume);
 - `Budgets`: how hard to push (--concurrency/--retries) and when to stop (--canary/--max-failures);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
-  --statement-timeout/--lock-wait/--per-server, and `extensions` from the registry or the API);
+  --statement-timeout/--lock-wait/--per-server/--template, and `extensions` from the registry or the API);
 - `Outputs`: where results go (--report/--junit/--json/--no-progress);
 - `Gate`: the safety gate (--allow-unsafe/--rehearse/--reference-url).
 
 Precedence happens in `resolve()` and nowhere else: flag (or API argument) > the tenant's own registry entry >
 the registry's `defaults:` > `BUILTIN`. In a `SchoolSettings` layer None means "not set here"; an empty tuple of
-extensions is a value ("create none"), not "unset".
+extensions is a value ("create none"), not "unset", and so is an empty template name ("no template").
 
 This module imports only the errors: every other module may take its defaults from here.
 """
@@ -42,6 +42,7 @@ class SchoolSettings:
     statement_timeout: float | None = None  # seconds; 0 = no limit
     lock_wait: float | None = None  # seconds to wait for SQLx's migration lock before `locked`
     per_server: int | None = None  # sessions at once on the school's server
+    template: str | None = None  # onboarding: create a new school's database from this template ("" = none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,12 @@ class Resolved:
     statement_timeout: float
     lock_wait: float
     per_server: int
+    template: str | None  # None or "": new schools are created by applying the migrations
+
+    @property
+    def template_name(self) -> str | None:
+        """The template to onboard new schools from, if any ("" in a layer turns a registry default off)."""
+        return self.template or None
 
 
 BUILTIN = Resolved(
@@ -63,6 +70,7 @@ BUILTIN = Resolved(
     statement_timeout=600.0,
     lock_wait=30.0,
     per_server=4,
+    template=None,
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SchoolSettings))

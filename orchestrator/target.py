@@ -258,13 +258,18 @@ def _database(path: str, query: dict[str, str], shown: _Shown) -> str:
             f"database URL {shown} names no database",
             hint="end the URL with /DATABASE_NAME, e.g. postgresql://app@db1:5432/school_alpha",
         )
-    check_not_control(database, "database name")
-    if len(database.encode()) > 63:
+    check_database_name(database, "database name")
+    return database
+
+
+def check_database_name(name: str, what: str) -> None:
+    """A name PostgreSQL keeps as written: no control character, at most 63 bytes (it would cut a longer one)."""
+    check_not_control(name, what)
+    if len(name.encode()) > 63:
         raise UsageError(
-            f"database name {excerpt(database)} is longer than PostgreSQL's 63 bytes",
+            f"{what} {excerpt(name)} is longer than PostgreSQL's 63 bytes",
             hint="PostgreSQL would silently cut it; use a shorter name",
         )
-    return database
 
 
 def _one_spelling(host: str) -> str:

@@ -37,6 +37,7 @@ LAYER_VALUES: dict[str, tuple[Any, Any, Any]] = {
     "statement_timeout": (21.0, 22.0, 23.0),
     "lock_wait": (31.0, 32.0, 33.0),
     "per_server": (41, 42, 43),
+    "template": ("flag_template", "tenant_template", "defaults_template"),
 }
 
 
@@ -56,6 +57,14 @@ def test_precedence_is_flag_then_tenant_then_registry_defaults_then_built_in(nam
 def test_an_empty_extension_list_is_a_value_not_unset() -> None:
     assert resolve(EMPTY, EMPTY, SchoolSettings(extensions=())).extensions == ()
     assert resolve(EMPTY, SchoolSettings(extensions=()), SchoolSettings(extensions=("x",))).extensions == ()
+
+
+def test_an_empty_template_name_is_a_value_that_turns_the_registry_default_off() -> None:
+    defaults = SchoolSettings(template="school_template")
+    assert resolve(EMPTY, EMPTY, defaults).template_name == "school_template"
+    assert resolve(EMPTY, SchoolSettings(template=""), defaults).template_name is None
+    assert resolve(SchoolSettings(template=""), EMPTY, defaults).template_name is None
+    assert BUILTIN.template_name is None
 
 
 def registry_file(tmp_path: Path, text: str) -> Path:

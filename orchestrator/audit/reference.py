@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from .. import engine
 from ..bootstrap import scratch_database
 from ..connection import session
+from ..engine import EngineOptions
 from ..errors import DatabaseError
 from ..job import Job
 from ..logsetup import get_logger
@@ -103,12 +104,19 @@ async def _build(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Referen
     log.info("audit.reference", major=major, versions=len(versions), extensions=extensions, server=server.server)
     try:
         async with scratch_database(server, "ref", options.session) as scratch:
-            result = await engine.provision(scratch, subset, options)
-            if not result.ok:
-                message = result.error.message if result.error else result.status.value
-                return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
-            async with session(scratch, options.session) as conn, conn.transaction(readonly=True):
-                expected = await snapshot(conn)
-            return Reference(expected, fingerprint(expected))
+            return await build_expected(scratch, subset, options)
     except DatabaseError as exc:
         return Reference(None, None, exc.message)
+
+
+async def build_expected(empty: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> Reference:
+    """The expected schema of `source`: every file applied by migrations (`engine.provision`, with the options'
+    extensions) to the new, empty database `empty`, then its schema read. The template builds use it too
+    (orchestrator.template), so a template and the audit's reference are made the same way."""
+    result = await engine.provision(empty, source, options)
+    if not result.ok:
+        message = result.error.message if result.error else result.status.value
+        return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
+    async with session(empty, options.session) as conn, conn.transaction(readonly=True):
+        expected = await snapshot(conn)
+    return Reference(expected, fingerprint(expected))

@@ -12,7 +12,7 @@ import typer
 
 from ..command import Command
 from . import app
-from .options import FLEET, GATE, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
+from .options import FLEET, GATE, ONBOARDING, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
@@ -25,7 +25,7 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, PLAN_FIRST)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
@@ -69,10 +69,11 @@ def bootstrap(flags: Flags) -> None:
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, ROLLOUT, GATE)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING)
 def provision(flags: Flags) -> None:
-    """Onboard schools in one idempotent call: create the database if missing, its extensions and history table,
-    then apply every migration. -D URL for one school, or the registry's schools (e.g. --tenant ID)."""
+    """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
+    its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
+    registry's schools (e.g. --tenant ID)."""
     execute(flags, Command.PROVISION)
 
 

@@ -23,6 +23,7 @@ from typer.core import TyperOption
 from ..command import Command
 from ..errors import InvalidInput, UsageError
 from ..logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
+from ..registry import check_template_name
 from ..settings import (
     BUILTIN,
     DEFAULT_MIGRATIONS,
@@ -177,6 +178,17 @@ GATE = Group(
         REFERENCE_URL,
     ),
 )  # fmt: skip
+ONBOARDING = Group(
+    "Onboarding new schools",
+    (
+        Flag("template", str | None, ("--template",), "Create each new school's database (provision, migrate "
+             "--create-missing) as a copy of this "
+             "template database, which is kept at the latest migration on each server (built or refreshed when "
+             "missing or behind); when it cannot be used, the files are applied instead and the report says why. "
+             "Overrides the registry's template (\"\" = none).", show_default="the registry's, else none",
+             metavar="<name>"),
+    ),
+)  # fmt: skip
 PLAN_FIRST = Group(
     "Plan first",
     (
@@ -252,6 +264,9 @@ class Flags:
             if self.values["per_server"] < 1:
                 raise UsageError("--per-server must be at least 1")
             layer["per_server"] = self.values["per_server"]
+        if "template" in self.given:
+            check_template_name(self.values["template"], "--template")
+            layer["template"] = self.values["template"]
         return SchoolSettings(**layer)
 
     def _target(self) -> tuple[str | None, Path]:

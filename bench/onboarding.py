@@ -1,0 +1,218 @@
+"""The onboarding figure of bench/bench.py: one new school at a time, as the admin service's hook onboards them, in a
+project of `--onboarding-migrations` generated files.
+
+- `files`: `provision` applying every file to a new database (engine.provision, in-process);
+- `template`: `provision --template` once the template exists (a copy, then nothing newer to apply);
+- `bare CREATE DATABASE`: connect to the maintenance database, CREATE DATABASE, close: the floor of any onboarding.
+Each path runs in blocks of consecutive onboardings after a CHECKPOINT, the block order rotating; the median per
+school is shown. Alongside, as context: the first
+onboarding on a server (which builds the template), the same call through the Python API (`orchestrator.provision`,
+with loading the files and the safety gate), and the bare copy under each CREATE DATABASE strategy.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from pgutil import checkpoint
+
+import orchestrator
+from orchestrator import engine, template
+from orchestrator.connection import quote_ident
+from orchestrator.devserver import DevServer
+from orchestrator.engine import EngineOptions
+from orchestrator.source import load_migrations
+from orchestrator.target import DatabaseTarget
+
+TARGET_FILES_VS_TEMPLATE = 5.0  # provision --template at least 5x faster than applying the files
+TARGET_TEMPLATE_VS_BARE = 2.0  # and within 2x of a bare CREATE DATABASE
+TEMPLATE_NAME = "bench_school_template"
+FIRST_VERSION = 20240101000000
+
+
+def generate_migrations(directory: Path, count: int) -> Path:
+    """`count` files of a school schema growing over the years: tables with keys, foreign keys and indexes, columns
+    added to earlier tables, views, functions and a few seed rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(1, count + 1):
+        parts = [
+            f"CREATE TABLE t{i} (\n  id bigserial PRIMARY KEY,\n  name text NOT NULL,\n"
+            f"  created_at timestamptz NOT NULL DEFAULT now(),\n  score numeric(6,2),\n"
+            + (f"  parent_id bigint REFERENCES t{i - 1} (id),\n" if i > 1 else "")
+            + f"  CONSTRAINT t{i}_name_not_blank CHECK (name <> '')\n);",
+            f"CREATE INDEX t{i}_name_idx ON t{i} (name);",
+        ]
+        if i % 3 == 0:
+            parts.append(f"ALTER TABLE t{i - 2} ADD COLUMN note_{i} text;")
+        if i % 5 == 0:
+            parts.append(f"CREATE VIEW v{i} AS SELECT id, name FROM t{i} WHERE score IS NOT NULL;")
+            parts.append(
+                f"CREATE FUNCTION f{i}(x bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$ SELECT x * {i} $$;"
+            )
+        if i % 10 == 0:
+            parts.append(f"INSERT INTO t{i} (name) SELECT 'seed ' || g FROM generate_series(1, 20) g;")
+        (directory / f"{FIRST_VERSION + i}_step_{i}.sql").write_text("\n".join(parts) + "\n")
+    return directory
+
+
+@dataclass
+class OnboardingResult:
+    migrations: int
+    schools: int
+    durable: bool
+    runs: dict[str, list[float]] = field(default_factory=dict)  # path -> seconds per school
+    context: dict[str, float] = field(default_factory=dict)  # first build, API call, bare copies per strategy
+    ok: bool = True
+
+    def median(self, path: str) -> float:
+        return statistics.median(self.runs[path])
+
+
+DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+async def run_onboarding(
+    server: DevServer, workdir: Path, migrations: int, schools: int, *, durable: bool
+) -> OnboardingResult:
+    """The figure on `server`; `durable`: with fsync, synchronous_commit and full_page_writes on for the run, as on
+    a production server (the throwaway server turns them off), and back off afterwards."""
+    await _durability(server, durable)
+    try:
+        return await _run(server, workdir, migrations, schools, durable)
+    finally:
+        await _durability(server, False)
+
+
+async def _durability(server: DevServer, on: bool) -> None:
+    conn = await asyncpg.connect(server.url())
+    try:
+        for name in DURABILITY:
+            await conn.execute(f"ALTER SYSTEM SET {name} = on" if on else f"ALTER SYSTEM RESET {name}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, durable: bool) -> OnboardingResult:
+    directory = generate_migrations(workdir / f"onboarding-{migrations}", migrations)
+    source = load_migrations(directory)
+    options = EngineOptions()
+    result = OnboardingResult(migrations, schools, durable)
+    name = f"{TEMPLATE_NAME}_{'durable' if durable else 'fast'}"
+    create_from_template = template.creator(name, source, options)
+    counter = iter(range(1_000_000))
+
+    def new_school(path: str) -> DatabaseTarget:
+        return DatabaseTarget.parse(server.url(f"onboard_{'d' if durable else 'f'}_{path}_{next(counter)}"))
+
+    async def by_files() -> bool:
+        return (await engine.provision(new_school("files"), source, options)).ok
+
+    async def by_template() -> bool:
+        done = await engine.provision(new_school("tpl"), source, options, creator=create_from_template)
+        return done.ok and done.applied_versions == [] and "from template" in done.notes[-1]
+
+    async def bare() -> bool:
+        conn = await asyncpg.connect(server.url())
+        try:
+            await conn.execute(f"CREATE DATABASE {quote_ident(new_school('bare').database)}")
+        finally:
+            await conn.close()
+        return True
+
+    # The first onboarding on the server builds the template (once per server and release).
+    seconds, ok = await _timed(by_template)
+    result.context["first onboarding, builds the template"] = seconds
+    result.ok &= ok
+    paths: list[tuple[str, Callable[[], Awaitable[bool]]]] = [
+        ("files", by_files),
+        ("template", by_template),
+        ("bare CREATE DATABASE", bare),
+    ]
+    # Each path in blocks of consecutive onboardings, each block after a CHECKPOINT and an OS sync (no path pays
+    # for another's writes), the block order rotating.
+    blocks = 3
+    for block in range(blocks):
+        shift = block % len(paths)
+        for path, work in paths[shift:] + paths[:shift]:
+            await _settle(server)
+            for _ in range(-(-schools // blocks)):
+                seconds, ok = await _timed(work)
+                result.runs.setdefault(path, []).append(seconds)
+                result.ok &= ok
+
+    api: list[float] = []
+    for _ in range(max(1, schools // 2)):
+        url = new_school("api").dsn
+        started = time.perf_counter()
+        done = await orchestrator.provision_async(url, migrations=directory, template=name, allow_unsafe=True)
+        api.append(time.perf_counter() - started)
+        result.ok &= done.ok
+    result.context["orchestrator.provision(template=...), with loading the files and the gate"] = statistics.median(api)
+    for strategy in ("WAL_LOG", "FILE_COPY"):
+        copies = [new_school(f"copy_{strategy.lower()}").database for _ in range(5)]
+        result.context[f"CREATE DATABASE ... TEMPLATE STRATEGY {strategy} alone"] = await _bare_copies(
+            server, name, strategy, copies
+        )
+    return result
+
+
+async def _settle(server: DevServer) -> None:
+    await checkpoint(server)
+    os.sync()
+
+
+async def _timed(work: Callable[[], Awaitable[bool]]) -> tuple[float, bool]:
+    started = time.perf_counter()
+    ok = await work()
+    return time.perf_counter() - started, ok
+
+
+async def _bare_copies(server: DevServer, name: str, strategy: str, copies: list[str]) -> float:
+    conn = await asyncpg.connect(server.url())
+    try:
+        times = []
+        for copy in copies:
+            started = time.perf_counter()
+            await conn.execute(f"CREATE DATABASE {copy} TEMPLATE {name} STRATEGY {strategy}")
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        await conn.close()
+
+
+def report_lines(result: OnboardingResult) -> list[str]:
+    """The figures, their ratios (same run) and the targets, as printed lines."""
+    files, tpl, bare = (result.median(p) for p in ("files", "template", "bare CREATE DATABASE"))
+    durability = (
+        "fsync, synchronous_commit and full_page_writes on, as in production"
+        if result.durable
+        else "the throwaway server's fsync off: commits and checkpoints cost next to nothing"
+    )
+    lines = [
+        f"onboarding one school, {result.migrations} migrations (median of {result.schools}, one at a time; "
+        f"{durability}):"
+    ]
+    for path, seconds in (("files", files), ("template", tpl), ("bare CREATE DATABASE", bare)):
+        lines.append(f"  {path:<22} {seconds * 1000:8.1f} ms")
+    speedup, vs_bare = files / tpl, tpl / bare
+    verdict = {True: "met", False: "MISSED"}
+    lines.append(
+        f"  target: files / template = {speedup:.1f}x (>= {TARGET_FILES_VS_TEMPLATE:.0f}x): "
+        f"{verdict[speedup >= TARGET_FILES_VS_TEMPLATE]}"
+    )
+    lines.append(
+        f"  target: template / bare CREATE DATABASE = {vs_bare:.2f}x (<= {TARGET_TEMPLATE_VS_BARE:.0f}x): "
+        f"{verdict[vs_bare <= TARGET_TEMPLATE_VS_BARE]}"
+    )
+    for what, seconds in result.context.items():
+        lines.append(f"  context: {what}: {seconds * 1000:.1f} ms")
+    if not result.ok:
+        lines.append("  NOT OK: an onboarding failed or did not take the path it was timed for")
+    return lines

@@ -1,0 +1,457 @@
+"""Onboarding from a template: a new school's database is a copy of a template database kept at the latest version
+on its server (`CREATE DATABASE school TEMPLATE t`), instead of every migration file applied one after another.
+
+A copy carries the extensions, the schema, any rows the migrations inserted and the `_sqlx_migrations` ledger, so
+the engine then finds the new school up to date (or applies what is newer than the template, as usual).
+
+The template's life, on each server, under a server-wide advisory lock taken in the maintenance database
+(`pg_advisory_lock(TEMPLATE_LOCK_CLASS, crc32(name))`: two int4 keys live apart from SQLx's one bigint key):
+- missing: built in a new database (a scratch name) exactly as the audit builds its references
+  (`audit.reference.build_expected`: bootstrap, every file, the schema read), then put in place under its name;
+- behind (the files hold versions it lacks): copied to a new database, the new files applied (what `migrate` does
+  to every school), and its schema checked against a fresh build of every file (the audit's reference). They agree:
+  the refreshed copy replaces the template. They differ: the fresh build does (a new school must look like one
+  provisioned from the files), and the note says so;
+- current: copied.
+The template is never migrated in place: it is replaced by a finished build (rename), so it is never half-way and
+never connected to. It is marked `IS_TEMPLATE true` (any role with CREATEDB may copy it) and `ALLOW_CONNECTIONS
+false`: a copy fails while any session is connected to its template, so nobody (a psql, a monitoring agent) may
+connect and block onboarding, nor change it behind the marker. What it holds is recorded in its comment (the
+marker), read from the maintenance database without connecting to it.
+
+Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`.
+Whenever the template cannot be used (busy, owned by another role, not one this tool built, built with other
+extensions, holding files this checkout lacks, a build that failed), the school is created by applying the
+migrations, and its report says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+import anyio
+import asyncpg
+
+from . import engine
+from .audit.reference import build_expected
+from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
+from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied, drop_stale_scratch, scratch_name
+from .connection import describe, is_connection_lost, quote_ident, session
+from .engine import EngineOptions
+from .history import read_applied
+from .logsetup import get_logger
+from .outcome import DatabaseResult
+from .source import MigrationSource
+from .target import DatabaseTarget
+
+log = get_logger("orchestrator.template")
+
+TEMPLATE_LOCK_CLASS = 0x4F524348  # 'ORCH'
+MARKER_PREFIX = "orchestrator template: "
+# WAL_LOG (PostgreSQL 15+'s default, written out so the choice is visible): the copy goes block by block through the
+# WAL, so a small template costs a few MB of WAL and no checkpoint. FILE_COPY writes less WAL for a large template
+# but forces two checkpoints per copy, each flushing every dirty buffer of every school on the server: onboarding
+# would stall the busy fleet around it.
+STRATEGY = "WAL_LOG"
+_SESSIONS_GONE_WAIT_S = 5.0  # a closed session's backend exits on its own time; PostgreSQL itself waits 5 s too
+
+
+class TemplateUnavailable(Exception):
+    """The template cannot be used for this school right now: it is created by applying the migrations instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a template holds, kept in its comment (readable from the maintenance database)."""
+
+    version: int | None
+    ledger: str  # ledger_digest() of its _sqlx_migrations rows
+    extensions: tuple[str, ...]
+    schema: str | None  # the audit's fingerprint of its schema
+
+    @property
+    def text(self) -> str:
+        fields = {"version": self.version, "ledger": self.ledger, "extensions": list(self.extensions)}
+        return MARKER_PREFIX + json.dumps({**fields, "schema": self.schema}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, comment: str | None) -> Marker | None:
+        if not comment or not comment.startswith(MARKER_PREFIX):
+            return None
+        try:
+            data = json.loads(comment.removeprefix(MARKER_PREFIX))
+            return cls(data["version"], data["ledger"], tuple(data["extensions"]), data["schema"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class TemplateState:
+    """The template database as the maintenance database sees it."""
+
+    is_template: bool
+    owner: str
+    ours: bool  # owned by the session's role
+    role: str  # the session's role
+    marker: Marker | None
+    sessions: int  # sessions connected to it right now
+
+
+def ledger_digest(checksums: Mapping[int, bytes]) -> str:
+    """One value for a set of (version, checksum): equal digests, equal ledgers."""
+    h = hashlib.sha256()
+    for version in sorted(checksums):
+        h.update(f"{version}:".encode() + checksums[version].hex().encode() + b"\n")
+    return h.hexdigest()
+
+
+def creator(name: str, source: MigrationSource, options: EngineOptions) -> engine.Creator:
+    """The engine's database creator for schools onboarded from template `name`."""
+
+    async def create(target: DatabaseTarget, result: DatabaseResult) -> bool:
+        return await create_school(target, name, source, options, result)
+
+    return create
+
+
+async def create_school(
+    target: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, result: DatabaseResult
+) -> bool:
+    """Create the school's database from template `name` (building or refreshing the template first when needed),
+    or, when the template cannot be used, as an empty database the migrations then fill. Notes say which; True if
+    this call created the database."""
+    try:
+        created, version = await _copy(target, name, source, options, result.notes)
+    except TemplateUnavailable as exc:
+        log.warning("template.unavailable", template=name, database=target.database, reason=exc.reason)
+        created = await create_database(target, options.session)
+        if created:
+            result.notes.append(
+                f"template {name} unavailable ({exc.reason}): created database {target.database} by applying the "
+                "migrations"
+            )
+        return created
+    if not created:
+        return False  # another process created the school's database meanwhile
+    result.notes.append(f"created database {target.database} from template {name} at {_version_text(version)}")
+    log.info("template.copied", template=name, database=target.database, version=version)
+    return True
+
+
+# --- deciding ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    ledger: str
+    extensions: tuple[str, ...]
+
+
+def _wanted(source: MigrationSource, options: EngineOptions) -> _Wanted:
+    if options.target_version is not None and options.target_version != source.latest:
+        raise TemplateUnavailable(
+            f"it is kept at the latest migration, {source.latest}; --target {options.target_version} stops before"
+        )
+    return _Wanted(ledger_digest({m.version: m.checksum for m in source}), options.extensions)
+
+
+def _is_current(state: TemplateState | None, wanted: _Wanted, name: str) -> bool:
+    """True: copy it as it is. False: build or refresh it. Raises TemplateUnavailable when it is not ours to use."""
+    if state is None:
+        return False
+    if state.marker is None:
+        raise TemplateUnavailable(f"a database named {name} exists and is not a template this tool built; left alone")
+    if not state.is_template:
+        raise TemplateUnavailable("it is no longer marked as a template (IS_TEMPLATE false); left alone")
+    if not state.ours:
+        raise TemplateUnavailable(
+            f"it is owned by role {state.owner}, not {state.role}: a copy would hold {state.owner}'s objects"
+        )
+    if set(state.marker.extensions) != set(wanted.extensions):
+        built, asked = (", ".join(e) or "none" for e in (state.marker.extensions, wanted.extensions))
+        raise TemplateUnavailable(f"it was built with extensions [{built}], this school is set up with [{asked}]")
+    return state.marker.ledger == wanted.ledger
+
+
+_STATE = """
+SELECT d.datistemplate AS is_template, pg_get_userbyid(d.datdba) AS owner, current_user AS role,
+       d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS ours,
+       shobj_description(d.oid, 'pg_database') AS comment,
+       (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS sessions
+FROM pg_database d WHERE d.datname = $1
+"""
+
+
+async def read_state(conn: asyncpg.Connection, name: str) -> TemplateState | None:
+    row = await conn.fetchrow(_STATE, name)
+    if row is None:
+        return None
+    marker = Marker.parse(row["comment"])
+    return TemplateState(row["is_template"], row["owner"], row["ours"], row["role"], marker, row["sessions"])
+
+
+# --- copying -------------------------------------------------------------------------------------------------------
+
+
+async def _copy(
+    target: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, notes: list[str]
+) -> tuple[bool, int | None]:
+    """(whether this call created the school's database, the version of the template it is a copy of)."""
+    wanted = _wanted(source, options)
+    maintenance = target.with_database(MAINTENANCE_DATABASE)
+    try:
+        async with session(maintenance, options.session) as conn:
+            exclusive = False
+            while True:
+                async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
+                    state = await read_state(conn, name)
+                    if not _is_current(state, wanted, name):
+                        if not exclusive:
+                            exclusive = True  # let go of the shared lock, wait for the exclusive one, look again
+                            continue
+                        state = await _renew(conn, target, name, state, source, options, notes)
+                    assert state is not None and state.marker is not None
+                    return await _create_from(conn, target, name, state), state.marker.version
+    except asyncpg.PostgresError as exc:
+        if is_connection_lost(exc):
+            raise
+        raise TemplateUnavailable(target.scrub(describe(exc))) from None
+
+
+async def _create_from(conn: asyncpg.Connection, target: DatabaseTarget, name: str, state: TemplateState) -> bool:
+    if state.sessions:
+        raise TemplateUnavailable(f"busy: {state.sessions} session(s) connected to it")
+    try:
+        await conn.execute(f"CREATE DATABASE {quote_ident(target.database)}{_copy_of(conn, name)}")
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        return False
+    except asyncpg.ObjectInUseError as exc:
+        raise TemplateUnavailable(f"busy: {exc.detail or exc.message}") from None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise creation_denied(target, exc) from None
+    return True
+
+
+def _copy_of(conn: asyncpg.Connection, name: str) -> str:
+    """The clause of CREATE DATABASE that makes it a copy of `name` (STRATEGY exists from PostgreSQL 15 on)."""
+    strategy = f" STRATEGY {STRATEGY}" if conn.get_server_version().major >= 15 else ""
+    return f" TEMPLATE {quote_ident(name)}{strategy}"
+
+
+@asynccontextmanager
+async def template_lock(conn: asyncpg.Connection, name: str, *, exclusive: bool, wait_s: float) -> AsyncIterator[None]:
+    """The server-wide lock of template `name`, in the maintenance session `conn`: shared to copy it, exclusive to
+    build or replace it. Waits at most `wait_s` (queued fairly: a builder is not starved by a stream of copies)."""
+    key = zlib.crc32(name.encode()) - (1 << 31)  # a signed int4
+    mode = "" if exclusive else "_shared"
+    try:
+        if wait_s <= 0:
+            if not await conn.fetchval(f"SELECT pg_try_advisory_lock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key):
+                raise asyncpg.LockNotAvailableError("the template lock is held")
+        else:
+            async with conn.transaction():  # a session-level lock outlives the transaction that waited for it
+                await conn.execute(f"SET LOCAL lock_timeout = {max(1, int(wait_s * 1000))}")
+                await conn.execute(f"SELECT pg_advisory_lock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key)
+    except asyncpg.LockNotAvailableError:
+        raise TemplateUnavailable(
+            f"busy: another process held its lock (building or refreshing it) for more than {wait_s:g}s"
+        ) from None
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await conn.execute(f"SELECT pg_advisory_unlock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key)
+            except Exception:
+                conn.terminate()  # closing the session releases the lock
+
+
+# --- building and refreshing (under the exclusive lock) ------------------------------------------------------------
+
+
+@dataclass
+class _Build:
+    target: DatabaseTarget
+    schema: SchemaSnapshot | None = None
+    marker: Marker | None = None
+
+    @property
+    def version(self) -> str:
+        assert self.marker is not None
+        return _version_text(self.marker.version)
+
+
+async def _renew(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    name: str,
+    state: TemplateState | None,
+    source: MigrationSource,
+    options: EngineOptions,
+    notes: list[str],
+) -> TemplateState:
+    """Build the template (missing) or refresh it (behind) in new databases and put the result in its place."""
+    options = replace(options, target_version=None, ignore_missing=False)  # exactly the files, all of them
+    await drop_stale_scratch(server, options.session)  # builds a killed process left behind
+    builds: list[_Build] = []
+    try:
+        if state is None:
+            kept = await _fresh_build(conn, server, source, options, builds)
+            note = f"built template {name} at {kept.version} (every migration, in a new database)"
+        else:
+            assert state.marker is not None
+            if state.sessions:
+                raise TemplateUnavailable(f"busy: {state.sessions} session(s) connected to it")
+            refreshed = await _refreshed_build(conn, server, name, source, options, builds)
+            fresh = await _fresh_build(conn, server, source, options, builds)
+            was = _version_text(state.marker.version)
+            assert refreshed.marker is not None and fresh.marker is not None
+            if refreshed.marker.schema == fresh.marker.schema:
+                kept = refreshed
+                note = (
+                    f"refreshed template {name} from {was} to {kept.version} (the new migrations applied to it; "
+                    "its schema matches a fresh build's)"
+                )
+            else:
+                kept = fresh
+                difference = _first_difference(fresh, refreshed)
+                note = (
+                    f"rebuilt template {name} at {kept.version}: the new migrations applied to it at {was} gave "
+                    f"another schema than every migration applied to a new database ({difference}); `orchestrator "
+                    "audit` shows whether schools migrated the same way differ too"
+                )
+        await _install(conn, kept, name, replacing=state is not None)
+        builds.remove(kept)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for build in builds:
+                await _drop(conn, build.target.database)
+    notes.append(note)
+    log.info("template.renewed", template=name, server=server.server, note=note)
+    new_state = await read_state(conn, name)
+    assert new_state is not None
+    return new_state
+
+
+def _version_text(version: int | None) -> str:
+    return "no migration" if version is None else f"version {version}"
+
+
+async def _fresh_build(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    source: MigrationSource,
+    options: EngineOptions,
+    builds: list[_Build],
+) -> _Build:
+    """Every file applied to a new database, as the audit builds its references."""
+    build = _Build(server.with_database(scratch_name("tmpl")))
+    await _create_build(conn, build, builds, "")
+    reference = await build_expected(build.target, source, options)
+    if reference.schema is None:
+        raise TemplateUnavailable(f"building it failed: {reference.error}")
+    build.schema = reference.schema
+    await _mark(build, options, source)
+    return build
+
+
+async def _refreshed_build(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    name: str,
+    source: MigrationSource,
+    options: EngineOptions,
+    builds: list[_Build],
+) -> _Build:
+    """A copy of the template with the new files applied: what `migrate` does to a school at its version."""
+    build = _Build(server.with_database(scratch_name("tmpl")))
+    await _create_build(conn, build, builds, _copy_of(conn, name))
+    result = await engine.migrate(build.target, source, options)
+    if not result.ok:
+        why = result.error.message if result.error else result.status.value
+        raise TemplateUnavailable(f"stale, and applying the migrations to a copy of it failed: {why}")
+    await _mark(build, options, source)
+    return build
+
+
+async def _create_build(conn: asyncpg.Connection, build: _Build, builds: list[_Build], template: str) -> None:
+    try:
+        await conn.execute(f"CREATE DATABASE {quote_ident(build.target.database)}{template}")
+    except asyncpg.ObjectInUseError as exc:
+        raise TemplateUnavailable(f"busy: {exc.detail or exc.message}") from None
+    builds.append(build)
+
+
+async def _mark(build: _Build, options: EngineOptions, source: MigrationSource) -> None:
+    """The build's marker: its ledger (it must hold exactly the files), extensions and schema fingerprint."""
+    async with session(build.target, options.session) as conn, conn.transaction(readonly=True):
+        applied = await read_applied(conn)
+        if build.schema is None:
+            build.schema = await snapshot(conn)
+    checksums = {v: row.checksum for v, row in applied.items() if row.success}
+    ledger = ledger_digest(checksums)
+    if ledger != ledger_digest({m.version: m.checksum for m in source}):
+        raise TemplateUnavailable("after building it, its _sqlx_migrations rows do not match the migration files")
+    build.marker = Marker(max(checksums, default=None), ledger, options.extensions, fingerprint(build.schema))
+
+
+def _first_difference(expected: _Build, actual: _Build) -> str:
+    assert expected.schema is not None and actual.schema is not None
+    found = diff(expected.schema, actual.schema)
+    return found[0].text if found else "a difference the audit does not describe"
+
+
+async def _install(conn: asyncpg.Connection, build: _Build, name: str, *, replacing: bool) -> None:
+    """Mark the finished build as the template and give it the template's name; the old template is dropped."""
+    assert build.marker is not None
+    built = build.target.database
+    await _wait_until_unused(conn, built)
+    await conn.execute(f"COMMENT ON DATABASE {quote_ident(built)} IS {_literal(build.marker.text)}")
+    await conn.execute(f"ALTER DATABASE {quote_ident(built)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+    retired = scratch_name("old") if replacing else None
+    if retired is not None:
+        try:
+            await conn.execute(f"ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(retired)}")
+        except asyncpg.ObjectInUseError as exc:
+            raise TemplateUnavailable(f"busy: {exc.detail or exc.message}") from None
+    try:
+        await conn.execute(f"ALTER DATABASE {quote_ident(built)} RENAME TO {quote_ident(name)}")
+    except BaseException:
+        if retired is not None:
+            with anyio.CancelScope(shield=True):
+                await conn.execute(f"ALTER DATABASE {quote_ident(retired)} RENAME TO {quote_ident(name)}")
+        raise
+    if retired is not None:
+        await _drop(conn, retired)
+
+
+async def _wait_until_unused(conn: asyncpg.Connection, database: str) -> None:
+    """Sessions this process closed on `database` may take a moment to leave the server."""
+    with anyio.move_on_after(_SESSIONS_GONE_WAIT_S):
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database):
+            await anyio.sleep(0.02)
+
+
+async def _drop(conn: asyncpg.Connection, database: str) -> None:
+    """Drop a build or a retired template (never a school's); a failure is logged (the stale scratch clean-up gets
+    it later)."""
+    try:
+        if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("template.build_not_dropped", database=database, error=describe(exc))
+
+
+def _literal(text: str) -> str:
+    """A string literal (standard_conforming_strings is on in our sessions): COMMENT takes no parameters."""
+    return "'" + text.replace("'", "''") + "'"
