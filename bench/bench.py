@@ -65,8 +65,12 @@ TARGET_COLD_VS_FLOOR = 1.2  # cold rollout at most 1.2x the asyncpg floor
 TARGET_STATUS_VS_SQLX = 2.0  # `status` at least 2x faster than xargs -P C `sqlx migrate info`
 TARGET_SIM_US_PER_SCHOOL = 50.0  # scheduling overhead per school, zero-latency work
 TARGET_SIM_PEAK_MB = 300.0  # peak RSS of a 100k-school run
+TARGET_CREATE_VS_FLOOR = 1.2  # new schools in one pass (migrate --create-missing) at most 1.2x the floor
+TARGET_STATUS_VS_FLOOR = 1.15  # `status` at most 1.15x the asyncpg floor
+TARGET_STARTUP_S = 0.2  # `orchestrator --version`
 
 PHASE_COLD = "cold migrate"
+PHASE_CREATE = "new schools, one pass"  # migrate --create-missing: database, extension, history, files
 PHASE_NOOP = "migrate, nothing pending"
 PHASE_STATUS = "status"
 PHASE_AUDIT_HISTORY = "audit --no-schema"
@@ -324,6 +328,38 @@ async def floor_cold(urls: Sequence[str], databases: Sequence[str], source: Migr
     await asyncio.gather(*(one(u, d) for u, d in zip(urls, databases, strict=True)))
 
 
+async def floor_create(
+    server: DevServer, urls: Sequence[str], databases: Sequence[str], source: MigrationSource, concurrency: int
+) -> None:
+    """The least work that creates a new school and migrates it: CREATE DATABASE through `postgres`, then the
+    extension, the lock, the history table and each file with its row, over one connection to the school."""
+    sem = asyncio.Semaphore(concurrency)
+    migrations: list[Migration] = list(source)
+
+    async def one(url: str, database: str) -> None:
+        async with sem:
+            maintenance = await asyncpg.connect(server.url())
+            try:
+                await maintenance.execute(f"CREATE DATABASE {quote_ident(database)}")
+            finally:
+                await maintenance.close()
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+                key = sqlx.advisory_lock_key(database)
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+                for m in migrations:
+                    async with conn.transaction():
+                        await conn.execute(m.up_sql)
+                        await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            finally:
+                await conn.close()
+
+    await asyncio.gather(*(one(u, d) for u, d in zip(urls, databases, strict=True)))
+
+
 async def floor_read(urls: Sequence[str], concurrency: int) -> None:
     """The least work a status (or a no-op migrate) can do: connect, read the history, close."""
     sem = asyncio.Semaphore(concurrency)
@@ -395,6 +431,9 @@ class DbBench:
         )
         cli_set = self.cold()
         say()
+        say(f"new schools in one pass: {self.schools} databases that do not exist yet (migrate --create-missing)")
+        self.create_missing()
+        say()
         say(f"warm phases on the `cli` set (migrated by the orchestrator), median of {self.repeat} runs each")
         self.warm(cli_set)
 
@@ -453,6 +492,36 @@ class DbBench:
             self.figures.append(Figure(PHASE_COLD, tool, statistics.median(times), n, ok, note, times))
         assert cli_set is not None
         return cli_set
+
+    def create_missing(self) -> None:
+        """`migrate --create-missing` on schools whose databases do not exist, against the floor's least work."""
+        n, c = self.schools, self.concurrency
+        runs: dict[str, list[tuple[float, bool]]] = {TOOL_FLOOR: [], TOOL_CLI: []}
+        for round_no in range(self.cold_rounds):
+            for tool in [TOOL_FLOOR, TOOL_CLI][round_no % 2 :] + [TOOL_FLOOR, TOOL_CLI][: round_no % 2]:
+                s = self.make_set("new_floor" if tool == TOOL_FLOOR else "new_cli")
+                asyncio.run(drop_databases(self.server, s.databases, max(c, 8)))
+                self.settle()
+                if tool == TOOL_FLOOR:
+                    urls = s.urls(self.server)
+                    seconds = timed_async(
+                        functools.partial(floor_create, self.server, urls, s.databases, self.source, c)
+                    )
+                    ok = True
+                else:
+                    timed = cli_run("migrate", s.registry, c, self.env, ["--create-missing"])
+                    seconds, ok = timed.seconds, timed.returncode == 0
+                    if not ok:
+                        say(tail(timed.stdout + timed.stderr))
+                ok = self.verify(s, tool) and ok
+                runs[tool].append((seconds, ok))
+                say(f"  round {round_no + 1}: {tool:<32} {seconds:8.2f} s{'' if ok else '  NOT OK'}")
+                asyncio.run(drop_databases(self.server, s.databases, max(c, 8)))
+        for tool, results in runs.items():
+            times = [r[0] for r in results]
+            self.figures.append(
+                Figure(PHASE_CREATE, tool, statistics.median(times), n, all(r[1] for r in results), "", times)
+            )
 
     def warm(self, s: SchoolSet) -> None:
         n, c = self.schools, self.concurrency
@@ -759,6 +828,28 @@ def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | 
                 f"  cold rollout, {tool} / asyncpg floor: {ratio:.2f}x "
                 f"(target <= {TARGET_COLD_VS_FLOOR:.1f}x): {verdict(ratio <= TARGET_COLD_VS_FLOOR)}"
             )
+    floor_new, cli_new = find(figures, PHASE_CREATE, TOOL_FLOOR), find(figures, PHASE_CREATE, TOOL_CLI)
+    if floor_new and cli_new:
+        ratio = cli_new.seconds / floor_new.seconds
+        say(
+            f"  new schools in one pass (migrate --create-missing) / asyncpg floor: {ratio:.2f}x "
+            f"(target <= {TARGET_CREATE_VS_FLOOR:.1f}x): {verdict(ratio <= TARGET_CREATE_VS_FLOOR)}"
+        )
+    floor_status = find(figures, PHASE_STATUS, TOOL_FLOOR)
+    for tool in (TOOL_CLI, TOOL_INPROC):
+        ours = find(figures, PHASE_STATUS, tool)
+        if floor_status and ours:
+            ratio = ours.seconds / floor_status.seconds
+            say(
+                f"  status, {tool} / asyncpg floor: {ratio:.2f}x "
+                f"(target <= {TARGET_STATUS_VS_FLOOR:.2f}x): {verdict(ratio <= TARGET_STATUS_VS_FLOOR)}"
+            )
+    if "cli_startup_s" in facts:
+        startup = facts["cli_startup_s"]
+        say(
+            f"  CLI start-up (`orchestrator --version`): {startup:.2f} s "
+            f"(target <= {TARGET_STARTUP_S:.1f} s): {verdict(startup <= TARGET_STARTUP_S)}"
+        )
     sqlx_info = find(figures, PHASE_STATUS, tool_sqlx(concurrency))
     for tool in (TOOL_CLI, TOOL_INPROC):
         ours = find(figures, PHASE_STATUS, tool)

@@ -120,9 +120,10 @@ async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_on
         timeout=settings.connect_timeout,
         command_timeout=settings.reply_timeout,
         server_settings=startup,
-        # Migration SQL runs once, so a cache only holds memory on big fleets; and PgBouncer before 1.21 does not
-        # support named prepared statements in transaction mode.
-        statement_cache_size=0,
+        # PgBouncer before 1.21 does not support named prepared statements in transaction mode: none through a
+        # pooler. Elsewhere the driver's cache stays on: without it every statement is also closed explicitly,
+        # one more message per query (a session lives for one school, so the cache holds a few statements).
+        statement_cache_size=0 if pooled else 16,
         connection_class=Session,
     )
     conn.behind_pooler = pooled

@@ -15,12 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio
 import asyncpg
 
 from . import sqlx, tracing
-from .bootstrap import create_database, ensure_extensions
+from .bootstrap import MAINTENANCE_DATABASE, create_database, ensure_extensions
 from .connection import (
     Session,
     SessionSettings,
@@ -31,6 +32,7 @@ from .connection import (
     drop_if_unresponsive,
     is_connection_lost,
     open_session,
+    session,
 )
 from .errors import DatabaseError, DatabaseMissing, Locked, MigrationFailed, NotReversible, UsageError
 from .history import (
@@ -109,15 +111,29 @@ async def migrate(
     *,
     create_missing: bool = False,
     creator: Creator | None = None,
+    known_missing: bool = False,
 ) -> DatabaseResult:
     """Apply pending migrations (up to options.target_version). The database must exist, unless `create_missing`:
     then a missing one is created (by `creator`, if given) and bootstrapped (extensions, history table) in the same
-    pass."""
+    pass; `known_missing` (the caller listed the server's databases) creates it without trying the school first."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
         await _migrate(conn, result, target, source, options, options.extensions if result.created_database else None)
 
-    return await run_session(target, options, create=create_missing, work=work, creator=creator)
+    create: bool | Literal["first"] = "first" if create_missing and known_missing else create_missing
+    return await run_session(target, options, create=create, work=work, creator=creator)
+
+
+async def existing_databases(server: DatabaseTarget, names: list[str], settings: SessionSettings) -> set[str]:
+    """Which of `names` exist on `server` (one query on its maintenance database), so that a rollout that creates
+    missing schools spends no connection attempt per school finding out."""
+    maintenance = server.with_database(MAINTENANCE_DATABASE)
+    try:
+        async with session(maintenance, settings) as conn:
+            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise as_database_error(maintenance, exc, "listing the databases") from None
+    return {row["datname"] for row in rows}
 
 
 async def provision(
@@ -128,7 +144,9 @@ async def provision(
     return await run_session(
         target,
         options,
-        create=True,
+        # Without a template, create first: one session to `postgres` and one to the school, as the floor.
+        # A template's creator does more before it copies (state, lock, maybe a build): only when it is missing.
+        create="first" if creator is None else True,
         work=lambda c, r: _migrate(c, r, target, source, options, options.extensions),
         creator=creator,
     )
@@ -252,7 +270,7 @@ async def run_session(
     target: DatabaseTarget,
     options: EngineOptions,
     *,
-    create: bool,
+    create: bool | Literal["first"],
     work: Work,
     read_only: bool = False,
     creator: Creator | None = None,
@@ -267,18 +285,35 @@ async def run_session(
     # An interrupt aborts the run's sessions by cancelling this scope (connection.SessionGroup).
     with current_group().abortable() as scope:
         try:
-            try:
-                conn = await open_session(target, options.session, read_only=read_only)
-            except DatabaseMissing:
-                if not create:
-                    raise
+
+            async def create_it() -> None:
                 if creator is not None:
                     result.created_database = await creator(target, result)
                 elif await create_database(target, options.session):
                     result.created_database = True
                     result.notes.append(f"created database {target.database}")
                     bound.info("database.created")
-                conn = await open_session(target, options.session)
+
+            if create == "first":
+                # Onboarding: the school is expected new, so no connection attempt is spent finding out that its
+                # database is missing (create_database checks pg_database, and leaves an existing one alone).
+                try:
+                    await create_it()
+                except DatabaseError as creating:
+                    try:  # the maintenance database out of reach (a pooler that only knows the school): try it
+                        conn = await open_session(target, options.session)
+                    except DatabaseError:
+                        raise creating from None
+                else:
+                    conn = await open_session(target, options.session)
+            else:
+                try:
+                    conn = await open_session(target, options.session, read_only=read_only)
+                except DatabaseMissing:
+                    if not create:
+                        raise
+                    await create_it()
+                    conn = await open_session(target, options.session)
             if not conn.behind_pooler:
                 await work(conn, result)
             elif read_only:

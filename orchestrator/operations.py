@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import anyio
+
 from . import engine, template
 from .command import Command
 from .engine import EngineOptions
+from .errors import DatabaseError
 from .fleet import Work
 from .job import Job
 from .outcome import DatabaseResult
 from .registry import Tenant
 
 
-def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
+def make_work(job: Job, schema_matches: frozenset[str] = frozenset(), missing: frozenset[str] = frozenset()) -> Work:
     """`schema_matches`: for `resolve --restamp`, the schools whose live schema is what the current files
-    produce (from an audit pass)."""
+    produce (from an audit pass). `missing`: for `migrate --create-missing`, the schools known to have no database
+    yet (their servers were asked once), created without a connection attempt at the school first."""
     command, source = job.command, job.source
 
     async def work(tenant: Tenant) -> DatabaseResult:
@@ -26,6 +30,7 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset()) -> Work:
                     options,
                     create_missing=job.request.create_missing,
                     creator=creator_for(job, tenant, options),
+                    known_missing=tenant.id in missing,
                 )
             case Command.PLAN:
                 return await engine.plan(tenant.target, source, options)
@@ -61,3 +66,31 @@ def creator_for(job: Job, tenant: Tenant, options: EngineOptions) -> engine.Crea
     """How a new school's database is created: from its template, when it has one; otherwise plainly."""
     name = job.settings_for(tenant).template_name
     return template.creator(name, job.source, options) if name else None
+
+
+async def missing_databases(job: Job) -> frozenset[str]:
+    """For `migrate --create-missing`: the schools whose database does not exist, one query per server (a server
+    that cannot be asked is left out: its schools take the usual path, a connection attempt first)."""
+    if job.command is not Command.MIGRATE or not job.request.create_missing:
+        return frozenset()
+    by_server: dict[str, list[Tenant]] = {}
+    for tenant in job.tenants:
+        by_server.setdefault(tenant.server, []).append(tenant)
+    missing: set[str] = set()
+    limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
+
+    async def ask(tenants: list[Tenant]) -> None:
+        async with limiter:
+            first = tenants[0]
+            try:
+                found = await engine.existing_databases(
+                    first.target, [t.target.database for t in tenants], job.engine_options(first).session
+                )
+            except DatabaseError:
+                return
+            missing.update(t.id for t in tenants if t.target.database not in found)
+
+    async with anyio.create_task_group() as tg:
+        for tenants in by_server.values():
+            tg.start_soon(ask, tenants)
+    return frozenset(missing)

@@ -12,7 +12,7 @@ from .errors import ModifiedMigration, UsageError
 from .fleet import Observer, run_fleet, skipped_run
 from .job import Job
 from .lint.render import editor_line
-from .operations import make_work
+from .operations import make_work, missing_databases
 from .report import RunReport
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     if rehearsal is not None and not rehearsal.ok:
         fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
     else:
-        work = make_work(job, await _schema_matches(job))
+        work = make_work(job, await _schema_matches(job), await missing_databases(job))
         fleet_run = await run_fleet(
             job.tenants, tracing.school_spans(work, job.command.value), job.fleet_options, observer
         )

@@ -23,7 +23,6 @@ from typer.core import TyperOption
 from ..command import Command
 from ..errors import InvalidInput, UsageError
 from ..logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
-from ..registry import check_template_name
 from ..settings import (
     BUILTIN,
     DEFAULT_MIGRATIONS,
@@ -265,6 +264,8 @@ class Flags:
                 raise UsageError("--per-server must be at least 1")
             layer["per_server"] = self.values["per_server"]
         if "template" in self.given:
+            from ..registry import check_template_name  # the registry's machinery: only when the flag is typed
+
             check_template_name(self.values["template"], "--template")
             layer["template"] = self.values["template"]
         return SchoolSettings(**layer)
