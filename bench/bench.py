@@ -305,25 +305,33 @@ def sqlx_run(args: Sequence[str], urls: Sequence[str], concurrency: int, env: di
     return run_timed(cmd, stdin="\n".join(urls) + "\n", env=env)
 
 
+async def floor_migrate(url: str, database: str, migrations: Sequence[Migration], *, extension: bool = False) -> None:
+    """One school, the least a correct rollout does: (the extension,) the lock, the history table, each file with
+    its row in one transaction, the unlock."""
+    conn = await asyncpg.connect(url)
+    try:
+        if extension:
+            await conn.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+        key = sqlx.advisory_lock_key(database)
+        await conn.execute("SELECT pg_advisory_lock($1)", key)
+        await conn.execute(sqlx.CREATE_HISTORY_TABLE)
+        for m in migrations:
+            async with conn.transaction():
+                await conn.execute(m.up_sql)
+                await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    finally:
+        await conn.close()
+
+
 async def floor_cold(urls: Sequence[str], databases: Sequence[str], source: MigrationSource, concurrency: int) -> None:
-    """The least work a correct rollout can do: lock, history table, each file + its row in one transaction."""
+    """The least work a correct rollout can do, on existing databases."""
     sem = asyncio.Semaphore(concurrency)
     migrations: list[Migration] = list(source)
 
     async def one(url: str, database: str) -> None:
         async with sem:
-            conn = await asyncpg.connect(url)
-            try:
-                key = sqlx.advisory_lock_key(database)
-                await conn.execute("SELECT pg_advisory_lock($1)", key)
-                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
-                for m in migrations:
-                    async with conn.transaction():
-                        await conn.execute(m.up_sql)
-                        await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            finally:
-                await conn.close()
+            await floor_migrate(url, database, migrations)
 
     await asyncio.gather(*(one(u, d) for u, d in zip(urls, databases, strict=True)))
 
@@ -332,7 +340,7 @@ async def floor_create(
     server: DevServer, urls: Sequence[str], databases: Sequence[str], source: MigrationSource, concurrency: int
 ) -> None:
     """The least work that creates a new school and migrates it: CREATE DATABASE through `postgres`, then the
-    extension, the lock, the history table and each file with its row, over one connection to the school."""
+    extension and the rollout over one connection to the school."""
     sem = asyncio.Semaphore(concurrency)
     migrations: list[Migration] = list(source)
 
@@ -343,19 +351,7 @@ async def floor_create(
                 await maintenance.execute(f"CREATE DATABASE {quote_ident(database)}")
             finally:
                 await maintenance.close()
-            conn = await asyncpg.connect(url)
-            try:
-                await conn.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
-                key = sqlx.advisory_lock_key(database)
-                await conn.execute("SELECT pg_advisory_lock($1)", key)
-                await conn.execute(sqlx.CREATE_HISTORY_TABLE)
-                for m in migrations:
-                    async with conn.transaction():
-                        await conn.execute(m.up_sql)
-                        await conn.execute(sqlx.INSERT_APPLIED, m.version, m.description, m.checksum)
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            finally:
-                await conn.close()
+            await floor_migrate(url, database, migrations, extension=True)
 
     await asyncio.gather(*(one(u, d) for u, d in zip(urls, databases, strict=True)))
 
@@ -819,31 +815,18 @@ def verdict(met: bool) -> str:
 def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | None, facts: dict[str, Any]) -> None:
     say()
     say("targets")
-    floor = find(figures, PHASE_COLD, TOOL_FLOOR)
-    for tool in (TOOL_CLI, TOOL_INPROC):
-        ours = find(figures, PHASE_COLD, tool)
-        if floor and ours:
-            ratio = ours.seconds / floor.seconds
-            say(
-                f"  cold rollout, {tool} / asyncpg floor: {ratio:.2f}x "
-                f"(target <= {TARGET_COLD_VS_FLOOR:.1f}x): {verdict(ratio <= TARGET_COLD_VS_FLOOR)}"
-            )
-    floor_new, cli_new = find(figures, PHASE_CREATE, TOOL_FLOOR), find(figures, PHASE_CREATE, TOOL_CLI)
-    if floor_new and cli_new:
-        ratio = cli_new.seconds / floor_new.seconds
-        say(
-            f"  new schools in one pass (migrate --create-missing) / asyncpg floor: {ratio:.2f}x "
-            f"(target <= {TARGET_CREATE_VS_FLOOR:.1f}x): {verdict(ratio <= TARGET_CREATE_VS_FLOOR)}"
-        )
-    floor_status = find(figures, PHASE_STATUS, TOOL_FLOOR)
-    for tool in (TOOL_CLI, TOOL_INPROC):
-        ours = find(figures, PHASE_STATUS, tool)
-        if floor_status and ours:
-            ratio = ours.seconds / floor_status.seconds
-            say(
-                f"  status, {tool} / asyncpg floor: {ratio:.2f}x "
-                f"(target <= {TARGET_STATUS_VS_FLOOR:.2f}x): {verdict(ratio <= TARGET_STATUS_VS_FLOOR)}"
-            )
+    for phase, what, target in (
+        (PHASE_COLD, "cold rollout", TARGET_COLD_VS_FLOOR),
+        (PHASE_CREATE, "new schools in one pass (migrate --create-missing)", TARGET_CREATE_VS_FLOOR),
+        (PHASE_STATUS, "status", TARGET_STATUS_VS_FLOOR),
+    ):
+        floor = find(figures, phase, TOOL_FLOOR)
+        for tool in (TOOL_CLI, TOOL_INPROC):
+            ours = find(figures, phase, tool)
+            if floor and ours:
+                ratio = ours.seconds / floor.seconds
+                met = verdict(ratio <= target)
+                say(f"  {what}, {tool} / asyncpg floor: {ratio:.2f}x (target <= {target:.2f}x): {met}")
     if "cli_startup_s" in facts:
         startup = facts["cli_startup_s"]
         say(
