@@ -450,16 +450,17 @@ async def _inspect(
     # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
     quick = options.session.bookkeeping_timeout
     lock_key = advisory_lock_key(result.database)
-    history, locked = await read_status(conn, lock_key, result.database, timeout=quick)
+    history = await read_status(conn, result.database, timeout=quick)
     if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
     applied = history or {}
-    # read_status already knows the lock is held: only the holder's details are left to fetch.
-    holder = (await lock_holder(conn, lock_key, timeout=quick) or "another session") if locked else None
     result.version_before = result.version_after = _current_version(applied)
     pending = [m for m in source.up_to(options.target_version) if m.version not in applied]
     result.pending = [m.version for m in pending]
     running = in_progress(applied)
+    # A migration in progress shows in the ledger as pending files or a success = false row: only then is it worth
+    # asking who holds SQLx's lock (a second, small query; an up-to-date school costs one).
+    holder = await lock_holder(conn, lock_key, timeout=quick) if pending or running else None
     if holder is not None and running:
         # Not dirty: a `-- no-transaction` file is marked success = false while it runs.
         raise Locked(

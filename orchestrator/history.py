@@ -13,7 +13,7 @@ import asyncpg
 
 from . import sqlx
 from .errors import DatabaseError, Dirty, MissingMigration, ModifiedMigration
-from .lock import LOCK_IS_HELD, template_refused
+from .lock import template_refused
 from .source import Migration, MigrationSource, checksum
 from .sqltext import split_statements
 
@@ -54,43 +54,40 @@ async def read_history(conn: asyncpg.Connection, *, timeout: float | None = None
         return None
 
 
-# Status runs on every school of a fleet, each paying a new connection already: the ledger, "is a migration
-# running right now" and "is this a template database" come back in one query.
-_STATUS = f"""
-SELECT l.locked, d.datistemplate AS template, m.version, m.checksum, m.success
-FROM ({LOCK_IS_HELD}) AS l (locked)
-JOIN pg_database AS d ON d.datname = current_database()
+# Status runs on every school of a fleet, each paying a new connection already: the ledger and "is this a template
+# database" come back in one query. Whether a migration is running right now is asked only when the ledger has
+# something it could explain (engine._inspect): `pg_locks` copies the server's whole lock table, which costs the
+# server more than the rest of the query.
+_STATUS = """
+SELECT d.datistemplate AS template, m.version, m.checksum, m.success
+FROM pg_database AS d
 LEFT JOIN _sqlx_migrations AS m ON true
+WHERE d.datname = current_database()
 ORDER BY m.version
 """
-_STATUS_WITHOUT_HISTORY = f"""
-SELECT l.locked, d.datistemplate AS template
-FROM ({LOCK_IS_HELD}) AS l (locked)
-JOIN pg_database AS d ON d.datname = current_database()
-"""
+_STATUS_WITHOUT_HISTORY = "SELECT datistemplate AS template FROM pg_database WHERE datname = current_database()"
 
 
 async def read_status(
-    conn: asyncpg.Connection, lock_key: int, database: str, *, timeout: float | None = None
-) -> tuple[dict[int, AppliedMigration] | None, bool]:
-    """(the ledger or None without a history table, whether SQLx's lock is held right now). Raises NotASchool
-    for a template database."""
+    conn: asyncpg.Connection, database: str, *, timeout: float | None = None
+) -> dict[int, AppliedMigration] | None:
+    """The ledger, or None without a history table. Raises NotASchool for a template database."""
     try:
         if conn.is_in_transaction():  # e.g. through a pooler: a savepoint, so a missing table spares the transaction
             async with conn.transaction():
-                rows = await conn.fetch(_STATUS, lock_key, timeout=timeout)
+                rows = await conn.fetch(_STATUS, timeout=timeout)
         else:
-            rows = await conn.fetch(_STATUS, lock_key, timeout=timeout)
+            rows = await conn.fetch(_STATUS, timeout=timeout)
         applied: dict[int, AppliedMigration] | None = {
             r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
             for r in rows
             if r["version"] is not None
         }
     except asyncpg.UndefinedTableError:
-        rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, lock_key, timeout=timeout), None
+        rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, timeout=timeout), None
     if rows[0]["template"]:
         raise template_refused(database)
-    return applied, bool(rows[0]["locked"])
+    return applied
 
 
 async def mark_in_progress(conn: asyncpg.Connection, m: Migration, *, timeout: float | None = None) -> None:
