@@ -224,9 +224,10 @@ async def _worker(
 
 async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseResult:
     attempts = 0
+    earlier: DatabaseResult | None = None  # what the attempts so far did: the report tells the whole story
 
     async def attempt() -> DatabaseResult:
-        nonlocal attempts
+        nonlocal attempts, earlier
         down = state.servers_down.get(tenant.server)
         if down is not None:
             return _server_down(tenant, down)  # no connection attempt: the server is known to be down
@@ -236,6 +237,9 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
         current_school.set(tenant.id)  # each worker is its own task: no reset needed between schools
         result = await work(tenant)
         state.observe(tenant.server, result)
+        if earlier is not None:
+            _carry_over(earlier, result)
+        earlier = result
         return result
 
     def should_retry(result: DatabaseResult) -> bool:
@@ -261,6 +265,15 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
         result = await retrying(attempt)
     result.attempts = attempts
     return result
+
+
+def _carry_over(earlier: DatabaseResult, result: DatabaseResult) -> None:
+    """A retry's result also holds what the earlier attempts did (a file applied before the connection was lost
+    stays applied): their steps and notes, and the version the school started at."""
+    result.steps[:0] = earlier.steps
+    result.notes[:0] = [note for note in earlier.notes if note not in result.notes]
+    result.version_before = earlier.version_before
+    result.created_database = result.created_database or earlier.created_database
 
 
 async def _backoff_first(retry_state: RetryCallState) -> None:

@@ -88,6 +88,7 @@ class RunReport:
             "ok": self.ok,
             "halted": self.run.halted,
             "interrupted": self.run.interrupted,
+            "aborted": self.run.aborted,
             "servers_down": self.run.servers_down,
             "migrations": {
                 "directory": self.migrations_dir,

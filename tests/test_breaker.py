@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from fleetkit import cli, make_migrations, make_school, registry_url, write_registry
 
@@ -96,3 +97,40 @@ def test_a_zero_threshold_never_opens_the_breaker() -> None:
     for _ in range(10):
         state.observe("h:1", failed_connect())
     assert state.servers_down == {}
+
+
+def test_a_retried_school_reports_what_every_attempt_did() -> None:
+    """Attempt 1 applied file 1, then lost its connection; attempt 2 applied files 2 and 3: the school's result
+    says 1, 2 and 3 were applied, from the version it started at."""
+    from orchestrator.errors import Interrupted
+    from orchestrator.fleet import run_fleet
+    from orchestrator.outcome import MigrationStep
+    from orchestrator.registry import Tenant
+    from orchestrator.target import DatabaseTarget
+
+    calls = 0
+
+    async def work(tenant: Tenant) -> DatabaseResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            lost = Interrupted("lost the connection while running 2_b.sql")
+            return DatabaseResult(
+                database="x", server=tenant.server, status=Status.FAILED, error=lost, version_before=None,
+                version_after=1, steps=[MigrationStep(1, "a", "up", 0.01)], created_database=True,
+                notes=["created database x"],
+            )  # fmt: skip
+        return DatabaseResult(
+            database="x", server=tenant.server, status=Status.APPLIED, version_before=1, version_after=3,
+            steps=[MigrationStep(2, "b", "up", 0.01), MigrationStep(3, "c", "up", 0.01)],
+        )  # fmt: skip
+
+    school = Tenant("x", DatabaseTarget.parse("postgresql://u@h:5432/x"))
+    options = FleetOptions(budgets=Budgets(retries=2, retry_backoff=0.001))
+    run = anyio.run(run_fleet, [school], work, options)
+    [outcome] = run.outcomes
+    result = outcome.result
+    assert (result.status, result.attempts) == (Status.APPLIED, 2)
+    assert result.applied_versions == [1, 2, 3]
+    assert (result.version_before, result.version_after) == (None, 3)
+    assert result.created_database and "created database x" in result.notes

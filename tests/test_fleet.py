@@ -313,7 +313,7 @@ def test_a_second_signal_aborts_running_schools_and_the_summary_says_so(tmp_path
 
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["interrupted"] is True
+    assert report["interrupted"] is True and report["aborted"] is True
     running, waiting = report["schools"]
     assert running["status"] == "failed" and running["error"]["code"] == "interrupted"
     assert "aborted by an interrupt" in running["error"]["message"]
