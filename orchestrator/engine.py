@@ -144,9 +144,9 @@ async def provision(
     return await run_session(
         target,
         options,
-        # Without a template, create first: one session to `postgres` and one to the school, as the floor.
-        # A template's creator does more before it copies (state, lock, maybe a build): only when it is missing.
-        create="first" if creator is None else True,
+        # Create first (the school is expected new): one session to `postgres` and one to the school, as the floor.
+        # The creator (plain or from a template) leaves an existing database alone at the cost of one query.
+        create="first",
         work=lambda c, r: _migrate(c, r, target, source, options, options.extensions),
         creator=creator,
     )

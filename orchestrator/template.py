@@ -210,6 +210,8 @@ async def _copy(
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
         async with session(maintenance, options.session) as conn:
+            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database):
+                return False, None  # the school exists (a repeated provision): no template work for it
             exclusive = False
             while True:
                 async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
