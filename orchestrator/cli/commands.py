@@ -111,8 +111,8 @@ def resolve(
         ),
     ] = None,
 ) -> None:
-    """The way out of `dirty`: after checking what an interrupted `-- no-transaction` file left behind (the dirty
-    school's hint says what to check), record in each selected school's ledger what is true."""
+    """The way out of `dirty` and of a harmless `modified`: record in each selected school's ledger what is true,
+    after checking what an interrupted `-- no-transaction` file left behind (the hint says what to check)."""
     actions = (("applied", applied), ("not_applied", not_applied), ("restamp", restamp))
     given = [(how, version) for how, version in actions if version is not None]
     if len(given) != 1:
