@@ -7,6 +7,7 @@ any connection is made) or *database* errors (they become a per-database outcome
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ def excerpt(text: str, limit: int = 60) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def some(names: Sequence[str], limit: int = 20) -> str:
+    """A list for a message: the first `limit`, then how many more."""
+    listed = list(names)
+    shown = ", ".join(listed[:limit]) or "none"
+    return shown + (f" and {len(listed) - limit:,} more" if len(listed) > limit else "")
 
 
 # --- invalid input: exit code 2, nothing touched ------------------------------------------------------------------

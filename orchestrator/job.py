@@ -17,7 +17,7 @@ from . import gate
 from .command import Command
 from .connection import SessionSettings
 from .engine import EngineOptions, check_target_version
-from .errors import UsageError
+from .errors import UsageError, some
 from .fleet import FleetOptions, plan_waves
 from .lint import LintReport
 from .outcome import Status
@@ -33,6 +33,7 @@ from .settings import (
     Resolved,
     SchoolSettings,
     Selection,
+    configured,
     resolve,
 )
 from .source import MigrationSource, load_migrations
@@ -88,10 +89,10 @@ class Job:
     def configured_extensions(self, tenant: Tenant) -> tuple[str, ...] | None:
         """The extensions a flag, the tenant or the registry asks for; None when only the built-in default would
         (the audit then expects no extension the fleet may never have used)."""
-        for layer in (self.request.school, tenant.settings, self.defaults):
-            if layer.extensions is not None:
-                return layer.extensions
-        return None
+        extensions: tuple[str, ...] | None = configured(
+            "extensions", self.request.school, tenant.settings, self.defaults
+        )
+        return extensions
 
     def engine_options(self, tenant: Tenant) -> EngineOptions:
         return self._engine_options(self.settings_for(tenant))
@@ -222,8 +223,9 @@ def refuse_split(previous: PreviousRun, source: MigrationSource) -> None:
         return
     lines = []
     for m, holders in risks:
-        named = ", ".join(holders[:10]) + (f" and {len(holders) - 10} more" if len(holders) > 10 else "")
-        lines.append(f"{m.filename}: edited since {len(holders)} school(s) of that run applied it ({named})")
+        lines.append(
+            f"{m.filename}: edited since {len(holders)} school(s) of that run applied it ({some(holders, 10)})"
+        )
     raise UsageError(
         f"--resume {previous.path}: applying these files to the rest would split the fleet (two versions of one "
         "migration, and SQLx workers refusing to start on the schools that hold the other):\n  " + "\n  ".join(lines),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from yaml.composer import Composer
 from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent
 
 from .bootstrap import MAINTENANCE_DATABASE
-from .errors import Location, RegistryError, UsageError, excerpt
+from .errors import Location, RegistryError, UsageError, excerpt, some
 from .registry_source import RegistrySource, check_columns, fetch_rows, row_node
 from .settings import BUILTIN, EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
 from .target import DatabaseTarget, check_database_name, check_not_control
@@ -578,7 +578,7 @@ def select(registry: Registry, selection: Selection) -> list[Tenant]:
     for tag in selection.tags:
         if tag not in known_tags:
             raise UsageError(
-                f"no tenant is tagged {excerpt(tag)}", hint=f"tags in the registry: {_some(sorted(known_tags))}"
+                f"no tenant is tagged {excerpt(tag)}", hint=f"tags in the registry: {some(sorted(known_tags))}"
             )
     chosen = []
     for t in tenants:
@@ -609,14 +609,7 @@ def _describe(selection: Selection) -> str:
         filters.append(f"--shard {selection.shard[0]}/{selection.shard[1]}")
     if selection.only is not None:
         filters.append(f"--resume (the {len(selection.only):,} schools that did not end ok in the report)")
-    return _some(filters, 10) if filters else "the whole registry"
-
-
-def _some(names: Sequence[str], limit: int = 20) -> str:
-    """A list for a message: the first `limit`, then how many more."""
-    listed = list(names)
-    shown = ", ".join(listed[:limit]) or "none"
-    return shown + (f" and {len(listed) - limit:,} more" if len(listed) > limit else "")
+    return some(filters, 10) if filters else "the whole registry"
 
 
 def single_tenant(url: str) -> Tenant:

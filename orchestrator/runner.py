@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from . import gate, tracing
 from .command import Command
-from .errors import ModifiedMigration, UsageError
+from .errors import ModifiedMigration, UsageError, some
 from .fleet import Observer, run_fleet, skipped_run
 from .job import Job
 from .lint.render import editor_line
@@ -113,9 +113,7 @@ def split_in_plan(planned: RunReport) -> UsageError | None:
     if not modified:
         return None
     lines = [
-        f"version {v}: the file differs from what {len(ids)} school(s) applied ({', '.join(ids[:10])}"
-        + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        + ")"
+        f"version {v}: the file differs from what {len(ids)} school(s) applied ({some(ids, 10)})"
         for v, ids in sorted(modified.items())
     ]
     return UsageError(

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError, excerpt
 
@@ -82,14 +83,18 @@ def resolve(flags: SchoolSettings, tenant: SchoolSettings = EMPTY, defaults: Sch
     """flag > tenant > registry defaults > built-in, setting by setting. Cached: a fleet has few distinct layers."""
     values = {}
     for name in SETTING_NAMES:
-        value = getattr(BUILTIN, name)
-        for layer in (flags, tenant, defaults):
-            own = getattr(layer, name)
-            if own is not None:
-                value = own
-                break
-        values[name] = value
+        value = configured(name, flags, tenant, defaults)
+        values[name] = getattr(BUILTIN, name) if value is None else value
     return Resolved(**values)
+
+
+def configured(name: str, *layers: SchoolSettings) -> Any:
+    """The first layer's value of setting `name` that is set (None: no layer sets it, the built-in applies)."""
+    for layer in layers:
+        value = getattr(layer, name)
+        if value is not None:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
