@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
     def lint_command(
         flags: Flags,
         paths: list[Path] | None = typer.Argument(
-            None, help="Migration directories or files to lint.", show_default=str(DEFAULT_MIGRATIONS)
+            None,
+            help="Migration directories or files to lint.",
+            show_default=str(DEFAULT_MIGRATIONS),
+            metavar="<path>...",
         ),
         output_format: LintFormat = typer.Option(
             LintFormat.text, "--format", help="text, json, or editor (file:line:col: severity: \\[rule] message)."
@@ -70,7 +73,9 @@ def register(app: typer.Typer) -> None:
     @command(app, MIGRATIONS, name="new")
     def new_command(
         flags: Flags,
-        description: list[str] = typer.Argument(..., help="What the migration does, e.g. add library books"),
+        description: list[str] = typer.Argument(
+            ..., help="What the migration does, e.g. add library books", metavar="<words>..."
+        ),
     ) -> None:
         """Create a new reversible migration (an .up.sql and .down.sql pair), as `sqlx migrate add -r` does."""
         from ..newfile import new_migration

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperOption
 
 from ..command import Command
 from ..errors import InvalidInput, UsageError
@@ -40,19 +39,6 @@ from ..settings import (
 
 if TYPE_CHECKING:
     from ..job import Request
-
-
-def _no_value_for_flags() -> None:
-    """typer (0.29) shows every flag with a `<bool>` type, as if it took a value (`--help` included): show none."""
-    shown = TyperOption.display_type_rich
-
-    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
-        return None if self.is_flag else shown(self, ctx)
-
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign, assignment]
-
-
-_no_value_for_flags()
 
 
 @dataclass(frozen=True)
@@ -106,9 +92,12 @@ DATABASES = Group(
 SELECTION = Group(
     "Selecting schools",
     (
-        Flag("tenant", list[str] | None, ("--tenant",), "Only this school (repeatable).", show_default=False),
-        Flag("tag", list[str] | None, ("--tag",), "Only schools with this tag (repeatable).", show_default=False),
-        Flag("exclude", list[str] | None, ("--exclude",), "Leave this school out (repeatable).", show_default=False),
+        Flag("tenant", list[str] | None, ("--tenant",), "Only this school (repeatable).", show_default=False,
+             metavar="<id>"),
+        Flag("tag", list[str] | None, ("--tag",), "Only schools with this tag (repeatable).", show_default=False,
+             metavar="<tag>"),
+        Flag("exclude", list[str] | None, ("--exclude",), "Leave this school out (repeatable).", show_default=False,
+             metavar="<id>"),
         Flag("shard", str | None, ("--shard",), "I/N: this process's share of the fleet, 0 <= I < N "
              "(N processes cover every school exactly once).", show_default=False, metavar="<I/N>"),
         Flag("resume", Path | None, ("--resume",), "Only the schools that did not end ok in this earlier --report.",
