@@ -962,6 +962,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--onboarding-schools", type=int, default=10, help="schools per onboarding path; median shown (default 10)"
     )
+    p.add_argument(
+        "--onboarding-long",
+        type=int,
+        default=300,
+        help="files of a longer history, onboarded as context with fsync on (default 300; 0 leaves it out)",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
     # Internal: one simulation run in a child process.
     p.add_argument("--sim-child", choices=["fleet", "trace", "registry"], default=None, help=argparse.SUPPRESS)
@@ -977,8 +983,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         or args.sim_servers < 1
         or args.onboarding_migrations < 1
         or args.onboarding_schools < 1
+        or args.onboarding_long < 0
     ):
-        p.error("--schools, --concurrency, --repeat, --sim-schools and --sim-servers must be at least 1")
+        p.error(
+            "--schools, --concurrency, --repeat, --cold-rounds, --sim-schools, --sim-servers, --onboarding-migrations "
+            "and --onboarding-schools must be at least 1, --onboarding-long at least 0"
+        )
     return args
 
 
@@ -1049,6 +1059,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         args.onboarding_migrations,
                                         args.onboarding_schools,
                                         durable=durable,
+                                    )
+                                )
+                            )
+                        if args.onboarding_long:
+                            say(f"onboarding: {args.onboarding_long} generated migrations (a longer history) ...")
+                            onboarding.append(
+                                asyncio.run(
+                                    run_onboarding(
+                                        server,
+                                        workdir,
+                                        args.onboarding_long,
+                                        max(3, args.onboarding_schools // 3),
+                                        durable=True,
+                                        targeted=False,
                                     )
                                 )
                             )

@@ -66,6 +66,7 @@ class OnboardingResult:
     migrations: int
     schools: int
     durable: bool
+    targeted: bool = True  # the figure the targets are about (the longer history is context)
     runs: dict[str, list[float]] = field(default_factory=dict)  # path -> seconds per school
     context: dict[str, float] = field(default_factory=dict)  # first build, API call, bare copies per strategy
     ok: bool = True
@@ -78,15 +79,17 @@ DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 
 
 async def run_onboarding(
-    server: DevServer, workdir: Path, migrations: int, schools: int, *, durable: bool
+    server: DevServer, workdir: Path, migrations: int, schools: int, *, durable: bool, targeted: bool = True
 ) -> OnboardingResult:
     """The figure on `server`; `durable`: with fsync, synchronous_commit and full_page_writes on for the run, as on
     a production server (the throwaway server turns them off), and back off afterwards."""
     await _durability(server, durable)
     try:
-        return await _run(server, workdir, migrations, schools, durable)
+        result = await _run(server, workdir, migrations, schools, durable)
     finally:
         await _durability(server, False)
+    result.targeted = targeted
+    return result
 
 
 async def _durability(server: DevServer, on: bool) -> None:
@@ -202,15 +205,20 @@ def report_lines(result: OnboardingResult) -> list[str]:
     for path, seconds in (("files", files), ("template", tpl), ("bare CREATE DATABASE", bare)):
         lines.append(f"  {path:<22} {seconds * 1000:8.1f} ms")
     speedup, vs_bare = files / tpl, tpl / bare
-    verdict = {True: "met", False: "MISSED"}
-    lines.append(
-        f"  target: files / template = {speedup:.1f}x (>= {TARGET_FILES_VS_TEMPLATE:.0f}x): "
-        f"{verdict[speedup >= TARGET_FILES_VS_TEMPLATE]}"
-    )
-    lines.append(
-        f"  target: template / bare CREATE DATABASE = {vs_bare:.2f}x (<= {TARGET_TEMPLATE_VS_BARE:.0f}x): "
-        f"{verdict[vs_bare <= TARGET_TEMPLATE_VS_BARE]}"
-    )
+    if result.targeted:
+        verdict = {True: "met", False: "MISSED"}
+        lines.append(
+            f"  target: files / template = {speedup:.1f}x (>= {TARGET_FILES_VS_TEMPLATE:.0f}x): "
+            f"{verdict[speedup >= TARGET_FILES_VS_TEMPLATE]}"
+        )
+        lines.append(
+            f"  target: template / bare CREATE DATABASE = {vs_bare:.2f}x (<= {TARGET_TEMPLATE_VS_BARE:.0f}x): "
+            f"{verdict[vs_bare <= TARGET_TEMPLATE_VS_BARE]}"
+        )
+    else:
+        lines.append(f"  files / template = {speedup:.1f}x, template / bare CREATE DATABASE = {vs_bare:.2f}x")
+    # A copy is at least a CREATE DATABASE (it copies more relations than template1): no template path beats it.
+    lines.append(f"  ceiling: files / bare CREATE DATABASE = {files / bare:.1f}x, the most any template path can reach")
     for what, seconds in result.context.items():
         lines.append(f"  context: {what}: {seconds * 1000:.1f} ms")
     if not result.ok:

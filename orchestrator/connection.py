@@ -130,6 +130,11 @@ async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_on
     return conn
 
 
+def known_pooler(target: DatabaseTarget) -> bool:
+    """Whether `target`'s server answered as a connection pooler in this process."""
+    return target.server in _POOLERS
+
+
 async def open_session(target: DatabaseTarget, settings: SessionSettings, *, read_only: bool = False) -> Session:
     """Connect, or raise Unreachable / DatabaseMissing with a message that says what to do."""
     group = current_group()

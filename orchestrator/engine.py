@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 import anyio
@@ -31,6 +32,7 @@ from .connection import (
     current_group,
     drop_if_unresponsive,
     is_connection_lost,
+    known_pooler,
     open_session,
     session,
 )
@@ -261,9 +263,21 @@ async def _revert_plan(
 
 
 Work = Callable[[asyncpg.Connection, DatabaseResult], Awaitable[None]]
-# Creates a missing database instead of a plain CREATE DATABASE (orchestrator.template: a copy of a template);
-# True if it created it. It writes its own note on how.
-Creator = Callable[[DatabaseTarget, DatabaseResult], Awaitable[bool]]
+
+
+class Created(Enum):
+    """What a Creator did with a missing database."""
+
+    NOT_BY_US = "not by us"  # another process created it meanwhile: the work runs on it as on any database
+    EMPTY = "empty"  # created empty: bootstrap and the migrations follow
+    # A copy that already holds the extensions and every file the operation asks for (a current template): nothing
+    # is left to do in it, so no session is opened. The creator records its version.
+    COMPLETE = "complete"
+
+
+# Creates a missing database instead of a plain CREATE DATABASE (orchestrator.template: a copy of a template). It
+# writes its own note on how.
+Creator = Callable[[DatabaseTarget, DatabaseResult], Awaitable[Created]]
 
 
 async def run_session(
@@ -286,44 +300,45 @@ async def run_session(
     with current_group().abortable() as scope:
         try:
 
-            async def create_it() -> None:
+            async def create_it() -> Created:
                 if creator is not None:
-                    result.created_database = await creator(target, result)
+                    created = await creator(target, result)
                 elif await create_database(target, options.session):
-                    result.created_database = True
+                    created = Created.EMPTY
                     result.notes.append(f"created database {target.database}")
                     bound.info("database.created")
+                else:
+                    created = Created.NOT_BY_US
+                result.created_database = created is not Created.NOT_BY_US
+                return created
 
+            created = Created.NOT_BY_US
             if create == "first":
                 # Onboarding: the school is expected new, so no connection attempt is spent finding out that its
                 # database is missing (create_database checks pg_database, and leaves an existing one alone).
                 try:
-                    await create_it()
+                    created = await create_it()
                 except DatabaseError as creating:
                     try:  # the maintenance database out of reach (a pooler that only knows the school): try it
                         conn = await open_session(target, options.session)
                     except DatabaseError:
                         raise creating from None
-                else:
-                    conn = await open_session(target, options.session)
             else:
                 try:
                     conn = await open_session(target, options.session, read_only=read_only)
                 except DatabaseMissing:
                     if not create:
                         raise
-                    await create_it()
-                    conn = await open_session(target, options.session)
-            if not conn.behind_pooler:
-                await work(conn, result)
-            elif read_only:
-                # Through a pooler our limits could not be startup parameters: they hold for one transaction.
-                async with conn.transaction(readonly=True):
-                    await conn.execute(options.session.set_commands(local=True))
-                    await work(conn, result)
+                    created = await create_it()
+            if created is Created.COMPLETE and not known_pooler(target):
+                # A new database's first session is the slowest part of onboarding from a template (the server
+                # builds its caches), and would only find the copy up to date. Behind a pooler it still runs, for
+                # the pooling-mode check (a transaction pooler is refused for every later migration).
+                result.status = Status.APPLIED
             else:
-                await check_lockable(conn, target, options.session)  # refuses transaction pooling
-                await work(conn, result)
+                if conn is None:
+                    conn = await open_session(target, options.session)
+                await _work_in_session(conn, target, options, work, result, read_only=read_only)
         except DatabaseError as exc:
             result.status, result.error = status_for(exc), exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -348,6 +363,27 @@ async def run_session(
             duration_s=round(result.duration_s, 3),
         )
     return result
+
+
+async def _work_in_session(
+    conn: Session,
+    target: DatabaseTarget,
+    options: EngineOptions,
+    work: Work,
+    result: DatabaseResult,
+    *,
+    read_only: bool,
+) -> None:
+    if not conn.behind_pooler:
+        await work(conn, result)
+    elif read_only:
+        # Through a pooler our limits could not be startup parameters: they hold for one transaction.
+        async with conn.transaction(readonly=True):
+            await conn.execute(options.session.set_commands(local=True))
+            await work(conn, result)
+    else:
+        await check_lockable(conn, target, options.session)  # refuses transaction pooling
+        await work(conn, result)
 
 
 def _current_version(applied: dict[int, AppliedMigration]) -> int | None:

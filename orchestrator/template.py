@@ -117,7 +117,7 @@ def ledger_digest(checksums: Mapping[int, bytes]) -> str:
 def creator(name: str, source: MigrationSource, options: EngineOptions) -> engine.Creator:
     """The engine's database creator for schools onboarded from template `name`."""
 
-    async def create(target: DatabaseTarget, result: DatabaseResult) -> bool:
+    async def create(target: DatabaseTarget, result: DatabaseResult) -> engine.Created:
         return await create_school(target, name, source, options, result)
 
     return create
@@ -125,26 +125,27 @@ def creator(name: str, source: MigrationSource, options: EngineOptions) -> engin
 
 async def create_school(
     target: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, result: DatabaseResult
-) -> bool:
-    """Create the school's database from template `name` (building or refreshing the template first when needed),
-    or, when the template cannot be used, as an empty database the migrations then fill. Notes say which; True if
-    this call created the database."""
+) -> engine.Created:
+    """Create the school's database from template `name` (building or refreshing the template first when needed):
+    a complete copy, at the latest migration. When the template cannot be used, an empty database the migrations
+    then fill. Notes say which."""
     try:
         created, version = await _copy(target, name, source, options, result.notes)
     except TemplateUnavailable as exc:
         log.warning("template.unavailable", template=name, database=target.database, reason=exc.reason)
-        created = await create_database(target, options.session)
-        if created:
-            result.notes.append(
-                f"template {name} unavailable ({exc.reason}): created database {target.database} by applying the "
-                "migrations"
-            )
-        return created
+        if not await create_database(target, options.session):
+            return engine.Created.NOT_BY_US
+        result.notes.append(
+            f"template {name} unavailable ({exc.reason}): created database {target.database} by applying the migrations"
+        )
+        return engine.Created.EMPTY
     if not created:
-        return False  # another process created the school's database meanwhile
+        return engine.Created.NOT_BY_US  # another process created the school's database meanwhile
+    # The template holds exactly the files (its marker's ledger, checked before the copy) and the extensions.
+    result.version_after = version
     result.notes.append(f"created database {target.database} from template {name} at {_version_text(version)}")
     log.info("template.copied", template=name, database=target.database, version=version)
-    return True
+    return engine.Created.COMPLETE
 
 
 # --- deciding ------------------------------------------------------------------------------------------------------

@@ -95,6 +95,20 @@ def template_row(pg: DevServer, name: str) -> dict[str, Any]:
     return data
 
 
+def sessions_ever(pg: DevServer, database: str) -> int:
+    """How many sessions were opened on `database` before this call (which opens one itself to find out: the
+    server counts a session when it ends, so the call waits until its own session shows)."""
+    execute_sync(pg.url(database), "SELECT 1")
+    deadline = time.monotonic() + 10
+    while fetchval_sync(pg.url(), COUNT_SESSIONS, database) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # any earlier session ended before ours began
+    return int(fetchval_sync(pg.url(), COUNT_SESSIONS, database)) - 1
+
+
+COUNT_SESSIONS = "SELECT coalesce(sessions, 0) FROM pg_stat_database WHERE datname = $1"
+
+
 def leftovers(pg: DevServer) -> list[str]:
     """Build databases a template build or refresh did not clean up."""
     return [r[0] for r in fetch_sync(pg.url(), "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%'")]
@@ -142,7 +156,10 @@ def test_a_school_copied_from_the_template_equals_one_provisioned_from_the_files
     ]
     assert second.notes == [f"created database {second.database} from template {template} at version {LATEST}"]
     assert second.status is Status.APPLIED and second.created_database and second.applied_versions == []
+    assert (second.version_before, second.version_after) == (None, LATEST)
     assert by_files.applied_versions == [FIRST, SECOND, LATEST]
+    # The copy is complete: onboarding opened no session to it (the first session of a new database is slow).
+    assert sessions_ever(pg, second.database) == 0 < sessions_ever(pg, by_files.database)
 
     # The same ledger (SQLx's columns), the same schema, and the real sqlx sees every file installed.
     assert ledger(pg, first.database) == ledger(pg, second.database) == ledger(pg, by_files.database)
