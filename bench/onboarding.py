@@ -29,6 +29,7 @@ from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
+from orchestrator.template import STRATEGY
 
 TARGET_FILES_VS_TEMPLATE = 5.0  # provision --template at least 5x faster than applying the files
 TARGET_TEMPLATE_VS_BARE = 2.0  # and within 2x of a bare CREATE DATABASE
@@ -160,10 +161,12 @@ async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, 
     result.context["orchestrator.provision(template=...), with loading the files and the gate"] = statistics.median(api)
     for strategy in ("WAL_LOG", "FILE_COPY"):
         copies = [new_school(f"copy_{strategy.lower()}").database for _ in range(5)]
-        result.context[f"CREATE DATABASE ... TEMPLATE STRATEGY {strategy} alone"] = await _bare_copies(
-            server, name, strategy, copies
-        )
+        result.context[copy_alone(strategy)] = await _bare_copies(server, name, strategy, copies)
     return result
+
+
+def copy_alone(strategy: str) -> str:
+    return f"CREATE DATABASE ... TEMPLATE STRATEGY {strategy} alone"
 
 
 async def _settle(server: DevServer) -> None:
@@ -217,8 +220,14 @@ def report_lines(result: OnboardingResult) -> list[str]:
         )
     else:
         lines.append(f"  files / template = {speedup:.1f}x, template / bare CREATE DATABASE = {vs_bare:.2f}x")
-    # A copy is at least a CREATE DATABASE (it copies more relations than template1): no template path beats it.
-    lines.append(f"  ceiling: files / bare CREATE DATABASE = {files / bare:.1f}x, the most any template path can reach")
+    copy = result.context.get(copy_alone(STRATEGY))
+    if copy:
+        # The copy statement alone bounds every onboarding through CREATE DATABASE ... TEMPLATE: its cost follows the
+        # template's size (the schema's tables, indexes, sequences and their catalog rows on top of template1's).
+        lines.append(
+            f"  ceiling: files / the copy statement alone = {files / copy:.1f}x, the most any onboarding through "
+            f"CREATE DATABASE ... TEMPLATE can reach here (the copy alone is {copy / bare:.2f}x a bare CREATE DATABASE)"
+        )
     for what, seconds in result.context.items():
         lines.append(f"  context: {what}: {seconds * 1000:.1f} ms")
     if not result.ok:
