@@ -126,16 +126,19 @@ async def migrate(
     return await run_session(target, options, create=create, work=work, creator=creator)
 
 
-async def existing_databases(server: DatabaseTarget, names: list[str], settings: SessionSettings) -> set[str]:
-    """Which of `names` exist on `server` (one query on its maintenance database), so that a rollout that creates
-    missing schools spends no connection attempt per school finding out."""
+async def list_databases(server: DatabaseTarget, names: list[str], settings: SessionSettings) -> dict[str, bool]:
+    """Which of `names` exist on `server`, each with whether it is marked as a template: one query on its maintenance
+    database, so that a command over many schools of a server spends no connection attempt per school finding out
+    that a database is missing, nor a catalog lookup per school for the template check."""
     maintenance = server.with_database(MAINTENANCE_DATABASE)
     try:
         async with session(maintenance, settings) as conn:
-            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names)
+            rows = await conn.fetch(
+                "SELECT datname, datistemplate FROM pg_database WHERE datname = ANY($1::text[])", names
+            )
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise as_database_error(maintenance, exc, "listing the databases") from None
-    return {row["datname"] for row in rows}
+    return {row["datname"]: row["datistemplate"] for row in rows}
 
 
 async def provision(
@@ -169,20 +172,25 @@ async def bootstrap(target: DatabaseTarget, source: MigrationSource, options: En
     return await run_session(target, options, create=True, work=work)
 
 
-async def status(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
-    """Read-only: where this database stands against `source`. Takes no lock, writes nothing."""
+async def status(
+    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, not_a_template: bool = False
+) -> DatabaseResult:
+    """Read-only: where this database stands against `source`. Takes no lock, writes nothing. `not_a_template`: the
+    caller listed the server's databases (list_databases), so the session does not look the database up again."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        await _inspect(conn, result, source, options, plan=False)
+        await _inspect(conn, result, source, options, plan=False, check_template=not not_a_template)
 
     return await run_session(target, options, create=False, work=work, read_only=True)
 
 
-async def plan(target: DatabaseTarget, source: MigrationSource, options: EngineOptions) -> DatabaseResult:
-    """Read-only dry run: which migrations `migrate` would apply here."""
+async def plan(
+    target: DatabaseTarget, source: MigrationSource, options: EngineOptions, *, not_a_template: bool = False
+) -> DatabaseResult:
+    """Read-only dry run: which migrations `migrate` would apply here (`not_a_template`: as for status)."""
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        await _inspect(conn, result, source, options, plan=True)
+        await _inspect(conn, result, source, options, plan=True, check_template=not not_a_template)
 
     return await run_session(target, options, create=False, work=work, read_only=True)
 
@@ -481,12 +489,18 @@ async def _apply_pending(
 
 
 async def _inspect(
-    conn: asyncpg.Connection, result: DatabaseResult, source: MigrationSource, options: EngineOptions, *, plan: bool
+    conn: asyncpg.Connection,
+    result: DatabaseResult,
+    source: MigrationSource,
+    options: EngineOptions,
+    *,
+    plan: bool,
+    check_template: bool,
 ) -> None:
     # A read-only session (the server refuses writes) and one query: status runs on every school of the fleet.
     quick = options.session.bookkeeping_timeout
     lock_key = advisory_lock_key(result.database)
-    history = await read_status(conn, result.database, timeout=quick)
+    history = await read_status(conn, result.database, check_template=check_template, timeout=quick)
     if history is None:
         result.notes.append(f"no {sqlx.HISTORY_TABLE} table yet")
     applied = history or {}

@@ -57,7 +57,8 @@ async def read_history(conn: asyncpg.Connection, *, timeout: float | None = None
 # Status runs on every school of a fleet, each paying a new connection already: the ledger and "is this a template
 # database" come back in one query. Whether a migration is running right now is asked only when the ledger has
 # something it could explain (engine._inspect): `pg_locks` copies the server's whole lock table, which costs the
-# server more than the rest of the query.
+# server more than the rest of the query. Looking the database up in pg_database costs a new session about 8% more
+# than reading the ledger alone; the fleet spares it by listing a server's databases once (engine.list_databases).
 _STATUS = """
 SELECT d.datistemplate AS template, m.version, m.checksum, m.success
 FROM pg_database AS d
@@ -69,23 +70,27 @@ _STATUS_WITHOUT_HISTORY = "SELECT datistemplate AS template FROM pg_database WHE
 
 
 async def read_status(
-    conn: asyncpg.Connection, database: str, *, timeout: float | None = None
+    conn: asyncpg.Connection, database: str, *, check_template: bool = True, timeout: float | None = None
 ) -> dict[int, AppliedMigration] | None:
-    """The ledger, or None without a history table. Raises NotASchool for a template database."""
+    """The ledger, or None without a history table. Raises NotASchool for a template database (unless
+    `check_template` is False: the caller knows it is none)."""
+    query = _STATUS if check_template else sqlx.SELECT_APPLIED
     try:
         if conn.is_in_transaction():  # e.g. through a pooler: a savepoint, so a missing table spares the transaction
             async with conn.transaction():
-                rows = await conn.fetch(_STATUS, timeout=timeout)
+                rows = await conn.fetch(query, timeout=timeout)
         else:
-            rows = await conn.fetch(_STATUS, timeout=timeout)
+            rows = await conn.fetch(query, timeout=timeout)
         applied: dict[int, AppliedMigration] | None = {
             r["version"]: AppliedMigration(r["version"], bytes(r["checksum"]), r["success"])
             for r in rows
             if r["version"] is not None
         }
     except asyncpg.UndefinedTableError:
+        if not check_template:
+            return None
         rows, applied = await conn.fetch(_STATUS_WITHOUT_HISTORY, timeout=timeout), None
-    if rows[0]["template"]:
+    if check_template and rows[0]["template"]:
         raise template_refused(database)
     return applied
 

@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import gate
 from .command import Command
 from .connection import SessionSettings
 from .engine import EngineOptions, check_target_version
 from .errors import UsageError, some
 from .fleet import FleetOptions, plan_waves
-from .lint import LintReport
 from .outcome import Status
 from .registry import Tenant, check_template_name, load_registry, select, single_tenant
 from .report import PreviousRun, read_previous_run
@@ -38,6 +37,9 @@ from .settings import (
 )
 from .source import MigrationSource, load_migrations
 from .target import DatabaseTarget
+
+if TYPE_CHECKING:
+    from .lint import LintReport
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ def prepare(request: Request) -> Job:
     check_templates(request.school, tenants, defaults)
     lint = None
     if request.command.applies_migrations:
+        from . import gate  # the lint rules load only for commands that apply migrations
+
         lint = gate.lint_up_to(source, request.target_version)
         if not request.gate.allow_unsafe:
             gate.refuse_edits(lint)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
-from . import gate, tracing
+from . import tracing
 from .command import Command
 from .errors import ModifiedMigration, UsageError, some
 from .fleet import Observer, run_fleet, skipped_run
 from .job import Job
-from .lint.render import editor_line
-from .operations import make_work, missing_databases
+from .operations import make_work, survey_servers
 from .report import RunReport
 
 if TYPE_CHECKING:
@@ -33,6 +32,8 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     request = job.request
     assert job.command is not Command.AUDIT
     if job.lint is not None and job.lint.errors and not request.gate.allow_unsafe:
+        from . import gate
+
         # Refuse only what would run somewhere (raises InvalidInput before any write).
         planned = await plan_first(job)
         gate.refuse(job.lint, job.source, gate.versions_that_would_run(planned, job.source, request.target_version))
@@ -44,11 +45,16 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     if rehearsal is not None and not rehearsal.ok:
         fleet_run = skipped_run(job.tenants, f"rehearsal failed, no school was touched: {rehearsal.error}", observer)
     else:
-        work = make_work(job, await _schema_matches(job), await missing_databases(job))
+        work = make_work(job, await _schema_matches(job), await survey_servers(job))
         fleet_run = await run_fleet(
             job.tenants, tracing.school_spans(work, job.command.value), job.fleet_options, observer
         )
     budgets, lint = job.fleet_options.budgets, job.lint
+    unsafe_findings = []
+    if lint and request.gate.allow_unsafe:
+        from .lint.render import editor_line
+
+        unsafe_findings = [editor_line(f) for f in lint.errors]
     return RunReport(
         command=job.command.value,
         run=fleet_run,
@@ -64,7 +70,7 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
             "dry_run": request.dry_run,
             "resume_from": str(request.selection.resume) if request.selection.resume else None,
             "allow_unsafe": request.gate.allow_unsafe,
-            "unsafe_findings": [editor_line(f) for f in lint.errors] if lint and request.gate.allow_unsafe else [],
+            "unsafe_findings": unsafe_findings,
             "rehearsed": rehearsal is not None,
         },
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,

@@ -12,13 +12,23 @@ from pathlib import Path
 
 import pytest
 import structlog
-from fleetkit import make_school, registry_url
-from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync, quote_ident, unique_db_name, with_database
+from fleetkit import by_id, fleet_registry, make_school, registry_url, run_fleet_job
+from pgfixtures import (
+    PG_PASSWORD,
+    execute_sync,
+    fetchval_sync,
+    quote_ident,
+    run_sync,
+    unique_db_name,
+    with_database,
+)
 from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app
 from orchestrator.devserver import DevServer
+from orchestrator.job import Command, Request, prepare
 from orchestrator.junit import JunitCase, render_junit
+from orchestrator.operations import SURVEY_MIN_SCHOOLS, Survey, survey_servers
 from orchestrator.registry import shard_of
 
 PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -149,6 +159,38 @@ def test_a_database_marked_as_template_is_refused_by_the_engine(pg: DevServer, s
         assert fetchval_sync(url, "SELECT count(*) FROM pg_extension WHERE extname = 'uuid-ossp'") == 0
     finally:
         execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(school)} IS_TEMPLATE false")
+
+
+@pytest.mark.parametrize("command", [Command.STATUS, Command.PLAN])
+def test_a_server_with_many_schools_is_asked_once_which_are_templates_and_a_template_is_still_refused(
+    tmp_path: Path, pg: DevServer, command: Command, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPW", PG_PASSWORD)
+    schools = [make_school(pg, "many") for _ in range(SURVEY_MIN_SCHOOLS)]
+    registry = fleet_registry(tmp_path / "tenants.yaml", pg, schools)
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(schools[3])} IS_TEMPLATE true")
+    try:
+        job = prepare(Request(command, registry=registry, migrations=PROJECT_MIGRATIONS))
+        # One query on the server's maintenance database: every school but the template skips its own lookup.
+        assert run_sync(survey_servers(job)).not_templates == {f"s{i}" for i in range(len(schools)) if i != 3}
+
+        results = by_id(run_fleet_job(command, registry, PROJECT_MIGRATIONS))
+        refused = results.pop("s3")
+        assert refused.error is not None and refused.error.code == "template_database"
+        assert all(r.ok for r in results.values()), {i: r.error for i, r in results.items()}
+    finally:
+        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(schools[3])} IS_TEMPLATE false")
+
+
+def test_a_server_with_few_schools_is_not_asked_first(
+    tmp_path: Path, pg: DevServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPW", PG_PASSWORD)
+    schools = [make_school(pg, "few") for _ in range(SURVEY_MIN_SCHOOLS - 1)]
+    registry = fleet_registry(tmp_path / "tenants.yaml", pg, schools)
+    job = prepare(Request(Command.STATUS, registry=registry, migrations=PROJECT_MIGRATIONS))
+    # A maintenance session would cost more than the schools' own lookups save.
+    assert run_sync(survey_servers(job)) == Survey()
 
 
 # --- permission errors -------------------------------------------------------------------------------------------
