@@ -67,9 +67,9 @@ async def run_async(request: Request) -> Report:
 
 def run(request: Request) -> Report:
     """Blocking form of `run_async`."""
-    import anyio
+    from . import eventloop
 
-    return anyio.run(run_async, request)
+    return eventloop.run(run_async, request)
 
 
 async def provision_async(
@@ -92,9 +92,9 @@ async def provision_async(
 
 def provision(url: str, **kwargs: Any) -> DatabaseResult:
     """Blocking form of `provision_async` (same arguments), for synchronous hooks."""
-    import anyio
+    from . import eventloop
 
     async def call() -> DatabaseResult:
         return await provision_async(url, **kwargs)
 
-    return anyio.run(call)
+    return eventloop.run(call)

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import typer
 from rich.console import Console
 
+from .. import eventloop
 from ..command import Command
 from ..errors import InvalidInput
 from ..job import Job, prepare
@@ -57,7 +57,7 @@ def execute(
     ask = interactive() and not assume_yes and not outputs.json  # a prompt would end up inside the JSON on stdout
     if command.asks_first and not request.single and not request.dry_run and (preflight or ask):
         with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
-            planned = anyio.run(plan_first, job, observer)
+            planned = eventloop.run(plan_first, job, observer)
         render.print_preflight(human, planned)
         split = split_in_plan(planned)
         if split is not None:
@@ -73,7 +73,7 @@ def execute(
             raise typer.Exit(EXIT_NOT_OK)
     try:
         with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
-            report = anyio.run(run_any, job, observer)
+            report = eventloop.run(run_any, job, observer)
     except InvalidInput as error:  # the safety gate, after its read-only plan pass: nothing was written
         fail_usage(error)
     progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
