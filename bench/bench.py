@@ -36,14 +36,16 @@ from typing import Any
 
 import anyio
 import asyncpg
+import uvloop
 from onboarding import OnboardingResult, report_lines, run_onboarding
 from pgutil import checkpoint
 
-from orchestrator import sqlx
+from orchestrator import eventloop, sqlx
+from orchestrator.command import Command
 from orchestrator.connection import quote_ident
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port
 from orchestrator.fleet import FleetOptions, TenantOutcome, run_fleet
-from orchestrator.job import Command, Request, prepare
+from orchestrator.job import Request, prepare
 from orchestrator.lint import lint_paths
 from orchestrator.logsetup import configure_logging
 from orchestrator.outcome import DatabaseResult, Status
@@ -78,6 +80,8 @@ PHASE_AUDIT = "audit (with schema)"
 TOOL_CLI = "orchestrator CLI (subprocess)"
 TOOL_INPROC = "orchestrator in-process"
 TOOL_FLOOR = "asyncpg floor"
+# Context only (ratios stay to the asyncio floor): the same floor on uvloop, the loop the orchestrator's CLI runs on.
+TOOL_FLOOR_UVLOOP = "asyncpg floor on uvloop"
 
 
 def tool_sqlx(concurrency: int) -> str:
@@ -290,7 +294,7 @@ def inprocess_run(command: Command, registry: Path, concurrency: int) -> tuple[f
     )
     job = prepare(request)
     PREPARE_TIMES.setdefault(command.value, []).append(time.perf_counter() - started)
-    report = anyio.run(run, job)
+    report = eventloop.run(run, job)
     elapsed = time.perf_counter() - started
     counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items()))
     return elapsed, report.ok, counts
@@ -544,11 +548,17 @@ class DbBench:
         def floor() -> tuple[float, bool, str]:
             return timed_async(lambda: floor_read(urls, c)), True, ""
 
+        def floor_on_uvloop() -> tuple[float, bool, str]:
+            started = time.perf_counter()
+            uvloop.run(floor_read(urls, c))
+            return time.perf_counter() - started, True, ""
+
         for phase, command, sqlx_args in (
             (PHASE_NOOP, Command.MIGRATE, ["run"]),
             (PHASE_STATUS, Command.STATUS, ["info"]),
         ):
             runners.append((phase, TOOL_FLOOR, floor))
+            runners.append((phase, TOOL_FLOOR_UVLOOP, floor_on_uvloop))
             runners.append((phase, TOOL_INPROC, inproc(command)))
             runners.append((phase, TOOL_CLI, cli(command.value)))
             if self.with_sqlx:
@@ -855,6 +865,10 @@ def print_targets(figures: Sequence[Figure], concurrency: int, sim: SimResult | 
     say("context")
     if "cli_startup_s" in facts:
         say(f"  orchestrator CLI start-up (`orchestrator --version`): {facts['cli_startup_s']:.2f} s")
+    for phase in (PHASE_NOOP, PHASE_STATUS):
+        on_uvloop, cli = find(figures, phase, TOOL_FLOOR_UVLOOP), find(figures, phase, TOOL_CLI)
+        if on_uvloop and cli:
+            say(f"  {phase}, {TOOL_CLI} / {TOOL_FLOOR_UVLOOP} (the CLI's loop): {cli.seconds / on_uvloop.seconds:.2f}x")
     if "lint" in facts:
         lint = facts["lint"]
         say(

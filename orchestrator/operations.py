@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from . import engine, template
+from . import engine
 from .command import Command
 from .connection import known_pooler
 from .engine import EngineOptions
@@ -86,7 +86,11 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset(), survey: Su
 def creator_for(job: Job, tenant: Tenant, options: EngineOptions) -> engine.Creator | None:
     """How a new school's database is created: from its template, when it has one; otherwise plainly."""
     name = job.settings_for(tenant).template_name
-    return template.creator(name, job.source, options) if name else None
+    if not name:
+        return None
+    from . import template  # with the audit's reference builder: only for schools onboarded from a template
+
+    return template.creator(name, job.source, options)
 
 
 async def survey_servers(job: Job) -> Survey:

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..errors import InvalidInput
 from ..fleet import Observer, TenantOutcome
@@ -117,6 +115,8 @@ def progress(console: Console, total: int, enabled: bool) -> Iterator[Observer |
         yield None
         return
     if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -216,6 +216,8 @@ def print_results(console: Console, report: RunReport, *, ok_already_listed: boo
 def print_table(console: Console, report: RunReport) -> None:
     outcomes = report.outcomes
     shown = outcomes if len(outcomes) <= TABLE_LIMIT else [o for o in outcomes if not o.result.ok]
+    from rich.table import Table  # on a terminal only: logs and pipes get plain lines
+
     table = Table(title=f"{report.command}: {schools(len(outcomes))}", show_lines=False)
     for column in ("school", "server", "status", "version", "migrations", "time", "error / what to do"):
         table.add_column(column, overflow="fold")
@@ -345,6 +347,8 @@ def print_audit(console: Console, report: AuditReport) -> None:
         )  # fmt: skip
     drifting = [s for s in report.schools if s.drift]
     if drifting:
+        from rich.table import Table
+
         table = Table(title=f"drift in {len(drifting)} of {len(report.schools)} schools")
         for column in ("school", "server", "status", "version", "findings"):
             table.add_column(column, overflow="fold")
