@@ -27,6 +27,7 @@ from orchestrator import engine, template
 from orchestrator.connection import quote_ident
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
+from orchestrator.outcome import DatabaseResult
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
 from orchestrator.template import STRATEGY
@@ -70,7 +71,15 @@ class OnboardingResult:
     targeted: bool = True  # the figure the targets are about (the longer history is context)
     runs: dict[str, list[float]] = field(default_factory=dict)  # path -> seconds per school
     context: dict[str, float] = field(default_factory=dict)  # first build, API call, bare copies per strategy
-    ok: bool = True
+    problems: list[str] = field(default_factory=list)  # onboardings that failed or took another path than timed
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def note(self, problem: str | None) -> None:
+        if problem is not None:
+            self.problems.append(problem)
 
     def median(self, path: str) -> float:
         return statistics.median(self.runs[path])
@@ -115,26 +124,26 @@ async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, 
     def new_school(path: str) -> DatabaseTarget:
         return DatabaseTarget.parse(server.url(f"onboard_{'d' if durable else 'f'}_{path}_{next(counter)}"))
 
-    async def by_files() -> bool:
-        return (await engine.provision(new_school("files"), source, options)).ok
+    async def by_files() -> str | None:
+        return _problem(await engine.provision(new_school("files"), source, options), template=False)
 
-    async def by_template() -> bool:
+    async def by_template() -> str | None:
         done = await engine.provision(new_school("tpl"), source, options, creator=create_from_template)
-        return done.ok and done.applied_versions == [] and "from template" in done.notes[-1]
+        return _problem(done, template=True)
 
-    async def bare() -> bool:
+    async def bare() -> str | None:
         conn = await asyncpg.connect(server.url())
         try:
             await conn.execute(f"CREATE DATABASE {quote_ident(new_school('bare').database)}")
         finally:
             await conn.close()
-        return True
+        return None
 
     # The first onboarding on the server builds the template (once per server and release).
-    seconds, ok = await _timed(by_template)
+    seconds, problem = await _timed(by_template)
     result.context["first onboarding, builds the template"] = seconds
-    result.ok &= ok
-    paths: list[tuple[str, Callable[[], Awaitable[bool]]]] = [
+    result.note(problem)
+    paths: list[tuple[str, Callable[[], Awaitable[str | None]]]] = [
         ("files", by_files),
         ("template", by_template),
         ("bare CREATE DATABASE", bare),
@@ -147,9 +156,9 @@ async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, 
         for path, work in paths[shift:] + paths[:shift]:
             await _settle(server)
             for _ in range(-(-schools // blocks)):
-                seconds, ok = await _timed(work)
+                seconds, problem = await _timed(work)
                 result.runs.setdefault(path, []).append(seconds)
-                result.ok &= ok
+                result.note(problem)
 
     api: list[float] = []
     for _ in range(max(1, schools // 2)):
@@ -157,7 +166,7 @@ async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, 
         started = time.perf_counter()
         done = await orchestrator.provision_async(url, migrations=directory, template=name, allow_unsafe=True)
         api.append(time.perf_counter() - started)
-        result.ok &= done.ok
+        result.note(_problem(done, template=True))
     result.context["orchestrator.provision(template=...), with loading the files and the gate"] = statistics.median(api)
     for strategy in ("WAL_LOG", "FILE_COPY"):
         copies = [new_school(f"copy_{strategy.lower()}").database for _ in range(5)]
@@ -174,10 +183,19 @@ async def _settle(server: DevServer) -> None:
     os.sync()
 
 
-async def _timed(work: Callable[[], Awaitable[bool]]) -> tuple[float, bool]:
+async def _timed(work: Callable[[], Awaitable[str | None]]) -> tuple[float, str | None]:
     started = time.perf_counter()
-    ok = await work()
-    return time.perf_counter() - started, ok
+    problem = await work()
+    return time.perf_counter() - started, problem
+
+
+def _problem(done: DatabaseResult, *, template: bool) -> str | None:
+    """Why an onboarding does not count for its path: it failed, or a template onboarding applied files."""
+    if not done.ok:
+        return f"{done.database}: {done.status.value}: {done.error.message if done.error else ''}"
+    if template and (done.applied_versions or not any("from template" in note for note in done.notes)):
+        return f"{done.database}: not from the template: {'; '.join(done.notes)}"
+    return None
 
 
 async def _bare_copies(server: DevServer, name: str, strategy: str, copies: list[str]) -> float:
@@ -230,6 +248,7 @@ def report_lines(result: OnboardingResult) -> list[str]:
         )
     for what, seconds in result.context.items():
         lines.append(f"  context: {what}: {seconds * 1000:.1f} ms")
-    if not result.ok:
-        lines.append("  NOT OK: an onboarding failed or did not take the path it was timed for")
+    if result.problems:
+        lines.append(f"  NOT OK: {len(result.problems)} onboarding(s) failed or took another path than timed, e.g.")
+        lines.append(f"    {result.problems[0]}")
     return lines

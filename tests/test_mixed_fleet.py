@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fleetkit import cli, make_school, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, execute_sync, run_sync
+from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, run_sync, unique_db_name
 from pgversions import PG18, gen_random_uuid_set, system_major
 
 from orchestrator import provision
@@ -25,6 +25,7 @@ from orchestrator.audit.schema import SchemaSnapshot, diff, snapshot
 from orchestrator.connection import SessionSettings, session
 from orchestrator.devserver import DevServer
 from orchestrator.job import Command, Request, prepare
+from orchestrator.outcome import DatabaseResult
 from orchestrator.settings import Gate
 from orchestrator.target import DatabaseTarget
 
@@ -93,6 +94,34 @@ def test_a_mixed_fleet_with_identical_migrations_audits_clean(
     assert by_id["old1"].expected_fingerprint == by_id["old2"].expected_fingerprint == by_id["old1"].fingerprint
     assert by_id["new1"].expected_fingerprint == by_id["new2"].expected_fingerprint == by_id["new1"].fingerprint
     assert by_id["old1"].fingerprint != by_id["new1"].fingerprint
+
+
+def test_a_school_copied_from_a_template_on_postgresql_18_equals_one_provisioned_from_the_files(
+    tmp_path: Path, pg18: DevServer, migrations: Path
+) -> None:
+    template = unique_db_name("tpl18")
+
+    def onboard(label: str, **settings: str) -> DatabaseResult:
+        result = provision(pg18.url(unique_db_name(label)), migrations=migrations, extensions=(), **settings)
+        assert result.ok, result.error
+        return result
+
+    by_files, first, second = (
+        onboard("files18"),
+        onboard("copy18", template=template),
+        onboard("copy18", template=template),
+    )
+
+    assert first.notes[0].startswith(f"built template {template} at version {LATEST}")
+    assert second.notes == [f"created database {second.database} from template {template} at version {LATEST}"]
+    ledgers = [
+        sorted(tuple(r) for r in fetch_sync(pg18.url(r.database), "SELECT version, description, success, checksum "
+                                            "FROM _sqlx_migrations"))
+        for r in (by_files, first, second)
+    ]  # fmt: skip
+    assert ledgers[0] == ledgers[1] == ledgers[2] and len(ledgers[0]) == 3
+    schools = {name: (pg18, r.database) for name, r in (("files", by_files), ("first", first), ("second", second))}
+    assert findings(audit(tmp_path, schools, migrations)) == {"files": [], "first": [], "second": []}
 
 
 def test_drift_on_either_version_is_still_found(
