@@ -94,7 +94,10 @@ async def run_any(job: Job, observer: Observer | None = None) -> Report:
     if job.command is Command.AUDIT:
         from .audit.run import run_audit
 
-        return await run_audit(job, observer)
+        with tracing.run_span(job) as span:
+            report = await run_audit(job, observer)
+            span.finish(report)
+            return report
     return await run(job, observer)
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from .audit.model import AuditReport
     from .fleet import Work
     from .job import Job
     from .outcome import DatabaseResult
@@ -96,19 +97,25 @@ class RunSpan:
     def __init__(self, span: Span | None = None, job: Job | None = None) -> None:
         self.span, self.job = span, job
 
-    def finish(self, report: RunReport) -> None:
+    def finish(self, report: RunReport | AuditReport) -> None:
+        """The report's counts on the run's span (a command's statuses; the audit's clean, drift, ...)."""
         if self.span is None:
             return
+        from .report import RunReport
+
         attributes: dict[str, Any] = {f"orchestrator.schools.{s}": n for s, n in report.counts().items()}
         attributes["orchestrator.interrupted"] = report.interrupted
-        if report.run.halted:
-            attributes["orchestrator.halted"] = self._scrub(report.run.halted)
+        if isinstance(report, RunReport):
+            if report.run.halted:
+                attributes["orchestrator.halted"] = self._scrub(report.run.halted)
+            failed, what = sum(1 for o in report.outcomes if not o.result.ok), "not ok"
+        else:
+            failed, what = sum(1 for s in report.schools if s.drift), "with drift or not read"
         self.span.set_attributes(attributes)
         if not report.ok:
             from opentelemetry.trace import StatusCode
 
-            failed = sum(1 for o in report.outcomes if not o.result.ok)
-            why = "interrupted" if report.interrupted else f"{failed} school(s) not ok"
+            why = "interrupted" if report.interrupted else f"{failed} school(s) {what}"
             self.span.set_status(StatusCode.ERROR, why)
 
     def _scrub(self, text: str) -> str:

@@ -25,13 +25,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from pgfixtures import PG_PASSWORD, fetchval_sync
+from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync, run_sync
 
 from orchestrator import tracing
 from orchestrator.devserver import DevServer, free_port
 from orchestrator.errors import UnsafeMigrations
-from orchestrator.job import Command
+from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import Status
+from orchestrator.runner import run_any
 
 REVERSIBLE = {
     "1_people.up.sql": "CREATE TABLE people (id int);\n",
@@ -137,6 +138,33 @@ def test_a_migrate_is_a_run_span_with_a_span_per_school_and_one_per_file(
     assert [attrs(s)["orchestrator.status"] for s in up_to_date] == ["up_to_date"] * 2
     assert all(attrs(s)["orchestrator.version.before"] == 3 for s in up_to_date)
     assert not [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT], "nothing applied, no file"
+
+
+def test_an_audit_is_a_run_span_with_a_span_per_school_and_its_counts(
+    tmp_path: Path, pg: DevServer, spans: InMemorySpanExporter
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, "audited_a"), make_school(pg, "audited_b")]
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
+    assert run_fleet_job(Command.MIGRATE, registry, migrations).ok
+    execute_sync(pg.url(schools[1]), "CREATE TABLE rogue (id int)")  # a change no migration made
+    spans.clear()
+
+    report = run_sync(run_any(prepare(Request(Command.AUDIT, registry=registry, migrations=migrations))))
+    assert not report.ok
+    finished = spans.get_finished_spans()
+
+    run = only(finished, "orchestrator audit")
+    assert run.parent is None and attrs(run)["orchestrator.command"] == "audit"
+    assert (attrs(run)["orchestrator.schools.clean"], attrs(run)["orchestrator.schools.schema_drift"]) == (1, 1)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "1 school(s) with drift or not read"
+    per_school = [s for s in children(finished, run) if s.name == "audit school"]
+    assert sorted(attrs(s)["orchestrator.school.id"] for s in per_school) == ["s0", "s1"]
+    assert all(attrs(s)["orchestrator.status"] == "up_to_date" for s in per_school), "the ledgers agree"
+    built = [s for s in children(finished, run) if s.kind is SpanKind.CLIENT]  # the expected schema, built
+    assert [attrs(s)["orchestrator.migration.version"] for s in built] == [1, 2, 3]
+    assert not any(PG_PASSWORD in every_text(s) for s in finished)
 
 
 def test_a_failing_file_carries_its_sqlstate_and_no_span_carries_the_password(

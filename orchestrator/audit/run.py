@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from .. import tracing
 from ..fleet import Observer, run_fleet
 from ..job import Job
 from ..outcome import DatabaseResult, Status
@@ -52,7 +53,8 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             state.result.status = Status.UNREADABLE
         return state.result
 
-    fleet_run = await run_fleet(job.tenants, work, job.fleet_options, observer)  # read-only: one wave, no halt
+    # Read-only: one wave, no halt. Traced like every command's schools when tracing is configured.
+    fleet_run = await run_fleet(job.tenants, tracing.school_spans(work, "audit"), job.fleet_options, observer)
 
     references: dict[ReferenceKey, Reference] = {}
     if with_schema:
