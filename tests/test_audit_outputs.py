@@ -51,7 +51,8 @@ def _school(
         pending=pending or [],
         error=error,
     )
-    return SchoolAudit(tenant, result, findings or [], fingerprint, expected_fingerprint="fp-main")
+    major = None if error else 15  # an unreached school's server version is unknown
+    return SchoolAudit(tenant, result, findings or [], fingerprint, expected_fingerprint="fp-main", server_major=major)
 
 
 def _report(*, extra: list[SchoolAudit] | None = None, interrupted: bool = False) -> AuditReport:
@@ -257,6 +258,7 @@ def test_html_content() -> None:
     table = page.text("drift-table")
     assert SCHEMA_FINDING in table and "connection refused by db3.internal:5432" in table
     assert "schema drift" in table and "unreachable" in table
+    assert table.count("PostgreSQL 15") == 2, "the server's version, where the school was reached"
     assert "3 clean schools" in page.text("clean-schools")
 
 

@@ -164,7 +164,11 @@ def test_the_audit_command_on_a_mixed_fleet_exits_0(
                  "--reference-url", pg.url(), "--reference-url", pg18.url())  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(out.read_text())["clean"] is True
+    written = json.loads(out.read_text())
+    assert written["clean"] is True
+    # Each school's report says which PostgreSQL it runs on.
+    majors = {s["id"]: s["postgres_major"] for s in written["schools"]}
+    assert majors == {"old1": system_major(), "old2": system_major(), "new1": PG18, "new2": PG18}
     assert PG_PASSWORD not in result.stdout + result.stderr + out.read_text()
 
 

@@ -42,6 +42,7 @@ h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 16px; margin: 28px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 .meta { color: var(--muted); margin: 0 0 16px; }
 code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px; }
+.server .major { font-family: inherit; color: #666; white-space: nowrap; }
 #verdict { padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 12px 0; }
 #verdict.clean { background: #dafbe1; color: var(--clean); border: 1px solid #aceebb; }
 #verdict.drift { background: #ffebe9; color: var(--schema); border: 1px solid #ffcecb; }
@@ -198,10 +199,11 @@ def _row(school: SchoolAudit, latest: int | None) -> str:
     pending = school.result.pending
     pending_title = f' title="{escape(", ".join(map(str, pending)))}"' if pending else ""
     pending_text = str(len(pending)) if school.readable else "?"
+    major = f' <span class="major">PostgreSQL {school.server_major}</span>' if school.server_major else ""
     return (
         f'<tr class="school {css}" data-school="{escape(school.tenant.id)}">'
         f'<td class="id">{escape(school.tenant.id)}</td>'
-        f'<td class="server mono">{escape(school.result.server)}</td>'
+        f'<td class="server mono">{escape(school.result.server)}{major}</td>'
         f'<td><span class="status">{escape(text)}</span></td>'
         f"<td{version_css}>{escape(_version(version) if school.readable else '?')}</td>"
         f'<td class="num pending"{pending_title}>{pending_text}</td>'

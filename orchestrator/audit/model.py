@@ -37,6 +37,7 @@ class SchoolAudit:
     findings: list[Finding] = field(default_factory=list)
     fingerprint: str | None = None  # of the live schema; None when it could not be read
     expected_fingerprint: str | None = None  # of what the migrations produce at the school's version
+    server_major: int | None = None  # the school's PostgreSQL major version (None: not reached)
 
     @property
     def reachable(self) -> bool:
@@ -67,6 +68,7 @@ class SchoolAudit:
             "tags": list(self.tenant.tags),
             "database": self.result.database,
             "server": self.result.server,
+            "postgres_major": self.server_major,
             "status": "drift" if self.drift and self.readable else self.result.status.value,
             "drift": self.drift,
             "version": self.result.version_after,

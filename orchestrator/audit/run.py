@@ -63,7 +63,13 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     schools = []
     for outcome in fleet_run.outcomes:
         state = states.get(outcome.tenant.id, LiveState(outcome.result))
-        audit = SchoolAudit(outcome.tenant, state.result, list(state.findings), fingerprints.get(outcome.tenant.id))
+        audit = SchoolAudit(
+            outcome.tenant,
+            state.result,
+            list(state.findings),
+            fingerprints.get(outcome.tenant.id),
+            server_major=state.server_major,
+        )
         if with_schema and state.schema is not None:
             _compare(audit, state, references.get(reference_key(state, job.source)))
         if audit.findings and audit.result.status is Status.UP_TO_DATE:
