@@ -117,12 +117,14 @@ async def _run(server: DevServer, workdir: Path, migrations: int, schools: int, 
     source = load_migrations(directory)
     options = EngineOptions()
     result = OnboardingResult(migrations, schools, durable)
-    name = f"{TEMPLATE_NAME}_{'durable' if durable else 'fast'}"
+    # Names of their own per run (durability and project): no run meets another's template or schools.
+    run_id = f"{'d' if durable else 'f'}{migrations}"
+    name = f"{TEMPLATE_NAME}_{run_id}"
     create_from_template = template.creator(name, source, options)
     counter = iter(range(1_000_000))
 
     def new_school(path: str) -> DatabaseTarget:
-        return DatabaseTarget.parse(server.url(f"onboard_{'d' if durable else 'f'}_{path}_{next(counter)}"))
+        return DatabaseTarget.parse(server.url(f"onboard_{run_id}_{path}_{next(counter)}"))
 
     async def by_files() -> str | None:
         return _problem(await engine.provision(new_school("files"), source, options), template=False)
