@@ -183,11 +183,14 @@ def _is_current(state: TemplateState | None, wanted: _Wanted, name: str) -> bool
     return state.marker.ledger == wanted.ledger
 
 
+# Sessions on the template are counted before the copy: CREATE DATABASE would wait 5 s for them to leave before
+# failing. pg_stat_get_db_numbackends reads the backends' shared status directly, where pg_stat_activity would
+# build a row per backend of the server (hundreds on a busy one) on every onboarding.
 _STATE = """
 SELECT d.datistemplate AS is_template, pg_get_userbyid(d.datdba) AS owner, current_user AS role,
        d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS ours,
        shobj_description(d.oid, 'pg_database') AS comment,
-       (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS sessions
+       pg_stat_get_db_numbackends(d.oid) AS sessions
 FROM pg_database d WHERE d.datname = $1
 """
 
