@@ -87,6 +87,12 @@ def execute_sync(url: str, sql: str, *args: Any) -> str:
     return run_sync(execute, url, sql, *args)
 
 
+def ledger(url: str) -> list[tuple[int, str, bool, bytes]]:
+    """The database's _sqlx_migrations rows in SQLx's own columns (no execution time), by version."""
+    rows = fetch_sync(url, "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
+    return [(r["version"], r["description"], r["success"], bytes(r["checksum"])) for r in rows]
+
+
 async def create_database(server_url: str, name: str) -> str:
     """Create an empty database `name` on the server of `server_url`; returns its URL."""
     await execute(with_database(server_url, "postgres"), f"CREATE DATABASE {quote_ident(name)}")

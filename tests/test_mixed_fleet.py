@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fleetkit import cli, make_school, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, run_sync, unique_db_name
+from pgfixtures import PG_PASSWORD, execute_sync, ledger, run_sync, unique_db_name
 from pgversions import PG18, gen_random_uuid_set, system_major
 
 from orchestrator import provision
@@ -114,11 +114,7 @@ def test_a_school_copied_from_a_template_on_postgresql_18_equals_one_provisioned
 
     assert first.notes[0].startswith(f"built template {template} at version {LATEST}")
     assert second.notes == [f"created database {second.database} from template {template} at version {LATEST}"]
-    ledgers = [
-        sorted(tuple(r) for r in fetch_sync(pg18.url(r.database), "SELECT version, description, success, checksum "
-                                            "FROM _sqlx_migrations"))
-        for r in (by_files, first, second)
-    ]  # fmt: skip
+    ledgers = [ledger(pg18.url(r.database)) for r in (by_files, first, second)]
     assert ledgers[0] == ledgers[1] == ledgers[2] and len(ledgers[0]) == 3
     schools = {name: (pg18, r.database) for name, r in (("files", by_files), ("first", first), ("second", second))}
     assert findings(audit(tmp_path, schools, migrations)) == {"files": [], "first": [], "second": []}

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from faultproxy import FaultProxy
-from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, run_sync
+from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, ledger, run_sync
 from pgversions import MigrationSet
 
 from orchestrator import engine, resolve
@@ -92,11 +92,6 @@ def project_copy(tmp_path: Path, schema_set: MigrationSet) -> Path:
     copy = tmp_path / "migrations"
     shutil.copytree(schema_set.directory, copy)
     return copy
-
-
-def ledger(url: str) -> list[tuple[int, str, bool, bytes]]:
-    rows = fetch_sync(url, "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
-    return [(r["version"], r["description"], r["success"], bytes(r["checksum"])) for r in rows]
 
 
 ALL_INSTALLED = {V1: "installed", V2: "installed", V3: "installed"}

@@ -24,6 +24,7 @@ from pgfixtures import (
     execute_sync,
     fetch_sync,
     fetchval_sync,
+    ledger,
     run_sync,
     unique_db_name,
 )
@@ -62,11 +63,6 @@ def onboard(pg: DevServer, migrations: Path, template: str | None, label: str, *
     if template is not None:
         settings["template"] = template
     return orchestrator.provision(pg.url(unique_db_name(label)), migrations=migrations, **settings)
-
-
-def ledger(pg: DevServer, database: str) -> list[tuple[Any, ...]]:
-    rows = fetch_sync(pg.url(database), "SELECT version, description, success, checksum FROM _sqlx_migrations")
-    return sorted(tuple(r) for r in rows)
 
 
 def schema_fingerprint(pg: DevServer, database: str) -> str:
@@ -162,7 +158,7 @@ def test_a_school_copied_from_the_template_equals_one_provisioned_from_the_files
     assert sessions_ever(pg, second.database) == 0 < sessions_ever(pg, by_files.database)
 
     # The same ledger (SQLx's columns), the same schema, and the real sqlx sees every file installed.
-    assert ledger(pg, first.database) == ledger(pg, second.database) == ledger(pg, by_files.database)
+    assert ledger(pg.url(first.database)) == ledger(pg.url(second.database)) == ledger(pg.url(by_files.database))
     assert schema_fingerprint(pg, second.database) == schema_fingerprint(pg, by_files.database)
     assert sqlx_info(migrations, pg.url(second.database), tmp_path) == dict.fromkeys(
         (FIRST, SECOND, LATEST), "installed"
