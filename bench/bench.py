@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -388,9 +388,12 @@ async def floor_read(urls: Sequence[str], concurrency: int) -> None:
     await asyncio.gather(*(one(u) for u in urls))
 
 
-def timed_async(fn: Callable[[], Awaitable[None]]) -> float:
+def timed_async(
+    fn: Callable[[], Awaitable[None]], *, run: Callable[[Coroutine[Any, Any, None]], object] = asyncio.run
+) -> float:
+    """Seconds `fn()` takes on a new event loop (asyncio's, or `run=uvloop.run`)."""
     started = time.perf_counter()
-    asyncio.run(_call(fn))
+    run(_call(fn))
     return time.perf_counter() - started
 
 
@@ -562,9 +565,7 @@ class DbBench:
             return timed_async(lambda: floor_read(urls, c)), True, ""
 
         def floor_on_uvloop() -> tuple[float, bool, str]:
-            started = time.perf_counter()
-            uvloop.run(floor_read(urls, c))
-            return time.perf_counter() - started, True, ""
+            return timed_async(lambda: floor_read(urls, c), run=uvloop.run), True, ""
 
         for phase, command, sqlx_args in (
             (PHASE_NOOP, Command.MIGRATE, ["run"]),
