@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import anyio
 import asyncpg
@@ -43,6 +44,7 @@ from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied, drop_stale_scratch, scratch_name
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
+from .errors import DatabaseError
 from .history import read_applied
 from .logsetup import get_logger
 from .outcome import DatabaseResult
@@ -58,6 +60,10 @@ MARKER_PREFIX = "orchestrator template: "
 # but forces two checkpoints per copy, each flushing every dirty buffer of every school on the server: onboarding
 # would stall the busy fleet around it.
 STRATEGY = "WAL_LOG"
+# Spares: ready copies of a template (`orchestrator template --spares N` makes them ahead of time), named
+# SPARE_NAME_PREFIX + 16 hex digits, closed to connections, their comment saying which template and marker they copy.
+SPARE_NAME_PREFIX = "orchestrator_spare_"
+SPARE_MARKER_PREFIX = "orchestrator spare: "
 _SESSIONS_GONE_WAIT_S = 5.0  # a closed session's backend exits on its own time; PostgreSQL itself waits 5 s too
 
 
@@ -130,7 +136,7 @@ async def create_school(
     a complete copy, at the latest migration. When the template cannot be used, an empty database the migrations
     then fill. Notes say which."""
     try:
-        created, version = await _copy(target, name, source, options, result.notes)
+        copied = await _copy(target, name, source, options, result.notes)
     except TemplateUnavailable as exc:
         log.warning("template.unavailable", template=name, database=target.database, reason=exc.reason)
         if not await create_database(target, options.session):
@@ -139,12 +145,13 @@ async def create_school(
             f"template {name} unavailable ({exc.reason}): created database {target.database} by applying the migrations"
         )
         return engine.Created.EMPTY
-    if not created:
+    if not copied.created:
         return engine.Created.NOT_BY_US  # another process created the school's database meanwhile
     # The template holds exactly the files (its marker's ledger, checked before the copy) and the extensions.
-    result.version_after = version
-    result.notes.append(f"created database {target.database} from template {name} at {_version_text(version)}")
-    log.info("template.copied", template=name, database=target.database, version=version)
+    result.version_after = copied.version
+    how = f"a ready copy ({copied.spare}) of template {name}" if copied.spare else f"template {name}"
+    result.notes.append(f"created database {target.database} from {how} at {_version_text(copied.version)}")
+    log.info("template.copied", template=name, database=target.database, version=copied.version, spare=copied.spare)
     return engine.Created.COMPLETE
 
 
@@ -206,31 +213,59 @@ async def read_state(conn: asyncpg.Connection, name: str) -> TemplateState | Non
 # --- copying -------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Copied:
+    created: bool  # whether this call created the school's database
+    version: int | None = None  # the version of the template it is a copy of
+    spare: str | None = None  # the ready copy renamed to it, when there was one
+
+
 async def _copy(
     target: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, notes: list[str]
-) -> tuple[bool, int | None]:
-    """(whether this call created the school's database, the version of the template it is a copy of)."""
+) -> _Copied:
     wanted = _wanted(source, options)
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
         async with session(maintenance, options.session) as conn:
-            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database):
-                return False, None  # the school exists (a repeated provision): no template work for it
-            exclusive = False
-            while True:
-                async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
-                    state = await read_state(conn, name)
-                    if not _is_current(state, wanted, name):
-                        if not exclusive:
-                            exclusive = True  # let go of the shared lock, wait for the exclusive one, look again
-                            continue
-                        state = await _renew(conn, target, name, state, source, options, notes)
-                    assert state is not None and state.marker is not None
-                    return await _create_from(conn, target, name, state), state.marker.version
+            rows = await conn.fetch(_LOOK, target.database, SPARE_NAME_PREFIX)
+            if any(row["datname"] == target.database for row in rows):
+                return _Copied(False)  # the school exists (a repeated provision): no template work for it
+            taken = await _take_spare(conn, target, name, wanted, rows)
+            if taken is not None:
+                return taken
+            async with _current_template(conn, target, name, wanted, source, options, notes) as state:
+                assert state.marker is not None
+                return _Copied(await _create_from(conn, target, name, state), state.marker.version)
     except asyncpg.PostgresError as exc:
         if is_connection_lost(exc):
             raise
         raise TemplateUnavailable(target.scrub(describe(exc))) from None
+
+
+@asynccontextmanager
+async def _current_template(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    name: str,
+    wanted: _Wanted,
+    source: MigrationSource,
+    options: EngineOptions,
+    notes: list[str],
+) -> AsyncIterator[TemplateState]:
+    """The template, current (built or refreshed first when it is missing or behind), held under its lock: shared,
+    or exclusive when this call had to build it."""
+    exclusive = False
+    while True:
+        async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
+            state = await read_state(conn, name)
+            if not _is_current(state, wanted, name):
+                if not exclusive:
+                    exclusive = True  # let go of the shared lock, wait for the exclusive one, look again
+                    continue
+                state = await _renew(conn, server, name, state, source, options, notes)
+            assert state is not None
+            yield state
+            return
 
 
 async def _create_from(conn: asyncpg.Connection, target: DatabaseTarget, name: str, state: TemplateState) -> bool:
@@ -279,6 +314,164 @@ async def template_lock(conn: asyncpg.Connection, name: str, *, exclusive: bool,
                 await conn.execute(f"SELECT pg_advisory_unlock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key)
             except Exception:
                 conn.terminate()  # closing the session releases the lock
+
+
+# --- spares: ready copies, taken by a rename ------------------------------------------------------------------------
+
+# One look at pg_database before an onboarding: does the school's database exist already, and which spares (ours,
+# closed to connections: finished) could become it.
+_LOOK = """
+SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
+WHERE datname = $1
+   OR (starts_with(datname::text, $2) AND NOT datallowconn
+       AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user))
+"""
+
+
+def spare_comment(name: str, marker: Marker) -> str:
+    return SPARE_MARKER_PREFIX + json.dumps({"template": name, "marker": marker.text}, sort_keys=True)
+
+
+def parse_spare(comment: str | None) -> tuple[str, Marker] | None:
+    """(the template it is a copy of, that template's marker when it was copied); None: not a spare."""
+    if not comment or not comment.startswith(SPARE_MARKER_PREFIX):
+        return None
+    try:
+        data = json.loads(comment.removeprefix(SPARE_MARKER_PREFIX))
+        marker = Marker.parse(data["marker"])
+        return (data["template"], marker) if marker is not None and isinstance(data["template"], str) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_spare_of(comment: str | None, name: str, ledger: str, extensions: tuple[str, ...]) -> Marker | None:
+    """The spare's marker when it is a copy of template `name` holding exactly `ledger` with `extensions`."""
+    spare = parse_spare(comment)
+    if spare is None or spare[0] != name:
+        return None
+    marker = spare[1]
+    return marker if marker.ledger == ledger and set(marker.extensions) == set(extensions) else None
+
+
+async def _take_spare(
+    conn: asyncpg.Connection, target: DatabaseTarget, name: str, wanted: _Wanted, rows: list[asyncpg.Record]
+) -> _Copied | None:
+    """Rename a ready copy of the template to the school's database: one catalog change instead of a copy. None:
+    no spare holds exactly the files (the template is then copied)."""
+    school = quote_ident(target.database)
+    for row in rows:
+        marker = _is_spare_of(row["comment"], name, wanted.ledger, wanted.extensions)
+        if marker is None:
+            continue
+        try:
+            # One implicit transaction: the school appears open to connections and unmarked, or not at all.
+            await conn.execute(
+                f"ALTER DATABASE {quote_ident(row['datname'])} RENAME TO {school};"
+                f" ALTER DATABASE {school} ALLOW_CONNECTIONS true; COMMENT ON DATABASE {school} IS NULL"
+            )
+        except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError):
+            continue  # another onboarding took it first (or something holds it): the next one
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return _Copied(False)  # another process created the school's database meanwhile
+        return _Copied(True, marker.version, row["datname"])
+    return None
+
+
+@dataclass
+class ServerTemplate:
+    """What keeping a template ready did on one server (`orchestrator template`)."""
+
+    server: str
+    template: str
+    version: int | None = None  # the template's version, once current
+    spares: int = 0  # ready copies at the end
+    made: int = 0
+    dropped: int = 0  # stale copies (of an older template) and copies beyond the number asked for
+    notes: list[str] = field(default_factory=list)  # built or refreshed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+async def keep_ready(
+    server: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, spares: int
+) -> ServerTemplate:
+    """Make template `name` current on `server`'s server (built or refreshed as onboarding would) and keep exactly
+    `spares` ready copies of it, dropping copies of an older template. Errors end up in the value."""
+    result = ServerTemplate(server.server, name)
+    try:
+        wanted = _wanted(source, options)
+        async with session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
+            await _keep_ready(conn, server, wanted, source, options, spares, result)
+    except TemplateUnavailable as exc:
+        result.error = exc.reason
+    except DatabaseError as exc:
+        result.error = str(exc)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        result.error = server.scrub(describe(exc))
+    if result.error:
+        log.warning("template.not_ready", template=name, server=server.server, error=result.error)
+    return result
+
+
+async def _keep_ready(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    wanted: _Wanted,
+    source: MigrationSource,
+    options: EngineOptions,
+    spares: int,
+    result: ServerTemplate,
+) -> None:
+    name = result.template
+    async with _current_template(conn, server, name, wanted, source, options, result.notes) as state:
+        assert state.marker is not None
+        result.version = state.marker.version
+        ready: list[str] = []
+        for row in await conn.fetch(_SPARES, SPARE_NAME_PREFIX):
+            spare = parse_spare(row["comment"])
+            if spare is None or spare[0] != name:
+                continue  # another template's
+            if _is_spare_of(row["comment"], name, state.marker.ledger, state.marker.extensions):
+                ready.append(row["datname"])
+            else:
+                await _drop(conn, row["datname"])  # a copy of an older template: no onboarding takes it
+                result.dropped += 1
+        for extra in ready[spares:]:
+            await _drop(conn, extra)
+            result.dropped += 1
+        for _ in range(spares - len(ready)):
+            await _make_spare(conn, name, state.marker)
+            result.made += 1
+        result.spares = min(spares, len(ready)) + result.made
+
+
+_SPARES = """
+SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
+WHERE starts_with(datname::text, $1) AND NOT datallowconn
+  AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+ORDER BY datname
+"""
+
+
+async def _make_spare(conn: asyncpg.Connection, name: str, marker: Marker) -> None:
+    """A copy of the template under a scratch name (a killed run's is dropped as stale scratch), then, in one
+    transaction, marked, closed to connections and given a spare's name: a spare is always finished."""
+    scratch = scratch_name("newspare")
+    await conn.execute(f"CREATE DATABASE {quote_ident(scratch)}{_copy_of(conn, name)}")
+    spare = quote_ident(SPARE_NAME_PREFIX + secrets.token_hex(8))
+    try:
+        await conn.execute(
+            f"COMMENT ON DATABASE {quote_ident(scratch)} IS {_literal(spare_comment(name, marker))};"
+            f" ALTER DATABASE {quote_ident(scratch)} ALLOW_CONNECTIONS false;"
+            f" ALTER DATABASE {quote_ident(scratch)} RENAME TO {spare}"
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _drop(conn, scratch)
+        raise
 
 
 # --- building and refreshing (under the exclusive lock) ------------------------------------------------------------
