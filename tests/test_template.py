@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 from fleetkit import BASIC, ROOT, cli, make_migrations, popen, registry_url, run_fleet_job, write_registry
@@ -30,17 +31,21 @@ from pgfixtures import (
 )
 
 import orchestrator
+from orchestrator import engine
+from orchestrator import template as template_module
 from orchestrator.audit.run import run_audit
 from orchestrator.audit.schema import fingerprint, snapshot
 from orchestrator.bootstrap import drop_stale_scratch
 from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
+from orchestrator.engine import EngineOptions
 from orchestrator.errors import InvalidInput
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.settings import SchoolSettings
+from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
-from orchestrator.template import TEMPLATE_LOCK_CLASS, template_lock
+from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, ServerTemplate, parse_spare, template_lock
 
 FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 SQLX = Path(sys.executable).parent / "sqlx"
@@ -106,8 +111,27 @@ COUNT_SESSIONS = "SELECT coalesce(sessions, 0) FROM pg_stat_database WHERE datna
 
 
 def leftovers(pg: DevServer) -> list[str]:
-    """Build databases a template build or refresh did not clean up."""
-    return [r[0] for r in fetch_sync(pg.url(), "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%'")]
+    """Build databases a template build or refresh did not clean up (spares are kept on purpose)."""
+    rows = fetch_sync(pg.url(), "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%'")
+    return [r[0] for r in rows if not r[0].startswith(SPARE_NAME_PREFIX)]
+
+
+def spares_of(pg: DevServer, template: str) -> list[str]:
+    """The ready copies of `template` on the server (finished: closed to connections, marked)."""
+    rows = fetch_sync(
+        pg.url(),
+        "SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE NOT datallowconn",
+    )
+    return sorted(r["datname"] for r in rows if (parse_spare(r["comment"]) or ("",))[0] == template)
+
+
+def keep_ready(pg: DevServer, migrations: Path, template: str, spares: int) -> ServerTemplate:
+    ready = template_module.keep_ready(
+        DatabaseTarget.parse(pg.url()), template, load_migrations(migrations), EngineOptions(), spares
+    )
+    result = run_sync(ready)
+    assert result.ok, result.error
+    return result
 
 
 def sqlx_info(migrations: Path, url: str, cwd: Path) -> dict[int, str]:
@@ -460,3 +484,119 @@ def test_a_school_cannot_be_its_own_template(tmp_path: Path) -> None:
         prepare(Request(Command.STATUS, migrations=ROOT / "migrations", registry=registry))
     with pytest.raises(InvalidInput, match="template"):
         orchestrator.provision("postgresql://app@db1/school_c", migrations=ROOT / "migrations", template="x\ty")
+
+
+# --- spares: ready copies, taken by a rename ------------------------------------------------------------------------
+
+
+@pytest.mark.sqlx
+def test_a_school_taken_from_a_spare_equals_one_provisioned_from_the_files(
+    tmp_path: Path, pg: DevServer, migrations: Path, template: str
+) -> None:
+    made = keep_ready(pg, migrations, template, 2)
+    assert (made.version, made.spares, made.made, made.dropped) == (LATEST, 2, 2, 0)
+    assert made.notes == [f"built template {template} at version {LATEST} (every migration, in a new database)"]
+    spares = spares_of(pg, template)
+    by_files = onboard(pg, migrations, None, "files_beside_spares")
+
+    school = onboard(pg, migrations, template, "from_a_spare")
+
+    assert school.ok, school.error
+    taken = (set(spares) - set(spares_of(pg, template))).pop()
+    assert school.notes == [
+        f"created database {school.database} from a ready copy ({taken}) of template {template} at version {LATEST}"
+    ]
+    assert school.created_database and school.applied_versions == []
+    assert (school.version_before, school.version_after) == (None, LATEST)
+    # Open to connections, its spare's comment gone, the same ledger and schema as the files give; sqlx agrees.
+    row = fetch_sync(
+        pg.url(),
+        "SELECT datallowconn, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1",
+        school.database,
+    )[0]
+    assert (row["datallowconn"], row["comment"]) == (True, None)
+    assert ledger(pg.url(school.database)) == ledger(pg.url(by_files.database))
+    assert schema_fingerprint(pg, school.database) == schema_fingerprint(pg, by_files.database)
+    assert sqlx_info(migrations, pg.url(school.database), tmp_path) == dict.fromkeys(
+        (FIRST, SECOND, LATEST), "installed"
+    )
+    assert audit_clean(tmp_path, pg, migrations, [school.database]) == [[]]
+    assert len(spares_of(pg, template)) == 1
+    assert keep_ready(pg, migrations, template, 0).dropped == 1 and spares_of(pg, template) == []
+
+
+def test_keeping_spares_ready_tops_up_and_trims_to_the_number_asked(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    keep_ready(pg, migrations, template, 3)
+    assert onboard(pg, migrations, template, "takes_one").notes[0].startswith("created database")
+
+    topped = keep_ready(pg, migrations, template, 3)
+    trimmed = keep_ready(pg, migrations, template, 1)
+
+    assert (topped.spares, topped.made, topped.dropped, topped.notes) == (3, 1, 0, [])
+    assert (trimmed.spares, trimmed.made, trimmed.dropped) == (1, 0, 2)
+    assert len(spares_of(pg, template)) == 1
+    keep_ready(pg, migrations, template, 0)
+    assert spares_of(pg, template) == [] and leftovers(pg) == []
+
+
+def test_a_spare_of_an_older_release_is_never_taken_and_is_replaced(
+    tmp_path: Path, pg: DevServer, migrations: Path, template: str
+) -> None:
+    held_back = tmp_path / "held_back"
+    shutil.move(migrations, held_back)
+    shutil.copytree(held_back, migrations, ignore=shutil.ignore_patterns(f"{LATEST}_*"))
+    keep_ready(pg, migrations, template, 2)
+    old_spares = spares_of(pg, template)
+    shutil.copytree(held_back, migrations, dirs_exist_ok=True)  # a release adds a file
+
+    school = onboard(pg, migrations, template, "after_the_release")
+
+    assert school.ok and school.applied_versions == [], school.error
+    assert school.notes[-1] == f"created database {school.database} from template {template} at version {LATEST}"
+    assert spares_of(pg, template) == old_spares, "left for the next keep_ready"
+    renewed = keep_ready(pg, migrations, template, 2)
+    assert (renewed.version, renewed.made, renewed.dropped) == (LATEST, 2, 2)
+    assert not set(spares_of(pg, template)) & set(old_spares)
+    assert "a ready copy" in onboard(pg, migrations, template, "from_a_new_spare").notes[0]
+    keep_ready(pg, migrations, template, 0)
+
+
+def test_a_spare_owned_by_another_role_is_not_taken(pg: DevServer, migrations: Path, template: str) -> None:
+    keep_ready(pg, migrations, template, 1)
+    role = unique_db_name("spare_owner")
+    execute_sync(pg.url(), f'CREATE ROLE "{role}"')
+    (spare,) = spares_of(pg, template)
+    execute_sync(pg.url(), f'ALTER DATABASE "{spare}" OWNER TO "{role}"')
+
+    school = onboard(pg, migrations, template, "not_the_spares_owner")
+
+    assert school.notes == [f"created database {school.database} from template {template} at version {LATEST}"]
+    assert spares_of(pg, template) == [spare]
+    execute_sync(pg.url(), f'DROP DATABASE "{spare}"')
+
+
+def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrations: Path, template: str) -> None:
+    keep_ready(pg, migrations, template, 1)
+    source = load_migrations(migrations)
+    creator = template_module.creator(template, source, EngineOptions())
+
+    async def both() -> list[DatabaseResult]:
+        results: list[DatabaseResult] = []
+
+        async def one(label: str) -> None:
+            target = DatabaseTarget.parse(pg.url(unique_db_name(label)))
+            results.append(await engine.provision(target, source, EngineOptions(), creator=creator))
+
+        async with anyio.create_task_group() as tg:
+            for label in ("racer_a", "racer_b"):
+                tg.start_soon(one, label)
+        return results
+
+    results = run_sync(both())
+
+    assert all(r.ok and r.applied_versions == [] for r in results), [r.error for r in results]
+    paths = sorted("a ready copy" in r.notes[0] for r in results)
+    assert paths == [False, True], [r.notes for r in results]
+    assert spares_of(pg, template) == []
