@@ -70,6 +70,14 @@ def onboard(pg: DevServer, migrations: Path, template: str | None, label: str, *
     return orchestrator.provision(pg.url(unique_db_name(label)), migrations=migrations, **settings)
 
 
+def hold_back_the_latest_file(migrations: Path, tmp_path: Path) -> Path:
+    """The checkout before the latest release: its file moves aside (copied back in, the release happens)."""
+    held_back = tmp_path / "held_back"
+    shutil.move(migrations, held_back)
+    shutil.copytree(held_back, migrations, ignore=shutil.ignore_patterns(f"{LATEST}_*"))
+    return held_back
+
+
 def schema_fingerprint(pg: DevServer, database: str) -> str:
     async def read() -> str:
         conn = await asyncpg.connect(pg.url(database))
@@ -210,9 +218,7 @@ def test_a_template_behind_the_migrations_is_refreshed_and_left_unconnected(
         url = pg.url(unique_db_name(label)).replace("//postgres:", f"//{role}:", 1)
         return orchestrator.provision(url, migrations=migrations, template=template)
 
-    held_back = tmp_path / "held_back"
-    shutil.move(migrations, held_back)
-    shutil.copytree(held_back, migrations, ignore=shutil.ignore_patterns(f"{LATEST}_*"))
+    held_back = hold_back_the_latest_file(migrations, tmp_path)
     early = onboard_as_role("early")
     assert early.ok and template_row(pg, template)["marker"]["version"] == SECOND
 
@@ -239,9 +245,7 @@ def test_a_template_behind_the_migrations_is_refreshed_and_left_unconnected(
 def test_a_template_changed_by_hand_is_rebuilt_from_the_files_when_it_is_refreshed(
     tmp_path: Path, pg: DevServer, migrations: Path, template: str
 ) -> None:
-    held_back = tmp_path / "held_back"
-    shutil.move(migrations, held_back)
-    shutil.copytree(held_back, migrations, ignore=shutil.ignore_patterns(f"{LATEST}_*"))
+    held_back = hold_back_the_latest_file(migrations, tmp_path)
     assert onboard(pg, migrations, template, "before_edit").ok
     execute_sync(pg.url(), f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS true')
     execute_sync(pg.url(template), "CREATE TABLE rogue (id int)")
@@ -544,9 +548,7 @@ def test_keeping_spares_ready_tops_up_and_trims_to_the_number_asked(
 def test_a_spare_of_an_older_release_is_never_taken_and_is_replaced(
     tmp_path: Path, pg: DevServer, migrations: Path, template: str
 ) -> None:
-    held_back = tmp_path / "held_back"
-    shutil.move(migrations, held_back)
-    shutil.copytree(held_back, migrations, ignore=shutil.ignore_patterns(f"{LATEST}_*"))
+    held_back = hold_back_the_latest_file(migrations, tmp_path)
     keep_ready(pg, migrations, template, 2)
     old_spares = spares_of(pg, template)
     shutil.copytree(held_back, migrations, dirs_exist_ok=True)  # a release adds a file
