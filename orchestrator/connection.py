@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 
+from . import scram
 from .errors import ConnectFailed, DatabaseError, DatabaseMissing, Interrupted, Unreachable
 from .privileges import permission_denied
 from .settings import BUILTIN, Resolved
 from .target import DatabaseTarget
 
 APPLICATION_NAME = "orchestrator"
+
+scram.install()  # one PBKDF2 per role and server for the whole run, not one per session (see scram.py)
 
 # SQLSTATEs that mean "the session is gone", not "the SQL was wrong".
 _CONNECTION_LOST_CLASSES = ("08",)  # connection exceptions
