@@ -403,6 +403,7 @@ async def keep_ready(
     result = ServerTemplate(server.server, name)
     try:
         wanted = _wanted(source, options)
+        await drop_stale_scratch(server, options.session)  # spares and builds a killed process left half-made
         async with session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
             await _keep_ready(conn, server, wanted, source, options, spares, result)
     except TemplateUnavailable as exc:

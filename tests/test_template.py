@@ -579,6 +579,18 @@ def test_a_spare_owned_by_another_role_is_not_taken(pg: DevServer, migrations: P
     execute_sync(pg.url(), f'DROP DATABASE "{spare}"')
 
 
+def test_keeping_spares_ready_drops_a_spare_a_killed_run_left_half_made(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    half_made = "orchestrator_newspare_1000000000_0badf00d"  # copied, not yet marked and renamed
+    run_sync(create_database(pg.url(), half_made))
+
+    keep_ready(pg, migrations, template, 1)
+
+    assert not run_sync(database_exists(pg.url(), half_made))
+    keep_ready(pg, migrations, template, 0)
+
+
 def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrations: Path, template: str) -> None:
     keep_ready(pg, migrations, template, 1)
     source = load_migrations(migrations)
