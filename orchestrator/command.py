@@ -14,6 +14,7 @@ class Command(StrEnum):
     REVERT = "revert"
     AUDIT = "audit"
     RESOLVE = "resolve"
+    TEMPLATE = "template"  # build or refresh each server's template and keep its spares (templates, not schools)
 
     @property
     def writes(self) -> bool:

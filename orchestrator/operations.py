@@ -77,8 +77,8 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset(), survey: Su
                     matches = tenant.id in schema_matches
                     return await resolve.restamp(tenant.target, source, version, options, schema_matches=matches)
                 return await resolve.forget_version(tenant.target, version, options)
-            case Command.AUDIT:
-                raise AssertionError("the audit's work is orchestrator.audit.run's")
+            case Command.AUDIT | Command.TEMPLATE:
+                raise AssertionError("not per school: orchestrator.audit.run's and orchestrator.template_fleet's")
 
     return work
 

@@ -30,7 +30,7 @@ async def run(job: Job, observer: Observer | None = None) -> RunReport:
 
 async def _run(job: Job, observer: Observer | None) -> RunReport:
     request = job.request
-    assert job.command is not Command.AUDIT
+    assert job.command not in (Command.AUDIT, Command.TEMPLATE), "see run_any and template_fleet.keep_templates"
     if job.lint is not None and job.lint.errors and not request.gate.allow_unsafe:
         from . import gate
 

@@ -28,6 +28,10 @@ from .errors import UsageError, excerpt
 
 DEFAULT_REGISTRY = Path("tenants.yaml")
 DEFAULT_MIGRATIONS = Path("migrations")
+# `orchestrator template --spares`: ready copies of the template kept on each server, each taken by one onboarding
+# (a rename). Each is a full copy of the template (8 MB and more on disk per server); 4 covers a burst of
+# onboardings between two runs (nightly, after a release); past them, onboarding copies the template as before.
+DEFAULT_SPARES = 4
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

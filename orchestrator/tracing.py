@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .report import RunReport
     from .source import Migration
     from .target import DatabaseTarget
+    from .template_fleet import TemplateReport
 
 log = get_logger("orchestrator.tracing")
 
@@ -97,25 +98,30 @@ class RunSpan:
     def __init__(self, span: Span | None = None, job: Job | None = None) -> None:
         self.span, self.job = span, job
 
-    def finish(self, report: RunReport | AuditReport) -> None:
-        """The report's counts on the run's span (a command's statuses; the audit's clean, drift, ...)."""
+    def finish(self, report: RunReport | AuditReport | TemplateReport) -> None:
+        """The report's counts on the run's span (a command's statuses; the audit's clean, drift, ...; the template
+        command's servers ok and not ok)."""
         if self.span is None:
             return
         from .report import RunReport
+        from .template_fleet import TemplateReport
 
-        attributes: dict[str, Any] = {f"orchestrator.schools.{s}": n for s, n in report.counts().items()}
+        unit = "servers" if isinstance(report, TemplateReport) else "schools"
+        attributes: dict[str, Any] = {f"orchestrator.{unit}.{s}": n for s, n in report.counts().items()}
         attributes["orchestrator.interrupted"] = report.interrupted
         if isinstance(report, RunReport):
             if report.run.halted:
                 attributes["orchestrator.halted"] = self._scrub(report.run.halted)
-            failed, what = sum(1 for o in report.outcomes if not o.result.ok), "not ok"
+            failed, what = sum(1 for o in report.outcomes if not o.result.ok), "school(s) not ok"
+        elif isinstance(report, TemplateReport):
+            failed, what = report.counts()["not_ok"], "server(s) without a ready template"
         else:
-            failed, what = sum(1 for s in report.schools if s.drift), "with drift or not read"
+            failed, what = sum(1 for s in report.schools if s.drift), "school(s) with drift or not read"
         self.span.set_attributes(attributes)
         if not report.ok:
             from opentelemetry.trace import StatusCode
 
-            why = "interrupted" if report.interrupted else f"{failed} school(s) {what}"
+            why = "interrupted" if report.interrupted else f"{failed} {what}"
             self.span.set_status(StatusCode.ERROR, why)
 
     def _scrub(self, text: str) -> str:

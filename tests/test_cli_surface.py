@@ -22,7 +22,7 @@ from orchestrator.settings import BUILTIN, Budgets, format_duration
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
 FLEET_COMMANDS = ["migrate", "plan", "status", "bootstrap", "provision", "revert", "resolve", "audit"]
-ALL_COMMANDS = [*FLEET_COMMANDS, "lint", "new"]
+ALL_COMMANDS = [*FLEET_COMMANDS, "template", "lint", "new"]
 EVERY_FLEET_COMMAND_TAKES = [
     "--concurrency", "--per-server", "--retries", "--no-progress", "--report", "--junit", "--json", "--tenant",
     "--tag", "--exclude", "--shard", "--resume", "--connect-timeout", "--lock-timeout", "--statement-timeout",

@@ -1,4 +1,5 @@
-"""The database commands: migrate, plan, status, bootstrap, provision, revert, audit (one database or a fleet).
+"""The database commands: migrate, plan, status, bootstrap, provision, revert, audit, template (one database or a
+fleet).
 
 Each names its option groups (declared once, in options.py) and adds only the options that are its own.
 """
@@ -11,12 +12,30 @@ from typing import Annotated, Any
 import typer
 
 from ..command import Command
+from ..settings import DEFAULT_SPARES
 from . import app
-from .options import FLEET, GATE, ONBOARDING, PLAN_FIRST, REFERENCE_URL, ROLLOUT, Flags, Group, command
+from .options import (
+    DATABASES,
+    FLEET,
+    GATE,
+    JSON_OUT,
+    JUNIT,
+    ONBOARDING,
+    PLAN_FIRST,
+    REFERENCE_URL,
+    REPORT,
+    ROLLOUT,
+    SELECTION,
+    SESSION,
+    Flags,
+    Group,
+    command,
+)
 
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
+TEMPLATE_OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT))  # one line per server: no progress to turn off
 
 
 def execute(flags: Flags, command: Command, **specific: Any) -> None:
@@ -147,3 +166,23 @@ def audit(
 
     extra = [(path, render) for path, render in ((metrics, render_prometheus), (html, render_html)) if path]
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
+
+
+@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, TEMPLATE_OUTPUTS)
+def template(
+    flags: Flags,
+    spares: Annotated[
+        int,
+        typer.Option(
+            "--spares",
+            help="Ready copies of the template to keep on each server (0 drops them all).",
+            rich_help_panel=ONBOARDING.panel,
+        ),
+    ] = DEFAULT_SPARES,
+) -> None:
+    """Build or refresh the template on each server of the selected schools and keep --spares ready copies of it:
+    onboarding a school then renames a spare (milliseconds) instead of copying the template. Run it after a
+    release and nightly."""
+    from .run import execute_template
+
+    execute_template(flags, spares)

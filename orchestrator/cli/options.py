@@ -139,18 +139,14 @@ SESSION = Group(
                   BUILTIN.lock_wait),
     ),
 )  # fmt: skip
-OUTPUTS = Group(
-    "Outputs",
-    (
-        Flag("report", Path | None, ("--report",), "Write the JSON report here.", show_default=False),
-        Flag("junit", Path | None, ("--junit",), "Write a JUnit XML report here (one case per school).",
-             show_default=False),
-        Flag("json_out", bool, ("--json",), "Print the JSON report on stdout (human output goes to stderr).",
-             _outputs.json),
-        Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
-             not _outputs.progress),
-    ),
-)  # fmt: skip
+REPORT = Flag("report", Path | None, ("--report",), "Write the JSON report here.", show_default=False)
+JUNIT = Flag("junit", Path | None, ("--junit",), "Write a JUnit XML report here (one case per school; `template`: "
+             "per server).", show_default=False)  # fmt: skip
+JSON_OUT = Flag("json_out", bool, ("--json",), "Print the JSON report on stdout (human output goes to stderr).",
+                _outputs.json)  # fmt: skip
+NO_PROGRESS = Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
+                   not _outputs.progress)  # fmt: skip
+OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS))
 REFERENCE_URL = Flag(
     "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
     "repeatable: one per PostgreSQL major version in the fleet.",
@@ -225,15 +221,21 @@ class Flags:
                 shard=parse_shard(v["shard"]) if v["shard"] else None,
                 resume=v["resume"],
             ),
+            # A group a command does not take: its settings' defaults (e.g. no rollout group: no waves).
             budgets=Budgets(
-                concurrency=v["concurrency"],
-                retries=v["retries"],
-                server_down_after=v["server_down_after"],
-                canary=v.get("canary", _budgets.canary),  # commands without the rollout group: no waves
+                concurrency=v.get("concurrency", _budgets.concurrency),
+                retries=v.get("retries", _budgets.retries),
+                server_down_after=v.get("server_down_after", _budgets.server_down_after),
+                canary=v.get("canary", _budgets.canary),
                 max_failures=FailureBudget.parse(v.get("max_failures")),
             ),
             school=self.school_settings(),
-            outputs=Outputs(report=v["report"], junit=v["junit"], json=v["json_out"], progress=not v["no_progress"]),
+            outputs=Outputs(
+                report=v.get("report", _outputs.report),
+                junit=v.get("junit", _outputs.junit),
+                json=v.get("json_out", _outputs.json),
+                progress=not v.get("no_progress", not _outputs.progress),
+            ),
             gate=Gate(
                 **{k: v[k] for k in ("allow_unsafe", "rehearse") if k in v},
                 reference_url=tuple(v.get("reference_url") or ()),

@@ -23,6 +23,8 @@ from ..runner import Report
 
 if TYPE_CHECKING:
     from ..audit.model import AuditReport
+    from ..template import ServerTemplate
+    from ..template_fleet import TemplateGroup, TemplateReport
 
 EXIT_OK, EXIT_NOT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -309,7 +311,7 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print(f"[yellow]interrupted[/]: running schools {running}; the rest were skipped")
 
 
-def print_next_steps(console: Console, report: Report, report_path: str | None) -> None:
+def print_next_steps(console: Console, report: Report | TemplateReport, report_path: str | None) -> None:
     if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan"):
         return
     if report_path:
@@ -368,3 +370,44 @@ def print_audit(console: Console, report: AuditReport) -> None:
         f"({counts['schema_drift']} schema, {counts['pending']} pending), {counts['unreachable']} unreachable: "
         f"{verdict} ({report.duration_s:.2f}s)"
     )
+
+
+def print_template_plan(console: Console, job: Job, groups: list[TemplateGroup], spares: int) -> None:
+    source = job.source
+    templates = ", ".join(sorted({g.template for g in groups}))
+    servers = len({g.server for g in groups})
+    console.print(
+        f"[bold]template[/]: {escape(templates)} on {servers} server(s), keeping {spares} spare(s) each; "
+        f"migrations in {source.directory} ({len(source)} files, latest {version(source.latest)})"
+    )
+    for warning in source.warnings:
+        console.print(f"[yellow]warning[/]: {escape(str(warning))}")
+
+
+def template_state(s: ServerTemplate) -> str:
+    """What the run did to the template itself, from its notes: built, refreshed, rebuilt, or current as it was."""
+    for note in s.notes:
+        for verb in ("built", "refreshed", "rebuilt"):
+            if note.startswith(f"{verb} template"):
+                return verb
+    return "current"
+
+
+def print_templates(console: Console, report: TemplateReport) -> None:
+    """One line per server and template: its version and spares, or why it is not ready."""
+    for s in report.servers:
+        where = f"{escape(s.server)}: {escape(s.template)}"
+        if s.error is not None:
+            console.print(f"{where}: [red]not ready[/]: {escape(s.error)}", highlight=False)
+            continue
+        console.print(
+            f"{where} at {version(s.version)}, {template_state(s)}; {s.spares} spare(s) ready "
+            f"({s.made} made, {s.dropped} dropped)",
+            highlight=False,
+        )
+        for note in s.notes:
+            console.print(f"  - {escape(note)}", highlight=False)
+    counts = report.counts()
+    verdict = "[green]ok[/]" if report.ok else f"[red]{counts['not_ok']} not ready[/]"
+    console.print(f"[bold]summary[/]: {len(report.servers)} template(s) on their servers: {verdict} "
+                  f"({report.duration_s:.2f}s)")  # fmt: skip

@@ -21,6 +21,7 @@ from ..outcome import Status
 from ..report import write_atomically
 from ..runner import Report, plan_first, run_any, split_in_plan
 from ..target import DatabaseTarget
+from ..template_fleet import TemplateReport, keep_templates, template_groups
 from . import render
 from .options import Flags
 from .render import EXIT_INTERRUPTED, EXIT_NOT_OK, EXIT_OK, fail_usage
@@ -82,13 +83,30 @@ def execute(
     raise typer.Exit(exit_code(report))
 
 
+def execute_template(flags: Flags, spares: int) -> None:
+    """`orchestrator template`: validate (exit 2), show the plan, keep each server's template ready, render one
+    line per server, write the outputs, exit."""
+    try:
+        job = prepare(flags.request(Command.TEMPLATE))
+        groups = template_groups(job, spares)
+    except InvalidInput as error:
+        fail_usage(error)
+    register_job_secrets(job)
+    human = render.make_console(stderr=job.request.outputs.json)
+    render.print_template_plan(human, job, groups, spares)
+    report = eventloop.run(keep_templates, job, spares)
+    render.print_templates(human, report)
+    write_outputs(human, report, job, ())
+    raise typer.Exit(exit_code(report))
+
+
 def register_job_secrets(job: Job) -> None:
     """Every password this run knows, so the log scrubber can hide any that slips into an event."""
     reference = [s for url in job.request.gate.reference_url for s in DatabaseTarget.parse(url).secrets]
     register_secrets([*(s for t in job.tenants for s in t.target.secrets), *reference])
 
 
-def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterable[ExtraFile]) -> None:
+def write_outputs(human: Console, report: Report | TemplateReport, job: Job, extra_files: Iterable[ExtraFile]) -> None:
     outputs = job.request.outputs
     files: list[ExtraFile] = []
     if outputs.report:
@@ -107,7 +125,7 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def exit_code(report: Report) -> int:
+def exit_code(report: Report | TemplateReport) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_NOT_OK

@@ -1,0 +1,158 @@
+"""`orchestrator template`: keep each server's template current and its spares ready, for the selected schools.
+
+The schools are grouped by (server, the template they onboard from, its extensions): one `template.keep_ready` per
+group, the groups at once up to `--concurrency`. A school without a template takes no part; when none of the
+selected schools has one, the command is refused before any connection. The template's own work (lock, build,
+refresh, spares) is `template.py`'s; this module only fans it out and reports.
+
+Cheap to import (the template machinery loads when the command runs): tracing and the CLI's rendering name
+`TemplateReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from . import tracing
+from .errors import UsageError
+from .junit import JunitCase, render_junit
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .registry import Tenant
+    from .template import ServerTemplate
+
+
+@dataclass(frozen=True)
+class TemplateGroup:
+    """The schools of one server that onboard from one template with the same extensions."""
+
+    server: str
+    template: str
+    extensions: tuple[str, ...]
+    tenants: tuple[Tenant, ...]  # the first gives the connection target and the session settings
+
+
+def template_groups(job: Job, spares: int) -> list[TemplateGroup]:
+    """The (server, template, extensions) groups of the job's schools. Raises UsageError (exit 2, before any
+    connection) on a negative --spares and when no selected school has a template."""
+    if spares < 0:
+        raise UsageError(f"--spares {spares}: must not be negative", hint="0 drops every ready copy of the template")
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Tenant]] = {}
+    for tenant in job.tenants:
+        settings = job.settings_for(tenant)
+        if settings.template_name is not None:
+            key = (tenant.server, settings.template_name, settings.extensions)
+            groups.setdefault(key, []).append(tenant)
+    if not groups:
+        raise UsageError(
+            "no template to keep ready: none of the selected schools onboards from a template",
+            hint="give --template NAME, or set `template` in the registry's defaults (or a school's entry)",
+        )
+    return [TemplateGroup(*key, tenants=tuple(tenants)) for key, tenants in groups.items()]
+
+
+@dataclass
+class TemplateReport:
+    """What `orchestrator template` did: one `ServerTemplate` per server and template."""
+
+    servers: list[ServerTemplate]
+    spares: int
+    started_at: datetime
+    finished_at: datetime
+    durations_s: list[float] = field(default_factory=list)  # each server's, in the order of `servers`
+    command: str = "template"
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.servers)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def counts(self) -> dict[str, int]:
+        ok = sum(1 for s in self.servers if s.ok)
+        return {"ok": ok, "not_ok": len(self.servers) - ok}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "started_at": self.started_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "spares": self.spares,
+            "ok": self.ok,
+            "servers": [
+                {
+                    "server": s.server,
+                    "template": s.template,
+                    "version": s.version,
+                    "spares": s.spares,
+                    "made": s.made,
+                    "dropped": s.dropped,
+                    "notes": s.notes,
+                    "error": s.error,
+                    "duration_s": round(seconds, 3),
+                }
+                for s, seconds in self.timed()
+            ],
+        }
+
+    def timed(self) -> Iterator[tuple[ServerTemplate, float]]:
+        durations = self.durations_s or [0.0] * len(self.servers)
+        return zip(self.servers, durations, strict=True)
+
+    def json_chunks(self) -> Iterator[str]:
+        yield json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def junit_xml(self) -> str:
+        """One case per server and template; a failure when it could not be made ready."""
+        cases = [
+            JunitCase(
+                name=f"{s.server} {s.template}",
+                classname=f"{self.command}.{s.server}",
+                time_s=seconds,
+                failure=s.error,
+                failure_type="template_unavailable",
+                details="; ".join([*s.notes, f"{s.spares} spare(s) ready, {s.made} made, {s.dropped} dropped"]),
+            )
+            for s, seconds in self.timed()
+        ]
+        return render_junit(
+            f"orchestrator {self.command}", cases, duration_s=self.duration_s, timestamp=self.started_at
+        )
+
+
+async def keep_templates(job: Job, spares: int) -> TemplateReport:
+    """Make each group's template current on its server and keep `spares` ready copies of it (traced when
+    configured). Failures are values (`ServerTemplate.error`); only bad input raises (UsageError)."""
+    from .template import keep_ready
+
+    groups = template_groups(job, spares)
+    started = datetime.now(UTC)
+    results: list[tuple[ServerTemplate, float] | None] = [None] * len(groups)
+    limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
+
+    async def keep(i: int, group: TemplateGroup) -> None:
+        first = group.tenants[0]
+        async with limiter:
+            start = time.perf_counter()
+            kept = await keep_ready(first.target, group.template, job.source, job.engine_options(first), spares)
+            results[i] = (kept, time.perf_counter() - start)
+
+    with tracing.run_span(job) as span:
+        async with anyio.create_task_group() as tg:
+            for i, group in enumerate(groups):
+                tg.start_soon(keep, i, group)
+        done = [r for r in results if r is not None]
+        report = TemplateReport([r[0] for r in done], spares, started, datetime.now(UTC), [r[1] for r in done])
+        span.finish(report)
+    return report
