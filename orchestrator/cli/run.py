@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -21,10 +21,12 @@ from ..outcome import Status
 from ..report import write_atomically
 from ..runner import Report, plan_first, run_any, split_in_plan
 from ..target import DatabaseTarget
-from ..template_fleet import TemplateReport, keep_templates, template_groups
 from . import render
 from .options import Flags
 from .render import EXIT_INTERRUPTED, EXIT_NOT_OK, EXIT_OK, fail_usage
+
+if TYPE_CHECKING:
+    from ..template_fleet import TemplateReport
 
 # Extra files a command writes from its report (the audit's metrics and HTML page): (path, contents).
 ExtraFile = tuple[Path, Callable[[Any], str | Iterable[str]]]
@@ -86,6 +88,8 @@ def execute(
 def execute_template(flags: Flags, spares: int) -> None:
     """`orchestrator template`: validate (exit 2), show the plan, keep each server's template ready, render one
     line per server, write the outputs, exit."""
+    from ..template_fleet import keep_templates, template_groups
+
     try:
         job = prepare(flags.request(Command.TEMPLATE))
         groups = template_groups(job, spares)
