@@ -16,6 +16,12 @@ Any command over a registry or one database: build a `Request` (the same value t
 
     report = orchestrator.run(orchestrator.Request(orchestrator.Command.STATUS, registry=Path("tenants.yaml")))
 
+With a template, `orchestrator template --spares N` keeps ready copies of it (spares) that an onboarding takes by
+a rename. A hook can top them up itself after an onboarding, off its request path (e.g. in a background task):
+
+    orchestrator.run(orchestrator.Request(orchestrator.Command.TEMPLATE, database_url=url,
+                                          school=SchoolSettings(template="school_template"), spares=4))
+
 Inside an event loop, await `provision_async` / `run_async` instead. Bad input (a malformed URL or registry, a bad
 migration file) raises `orchestrator.errors.InvalidInput` before any connection; everything that happens on a
 database is reported in the result, never raised.

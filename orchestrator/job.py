@@ -25,6 +25,7 @@ from .report import PreviousRun, read_previous_run
 from .settings import (
     DEFAULT_MIGRATIONS,
     DEFAULT_REGISTRY,
+    DEFAULT_SPARES,
     EMPTY,
     Budgets,
     Gate,
@@ -62,6 +63,7 @@ class Request:
     create_missing: bool = False  # migrate: create and bootstrap a school's database when it does not exist
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
     resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied" | "restamp", version)
+    spares: int = DEFAULT_SPARES  # template: ready copies of the template to keep on each server
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
 
     @property

@@ -16,8 +16,9 @@ from .report import RunReport
 
 if TYPE_CHECKING:
     from .audit.model import AuditReport
+    from .template_fleet import TemplateReport
 
-Report: TypeAlias = "RunReport | AuditReport"
+Report: TypeAlias = "RunReport | AuditReport | TemplateReport"
 
 
 async def run(job: Job, observer: Observer | None = None) -> RunReport:
@@ -90,7 +91,11 @@ async def _schema_matches(job: Job) -> frozenset[str]:
 
 
 async def run_any(job: Job, observer: Observer | None = None) -> Report:
-    """Every command, the audit included (its package is loaded only when it runs)."""
+    """Every command, the audit and `template` included (their modules are loaded only when they run)."""
+    if job.command is Command.TEMPLATE:
+        from .template_fleet import keep_templates
+
+        return await keep_templates(job)
     if job.command is Command.AUDIT:
         from .audit.run import run_audit
 

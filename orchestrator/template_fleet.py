@@ -40,9 +40,10 @@ class TemplateGroup:
     tenants: tuple[Tenant, ...]  # the first gives the connection target and the session settings
 
 
-def template_groups(job: Job, spares: int) -> list[TemplateGroup]:
+def template_groups(job: Job) -> list[TemplateGroup]:
     """The (server, template, extensions) groups of the job's schools. Raises UsageError (exit 2, before any
     connection) on a negative --spares and when no selected school has a template."""
+    spares = job.request.spares
     if spares < 0:
         raise UsageError(f"--spares {spares}: must not be negative", hint="0 drops every ready copy of the template")
     groups: dict[tuple[str, str, tuple[str, ...]], list[Tenant]] = {}
@@ -131,12 +132,12 @@ class TemplateReport:
         )
 
 
-async def keep_templates(job: Job, spares: int) -> TemplateReport:
-    """Make each group's template current on its server and keep `spares` ready copies of it (traced when
+async def keep_templates(job: Job) -> TemplateReport:
+    """Make each group's template current on its server and keep `--spares` ready copies of it (traced when
     configured). Failures are values (`ServerTemplate.error`); only bad input raises (UsageError)."""
     from .template import keep_ready
 
-    groups = template_groups(job, spares)
+    groups, spares = template_groups(job), job.request.spares
     started = datetime.now(UTC)
     results: list[tuple[ServerTemplate, float] | None] = [None] * len(groups)
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)

@@ -8,6 +8,7 @@ import json
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,16 @@ from opentelemetry.trace import StatusCode
 from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, ledger, quote_ident, unique_db_name
 from typer.testing import CliRunner, Result
 
+import orchestrator
 from orchestrator import tracing
 from orchestrator.cli import app
+from orchestrator.command import Command
 from orchestrator.devserver import DevServer
+from orchestrator.errors import InvalidInput
+from orchestrator.settings import SchoolSettings
 from orchestrator.source import load_migrations
 from orchestrator.template import SPARE_NAME_PREFIX, parse_spare
+from orchestrator.template_fleet import TemplateReport
 
 NEW_VERSION = 20250301000000
 
@@ -117,6 +123,26 @@ def test_spares_are_made_taken_by_onboarding_topped_up_and_dropped(
     assert none.exit_code == 0, none.output
     assert "0 spare(s) ready (0 made, 3 dropped)" in none.stdout
     assert spares(pg, template) == []
+
+
+def test_the_python_api_keeps_spares_ready_as_the_command_does(pg: DevServer, migrations: Path, template: str) -> None:
+    # As the admin service's hook may top up the spares after an onboarding, off its request path.
+    request = orchestrator.Request(
+        Command.TEMPLATE,
+        database_url=pg.url(unique_db_name("unused")),
+        migrations=migrations,
+        school=SchoolSettings(template=template),
+        spares=2,
+    )
+
+    report = orchestrator.run(request)
+
+    assert isinstance(report, TemplateReport) and report.ok
+    [kept] = report.servers
+    assert (kept.template, kept.spares, kept.made) == (template, 2, 2)
+    assert len(spares(pg, template)) == 2
+    with pytest.raises(InvalidInput, match="must not be negative"):
+        orchestrator.run(replace(request, spares=-1))
 
 
 def test_a_new_migration_refreshes_the_template_and_replaces_its_stale_spares(

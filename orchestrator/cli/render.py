@@ -98,7 +98,12 @@ def per_server_text(job: Job) -> str:
 def print_report(console: Console, job: Job, report: Report, *, progress_lines: bool) -> None:
     """What happened, for a human: one database in detail, or the fleet's table (or the audit's) and a summary."""
     if not isinstance(report, RunReport):
-        print_audit(console, report)
+        from ..template_fleet import TemplateReport  # the audit's or the template command's report
+
+        if isinstance(report, TemplateReport):
+            print_templates(console, report)
+        else:
+            print_audit(console, report)
         return
     print_gate_and_rehearsal(console, job, report)
     if job.request.single:

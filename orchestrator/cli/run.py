@@ -91,14 +91,14 @@ def execute_template(flags: Flags, spares: int) -> None:
     from ..template_fleet import keep_templates, template_groups
 
     try:
-        job = prepare(flags.request(Command.TEMPLATE))
-        groups = template_groups(job, spares)
+        job = prepare(flags.request(Command.TEMPLATE, spares=spares))
+        groups = template_groups(job)
     except InvalidInput as error:
         fail_usage(error)
     register_job_secrets(job)
     human = render.make_console(stderr=job.request.outputs.json)
     render.print_template_plan(human, job, groups, spares)
-    report = eventloop.run(keep_templates, job, spares)
+    report = eventloop.run(keep_templates, job)
     render.print_templates(human, report)
     write_outputs(human, report, job, ())
     raise typer.Exit(exit_code(report))
