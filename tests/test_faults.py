@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 from faultproxy import FaultProxy
-from fleetkit import make_migrations, popen, run_fleet_job, write_registry
-from pgfixtures import PG_PASSWORD, fetch_sync, fetchval_sync, run_sync
+from fleetkit import ROOT, make_migrations, popen, run_fleet_job, write_registry
+from pgfixtures import PG_PASSWORD, database_exists, fetch_sync, fetchval_sync, run_sync, unique_db_name
 
-from orchestrator import engine, resolve
+from orchestrator import engine, resolve, template
 from orchestrator.command import Command
 from orchestrator.connection import SessionSettings, session_group
 from orchestrator.devserver import DevServer
@@ -360,3 +360,50 @@ def test_a_refused_login_is_not_retried(tmp_path: Path, db_name: str, db_url: st
     assert "password authentication failed" in school.error.message
     assert not school.error.retryable and school.attempts == 1
     assert proxy.logins == 1, "a wrong password is tried once: repeated failures can lock the account"
+
+
+# --- onboarding from a spare: the rename's connection lost ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["reply lost after the rename", "cut before the server sees it"])
+def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_and_a_rerun_finishes(
+    pg: DevServer, proxy: FaultProxy, fault: str
+) -> None:
+    source = load_migrations(ROOT / "migrations")
+    opts = options(connect_timeout=2, lock_timeout=2, statement_timeout=2)
+    name = unique_db_name("tpl_fault")
+    assert run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 1)).ok
+    [spare] = spare_names(pg, name)
+    school = unique_db_name("from_spare_fault")
+    creator = template.creator(name, source, opts)
+
+    def provision(url: str) -> DatabaseResult:
+        async def guarded() -> DatabaseResult:
+            with anyio.fail_after(HANG_GUARD_S):
+                return await engine.provision(DatabaseTarget.parse(url), source, opts, creator=creator)
+
+        return run_sync(guarded)
+
+    if fault == "reply lost after the rename":
+        proxy.drop_after_reply("RENAME TO")
+    else:
+        proxy.freeze_on("RENAME TO")
+    first = provision(proxy.url(pg.url(school)))
+    proxy.cut_all()  # a held rename never reaches the server
+
+    assert not first.ok and first.error is not None and first.error.code == "interrupted"
+    renamed = fault == "reply lost after the rename"
+    # One implicit transaction: the spare became the school (open to connections), or nothing happened.
+    assert bool(run_sync(database_exists(pg.url(), school))) is renamed
+    assert spare_names(pg, name) == ([] if renamed else [spare])
+    again = provision(pg.url(school))
+    assert again.ok, again.error
+    assert again.status is (Status.UP_TO_DATE if renamed else Status.APPLIED)
+    assert fetch_sync(pg.url(school), "SELECT version FROM _sqlx_migrations ORDER BY 1")[-1][0] == source.latest
+    assert spare_names(pg, name) == []
+    run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 0))
+
+
+def spare_names(pg: DevServer, name: str) -> list[str]:
+    rows = fetch_sync(pg.url(), "SELECT datname, shobj_description(oid, 'pg_database') AS c FROM pg_database")
+    return [r["datname"] for r in rows if (template.parse_spare(r["c"]) or ("",))[0] == name]
