@@ -251,10 +251,11 @@ async def _current_template(
     source: MigrationSource,
     options: EngineOptions,
     notes: list[str],
+    *,
+    exclusive: bool = False,
 ) -> AsyncIterator[TemplateState]:
-    """The template, current (built or refreshed first when it is missing or behind), held under its lock: shared,
-    or exclusive when this call had to build it."""
-    exclusive = False
+    """The template, current (built or refreshed first when it is missing or behind), held under its lock: shared
+    (enough to copy it), or exclusive when asked or when this call had to build it."""
     while True:
         async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
             state = await read_state(conn, name)
@@ -427,7 +428,10 @@ async def _keep_ready(
     result: ServerTemplate,
 ) -> None:
     name = result.template
-    async with _current_template(conn, server, name, wanted, source, options, result.notes) as state:
+    # Exclusive: two runs at once make the spares one after the other, not twice the number asked for. Onboardings
+    # take spares without the lock; only one that has to copy the template waits (at most --lock-wait).
+    current = _current_template(conn, server, name, wanted, source, options, result.notes, exclusive=True)
+    async with current as state:
         assert state.marker is not None
         result.version = state.marker.version
         ready: list[str] = []

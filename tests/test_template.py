@@ -591,6 +591,32 @@ def test_keeping_spares_ready_drops_a_spare_a_killed_run_left_half_made(
     keep_ready(pg, migrations, template, 0)
 
 
+def test_two_runs_keeping_spares_ready_at_once_make_the_number_asked_not_twice(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    keep_ready(pg, migrations, template, 0)  # the template exists: neither run has to build it
+    source = load_migrations(migrations)
+
+    async def both() -> list[ServerTemplate]:
+        results: list[ServerTemplate] = []
+
+        async def one() -> None:
+            server = DatabaseTarget.parse(pg.url())
+            results.append(await template_module.keep_ready(server, template, source, EngineOptions(), 2))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+        return results
+
+    results = run_sync(both())
+
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert sorted(r.made for r in results) == [0, 2]
+    assert len(spares_of(pg, template)) == 2
+    keep_ready(pg, migrations, template, 0)
+
+
 def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrations: Path, template: str) -> None:
     keep_ready(pg, migrations, template, 1)
     source = load_migrations(migrations)
