@@ -31,6 +31,11 @@ step "Roll out: a read-only plan pass, then canary first and the rest; report an
 step "Status of the fleet after the rollout" $BIN/orchestrator status
 step "Onboard one new school in one idempotent call (the admin service's hook)" \
   $BIN/orchestrator provision -D "postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_demo"
+SPARE_URL="postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_from_spare"
+step "Keep a template and 2 ready copies of it on the server (nightly and after a release)" \
+  $BIN/orchestrator template -D "$SPARE_URL" --template school_template --spares 2
+step "Onboard a school from a ready copy: a rename, not every migration file" \
+  $BIN/orchestrator provision -D "$SPARE_URL" --template school_template
 step "Nightly audit of a clean fleet (read-only)" $BIN/orchestrator audit --no-progress
 
 psql_echo() { PGPASSWORD=$SCHOOL_DB_PASSWORD psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d school_echo -c "$1"; }
