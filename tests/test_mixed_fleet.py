@@ -18,7 +18,7 @@ from fleetkit import cli, make_school, registry_url, write_registry
 from pgfixtures import PG_PASSWORD, execute_sync, ledger, run_sync, unique_db_name
 from pgversions import PG18, gen_random_uuid_set, system_major
 
-from orchestrator import provision
+from orchestrator import provision, run
 from orchestrator.audit.model import AuditReport
 from orchestrator.audit.run import run_audit
 from orchestrator.audit.schema import SchemaSnapshot, diff, snapshot
@@ -26,8 +26,9 @@ from orchestrator.connection import SessionSettings, session
 from orchestrator.devserver import DevServer
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import DatabaseResult
-from orchestrator.settings import Gate
+from orchestrator.settings import Gate, SchoolSettings
 from orchestrator.target import DatabaseTarget
+from orchestrator.template_fleet import TemplateReport
 
 LATEST = 20250201000000
 NO_EXTENSIONS = "defaults:\n  extensions: []\n"
@@ -96,7 +97,7 @@ def test_a_mixed_fleet_with_identical_migrations_audits_clean(
     assert by_id["old1"].fingerprint != by_id["new1"].fingerprint
 
 
-def test_a_school_copied_from_a_template_on_postgresql_18_equals_one_provisioned_from_the_files(
+def test_a_school_copied_from_a_template_or_a_spare_on_postgresql_18_equals_one_provisioned_from_the_files(
     tmp_path: Path, pg18: DevServer, migrations: Path
 ) -> None:
     template = unique_db_name("tpl18")
@@ -112,12 +113,26 @@ def test_a_school_copied_from_a_template_on_postgresql_18_equals_one_provisioned
         onboard("copy18", template=template),
     )
 
+    kept = run(
+        Request(
+            Command.TEMPLATE,
+            database_url=pg18.url(unique_db_name("unused")),
+            migrations=migrations,
+            school=SchoolSettings(template=template, extensions=()),
+            spares=1,
+        )
+    )
+    assert kept.ok and isinstance(kept, TemplateReport) and kept.servers[0].made == 1
+    third = onboard("spare18", template=template)
+
     assert first.notes[0].startswith(f"built template {template} at version {LATEST}")
     assert second.notes == [f"created database {second.database} from template {template} at version {LATEST}"]
-    ledgers = [ledger(pg18.url(r.database)) for r in (by_files, first, second)]
-    assert ledgers[0] == ledgers[1] == ledgers[2] and len(ledgers[0]) == 3
-    schools = {name: (pg18, r.database) for name, r in (("files", by_files), ("first", first), ("second", second))}
-    assert findings(audit(tmp_path, schools, migrations)) == {"files": [], "first": [], "second": []}
+    assert third.notes[0].startswith(f"created database {third.database} from a ready copy")
+    results = {"files": by_files, "first": first, "second": second, "spare": third}
+    ledgers = [ledger(pg18.url(r.database)) for r in results.values()]
+    assert all(one == ledgers[0] for one in ledgers) and len(ledgers[0]) == 3
+    schools = {name: (pg18, r.database) for name, r in results.items()}
+    assert findings(audit(tmp_path, schools, migrations)) == {name: [] for name in results}
 
 
 def test_drift_on_either_version_is_still_found(
