@@ -319,13 +319,14 @@ async def template_lock(conn: asyncpg.Connection, name: str, *, exclusive: bool,
 
 # --- spares: ready copies, taken by a rename ------------------------------------------------------------------------
 
-# One look at pg_database before an onboarding: does the school's database exist already, and which spares (ours,
-# closed to connections: finished) could become it.
+# One look at pg_database: the spares (ours, closed to connections: finished), and, before an onboarding, whether
+# the school's database $1 exists already (NULL: the spares alone).
 _LOOK = """
 SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
 WHERE datname = $1
    OR (starts_with(datname::text, $2) AND NOT datallowconn
        AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user))
+ORDER BY datname
 """
 
 
@@ -345,13 +346,15 @@ def parse_spare(comment: str | None) -> tuple[str, Marker] | None:
         return None
 
 
-def _is_spare_of(comment: str | None, name: str, ledger: str, extensions: tuple[str, ...]) -> Marker | None:
-    """The spare's marker when it is a copy of template `name` holding exactly `ledger` with `extensions`."""
+def _spare_of(comment: str | None, name: str) -> Marker | None:
+    """The marker a spare of template `name` was copied at; None: not a spare of it."""
     spare = parse_spare(comment)
-    if spare is None or spare[0] != name:
-        return None
-    marker = spare[1]
-    return marker if marker.ledger == ledger and set(marker.extensions) == set(extensions) else None
+    return spare[1] if spare is not None and spare[0] == name else None
+
+
+def _holds(marker: Marker, ledger: str, extensions: tuple[str, ...]) -> bool:
+    """Whether a copy at `marker` holds exactly `ledger`, with `extensions`."""
+    return marker.ledger == ledger and set(marker.extensions) == set(extensions)
 
 
 async def _take_spare(
@@ -361,8 +364,8 @@ async def _take_spare(
     no spare holds exactly the files (the template is then copied)."""
     school = quote_ident(target.database)
     for row in rows:
-        marker = _is_spare_of(row["comment"], name, wanted.ledger, wanted.extensions)
-        if marker is None:
+        marker = _spare_of(row["comment"], name)
+        if marker is None or not _holds(marker, wanted.ledger, wanted.extensions):
             continue
         try:
             # One implicit transaction: the school appears open to connections and unmarked, or not at all.
@@ -435,11 +438,11 @@ async def _keep_ready(
         assert state.marker is not None
         result.version = state.marker.version
         ready: list[str] = []
-        for row in await conn.fetch(_SPARES, SPARE_NAME_PREFIX):
-            spare = parse_spare(row["comment"])
-            if spare is None or spare[0] != name:
+        for row in await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX):
+            marker = _spare_of(row["comment"], name)
+            if marker is None:
                 continue  # another template's
-            if _is_spare_of(row["comment"], name, state.marker.ledger, state.marker.extensions):
+            if _holds(marker, state.marker.ledger, state.marker.extensions):
                 ready.append(row["datname"])
             else:
                 await _drop(conn, row["datname"])  # a copy of an older template: no onboarding takes it
@@ -451,14 +454,6 @@ async def _keep_ready(
             await _make_spare(conn, name, state.marker)
             result.made += 1
         result.spares = min(spares, len(ready)) + result.made
-
-
-_SPARES = """
-SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
-WHERE starts_with(datname::text, $1) AND NOT datallowconn
-  AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-ORDER BY datname
-"""
 
 
 async def _make_spare(conn: asyncpg.Connection, name: str, marker: Marker) -> None:
