@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -393,6 +394,7 @@ class ServerTemplate:
     dropped: int = 0  # stale copies (of an older template) and copies beyond the number asked for
     notes: list[str] = field(default_factory=list)  # built or refreshed
     error: str | None = None
+    duration_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -404,6 +406,7 @@ async def keep_ready(
 ) -> ServerTemplate:
     """Make template `name` current on `server`'s server (built or refreshed as onboarding would) and keep exactly
     `spares` ready copies of it, dropping copies of an older template. Errors end up in the value."""
+    started = time.perf_counter()
     result = ServerTemplate(server.server, name)
     try:
         wanted = _wanted(source, options)
@@ -418,6 +421,7 @@ async def keep_ready(
         result.error = server.scrub(describe(exc))
     if result.error:
         log.warning("template.not_ready", template=name, server=server.server, error=result.error)
+    result.duration_s = time.perf_counter() - started
     return result
 
 

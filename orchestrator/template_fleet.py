@@ -12,9 +12,8 @@ Cheap to import (the template machinery loads when the command runs): tracing an
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +67,6 @@ class TemplateReport:
     spares: int
     started_at: datetime
     finished_at: datetime
-    durations_s: list[float] = field(default_factory=list)  # each server's, in the order of `servers`
     command: str = "template"
     interrupted: bool = False
 
@@ -101,15 +99,11 @@ class TemplateReport:
                     "dropped": s.dropped,
                     "notes": s.notes,
                     "error": s.error,
-                    "duration_s": round(seconds, 3),
+                    "duration_s": round(s.duration_s, 3),
                 }
-                for s, seconds in self.timed()
+                for s in self.servers
             ],
         }
-
-    def timed(self) -> Iterator[tuple[ServerTemplate, float]]:
-        durations = self.durations_s or [0.0] * len(self.servers)
-        return zip(self.servers, durations, strict=True)
 
     def json_chunks(self) -> Iterator[str]:
         yield json.dumps(self.to_dict(), indent=2) + "\n"
@@ -120,12 +114,12 @@ class TemplateReport:
             JunitCase(
                 name=f"{s.server} {s.template}",
                 classname=f"{self.command}.{s.server}",
-                time_s=seconds,
+                time_s=s.duration_s,
                 failure=s.error,
                 failure_type="template_unavailable",
                 details="; ".join([*s.notes, f"{s.spares} spare(s) ready, {s.made} made, {s.dropped} dropped"]),
             )
-            for s, seconds in self.timed()
+            for s in self.servers
         ]
         return render_junit(
             f"orchestrator {self.command}", cases, duration_s=self.duration_s, timestamp=self.started_at
@@ -139,21 +133,18 @@ async def keep_templates(job: Job) -> TemplateReport:
 
     groups, spares = template_groups(job), job.request.spares
     started = datetime.now(UTC)
-    results: list[tuple[ServerTemplate, float] | None] = [None] * len(groups)
+    results: list[ServerTemplate | None] = [None] * len(groups)  # in the order of the groups
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
 
     async def keep(i: int, group: TemplateGroup) -> None:
         first = group.tenants[0]
         async with limiter:
-            start = time.perf_counter()
-            kept = await keep_ready(first.target, group.template, job.source, job.engine_options(first), spares)
-            results[i] = (kept, time.perf_counter() - start)
+            results[i] = await keep_ready(first.target, group.template, job.source, job.engine_options(first), spares)
 
     with tracing.run_span(job) as span:
         async with anyio.create_task_group() as tg:
             for i, group in enumerate(groups):
                 tg.start_soon(keep, i, group)
-        done = [r for r in results if r is not None]
-        report = TemplateReport([r[0] for r in done], spares, started, datetime.now(UTC), [r[1] for r in done])
+        report = TemplateReport([r for r in results if r is not None], spares, started, datetime.now(UTC))
         span.finish(report)
     return report
