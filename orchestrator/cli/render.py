@@ -23,6 +23,7 @@ from ..runner import Report
 
 if TYPE_CHECKING:
     from ..audit.model import AuditReport
+    from ..source import MigrationSource
     from ..template import ServerTemplate
     from ..template_fleet import TemplateGroup, TemplateReport
 
@@ -74,12 +75,7 @@ def print_plan(console: Console, job: Job) -> None:
     request, source = job.request, job.source
     where = "1 database" if request.single else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
     read_only = "" if job.writes else "; read-only"
-    console.print(
-        f"[bold]{job.command.value}[/]: {where}; migrations in {source.directory} "
-        f"({len(source)} files, latest {version(source.latest)}){read_only}"
-    )
-    for warning in source.warnings:
-        console.print(f"[yellow]warning[/]: {escape(str(warning))}")
+    print_plan_head(console, job, f"{where}; {migrations_text(source)}{read_only}")
     if not request.single and job.writes:
         budgets = job.fleet_options.budgets
         waves = " then ".join(f"{name} ({len(group)})" for name, group in job.waves) or "nothing to do"
@@ -88,6 +84,17 @@ def print_plan(console: Console, job: Job) -> None:
             f"  waves: {waves}; concurrency {budgets.concurrency}, {per_server_text(job)} per server; {budget}; "
             f"{budgets.retries} retries for transient errors"
         )
+
+
+def print_plan_head(console: Console, job: Job, what: str) -> None:
+    """The plan's first line (the command, then `what`), and what loading the migration files warned about."""
+    console.print(f"[bold]{job.command.value}[/]: {what}")
+    for warning in job.source.warnings:
+        console.print(f"[yellow]warning[/]: {escape(str(warning))}")
+
+
+def migrations_text(source: MigrationSource) -> str:
+    return f"migrations in {source.directory} ({len(source)} files, latest {version(source.latest)})"
 
 
 def per_server_text(job: Job) -> str:
@@ -316,7 +323,7 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print(f"[yellow]interrupted[/]: running schools {running}; the rest were skipped")
 
 
-def print_next_steps(console: Console, report: Report | TemplateReport, report_path: str | None) -> None:
+def print_next_steps(console: Console, report: Report, report_path: str | None) -> None:
     if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan"):
         return
     if report_path:
@@ -377,16 +384,11 @@ def print_audit(console: Console, report: AuditReport) -> None:
     )
 
 
-def print_template_plan(console: Console, job: Job, groups: list[TemplateGroup], spares: int) -> None:
-    source = job.source
+def print_template_plan(console: Console, job: Job, groups: list[TemplateGroup]) -> None:
     templates = ", ".join(sorted({g.template for g in groups}))
     servers = len({g.server for g in groups})
-    console.print(
-        f"[bold]template[/]: {escape(templates)} on {servers} server(s), keeping {spares} spare(s) each; "
-        f"migrations in {source.directory} ({len(source)} files, latest {version(source.latest)})"
-    )
-    for warning in source.warnings:
-        console.print(f"[yellow]warning[/]: {escape(str(warning))}")
+    where = f"{escape(templates)} on {servers} server(s), keeping {job.request.spares} spare(s) each"
+    print_plan_head(console, job, f"{where}; {migrations_text(job.source)}")
 
 
 def template_state(s: ServerTemplate) -> str:

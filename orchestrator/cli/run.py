@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,9 +24,6 @@ from ..target import DatabaseTarget
 from . import render
 from .options import Flags
 from .render import EXIT_INTERRUPTED, EXIT_NOT_OK, EXIT_OK, fail_usage
-
-if TYPE_CHECKING:
-    from ..template_fleet import TemplateReport
 
 # Extra files a command writes from its report (the audit's metrics and HTML page): (path, contents).
 ExtraFile = tuple[Path, Callable[[Any], str | Iterable[str]]]
@@ -97,7 +94,7 @@ def execute_template(flags: Flags, spares: int) -> None:
         fail_usage(error)
     register_job_secrets(job)
     human = render.make_console(stderr=job.request.outputs.json)
-    render.print_template_plan(human, job, groups, spares)
+    render.print_template_plan(human, job, groups)
     report = eventloop.run(keep_templates, job)
     render.print_templates(human, report)
     write_outputs(human, report, job, ())
@@ -110,7 +107,7 @@ def register_job_secrets(job: Job) -> None:
     register_secrets([*(s for t in job.tenants for s in t.target.secrets), *reference])
 
 
-def write_outputs(human: Console, report: Report | TemplateReport, job: Job, extra_files: Iterable[ExtraFile]) -> None:
+def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterable[ExtraFile]) -> None:
     outputs = job.request.outputs
     files: list[ExtraFile] = []
     if outputs.report:
@@ -129,7 +126,7 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def exit_code(report: Report | TemplateReport) -> int:
+def exit_code(report: Report) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_NOT_OK
