@@ -40,7 +40,7 @@ import uvloop
 from onboarding import OnboardingResult, report_lines, run_onboarding
 from pgutil import checkpoint
 
-from orchestrator import eventloop, sqlx
+from orchestrator import eventloop, scram, sqlx
 from orchestrator.command import Command
 from orchestrator.connection import quote_ident
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port
@@ -392,24 +392,10 @@ def timed_async(
     fn: Callable[[], Awaitable[None]], *, run: Callable[[Coroutine[Any, Any, None]], object] = asyncio.run
 ) -> float:
     """Seconds a floor `fn()` takes on a new event loop (asyncio's, or `run=uvloop.run`), on plain asyncpg."""
-    with plain_asyncpg():
+    with scram.plain_asyncpg():  # the orchestrator's SCRAM memo out: importing it put it in this process
         started = time.perf_counter()
         run(_call(fn))
         return time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def plain_asyncpg() -> Iterator[None]:
-    """asyncpg as installed: without the orchestrator's memo of SCRAM's PBKDF2 (orchestrator/scram.py), which
-    importing the orchestrator put in this process. The floor is plain asyncpg; the tool's runs keep the memo."""
-    from asyncpg.protocol import protocol
-
-    remembering = getattr(protocol, "hashlib", hashlib)
-    setattr(protocol, "hashlib", hashlib)  # noqa: B010 (no such attribute in its stubs)
-    try:
-        yield
-    finally:
-        setattr(protocol, "hashlib", remembering)  # noqa: B010
 
 
 async def _call(fn: Callable[[], Awaitable[None]]) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -45,5 +47,22 @@ def install() -> bool:
         return True
     if getattr(protocol, "hashlib", None) is not hashlib:
         return False
-    setattr(protocol, "hashlib", _HashlibRemembering("hashlib"))  # noqa: B010 (no such attribute in its stubs)
+    _set(protocol, _HashlibRemembering("hashlib"))
     return True
+
+
+@contextmanager
+def plain_asyncpg() -> Iterator[None]:
+    """asyncpg as installed, for a while: one PBKDF2 per session again (the benchmark's floor is plain asyncpg)."""
+    from asyncpg.protocol import protocol
+
+    installed = getattr(protocol, "hashlib", hashlib)
+    _set(protocol, hashlib)
+    try:
+        yield
+    finally:
+        _set(protocol, installed)
+
+
+def _set(protocol: ModuleType, module: ModuleType) -> None:
+    setattr(protocol, "hashlib", module)  # noqa: B010 (no such attribute in asyncpg's stubs)

@@ -52,3 +52,16 @@ def test_each_role_has_its_own_and_a_wrong_password_is_still_refused(pg: DevServ
 
     info = scram.pbkdf2_hmac.cache_info()
     assert (info.misses, info.hits) == (3, 2)
+
+
+def test_plain_asyncpg_takes_the_memo_out_for_a_while_and_puts_it_back(pg: DevServer) -> None:
+    # The benchmark's floor is plain asyncpg: inside, sessions derive their key without the memo.
+    scram.pbkdf2_hmac.cache_clear()
+
+    with scram.plain_asyncpg():
+        assert open_sessions(pg.url(), 2) == ["postgres"] * 2
+        assert scram.pbkdf2_hmac.cache_info().currsize == 0
+    assert open_sessions(pg.url(), 2) == ["postgres"] * 2
+
+    info = scram.pbkdf2_hmac.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
