@@ -14,6 +14,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
+from orchestrator.template import parse_spare
+
 PG_PASSWORD = "TopSecretPw42"
 # PostgreSQL truncates identifiers beyond 63 bytes (NAMEDATALEN - 1).
 MAX_IDENT = 63
@@ -91,6 +93,19 @@ def ledger(url: str) -> list[tuple[int, str, bool, bytes]]:
     """The database's _sqlx_migrations rows in SQLx's own columns (no execution time), by version."""
     rows = fetch_sync(url, "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
     return [(r["version"], r["description"], r["success"], bytes(r["checksum"])) for r in rows]
+
+
+def spares_of(server_url: str, template: str) -> list[str]:
+    """The ready copies (spares) of `template` on the server of `server_url`, by name; each is closed to
+    connections, as a spare always is."""
+    rows = fetch_sync(
+        with_database(server_url, "postgres"),
+        "SELECT datname, datallowconn, shobj_description(oid, 'pg_database') AS comment FROM pg_database "
+        "ORDER BY datname",
+    )
+    ours = [r for r in rows if (parse_spare(r["comment"]) or ("",))[0] == template]
+    assert not any(r["datallowconn"] for r in ours), "a spare open to connections"
+    return [r["datname"] for r in ours]
 
 
 async def create_database(server_url: str, name: str) -> str:

@@ -14,7 +14,15 @@ import anyio
 import pytest
 from faultproxy import FaultProxy
 from fleetkit import ROOT, make_migrations, popen, run_fleet_job, write_registry
-from pgfixtures import PG_PASSWORD, database_exists, fetch_sync, fetchval_sync, run_sync, unique_db_name
+from pgfixtures import (
+    PG_PASSWORD,
+    database_exists,
+    fetch_sync,
+    fetchval_sync,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 
 from orchestrator import engine, resolve, template
 from orchestrator.command import Command
@@ -373,7 +381,7 @@ def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_a
     opts = options(connect_timeout=2, lock_timeout=2, statement_timeout=2)
     name = unique_db_name("tpl_fault")
     assert run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 1)).ok
-    [spare] = spare_names(pg, name)
+    [spare] = spares_of(pg.url(), name)
     school = unique_db_name("from_spare_fault")
     creator = template.creator(name, source, opts)
 
@@ -395,15 +403,10 @@ def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_a
     renamed = fault == "reply lost after the rename"
     # One implicit transaction: the spare became the school (open to connections), or nothing happened.
     assert bool(run_sync(database_exists(pg.url(), school))) is renamed
-    assert spare_names(pg, name) == ([] if renamed else [spare])
+    assert spares_of(pg.url(), name) == ([] if renamed else [spare])
     again = provision(pg.url(school))
     assert again.ok, again.error
     assert again.status is (Status.UP_TO_DATE if renamed else Status.APPLIED)
     assert fetch_sync(pg.url(school), "SELECT version FROM _sqlx_migrations ORDER BY 1")[-1][0] == source.latest
-    assert spare_names(pg, name) == []
+    assert spares_of(pg.url(), name) == []
     run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 0))
-
-
-def spare_names(pg: DevServer, name: str) -> list[str]:
-    rows = fetch_sync(pg.url(), "SELECT datname, shobj_description(oid, 'pg_database') AS c FROM pg_database")
-    return [r["datname"] for r in rows if (template.parse_spare(r["c"]) or ("",))[0] == name]

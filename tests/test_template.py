@@ -27,6 +27,7 @@ from pgfixtures import (
     fetchval_sync,
     ledger,
     run_sync,
+    spares_of,
     unique_db_name,
 )
 
@@ -45,7 +46,7 @@ from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.settings import SchoolSettings
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
-from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, ServerTemplate, parse_spare, template_lock
+from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, ServerTemplate, template_lock
 
 FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 SQLX = Path(sys.executable).parent / "sqlx"
@@ -122,15 +123,6 @@ def leftovers(pg: DevServer) -> list[str]:
     """Build databases a template build or refresh did not clean up (spares are kept on purpose)."""
     rows = fetch_sync(pg.url(), "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%'")
     return [r[0] for r in rows if not r[0].startswith(SPARE_NAME_PREFIX)]
-
-
-def spares_of(pg: DevServer, template: str) -> list[str]:
-    """The ready copies of `template` on the server (finished: closed to connections, marked)."""
-    rows = fetch_sync(
-        pg.url(),
-        "SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE NOT datallowconn",
-    )
-    return sorted(r["datname"] for r in rows if (parse_spare(r["comment"]) or ("",))[0] == template)
 
 
 def keep_ready(pg: DevServer, migrations: Path, template: str, spares: int) -> ServerTemplate:
@@ -500,13 +492,13 @@ def test_a_school_taken_from_a_spare_equals_one_provisioned_from_the_files(
     made = keep_ready(pg, migrations, template, 2)
     assert (made.version, made.spares, made.made, made.dropped) == (LATEST, 2, 2, 0)
     assert made.notes == [f"built template {template} at version {LATEST} (every migration, in a new database)"]
-    spares = spares_of(pg, template)
+    spares = spares_of(pg.url(), template)
     by_files = onboard(pg, migrations, None, "files_beside_spares")
 
     school = onboard(pg, migrations, template, "from_a_spare")
 
     assert school.ok, school.error
-    taken = (set(spares) - set(spares_of(pg, template))).pop()
+    taken = (set(spares) - set(spares_of(pg.url(), template))).pop()
     assert school.notes == [
         f"created database {school.database} from a ready copy ({taken}) of template {template} at version {LATEST}"
     ]
@@ -525,8 +517,8 @@ def test_a_school_taken_from_a_spare_equals_one_provisioned_from_the_files(
         (FIRST, SECOND, LATEST), "installed"
     )
     assert audit_clean(tmp_path, pg, migrations, [school.database]) == [[]]
-    assert len(spares_of(pg, template)) == 1
-    assert keep_ready(pg, migrations, template, 0).dropped == 1 and spares_of(pg, template) == []
+    assert len(spares_of(pg.url(), template)) == 1
+    assert keep_ready(pg, migrations, template, 0).dropped == 1 and spares_of(pg.url(), template) == []
 
 
 def test_keeping_spares_ready_tops_up_and_trims_to_the_number_asked(
@@ -540,9 +532,9 @@ def test_keeping_spares_ready_tops_up_and_trims_to_the_number_asked(
 
     assert (topped.spares, topped.made, topped.dropped, topped.notes) == (3, 1, 0, [])
     assert (trimmed.spares, trimmed.made, trimmed.dropped) == (1, 0, 2)
-    assert len(spares_of(pg, template)) == 1
+    assert len(spares_of(pg.url(), template)) == 1
     keep_ready(pg, migrations, template, 0)
-    assert spares_of(pg, template) == [] and leftovers(pg) == []
+    assert spares_of(pg.url(), template) == [] and leftovers(pg) == []
 
 
 def test_a_spare_of_an_older_release_is_never_taken_and_is_replaced(
@@ -550,17 +542,17 @@ def test_a_spare_of_an_older_release_is_never_taken_and_is_replaced(
 ) -> None:
     held_back = hold_back_the_latest_file(migrations, tmp_path)
     keep_ready(pg, migrations, template, 2)
-    old_spares = spares_of(pg, template)
+    old_spares = spares_of(pg.url(), template)
     shutil.copytree(held_back, migrations, dirs_exist_ok=True)  # a release adds a file
 
     school = onboard(pg, migrations, template, "after_the_release")
 
     assert school.ok and school.applied_versions == [], school.error
     assert school.notes[-1] == f"created database {school.database} from template {template} at version {LATEST}"
-    assert spares_of(pg, template) == old_spares, "left for the next keep_ready"
+    assert spares_of(pg.url(), template) == old_spares, "left for the next keep_ready"
     renewed = keep_ready(pg, migrations, template, 2)
     assert (renewed.version, renewed.made, renewed.dropped) == (LATEST, 2, 2)
-    assert not set(spares_of(pg, template)) & set(old_spares)
+    assert not set(spares_of(pg.url(), template)) & set(old_spares)
     assert "a ready copy" in onboard(pg, migrations, template, "from_a_new_spare").notes[0]
     keep_ready(pg, migrations, template, 0)
 
@@ -569,13 +561,13 @@ def test_a_spare_owned_by_another_role_is_not_taken(pg: DevServer, migrations: P
     keep_ready(pg, migrations, template, 1)
     role = unique_db_name("spare_owner")
     execute_sync(pg.url(), f'CREATE ROLE "{role}"')
-    (spare,) = spares_of(pg, template)
+    (spare,) = spares_of(pg.url(), template)
     execute_sync(pg.url(), f'ALTER DATABASE "{spare}" OWNER TO "{role}"')
 
     school = onboard(pg, migrations, template, "not_the_spares_owner")
 
     assert school.notes == [f"created database {school.database} from template {template} at version {LATEST}"]
-    assert spares_of(pg, template) == [spare]
+    assert spares_of(pg.url(), template) == [spare]
     execute_sync(pg.url(), f'DROP DATABASE "{spare}"')
 
 
@@ -613,7 +605,7 @@ def test_two_runs_keeping_spares_ready_at_once_make_the_number_asked_not_twice(
 
     assert all(r.ok for r in results), [r.error for r in results]
     assert sorted(r.made for r in results) == [0, 2]
-    assert len(spares_of(pg, template)) == 2
+    assert len(spares_of(pg.url(), template)) == 2
     keep_ready(pg, migrations, template, 0)
 
 
@@ -639,4 +631,4 @@ def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrati
     assert all(r.ok and r.applied_versions == [] for r in results), [r.error for r in results]
     paths = sorted("a ready copy" in r.notes[0] for r in results)
     assert paths == [False, True], [r.notes for r in results]
-    assert spares_of(pg, template) == []
+    assert spares_of(pg.url(), template) == []

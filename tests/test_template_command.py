@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, ledger, quote_ident, unique_db_name
+from pgfixtures import PG_PASSWORD, execute_sync, ledger, quote_ident, spares_of, unique_db_name
 from typer.testing import CliRunner, Result
 
 import orchestrator
@@ -30,7 +30,6 @@ from orchestrator.devserver import DevServer
 from orchestrator.errors import InvalidInput
 from orchestrator.settings import SchoolSettings
 from orchestrator.source import load_migrations
-from orchestrator.template import SPARE_NAME_PREFIX, parse_spare
 from orchestrator.template_fleet import TemplateReport
 
 NEW_VERSION = 20250301000000
@@ -53,7 +52,7 @@ def template(pg: DevServer) -> Iterator[str]:
     """A template name of this test's own; the template and its spares are dropped afterwards."""
     name = unique_db_name("tplcmd")
     yield name
-    for database in [*spares(pg, name), name]:
+    for database in [*spares_of(pg.url(), name), name]:
         execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
         execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
 
@@ -63,19 +62,6 @@ def invoke(*args: str) -> Result:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert PG_PASSWORD not in result.stdout and PG_PASSWORD not in result.stderr
     return result
-
-
-def spares(pg: DevServer, name: str) -> list[str]:
-    """The ready copies of template `name` on `pg` (closed to connections, as a spare always is)."""
-    rows = fetch_sync(
-        pg.url(),
-        "SELECT datname, datallowconn, shobj_description(oid, 'pg_database') AS comment FROM pg_database "
-        "WHERE starts_with(datname, $1) ORDER BY datname",
-        SPARE_NAME_PREFIX,
-    )
-    ours = [r for r in rows if (parse_spare(r["comment"]) or ("",))[0] == name]
-    assert not any(r["datallowconn"] for r in ours)
-    return [r["datname"] for r in ours]
 
 
 def keep(pg: DevServer, migrations: Path, template: str, n: int, *more: str) -> Result:
@@ -107,13 +93,13 @@ def test_spares_are_made_taken_by_onboarding_topped_up_and_dropped(
     built = keep(pg, migrations, template, 3)
     assert built.exit_code == 0, built.output
     assert f"{server}: {template} at {latest}, built; 3 spare(s) ready (3 made, 0 dropped)" in built.stdout
-    assert len(spares(pg, template)) == 3
+    assert len(spares_of(pg.url(), template)) == 3
 
     url, school = provision(pg, migrations, template)
     assert any("from a ready copy" in note for note in school["notes"]), school["notes"]
     assert school["version_after"] == latest
     assert ledger(url) == files_ledger(migrations)
-    assert len(spares(pg, template)) == 2
+    assert len(spares_of(pg.url(), template)) == 2
 
     topped_up = keep(pg, migrations, template, 3)
     assert topped_up.exit_code == 0, topped_up.output
@@ -122,7 +108,7 @@ def test_spares_are_made_taken_by_onboarding_topped_up_and_dropped(
     none = keep(pg, migrations, template, 0)
     assert none.exit_code == 0, none.output
     assert "0 spare(s) ready (0 made, 3 dropped)" in none.stdout
-    assert spares(pg, template) == []
+    assert spares_of(pg.url(), template) == []
 
 
 def test_the_python_api_keeps_spares_ready_as_the_command_does(pg: DevServer, migrations: Path, template: str) -> None:
@@ -140,7 +126,7 @@ def test_the_python_api_keeps_spares_ready_as_the_command_does(pg: DevServer, mi
     assert isinstance(report, TemplateReport) and report.ok
     [kept] = report.servers
     assert (kept.template, kept.spares, kept.made) == (template, 2, 2)
-    assert len(spares(pg, template)) == 2
+    assert len(spares_of(pg.url(), template)) == 2
     with pytest.raises(InvalidInput, match="must not be negative"):
         orchestrator.run(replace(request, spares=-1))
 
@@ -149,7 +135,7 @@ def test_a_new_migration_refreshes_the_template_and_replaces_its_stale_spares(
     pg: DevServer, migrations: Path, template: str
 ) -> None:
     assert keep(pg, migrations, template, 2).exit_code == 0
-    stale = spares(pg, template)
+    stale = spares_of(pg.url(), template)
     (migrations / f"{NEW_VERSION}_add_notes.up.sql").write_text("CREATE TABLE notes (id int);\n")
     (migrations / f"{NEW_VERSION}_add_notes.down.sql").write_text("DROP TABLE notes;\n")
 
@@ -160,7 +146,7 @@ def test_a_new_migration_refreshes_the_template_and_replaces_its_stale_spares(
     assert (line["version"], line["spares"], line["made"], line["dropped"]) == (NEW_VERSION, 2, 2, len(stale))
     assert line["notes"][0].startswith(f"refreshed template {template}")
     assert "refreshed; 2 spare(s) ready" in refreshed.stderr  # with --json the human lines go to stderr
-    assert not set(stale) & set(spares(pg, template))
+    assert not set(stale) & set(spares_of(pg.url(), template))
     url, school = provision(pg, migrations, template)
     assert any("from a ready copy" in note for note in school["notes"]), school["notes"]
     assert school["version_after"] == NEW_VERSION and ledger(url) == files_ledger(migrations)
