@@ -49,6 +49,7 @@ from .errors import DatabaseError
 from .history import read_applied
 from .logsetup import get_logger
 from .outcome import DatabaseResult
+from .pooler import ensure_pinned
 from .source import MigrationSource
 from .target import DatabaseTarget
 
@@ -228,6 +229,7 @@ async def _copy(
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
         async with session(maintenance, options.session) as conn:
+            await ensure_pinned(conn)  # the template's lock is a session's; a refused school gets no copy
             rows = await conn.fetch(_LOOK, target.database, SPARE_NAME_PREFIX)
             if any(row["datname"] == target.database for row in rows):
                 return _Copied(False)  # the school exists (a repeated provision): no template work for it
@@ -412,6 +414,7 @@ async def keep_ready(
         wanted = _wanted(source, options)
         await drop_stale_scratch(server, options.session)  # spares and builds a killed process left half-made
         async with session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
+            await ensure_pinned(conn)  # the template's lock is a session's
             await _keep_ready(conn, server, wanted, source, options, spares, result)
     except TemplateUnavailable as exc:
         result.error = exc.reason
