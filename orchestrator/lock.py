@@ -36,11 +36,12 @@ SELECT datistemplate AS template, CASE WHEN datistemplate THEN false ELSE pg_try
 FROM pg_database WHERE datname = current_database()
 """
 # The same, for a session not yet proven to keep its own server process: the lock is taken only if the server sees
-# our own socket ({direct}: pooler.direct_check, parameters from $2); otherwise the pooler's probes run first.
+# our own socket ({direct}: pooler.direct_check, parameters from $2), else `locked` is NULL and the pooler's probes
+# run first. (A CASE branch, not a joined subquery: planned once per session, it costs what _TRY_LOCK costs.)
 _TRY_LOCK_IF_DIRECT = """
-SELECT datistemplate AS template, d.direct,
-  CASE WHEN datistemplate OR NOT d.direct THEN false ELSE pg_try_advisory_lock($1) END AS locked
-FROM pg_database, (SELECT {direct} AS direct) d WHERE datname = current_database()
+SELECT datistemplate AS template,
+  CASE WHEN datistemplate THEN false WHEN {direct} THEN pg_try_advisory_lock($1) END AS locked
+FROM pg_database WHERE datname = current_database()
 """
 _HOLDER = """
 SELECT a.pid, a.application_name, a.client_addr::text, a.state
@@ -73,7 +74,7 @@ async def _try_lock(conn: asyncpg.Connection, database: str, key: int, *, timeou
     if row["template"]:
         raise template_refused(database)
     if check is not None:
-        if not row["direct"]:
+        if row["locked"] is None:
             await prove_pinned(conn)  # raises TransactionPooler unless the probes prove it
             return await _try_lock(conn, database, key, timeout=timeout)
         mark_pinned(conn)
