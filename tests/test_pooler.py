@@ -15,9 +15,9 @@ import pytest
 from faultproxy import FaultProxy
 from fleetkit import cli, make_migrations, make_school, run_fleet_job, write_registry
 from pgbouncer import PgBouncer
-from pgfixtures import PG_PASSWORD, database_exists, fetch_sync, fetchval_sync, run_sync, unique_db_name
+from pgfixtures import PG_PASSWORD, database_exists, fetch, fetch_sync, fetchval_sync, run_sync, unique_db_name
 
-from orchestrator import engine, sqlx
+from orchestrator import engine, pooler, sqlx
 from orchestrator.command import Command
 from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
@@ -272,3 +272,83 @@ def test_the_audit_builds_its_reference_on_the_direct_url_and_reads_the_school_t
     [school] = json.loads(audit.stdout)["schools"]
     assert school["status"] == "up_to_date", school
     assert school["server"] == f"127.0.0.1:{transaction_pooler.port}", "the school is read through its url"
+
+
+@pytest.mark.parametrize("round_robin", [True, False], ids=["round-robin", "lifo"])
+def test_transaction_pooling_busy_with_workers_is_refused_every_time(
+    tmp_path: Path, pg: DevServer, round_robin: bool
+) -> None:
+    """Workers keep the pool's server connections busy, ours included, while the probes run: whichever way the
+    scheduling goes (a probe gets ours, or a worker used it meanwhile, which its activity shows), it is refused."""
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "pooled_busy")
+    with PgBouncer(pg, PG_PASSWORD, "transaction", round_robin=round_robin) as bouncer:
+        url = bouncer.url(PG_PASSWORD, db)
+
+        async def scenario() -> list[DatabaseResult]:
+            results = []
+
+            async def worker() -> None:
+                client = await asyncpg.connect(url, statement_cache_size=0)
+                try:
+                    while True:
+                        async with client.transaction():
+                            await client.execute("SELECT pg_sleep(0.005)")
+                finally:
+                    await client.close()
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(worker)
+                await anyio.sleep(0.2)
+                for _ in range(5):
+                    with anyio.fail_after(HANG_GUARD_S):
+                        results.append(
+                            await engine.migrate(DatabaseTarget.parse(url), load_migrations(migrations), OPTIONS)
+                        )
+                tg.cancel_scope.cancel()
+            return results
+
+        results = run_sync(scenario)
+    assert [r.status for r in results] == [Status.POOLED] * 5, [r.error for r in results]
+    assert not has_history(pg, db)
+
+
+def test_our_server_process_used_by_another_client_while_the_probes_run_is_refused(
+    tmp_path: Path, pg: DevServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probes miss our server process X because a worker has it (it took X right after our count, LIFO), and
+    gives it back before our session reads its pid again (which then finds X): only X's activity, read while the
+    probes are pinned, shows another client on it. The worker is a real client, put in at those two moments."""
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "pooled_borrowed")
+    with PgBouncer(pg, PG_PASSWORD, "transaction", pool_size=8) as bouncer:
+        url = bouncer.url(PG_PASSWORD, db)
+        worker: list[asyncpg.Connection] = []
+        seen: list[tuple[int, int]] = []
+        enter, leave = pooler._Probes.__aenter__, pooler._Probes.__aexit__
+
+        async def worker_takes_ours(probes: pooler._Probes) -> pooler._Probes:
+            [ours] = await fetch(
+                pg.url(db),
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pinning probe%' AND pid <> pg_backend_pid()",
+            )
+            client = await asyncpg.connect(url, statement_cache_size=0)
+            await client.execute("BEGIN")
+            seen.append((ours["pid"], await client.fetchval("SELECT pg_backend_pid()")))
+            worker.append(client)
+            return await enter(probes)
+
+        async def worker_gives_it_back(probes: pooler._Probes, *exc: object) -> None:
+            await leave(probes, *exc)
+            for client in worker:
+                await client.execute("COMMIT")
+                await client.close()
+
+        monkeypatch.setattr(pooler._Probes, "__aenter__", worker_takes_ours)
+        monkeypatch.setattr(pooler._Probes, "__aexit__", worker_gives_it_back)
+        result = migrate(url, migrations)
+    [(ours, workers)] = seen
+    assert workers == ours, "the worker had our server process"
+    assert result.status is Status.POOLED, result.error
+    assert not has_history(pg, db)
