@@ -425,6 +425,7 @@ def test_a_collector_that_never_answers_delays_the_exit_by_the_export_budget_at_
     monkeypatch.setattr(tracing, "EXPORT_BUDGET", 0.3)  # the SDK's own default would be 10 s per request
     monkeypatch.setattr(tracing, "_environment_read", False)
     monkeypatch.setattr(tracing, "_from_environment", None)
+    monkeypatch.setattr(tracing, "_delivery", tracing._delivery)  # the provider built below replaces it
     recorder = Recorder()
     monkeypatch.setattr(tracing, "log", recorder)
     provider = tracing._environment_provider()
