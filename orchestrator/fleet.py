@@ -230,8 +230,11 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
     async def attempt() -> DatabaseResult:
         nonlocal attempts, earlier
         down = state.servers_down.get(tenant.server)
-        if down is not None:
-            return _server_down(tenant, down)  # no connection attempt: the server is known to be down
+        if down is not None:  # no connection attempt: the server is known to be down
+            if earlier is not None:  # the breaker opened while this school waited to retry: it keeps its own story
+                earlier.notes.append(f"not retried: {down} on {tenant.server}")
+                return earlier
+            return _server_down(tenant, down)
         attempts += 1
         if attempts > 1:
             log.info("school.retry", school=tenant.id, attempt=attempts)

@@ -258,6 +258,30 @@ def test_a_zero_threshold_never_opens_the_breaker() -> None:
     assert state.servers_down == {}
 
 
+def test_a_school_waiting_to_retry_when_the_breaker_opens_keeps_its_own_error() -> None:
+    """School a got no answer and waits to retry; meanwhile b's silence opens the breaker. a is not retried, and
+    its result still says what its attempt met, not "not attempted"."""
+    from orchestrator.fleet import run_fleet
+    from orchestrator.registry import Tenant
+
+    target = DatabaseTarget.parse("postgresql://u@h:5432/x")
+
+    async def work(tenant: Tenant) -> DatabaseResult:
+        if tenant.id == "b":
+            await anyio.sleep(0.05)  # a's retry waits at least retry_backoff (0.5 s)
+        silent = connection_lost(target, TimeoutError(), "working")
+        return DatabaseResult(database=tenant.id, server=tenant.server, status=Status.FAILED, error=silent)
+
+    schools = [Tenant(name, DatabaseTarget.parse(f"postgresql://u@h:5432/{name}")) for name in ("a", "b")]
+    options = FleetOptions(budgets=Budgets(server_down_after=2, retry_backoff=0.5), per_server={"h:5432": 2})
+    run = anyio.run(run_fleet, schools, work, options)
+    a, b = (o.result for o in run.outcomes)
+    assert run.servers_down == {"h:5432": "server down: 2 connection attempts in a row failed"}
+    assert (a.attempts, b.attempts) == (1, 1)
+    assert a.error is not None and a.error.code == "interrupted" and "stopped answering" in a.error.message
+    assert a.notes == ["not retried: server down: 2 connection attempts in a row failed on h:5432"]
+
+
 def test_a_retried_school_reports_what_every_attempt_did() -> None:
     """Attempt 1 applied file 1, then lost its connection; attempt 2 applied files 2 and 3: the school's result
     says 1, 2 and 3 were applied, from the version it started at."""
