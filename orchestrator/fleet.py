@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .connection import SessionGroup, session_group
-from .errors import ConnectFailed, Interrupted, Unreachable
+from .errors import Interrupted, Unreachable
 from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
@@ -100,12 +100,13 @@ class _State:
     results: dict[str, TenantOutcome] = field(default_factory=dict)
     work_scope: anyio.CancelScope | None = None  # cancelled as the last step of an abort
     sessions: SessionGroup = field(default_factory=SessionGroup)
-    failed_connects: dict[str, int] = field(default_factory=dict)  # server -> connection failures in a row
+    failed_connects: dict[str, int] = field(default_factory=dict)  # server -> attempts in a row with no answer
     servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker is open
 
     def observe(self, server: str, result: DatabaseResult) -> None:
-        """The per-server breaker: N connection failures in a row open it; any answer from the server closes it."""
-        if not isinstance(result.error, ConnectFailed):
+        """The per-server breaker: N attempts in a row that got no answer (connection refused or timed out, or a
+        reply deadline passed: DatabaseError.no_answer) open it; any answer from the server closes it."""
+        if result.error is None or not result.error.no_answer:
             self.failed_connects.pop(server, None)
             if self.servers_down.pop(server, None) is not None:
                 log.info("fleet.server_up", server=server)
@@ -229,8 +230,11 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
     async def attempt() -> DatabaseResult:
         nonlocal attempts, earlier
         down = state.servers_down.get(tenant.server)
-        if down is not None:
-            return _server_down(tenant, down)  # no connection attempt: the server is known to be down
+        if down is not None:  # no connection attempt: the server is known to be down
+            if earlier is not None:  # the breaker opened while this school waited to retry: it keeps its own story
+                earlier.notes.append(f"not retried: {down} on {tenant.server}")
+                return earlier
+            return _server_down(tenant, down)
         attempts += 1
         if attempts > 1:
             log.info("school.retry", school=tenant.id, attempt=attempts)
