@@ -19,8 +19,8 @@ from collections.abc import Container, Sequence
 from pathlib import Path
 
 from ..source import Migration, SourceWarning
+from .catalog import finding
 from .findings import Finding
-from .rules import finding
 
 
 def naming_findings(migrations: Sequence[Migration], wanted: Container[Path]) -> list[Finding]:
