@@ -277,7 +277,7 @@ def _not_reversible(stuck: list[Migration]) -> NotReversible:
         else f"rename {newest.filename} to end in .up.sql and add its .down.sql"
     )
     return NotReversible(
-        f"migration {', '.join(f'{m.version} ({m.filename})' for m in stuck)} "
+        f"migration{'' if len(stuck) == 1 else 's'} {', '.join(f'{m.version} ({m.filename})' for m in stuck)} "
         f"{'has' if len(stuck) == 1 else 'have'} no down file; cannot revert past {them}",
         hint=f"revert to {newest.version} or later; or {add} (only the up file's checksum is recorded, so that is "
         f"safe even where it is applied). `sqlx migrate revert` would skip {them}, leaving the row, and revert "
