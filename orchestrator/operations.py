@@ -36,7 +36,7 @@ SURVEY_MIN_SCHOOLS = 12
 def make_work(job: Job, schema_matches: Mapping[str, frozenset[int]] | None = None, survey: Survey = Survey()) -> Work:
     """`schema_matches`: for `resolve --restamp` and `--applied --schema-evidence`, the schools whose live schema is
     what their files produce, with the versions they were compared at (from an audit pass; see
-    runner.schema_matches). `survey`: what the servers said about the schools' databases."""
+    runner._schema_matches). `survey`: what the servers said about the schools' databases."""
     matches = schema_matches or {}
     command, source = job.command, job.source
 
