@@ -20,6 +20,7 @@ import pytest
 from fleetkit import BASIC, ROOT, cli, make_migrations, popen, registry_url, run_fleet_job, write_registry
 from pgfixtures import (
     PG_PASSWORD,
+    abandoned_scratch,
     create_database,
     database_exists,
     execute_sync,
@@ -36,8 +37,6 @@ from orchestrator import engine
 from orchestrator import template as template_module
 from orchestrator.audit.run import run_audit
 from orchestrator.audit.schema import fingerprint, snapshot
-from orchestrator.bootstrap import drop_stale_scratch
-from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
 from orchestrator.errors import InvalidInput
@@ -438,12 +437,17 @@ def test_a_target_before_the_latest_migration_does_not_use_the_template(
     assert not run_sync(database_exists(pg.url(), template)), "no template is built for a school it cannot serve"
 
 
-def test_a_template_build_a_killed_run_left_marked_is_dropped_by_the_stale_clean_up(pg: DevServer) -> None:
-    stale = "orchestrator_tmpl_1000000000_0badf00d"
-    run_sync(create_database(pg.url(), stale))
-    execute_sync(pg.url(), f'ALTER DATABASE "{stale}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
-    dropped = run_sync(drop_stale_scratch(DatabaseTarget.parse(pg.url()), SessionSettings()))
-    assert stale in dropped and not run_sync(database_exists(pg.url(), stale))
+def test_a_template_being_replaced_that_a_killed_run_left_as_scratch_is_dropped_by_the_next_onboarding(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    # Killed between taking the old template out of its place (renamed, marked as scratch, still a template) and
+    # dropping it: the next onboarding drops it at once (its maker is gone), template flag and all.
+    retired = run_sync(abandoned_scratch(pg.url(), "old", template=True))
+
+    assert onboard(pg, migrations, template, "after_a_killed_refresh").ok
+
+    assert not run_sync(database_exists(pg.url(), retired))
+    assert leftovers(pg) == []
 
 
 # --- bad input: exit 2 before any connection -----------------------------------------------------------------------
@@ -574,8 +578,7 @@ def test_a_spare_owned_by_another_role_is_not_taken(pg: DevServer, migrations: P
 def test_keeping_spares_ready_drops_a_spare_a_killed_run_left_half_made(
     pg: DevServer, migrations: Path, template: str
 ) -> None:
-    half_made = "orchestrator_newspare_1000000000_0badf00d"  # copied, not yet marked and renamed
-    run_sync(create_database(pg.url(), half_made))
+    half_made = run_sync(abandoned_scratch(pg.url(), "newspare"))  # copied and marked, not yet renamed
 
     keep_ready(pg, migrations, template, 1)
 
