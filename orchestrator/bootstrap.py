@@ -15,7 +15,7 @@ from . import scratch
 from .connection import SessionSettings, as_database_error, quote_ident, session
 from .errors import DatabaseError, PermissionDenied
 from .logsetup import get_logger
-from .scratch import SCRATCH_PREFIX, drop_abandoned
+from .scratch import SCRATCH_PREFIX, drop_abandoned, maker_session
 from .target import DatabaseTarget
 
 log = get_logger("orchestrator.bootstrap")
@@ -82,7 +82,7 @@ async def scratch_database(
     maintenance database's) stays open as long as it exists: its lock says the maker lives (see scratch.py). Scratch
     databases whose maker is gone are dropped first."""
     maintenance = server.with_database(MAINTENANCE_DATABASE)
-    async with session(maintenance, settings) as conn:
+    async with maker_session(maintenance, settings) as conn:
         await drop_abandoned(conn)
         try:
             made = await scratch.make(conn, purpose)

@@ -32,15 +32,17 @@ import secrets
 import socket
 import time
 import zlib
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
 import asyncpg
 
-from .connection import describe, quote_ident
+from .connection import Session, SessionSettings, close_quietly, describe, open_session, quote_ident
 from .logsetup import get_logger
+from .target import DatabaseTarget
 
 log = get_logger("orchestrator.scratch")
 
@@ -104,6 +106,18 @@ class Scratch:
     kept: bool = False  # handed over (renamed into a template or a spare, or given its old name back): not dropped
 
 
+@asynccontextmanager
+async def maker_session(maintenance: DatabaseTarget, settings: SessionSettings) -> AsyncIterator[Session]:
+    """A session on the server's maintenance database for making scratch databases: closed however the block ends,
+    even cancelled (its locks say its maker lives; they must go with it, not linger in a forgotten connection)."""
+    conn = await open_session(maintenance, settings)
+    try:
+        yield conn
+    finally:
+        with anyio.CancelScope(shield=True):
+            await close_quietly(conn)
+
+
 async def _claim(conn: asyncpg.Connection, purpose: str) -> str:
     """A new scratch name whose lock this session now holds."""
     for _ in range(5):
@@ -152,7 +166,7 @@ async def discard(conn: asyncpg.Connection, made: Scratch) -> None:
     with anyio.CancelScope(shield=True):
         try:
             if not made.kept:
-                await _drop(conn, made.name, force=True)
+                await _drop(conn, made.name)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("scratch.not_dropped", database=made.name, error=describe(exc))
         with suppress(
@@ -173,12 +187,13 @@ async def _watch_client(conn: asyncpg.Connection) -> None:
         await conn.execute(f"SET client_connection_check_interval = {_CLIENT_CHECK_MS}")
 
 
-async def _drop(conn: asyncpg.Connection, name: str, *, force: bool) -> None:
-    """Drop a scratch database (a template flag taken off first: a template cannot be dropped). FORCE only for the
-    maker's own; the clean-up leaves a database someone is connected to."""
+async def _drop(conn: asyncpg.Connection, name: str) -> None:
+    """Drop a scratch database (a template flag taken off first: a template cannot be dropped). FORCE: the sessions
+    left on one are its maker's (a statement of a killed maker runs on, orphaned, until the server notices), and
+    nobody else has business in a scratch database."""
     if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name):
         await conn.execute(f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
-    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}{' WITH (FORCE)' if force else ''}")
+    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 # --- the clean-up ---------------------------------------------------------------------------------------------------
@@ -227,7 +242,7 @@ async def _drop_if_abandoned(conn: asyncpg.Connection, name: str, comment: str) 
     try:
         if await conn.fetchval(COMMENT_OF, name) != comment:
             return False  # renamed or re-marked since we looked
-        await _drop(conn, name, force=False)
+        await _drop(conn, name)
         return True
     except (asyncpg.ObjectInUseError, asyncpg.InsufficientPrivilegeError) as exc:
         log.warning("scratch.abandoned_not_dropped", database=name, error=describe(exc))

@@ -49,7 +49,7 @@ from .errors import DatabaseError
 from .history import read_applied
 from .logsetup import get_logger
 from .outcome import DatabaseResult
-from .scratch import SCRATCH_SHAPE, Scratch, drop_abandoned, literal
+from .scratch import SCRATCH_SHAPE, Scratch, drop_abandoned, literal, maker_session
 from .source import MigrationSource
 from .target import DatabaseTarget
 
@@ -231,7 +231,7 @@ async def _copy(
     wanted = _wanted(source, options)
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
-        async with session(maintenance, options.session) as conn:
+        async with maker_session(maintenance, options.session) as conn:
             rows = await conn.fetch(_LOOK, target.database, SPARE_NAME_PREFIX, SCRATCH_SHAPE)
             await drop_abandoned(conn, rows)  # what a killed or interrupted maker left: found by the same query
             if any(row["datname"] == target.database for row in rows):
@@ -417,7 +417,7 @@ async def keep_ready(
     result = ServerTemplate(server.server, name)
     try:
         wanted = _wanted(source, options)
-        async with session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
+        async with maker_session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
             await drop_abandoned(conn)  # spares and builds a killed or interrupted run left half-made
             await _keep_ready(conn, server, wanted, source, options, spares, result)
     except TemplateUnavailable as exc:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from orchestrator.engine import EngineOptions
 from orchestrator.errors import InvalidInput
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import DatabaseResult, Status
-from orchestrator.settings import SchoolSettings
+from orchestrator.settings import SchoolSettings, Selection
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
 from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, ServerTemplate, template_lock
@@ -475,13 +476,25 @@ def test_the_registry_template_is_checked_with_its_line(tmp_path: Path) -> None:
         prepare(Request(Command.PROVISION, migrations=ROOT / "migrations", registry=registry))
 
 
-def test_a_school_cannot_be_its_own_template(tmp_path: Path) -> None:
+def test_a_template_is_never_a_schools_database(tmp_path: Path) -> None:
     registry = tmp_path / "tenants.yaml"
     registry.write_text(
         "defaults:\n  template: school_b\ntenants:\n  - id: b\n    url: postgresql://app@db1/school_b\n"
+        "  - id: c\n    url: postgresql://app@db2/school_c\n    template: school_a\n"
+        "  - id: a\n    url: postgresql://app@db1/school_a\n"
     )
-    with pytest.raises(InvalidInput, match="school b: its database school_b is its own template"):
+    with pytest.raises(InvalidInput) as refused:
         prepare(Request(Command.STATUS, migrations=ROOT / "migrations", registry=registry))
+    message = str(refused.value)
+    assert "tenants.yaml:2: template 'school_b' is the database of school b (line 4)" in message  # its own
+    assert "tenants.yaml:8: template 'school_a' is the database of school a (line 9)" in message  # another's
+    registry.write_text("tenants:\n  - id: a\n    url: postgresql://app@db1/school_a\n"
+                        "  - id: b\n    url: postgresql://app@db1/school_b\n")  # fmt: skip
+    request = Request(Command.PROVISION, migrations=ROOT / "migrations", registry=registry)
+    with pytest.raises(InvalidInput, match="template school_a is the database of school a"):
+        prepare(replace(request, selection=Selection(ids=("b",)), school=SchoolSettings(template="school_a")))
+    with pytest.raises(InvalidInput, match="school b: its database school_b is its own template"):
+        prepare(replace(request, selection=Selection(ids=("b",)), school=SchoolSettings(template="school_b")))
     with pytest.raises(InvalidInput, match="template"):
         orchestrator.provision("postgresql://app@db1/school_c", migrations=ROOT / "migrations", template="x\ty")
 
