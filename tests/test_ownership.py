@@ -181,10 +181,10 @@ def test_databases_named_like_ours_without_our_mark_survive_audit_template_and_p
         for spares in (2, 0):  # making spares, then dropping every spare of the template
             kept = keep(pg, migrations, template, spares)
             assert kept.returncode == 0, kept.stdout + kept.stderr
-        assert "named like the tool's scratch databases but without its mark" in audited.stderr
 
         assert all(run_sync(database_exists(pg.url(), name)) for name in lookalikes)
         assert scratch_left(pg) == [lookalikes[0]]
+        assert "named like the tool's scratch databases but without its mark" in audited.stderr
     finally:
         for name in [*lookalikes, school]:
             run_sync(drop_database(pg.url(), name))
