@@ -202,11 +202,12 @@ CANDIDATES = """
 SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname ~ $1
 """
 
-# Take the maker's lock, unless this very session holds it (session locks are re-entrant: it would succeed).
+# Take the maker's lock, unless this very session holds it (session locks are re-entrant: it would succeed). CASE,
+# not AND: the lock must not be taken (a second time) when the session already holds it.
 _TAKE = """
-SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
-                   AND classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2)
-       AND pg_try_advisory_lock($1, $2)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+                         AND classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2)
+            THEN false ELSE pg_try_advisory_lock($1, $2) END
 """
 COMMENT_OF = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1"
 

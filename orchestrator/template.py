@@ -14,12 +14,12 @@ The template's life, on each server, under a server-wide advisory lock taken in 
   provisioned from the files), and the note says so;
 - current: copied.
 The template is never migrated in place: it is replaced by a finished build (marker, flags and rename in one
-transaction), so it is never half-way and never connected to. Builds, spares under construction and a template
-being replaced are the tool's scratch databases (scratch.py: marked, held by this process's maintenance session,
-dropped if the work stops, by the next run's clean-up if the process is killed). It is marked `IS_TEMPLATE true` (any role with CREATEDB may copy it) and `ALLOW_CONNECTIONS
-false`: a copy fails while any session is connected to its template, so nobody (a psql, a monitoring agent) may
-connect and block onboarding, nor change it behind the marker. What it holds is recorded in its comment (the
-marker), read from the maintenance database without connecting to it.
+transaction), so it is never half-way and never connected to. It is marked `IS_TEMPLATE true` (any role with
+CREATEDB may copy it) and `ALLOW_CONNECTIONS false`: a copy fails while any session is connected to its template,
+so nobody (a psql, a monitoring agent) may connect and block onboarding, nor change it behind the marker. What it
+holds is recorded in its comment (the marker), read from the maintenance database without connecting to it. Builds,
+spares under construction and a template being replaced are the tool's scratch databases (scratch.py: marked, held
+by this process's maintenance session, dropped if the work stops, by the next run's clean-up if it is killed).
 
 Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`.
 Whenever the template cannot be used (busy, owned by another role, not one this tool built, built with other

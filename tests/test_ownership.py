@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from fleetkit import ROOT, cli, popen, registry_url, write_registry
 from pgfixtures import (
@@ -32,6 +33,7 @@ from pgfixtures import (
     until_unlocked,
 )
 
+from orchestrator import scratch
 from orchestrator.devserver import DevServer
 
 HANG_GUARD_S = 60
@@ -247,6 +249,25 @@ def test_an_abandoned_scratch_database_still_connected_to_by_its_dead_makers_sta
 
         assert kept.returncode == 0, kept.stdout + kept.stderr
         assert not run_sync(database_exists(pg.url(), name))
+
+
+def test_the_clean_up_never_drops_a_scratch_database_its_own_session_is_making(pg: DevServer) -> None:
+    # Session locks are re-entrant: the maker's own session could take its lock again and take itself for gone.
+    async def clean_up_beside_own_scratch() -> tuple[list[str], bool]:
+        conn = await asyncpg.connect(pg.url("postgres"))
+        try:
+            made = await scratch.make(conn, "ref")
+            dropped = await scratch.drop_abandoned(conn)
+            still_there = bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", made.name))
+            await scratch.discard(conn, made)
+            return dropped, still_there
+        finally:
+            await conn.close()
+
+    dropped, still_there = run_sync(clean_up_beside_own_scratch)
+
+    assert dropped == [] and still_there
+    assert scratch_left(pg) == []
 
 
 @contextmanager
