@@ -114,7 +114,7 @@ class TemplateState:
     role: str  # the session's role
     marker: Marker | None
     sessions: int  # sessions connected to it right now
-    comment: str | None = None  # as written (given back if replacing it fails half-way)
+    comment: str | None  # as written (given back if replacing it fails half-way)
 
 
 def ledger_digest(checksums: Mapping[int, bytes]) -> str:
@@ -653,7 +653,7 @@ async def _install(conn: asyncpg.Connection, build: _Build, name: str, state: Te
         )
         build.made.kept = True
     except BaseException:
-        if retired is not None and state is not None and state.comment is not None:
+        if retired is not None and state is not None and state.comment is not None:  # (a marker: it has one)
             await _give_back(conn, retired, name, state.comment)
         raise
     finally:
