@@ -35,7 +35,7 @@ class Stop:
     requested: bool = False  # a signal came: start nothing new
     aborted: bool = False  # the run's sessions were aborted (second signal, or grace over)
     sessions: SessionGroup = field(default_factory=SessionGroup)
-    work: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # cancelled as the last step of an abort
+    work: anyio.CancelScope | None = None  # the run's work (see stoppable): cancelled as the last step of an abort
 
     async def abort(self, why: str) -> None:
         """Abort the running work: its sessions first (so each school's result says what was in flight, bounded
@@ -45,7 +45,11 @@ class Stop:
         self.aborted = True
         log.warning("fleet.aborting", reason=why, message=f"cancelling running {self.what} and closing connections")
         await self.sessions.abort()
-        self.work.cancel()
+        self.cancel_work()
+
+    def cancel_work(self) -> None:
+        if self.work is not None:
+            self.work.cancel()
 
 
 @asynccontextmanager
@@ -55,7 +59,7 @@ async def stoppable(stop: Stop, *, signals: bool) -> AsyncIterator[Stop]:
     async with session_group() as stop.sessions, anyio.create_task_group() as watcher:
         if signals:
             watcher.start_soon(_watch, stop)
-        with stop.work:
+        with anyio.CancelScope() as stop.work:
             yield stop
         watcher.cancel_scope.cancel()
 
@@ -74,7 +78,7 @@ async def _watch(stop: Stop) -> None:
 def _first(stop: Stop, signum: int) -> None:
     stop.requested = True
     if stop.cancel_at_once:
-        stop.work.cancel()
+        stop.cancel_work()
         message = (
             f"no new {stop.what} will start; running work stops now and gets {ABORT_GRACE_S:g}s to drop what it "
             "half-made, then its connections are closed (send again to close them now)"
