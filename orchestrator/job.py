@@ -8,7 +8,7 @@ the registry's `defaults:`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -184,6 +184,7 @@ def prepare(request: Request) -> Job:
                 hint="drop -D to work on the registry, or drop the selection flags",
             )
         tenants, defaults = [single_tenant(request.database_url)], EMPTY
+        schools: Sequence[Tenant] = tenants
     else:
         registry = load_registry(request.registry)
         selection = request.selection
@@ -192,10 +193,10 @@ def prepare(request: Request) -> Job:
             if request.command.applies_migrations:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
-        tenants, defaults = select(registry, selection), registry.defaults
+        tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
         if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
             tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
-    check_templates(request.school, tenants, defaults)
+    check_templates(request.school, tenants, defaults, schools)
     lint = None
     if request.command.applies_migrations:
         from . import gate  # the lint rules load only for commands that apply migrations
@@ -232,11 +233,21 @@ def check_resolve(request: Request, source: MigrationSource) -> None:
             )
 
 
-def check_templates(flags: SchoolSettings, tenants: list[Tenant], defaults: SchoolSettings) -> None:
-    """The template named by a flag or the API is a database name (the registry's are checked as it loads), and no
-    school is its own template."""
+def check_templates(
+    flags: SchoolSettings, tenants: list[Tenant], defaults: SchoolSettings, schools: Sequence[Tenant]
+) -> None:
+    """The template named by a flag or the API is a database name and no school's database, among all `schools` (the
+    registry's templates are checked as it loads), and no school is its own template."""
     if flags.template is not None:
         check_template_name(flags.template, "template")
+        selected = {t.id for t in tenants}  # a selected school whose database it is: "its own template", below
+        for school in schools:
+            if school.target.database == flags.template and school.id not in selected:
+                raise UsageError(
+                    f"template {flags.template} is the database of school {school.id}",
+                    hint="a template is a database of the tool's own, which it builds and replaces: name another, "
+                    "e.g. school_template",
+                )
     for tenant in tenants:
         name = resolve(flags, tenant.settings, defaults).template_name
         if name == tenant.target.database:

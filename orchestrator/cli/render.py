@@ -422,3 +422,6 @@ def print_templates(console: Console, report: TemplateReport) -> None:
     verdict = "[green]ok[/]" if report.ok else f"[red]{counts['not_ok']} not ready[/]"
     console.print(f"[bold]summary[/]: {len(report.servers)} template(s) on their servers: {verdict} "
                   f"({report.duration_s:.2f}s)")  # fmt: skip
+    if report.interrupted:
+        console.print("[yellow]interrupted[/]: running work was stopped and what it half-made dropped (or left to the "
+                      "next run, which drops it at once); nothing new was started")  # fmt: skip
