@@ -25,7 +25,7 @@ def interrupted_fleet(tmp_path: Path, pg: DevServer) -> tuple[Path, Path, list[s
     schools = [make_school(pg, f"resolve_{i}") for i in range(2)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    assert cli("migrate", *args, "--target", "1").returncode == 0
+    assert cli("migrate", "--yes", *args, "--target", "1").returncode == 0
     for db in schools:
         execute_sync(pg.url(db), "CREATE INDEX people_email ON people (email)")
         execute_sync(
@@ -48,11 +48,11 @@ def rows(pg: DevServer, db: str) -> list[tuple[int, bool]]:
 def test_resolve_applied_records_the_file_and_the_rollout_carries_on(tmp_path: Path, pg: DevServer) -> None:
     migrations, registry, schools = interrupted_fleet(tmp_path, pg)
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    resolved = cli("resolve", "--applied", "2", *args, "--preflight", "--yes", "--report", str(tmp_path / "r.json"))
+    resolved = cli("resolve", "--yes", "--applied", "2", *args, "--report", str(tmp_path / "r.json"))
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
     assert json.loads((tmp_path / "r.json").read_text())["command"] == "resolve"
     assert all(rows(pg, db) == [(1, True), (2, True)] for db in schools)
-    migrated = cli("migrate", *args)
+    migrated = cli("migrate", "--yes", *args)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert all(rows(pg, db) == [(1, True), (2, True), (3, True)] for db in schools)
 
@@ -62,10 +62,10 @@ def test_resolve_not_applied_drops_the_row_so_the_file_runs_again(tmp_path: Path
     for db in schools:
         execute_sync(pg.url(db), "DROP INDEX people_email")  # the operator undid the half-done part
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    resolved = cli("resolve", "--not-applied", "2", *args)
+    resolved = cli("resolve", "--yes", "--not-applied", "2", *args)
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
     assert all(rows(pg, db) == [(1, True)] for db in schools)
-    assert cli("migrate", *args).returncode == 0
+    assert cli("migrate", "--yes", *args).returncode == 0
     assert all(rows(pg, db) == [(1, True), (2, True), (3, True)] for db in schools)
 
 
@@ -73,10 +73,10 @@ def test_resolve_needs_exactly_one_action_and_a_known_version(tmp_path: Path, pg
     migrations = make_migrations(tmp_path / "migrations", FILES)
     registry = fleet_registry(tmp_path / "t.yaml", pg, [make_school(pg, "resolve_bad")])
     args = ("--registry", str(registry), "--migrations", str(migrations))
-    assert cli("resolve", *args).returncode == 2
-    both = cli("resolve", "--applied", "2", "--not-applied", "2", *args)
+    assert cli("resolve", "--yes", *args).returncode == 2
+    both = cli("resolve", "--yes", "--applied", "2", "--not-applied", "2", *args)
     assert both.returncode == 2 and "exactly one" in both.stderr
-    unknown = cli("resolve", "--applied", "7", *args)
+    unknown = cli("resolve", "--yes", "--applied", "7", *args)
     assert unknown.returncode == 2 and "version 7 is not a migration" in unknown.stderr
 
 
@@ -87,13 +87,13 @@ def test_restamp_records_an_edit_that_changed_nothing_only_where_the_schema_matc
     same, different = make_school(pg, "restamp_same"), make_school(pg, "restamp_diff")
     registry = fleet_registry(tmp_path / "t.yaml", pg, [same, different])
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    assert cli("migrate", *args).returncode == 0
+    assert cli("migrate", "--yes", *args).returncode == 0
     execute_sync(pg.url(different), "ALTER TABLE more ADD COLUMN extra int")  # this school really differs
     edited = migrations / "3_more.sql"
     edited.write_text("-- a comment added after the release\n" + edited.read_text())
     before = fetch_sync(pg.url(same), "SELECT checksum FROM _sqlx_migrations WHERE version = 3")[0]["checksum"]
 
-    result = cli("resolve", "--restamp", "3", *args, "--report", str(tmp_path / "r.json"))
+    result = cli("resolve", "--yes", "--restamp", "3", *args, "--report", str(tmp_path / "r.json"))
     assert result.returncode == 1, result.stdout + result.stderr
     statuses = {s["id"]: s["status"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]}
     assert statuses == {"s0": "applied", "s1": "modified"}
