@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from fleetkit import (
     ROOT,
     cli,
@@ -184,3 +185,30 @@ def test_on_a_terminal_the_question_is_asked_even_with_json_on_a_piped_stdout(
         assert code == 0, terminal
         assert [s["status"] for s in json.loads(stdout)["schools"]] == ["applied", "applied"], "only JSON on stdout"
         assert all(versions(pg, db) == [1, 2, 3] for db in schools)
+
+
+WRITES = {"migrate", "revert", "resolve", "bootstrap", "provision", "template"}
+
+
+def test_the_shipped_jobs_and_the_demo_confirm_their_writes_over_the_registry() -> None:
+    """A Kubernetes Job or a script has no terminal: each write over a registry it runs says --yes."""
+    runs: list[tuple[str, list[str]]] = []
+    for manifest in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+        for document in yaml.safe_load_all(manifest.read_text()):
+            for container in _containers(document):
+                runs.append((manifest.name, [str(a) for a in container.get("args", [])]))
+    for line in (ROOT / "scripts" / "demo.sh").read_text().splitlines():
+        if "$BIN/orchestrator " in line:
+            runs.append(("demo.sh", line.split("$BIN/orchestrator ", 1)[1].split()))
+    writes = [(where, args) for where, args in runs if WRITES & set(args) and "-D" not in args]
+    assert len(writes) >= 5, writes  # two rollout Jobs, the template CronJob, the demo's bootstrap and migrate
+    assert [where for where, args in writes if "--yes" not in args] == []
+
+
+def _containers(node: object) -> list[dict[str, object]]:
+    if isinstance(node, dict):
+        found = [node] if "image" in node and "name" in node else []
+        return found + [c for value in node.values() for c in _containers(value)]
+    if isinstance(node, list):
+        return [c for value in node for c in _containers(value)]
+    return []
