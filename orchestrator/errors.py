@@ -184,7 +184,8 @@ class SplitOnboarding(ModifiedMigration):
     per version, in the plan pass's words."""
 
     def __init__(self, lines: list[str], *, versions: list[int], hint: str | None = None) -> None:
-        super().__init__("not created: " + "; ".join(lines), versions=versions, hint=hint)
+        message = "; ".join(lines) + ": a school made from these files would split the fleet"
+        super().__init__(message, versions=versions, hint=hint)
         self.lines = lines
 
 

@@ -14,6 +14,7 @@ from .errors import ModifiedMigration, SplitOnboarding, UsageError, some
 from .fleet import FleetRun, Observer, run_fleet, skipped_run
 from .job import Job
 from .operations import make_work, survey_servers
+from .outcome import Status
 from .report import RunReport
 
 if TYPE_CHECKING:
@@ -197,7 +198,10 @@ def refuse_split_onboarding(report: RunReport) -> None:
     uncreated, `modified`). When the run wrote nothing anywhere, that is refused input, as the plan pass refuses:
     raises InvalidInput. Otherwise the report stands: the rollout halted at it, as at any `modified` school."""
     refused = [o for o in report.outcomes if isinstance(o.result.error, SplitOnboarding)]
-    if not refused or any(o.result.created_database or o.result.steps for o in report.outcomes):
+    wrote = any(
+        o.result.created_database or o.result.steps or o.result.status is Status.APPLIED for o in report.outcomes
+    )
+    if not refused or wrote:
         return
     errors = [cast(SplitOnboarding, o.result.error) for o in refused]
     lines = sorted({line for error in errors for line in error.lines})

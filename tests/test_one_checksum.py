@@ -153,3 +153,28 @@ def test_onboarding_from_a_template_holding_other_bytes_is_refused(tmp_path: Pat
     with pytest.raises(UsageError, match="the template holds"):  # the admin service's hook
         orchestrator.provision(pg.url(new), migrations=migrations, template=template)
     assert not run_sync(database_exists(pg.url(), new))
+
+
+def test_in_a_run_that_wrote_elsewhere_a_refused_onboarding_is_a_modified_school_and_halts(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = Path(shutil.copytree(ROOT / "migrations", tmp_path / "m", ignore=shutil.ignore_patterns("*.sum")))
+    template = unique_db_name("tpl_halt")
+    assert orchestrator.provision(pg.url(unique_db_name("built_it")), migrations=migrations, template=template).ok
+    [edited] = migrations.glob("20250201000000_*.up.sql")
+    edited.write_text(edited.read_text() + "\nCREATE TABLE edited_after_release (id int);\n")
+    behind, new = make_school(pg, "behind"), unique_db_name("new_halt")  # behind: no migration yet, no template
+    execute_sync(pg.url(behind), 'CREATE EXTENSION "uuid-ossp"')
+    registry = write_registry(
+        tmp_path / "t.yaml", [("behind", registry_url(pg, behind), []), ("new", registry_url(pg, new), [])],
+        f"defaults:\n  template: {template}",
+    )  # fmt: skip
+
+    report = run_fleet_job(Command.MIGRATE, registry, migrations, create_missing=True)
+
+    results = {o.tenant.id: o.result for o in report.outcomes}
+    assert results["behind"].status.value == "applied"
+    assert results["new"].status.value == "modified" and results["new"].error is not None
+    assert f"version 20250201000000: the file differs from what template {template}" in results["new"].error.message
+    assert not run_sync(database_exists(pg.url(), new))
+    assert report.run.halted and "new is modified" in report.run.halted
