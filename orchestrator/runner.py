@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, TypeAlias, cast
 
 from . import tracing
 from .command import Command
-from .errors import ModifiedMigration, SplitOnboarding, UsageError, some
-from .fleet import FleetRun, Observer, run_fleet, skipped_run
+from .errors import ModifiedMigration, SplitOnboarding, Unreachable, UsageError, some
+from .fleet import FleetOptions, FleetRun, Observer, Work, run_fleet, skipped_run
 from .job import Job
 from .operations import make_work, survey_servers
-from .outcome import Status
+from .outcome import DatabaseResult, Status
+from .registry import Tenant
 from .report import RunReport
 
 if TYPE_CHECKING:
@@ -90,11 +91,33 @@ async def _rehearse_and_run(
         return skipped_run(job.tenants, reason, observer), rehearsal
     work = make_work(job, await _schema_matches(job), await survey_servers(job))
     options = job.fleet_options
-    if planned is not None and planned.run.servers_down:  # a server down costs one round of timeouts, not two
-        down = {server: f"{why} (in the plan pass)" for server, why in planned.run.servers_down.items()}
-        options = replace(options, servers_down=down)
+    if planned is not None:
+        work, options = _after_the_plan_pass(work, options, planned)
     fleet_run = await run_fleet(job.tenants, tracing.school_spans(work, job.command.value), options, observer)
     return fleet_run, rehearsal
+
+
+def _after_the_plan_pass(work: Work, options: FleetOptions, planned: RunReport) -> tuple[Work, FleetOptions]:
+    """What the plan pass found is not paid for twice: a server down costs one round of timeouts, and a refused login
+    is not tried again (repeated failures can lock the account): the school ends as the plan pass saw it."""
+    if planned.run.servers_down:
+        down = {server: f"{why} (in the plan pass)" for server, why in planned.run.servers_down.items()}
+        options = replace(options, servers_down=down)
+    refused = {
+        o.tenant.id: o.result
+        for o in planned.outcomes
+        if isinstance(o.result.error, Unreachable) and not o.result.error.retryable
+    }
+    if not refused:
+        return work, options
+
+    async def once(tenant: Tenant) -> DatabaseResult:
+        seen = refused.get(tenant.id)
+        if seen is None:
+            return await work(tenant)
+        return replace(seen, notes=[*seen.notes, "not tried again: the plan pass's login was refused"])
+
+    return once, options
 
 
 async def _schema_matches(job: Job) -> frozenset[str]:
