@@ -86,16 +86,25 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, (asyncpg.InterfaceError, ConnectionError, OSError, TimeoutError))
 
 
+def is_no_answer(exc: BaseException) -> bool:
+    """The server gave no answer: a client-side deadline passed (the driver's only TimeoutError), or a connection
+    failed at the network level (ConnectFailed). See DatabaseError.no_answer."""
+    return exc.no_answer if isinstance(exc, DatabaseError) else isinstance(exc, TimeoutError)
+
+
 def connection_lost(target: DatabaseTarget, exc: BaseException, doing: str) -> Interrupted:
+    silent = is_no_answer(exc)
     cause = (
         "the server stopped answering (no reply within the client-side deadline)"
-        if isinstance(exc, TimeoutError)
+        if silent
         else target.scrub(describe(exc))
     )
-    return Interrupted(
+    error = Interrupted(
         f"lost the connection to {target.database} on {target.server} while {doing}: {cause}",
         hint="the server rolls back the open transaction; nothing half-done was kept. Run the command again",
     )
+    error.no_answer = silent
+    return error
 
 
 def describe(exc: BaseException) -> str:

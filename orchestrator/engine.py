@@ -258,13 +258,31 @@ async def _revert_plan(
     validate(applied, source, ignore_missing=False)
     # validate() refused missing files, so every applied version has its migration.
     to_revert = [m for m in reversed(source.migrations) if m.version in applied and m.version > to_version]
-    for migration in to_revert:
-        if not migration.reversible:
-            raise NotReversible(
-                f"migration {migration.version} ({migration.filename}) has no down file; cannot revert past it",
-                hint=f"revert to {migration.version} or later, or add a down file for it",
-            )
+    if stuck := [m for m in to_revert if not m.reversible]:
+        raise _not_reversible(stuck)
     return to_revert, applied
+
+
+def _not_reversible(stuck: list[Migration]) -> NotReversible:
+    """Refuse a revert that would pass applied migrations without a down file (`stuck`, newest first).
+
+    `sqlx migrate revert` skips such a version, leaving its row, and reverts the older ones beneath it: the ledger
+    then says a later migration is applied on top of earlier ones that were undone, and the next run applies those
+    again out of order. Refused instead, before any down file runs."""
+    newest = stuck[0]
+    them = "it" if len(stuck) == 1 else "them"
+    add = (
+        f"add {newest.up_path.name.removesuffix('.up.sql')}.down.sql"
+        if newest.up_kind == "up"
+        else f"rename {newest.filename} to end in .up.sql and add its .down.sql"
+    )
+    return NotReversible(
+        f"migration{'' if len(stuck) == 1 else 's'} {', '.join(f'{m.version} ({m.filename})' for m in stuck)} "
+        f"{'has' if len(stuck) == 1 else 'have'} no down file; cannot revert past {them}",
+        hint=f"revert to {newest.version} or later; or {add} (only the up file's checksum is recorded, so that is "
+        f"safe even where it is applied). `sqlx migrate revert` would skip {them}, leaving the row, and revert "
+        "older migrations beneath: a ledger with a hole the next run fills out of order; nothing was reverted",
+    )
 
 
 # --- the machinery ------------------------------------------------------------------------------------------------

@@ -104,6 +104,10 @@ class DatabaseError(OrchestratorError):
     code = "database_error"
     #: worth retrying later on its own (a dropped connection, a lock not available)
     retryable: bool = False
+    #: the server gave no answer at all: the connection failed at the network level, or a client-side reply
+    #: deadline passed (it accepted the login, then stopped answering). The fleet's per-server breaker counts these;
+    #: whatever the server says (a refused login, a statement cancelled by its statement_timeout) is an answer.
+    no_answer: bool = False
 
 
 class Unreachable(DatabaseError):
@@ -118,8 +122,10 @@ class TransactionPooler(DatabaseError):
 
 
 class ConnectFailed(Unreachable):
-    """No answer at the network level (refused, timed out, reset): the server itself may be down. The fleet's
-    per-server breaker counts these (a refused login or a full server is not a server down)."""
+    """No answer at the network level (refused, timed out, reset): the server itself may be down (a refused login
+    or a full server is not a server down)."""
+
+    no_answer = True
 
 
 class DatabaseMissing(DatabaseError):

@@ -19,7 +19,15 @@ import anyio
 import asyncpg
 
 from . import sqlx
-from .connection import SessionSettings, close_quietly, connection_lost, is_connection_lost, open_session
+from .connection import (
+    SessionSettings,
+    close_quietly,
+    connection_lost,
+    drop_if_unresponsive,
+    is_connection_lost,
+    is_no_answer,
+    open_session,
+)
 from .errors import DatabaseError, Dirty, Interrupted
 from .history import dirty_hint, effect_check, read_history
 from .lock import migration_lock
@@ -213,6 +221,8 @@ async def settle(
         result.status, result.error = status_for(error), error
         raise exc
     if error is not None:
+        # For the fleet's breaker: whether the server stopped answering. Reading the ledger again is an answer.
+        error.no_answer = ledger is None and is_no_answer(exc)
         raise error from None
     if not verdict.recorded:
         result.notes.append(f"{happened} after the last step; the ledger, read again, shows nothing left to do")
@@ -230,7 +240,8 @@ async def reread_ledger(target: DatabaseTarget, settings: SessionSettings, lock_
         async with migration_lock(conn, target.database, lock_wait, timeout=quick):
             history = await read_history(conn, timeout=quick)
         return {version: row.success for version, row in (history or {}).items()}
-    except (DatabaseError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    except (DatabaseError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        drop_if_unresponsive(conn, exc)  # no polite goodbye to a session that stopped answering: it waits too
         return None
     finally:
         with anyio.CancelScope(shield=True):

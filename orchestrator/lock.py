@@ -92,18 +92,22 @@ async def migration_lock(
     key = advisory_lock_key(database)
     deadline = time.monotonic() + wait_s
     delay = 0.05
-    while not await _try_lock(conn, database, key, timeout=timeout):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            holder = await lock_holder(conn, key, timeout=timeout)
-            raise Locked(
-                f"another migrator holds the SQLx migration lock on {database} "
-                f"(held by {holder or 'another session'}); gave up after {wait_s:g}s",
-                hint="a backend worker may be migrating at start-up, or another rollout is running: "
-                "retry later, or raise --lock-wait",
-            )
-        await anyio.sleep(min(delay, remaining))
-        delay = min(delay * 2, 1.0)
+    try:
+        while not await _try_lock(conn, database, key, timeout=timeout):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                holder = await lock_holder(conn, key, timeout=timeout)
+                raise Locked(
+                    f"another migrator holds the SQLx migration lock on {database} "
+                    f"(held by {holder or 'another session'}); gave up after {wait_s:g}s",
+                    hint="a backend worker may be migrating at start-up, or another rollout is running: "
+                    "retry later, or raise --lock-wait",
+                )
+            await anyio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
+    except BaseException as exc:
+        drop_if_unresponsive(conn, exc)  # a session that stopped answering is of no more use (nor is its close)
+        raise
     try:
         yield key
     except BaseException as exc:

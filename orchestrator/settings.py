@@ -146,7 +146,7 @@ class Budgets:
     retry_backoff: float = 0.5  # seconds before the first retry; doubles, with jitter (no flag: tests shorten it)
     canary: int = 0  # when no school is tagged `canary`: the first N selected schools go first, alone
     max_failures: FailureBudget | None = None  # None: never halt
-    server_down_after: int = 3  # consecutive connection failures on one server before its other schools skip it
+    server_down_after: int = 3  # attempts in a row with no answer from one server before its other schools skip it
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -1,19 +1,25 @@
-"""Where migrations come from: a directory of SQLx-format files, read with SQLx's rules and a few stricter ones.
+"""Where migrations come from: a directory of SQLx-format files, read exactly as SQLx 0.8.6's resolver reads it.
 
 This is the one loader: `migrate`, `audit` and `lint` (and the gate in front of `migrate`) all read migrations here,
 so what one accepts, all accept.
 
-SQLx's rules (see docs/sqlx-compat.md): `<VERSION>_<DESCRIPTION>.sql`, or the reversible pair `.up.sql` + `.down.sql`;
-split on the first `_`; VERSION is a signed 64-bit integer; names without `_` or not ending in `.sql` are ignored;
-the checksum is SHA-384 of the up file's exact bytes; a file starting with `-- no-transaction` runs outside a
-transaction.
+SQLx's rules (see docs/sqlx-compat.md), checked against the real `sqlx` CLI: `<VERSION>_<DESCRIPTION>.sql`, or
+`.up.sql` (with or without a `.down.sql` of the same version); split on the first `_`; VERSION is a signed 64-bit
+integer (`+` allowed, as Rust parses it); DESCRIPTION is the rest, its suffix trimmed (repeatedly, as Rust's
+`trim_end_matches` does: `1_a.sql.sql` is `a`) and `_` made a space (dots stay: `v1.2 init`); up and down files pair
+by version alone; names without `_` or not ending in `.sql`, and entries that are not regular files (directories,
+named pipes, links to devices), are ignored; an entry whose type cannot be read (a link that leads nowhere) is an
+error, whatever its name; the checksum is SHA-384 of the up file's exact bytes; a file starting with
+`-- no-transaction` runs outside a transaction.
 
-Stricter than SQLx: a VERSION that is not plain ASCII digits (`+1`, ` 1`, Arabic-Indic digits), two files whose
-versions are the same number (`1_a.sql`, `0001_b.sql`), an up without its down (or the reverse), non-UTF-8 files,
-multi-statement no-transaction files, and anything named like a migration that is not a regular file (a directory,
-a named pipe, a link to a device, a link that leads nowhere) are refused here, naming the file, before anything is
-touched. CRLF line endings and a BOM are warnings: they are legal, but they change the checksum, which is how "modified"
-surprises start.
+What SQLx accepts and the platform would rather not have (an up without a down, a down beside a `.sql` file or named
+differently from its up, a `+` in a version, a migration-named entry that is ignored) loads, and `lint` reports it
+as a warning (lint/naming.py). Refused here, naming the file, before anything is touched, because SQLx itself fails
+on them later or reads them in a way nothing can rely on: two files whose versions are the same number (SQLx fails on
+the second, half way through a run), a down file without an up (SQLx never runs it forward, yet counts its version as
+present, so a deleted up file goes unnoticed), non-UTF-8 files and file names, and several statements in a
+`-- no-transaction` file. CRLF line endings and a BOM are warnings: they are legal, but they change the checksum,
+which is how "modified" surprises start.
 """
 
 from __future__ import annotations
@@ -94,6 +100,11 @@ class Migration:
         return self.down_sql is not None
 
     @property
+    def up_kind(self) -> MigrationKind:
+        """`up` for an `.up.sql` file (with or without a down file), `simple` for a plain `.sql` one."""
+        return file_kind(self.up_path.name)
+
+    @property
     def no_transaction(self) -> bool:
         return self.up_sql.startswith(NO_TRANSACTION_MARKER)
 
@@ -112,12 +123,11 @@ class Migration:
     @property
     def files(self) -> tuple[MigrationFile, ...]:
         """Its up (or simple) file, then its down file if it has one."""
-        up = MigrationFile(
-            self.up_path, self.version, self.description, "up" if self.reversible else "simple", self.up_sql
-        )
+        up = MigrationFile(self.up_path, self.version, self.description, self.up_kind, self.up_sql)
         if self.down_path is None or self.down_sql is None:
             return (up,)
-        return up, MigrationFile(self.down_path, self.version, self.description, "down", self.down_sql)
+        down_description = describe(self.down_path.name.split("_", 1)[-1], "down")
+        return up, MigrationFile(self.down_path, self.version, down_description, "down", self.down_sql)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,8 @@ class MigrationSource:
     directory: Path
     migrations: tuple[Migration, ...]
     warnings: tuple[SourceWarning, ...] = field(default=())
+    #: entries named like migrations that SQLx ignores (not regular files), each with what it is
+    ignored: tuple[SourceWarning, ...] = field(default=())
 
     def __iter__(self) -> Iterator[Migration]:
         return iter(self.migrations)
@@ -158,10 +170,10 @@ def checksum(data: bytes) -> bytes:
 
 # --- names and versions -------------------------------------------------------------------------------------------
 
-_VERSION = re.compile(r"-?[0-9]+")  # what SQLx's i64 parse accepts, less its leading `+`
+_VERSION = re.compile(r"[+-]?[0-9]+")  # what Rust's i64 parse accepts (ASCII digits, one optional sign)
 _SUFFIXES: dict[MigrationKind, str] = {"up": ".up.sql", "down": ".down.sql", "simple": ".sql"}
 _NAMING_HINT = (
-    "name it <VERSION>_<description>.sql (or a .up.sql/.down.sql pair) with VERSION in plain ASCII digits, e.g. "
+    "name it <VERSION>_<description>.sql (or a .up.sql/.down.sql pair) with VERSION in ASCII digits, e.g. "
     "20250301000000_add_library.up.sql (`orchestrator new add library` writes such a pair)"
 )
 
@@ -172,14 +184,15 @@ def is_migration_name(name: str) -> bool:
 
 
 def parse_version(text: str, location: Location) -> int:
-    """VERSION as SQLx reads it, a signed 64-bit integer, but only from ASCII digits with an optional `-`.
+    """VERSION as SQLx reads it (Rust's i64 parse): ASCII digits after an optional `+` or `-`, in 64 bits.
 
-    Python's int() also takes `+`, spaces, `_` and any Unicode digit (Arabic-Indic ones too); SQLx would refuse or read
-    those differently, so they are refused here.
+    Python's int() also takes spaces, `_` and any Unicode digit (Arabic-Indic ones too); SQLx refuses those, so they
+    are refused here.
     """
     if not _VERSION.fullmatch(text):
         raise MigrationSourceError(
-            f"the version {text!r} is not a plain integer (ASCII digits 0-9, optionally after a `-`)",
+            f"the version {text!r} is not a plain integer (ASCII digits 0-9, optionally after a `-`); SQLx refuses "
+            "it too",
             location=location,
             hint=_NAMING_HINT,
         )
@@ -193,6 +206,20 @@ def parse_version(text: str, location: Location) -> int:
     return version
 
 
+def file_kind(name: str) -> MigrationKind:
+    """SQLx's MigrationType::from_filename."""
+    return "up" if name.endswith(".up.sql") else "down" if name.endswith(".down.sql") else "simple"
+
+
+def describe(rest: str, kind: MigrationKind) -> str:
+    """The description SQLx derives from the name after the first `_`: the suffix trimmed as Rust's
+    `trim_end_matches` trims it (every repetition: `a.sql.sql` -> `a`), then `_` -> space. Dots stay."""
+    suffix = _SUFFIXES[kind]
+    while rest.endswith(suffix):
+        rest = rest[: -len(suffix)]
+    return rest.replace("_", " ")
+
+
 def parse_file_name(path: Path) -> tuple[int, str, MigrationKind] | None:
     """(version, description, kind) for a migration file name, None for a name SQLx ignores."""
     name = path.name
@@ -201,20 +228,24 @@ def parse_file_name(path: Path) -> tuple[int, str, MigrationKind] | None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
+        # SQLx would record the description with U+FFFD in place of the bad bytes; our reports are UTF-8 text.
         raise MigrationSourceError(
-            "the file name is not valid UTF-8", location=Location(path), hint="rename it using UTF-8"
+            "the file name is not valid UTF-8",
+            location=Location(path),
+            hint="rename it using UTF-8 (SQLx does not compare descriptions, so a rename is safe even where it is "
+            "applied)",
         ) from None
     version_text, rest = name.split("_", 1)
     version = parse_version(version_text, Location(path))
-    kind: MigrationKind = "up" if rest.endswith(".up.sql") else "down" if rest.endswith(".down.sql") else "simple"
-    return version, rest[: -len(_SUFFIXES[kind])].replace("_", " "), kind
+    kind = file_kind(rest)
+    return version, describe(rest, kind), kind
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
 
-_NOT_A_FILE_HINT = (
-    "a name of the form <VERSION>_<description>.sql is read as a migration: make it a regular file (or a symbolic "
-    "link to one), or rename it so that it does not end in .sql"
+_UNREADABLE_HINT = (
+    "SQLx reads the type of every entry of the directory first and refuses the whole directory when it cannot: "
+    "make it a regular file (or a symbolic link to one), or remove it"
 )
 
 
@@ -229,32 +260,38 @@ def _file_type(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def _read_regular_file(path: Path) -> bytes:
-    """The bytes of `path` when it is a regular file (symbolic links followed). Anything else is refused without
-    being read, so a named pipe cannot block the loader and a link to /dev/zero cannot feed it forever."""
-    location = Location(path)
-    link = f"a symbolic link to {os.readlink(path)}, which is " if path.is_symlink() else ""
+def _link_text(path: Path) -> str:
+    return f"a symbolic link to {os.readlink(path)}, which is " if path.is_symlink() else ""
+
+
+def _mode(path: Path) -> int:
+    """The type of `path`, symbolic links followed: what SQLx asks of every entry, whatever its name, before it
+    looks at the name (std::fs::metadata). When that fails, SQLx refuses the directory; so does this."""
     try:
-        info = os.stat(path)
+        return os.stat(path).st_mode
     except OSError as exc:
+        link = _link_text(path)
         if exc.errno == errno.ELOOP:
             problem = "is a symbolic link that never reaches a file (it points to itself, or links loop)"
         elif exc.errno == errno.ENOENT and link:
             problem = f"is {link}missing"
         else:
             problem = f"cannot be read: {exc.strerror}"
-        raise MigrationSourceError(problem, location=location, hint=_NOT_A_FILE_HINT) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise MigrationSourceError(
-            f"is {link}{_file_type(info.st_mode)}, not a regular file", location=location, hint=_NOT_A_FILE_HINT
-        )
+        raise MigrationSourceError(problem, location=Location(path), hint=_UNREADABLE_HINT) from None
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`, already seen to be a regular file (symbolic links followed)."""
+    location = Location(path)
     try:
-        # O_NONBLOCK: should the file have been swapped for a named pipe since the check above, open does not wait.
+        # O_NONBLOCK: should the file have been swapped for a named pipe since it was looked at, open does not wait.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with open(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise MigrationSourceError(
-                    "is not a regular file (it was replaced while being read)", location=location, hint=_NOT_A_FILE_HINT
+                    "is not a regular file (it was replaced while being read)",
+                    location=location,
+                    hint="run again once nothing is changing the migrations directory",
                 )
             return f.read()
     except OSError as exc:
@@ -318,9 +355,21 @@ def _used_twice(first: Path, second: Path, version: int) -> MigrationSourceError
     )
 
 
-def _named(directory: Path) -> list[tuple[Path, int, str, MigrationKind]]:
-    """Every entry named like a migration, with its parsed name. Names are checked before any file is read: a bad
-    version, or one used twice by ups (or by downs), is refused here."""
+def _orphan_down(path: Path) -> MigrationSourceError:
+    up = path.name.removesuffix(".down.sql")
+    return MigrationSourceError(
+        "down file has no up file",
+        location=Location(path),
+        hint=f"add {up}.up.sql, or remove the down file. (SQLx never runs it forward, but it counts its version as "
+        "present: a deleted up file goes unnoticed, and `sqlx migrate revert` still runs this down where the "
+        "version is applied. Refused here before anything is touched.)",
+    )
+
+
+def _named(directory: Path) -> tuple[list[tuple[Path, int, str, MigrationKind]], list[SourceWarning]]:
+    """Every regular file named like a migration, with its parsed name, and the migration-named entries SQLx
+    ignores (not regular files). Names are checked before any file is read: a bad version, one used twice by ups
+    (or by downs), or a down without an up, is refused here."""
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
         raise MigrationSourceError(
@@ -328,31 +377,44 @@ def _named(directory: Path) -> list[tuple[Path, int, str, MigrationKind]]:
             hint="pass --migrations DIR pointing at the folder of SQLx migration files",
         )
     named = []
+    ignored = []
     seen: dict[tuple[int, bool], Path] = {}
     for path in sorted(directory.iterdir()):
-        parsed = parse_file_name(path)
-        if parsed is None:
+        mode = _mode(path)
+        if not is_migration_name(path.name):
             continue
+        if not stat.S_ISREG(mode):
+            what = f"is {_link_text(path)}{_file_type(mode)}, not a regular file"
+            ignored.append(SourceWarning(path, f"{what}: SQLx ignores it, and so does this tool, so it never runs"))
+            continue
+        parsed = parse_file_name(path)
+        assert parsed is not None
         version, _, kind = parsed
         key = (version, kind == "down")
         if key in seen:
             raise _used_twice(seen[key], path, version)
         seen[key] = path
         named.append((path, *parsed))
-    return named
+    for (version, is_down), path in seen.items():
+        if is_down and (version, False) not in seen:
+            raise _orphan_down(path)
+    return named, ignored
 
 
 def load_migrations(directory: Path | str) -> MigrationSource:
     """Read and validate every migration in `directory`: the one loader of migrate, audit and lint.
 
-    Raises MigrationSourceError naming the file, what is wrong and what to do.
+    Up and down files pair by version, as in SQLx: an up without a down, a down beside a plain `.sql` file, or a
+    down named differently from its up, all load (lint warns about them). Raises MigrationSourceError naming the
+    file, what is wrong and what to do.
     """
     directory = Path(directory)
     ups: dict[int, MigrationFile] = {}
     downs: dict[int, MigrationFile] = {}
     warnings: list[SourceWarning] = []
-    for named in _named(directory):
-        file = _read(*named)
+    named, ignored = _named(directory)
+    for entry in named:
+        file = _read(*entry)
         (downs if file.kind == "down" else ups)[file.version] = file
         _check_no_transaction(file)
         warnings.extend(_warnings(file))
@@ -360,25 +422,7 @@ def load_migrations(directory: Path | str) -> MigrationSource:
     migrations = []
     for version in sorted(ups):
         up = ups[version]
-        down = downs.pop(version, None)
-        if up.kind == "up" and down is None:
-            raise MigrationSourceError(
-                "reversible migration has no down file",
-                location=Location(up.path),
-                hint=f"add {up.stem}.down.sql that undoes it",
-            )
-        if up.kind == "simple" and down is not None:
-            raise MigrationSourceError(
-                f"down file belongs to a migration that is not reversible ({up.path.name})",
-                location=Location(down.path),
-                hint=f"rename {up.path.name} to end in .up.sql, or remove the down file",
-            )
-        if down is not None and down.description != up.description:
-            raise MigrationSourceError(
-                f"down file's description {down.description!r} differs from its up file's {up.description!r}",
-                location=Location(down.path),
-                hint=f"name it {up.stem}.down.sql",
-            )
+        down = downs.get(version)
         migrations.append(
             Migration(
                 version=version,
@@ -390,10 +434,4 @@ def load_migrations(directory: Path | str) -> MigrationSource:
                 down_sql=down.text if down else None,
             )
         )
-    for orphan in downs.values():
-        raise MigrationSourceError(
-            "down file has no up file",
-            location=Location(orphan.path),
-            hint=f"add {orphan.stem}.up.sql, or remove the down file",
-        )
-    return MigrationSource(directory, tuple(migrations), tuple(warnings))
+    return MigrationSource(directory, tuple(migrations), tuple(warnings + ignored), tuple(ignored))

@@ -7,9 +7,14 @@ so `orchestrator --version` and an untraced run cost what they did. Tracing is o
   service): our spans join its traces, or
 - the standard `OTEL_*` variables ask for it: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`), or
   `OTEL_TRACES_EXPORTER=otlp|console`. `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off.
-  The exporter reads the rest itself (headers, timeout, compression, `OTEL_EXPORTER_OTLP_PROTOCOL`:
-  `http/protobuf`, the default, or `grpc` when its package is installed), and `OTEL_SERVICE_NAME` /
-  `OTEL_RESOURCE_ATTRIBUTES` name the service (default `orchestrator`).
+  The exporter reads the rest itself (headers, compression, `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the
+  default, or `grpc` when its package is installed), and `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the
+  service (default `orchestrator`).
+
+Delivery is bounded: spans go out in the background while the run goes on, and at exit the command waits at most
+`EXPORT_BUDGET` for the rest (also each export request's timeout; `OTEL_EXPORTER_OTLP_TIMEOUT` may shorten it, never
+lengthen it). A collector that is down or slow is said once, as one `tracing.export` warning; the SDK's own retry
+messages are debug events.
 
 Attributes follow the database semantic conventions (`db.system.name`, `db.namespace` as `<database>|public`,
 `server.address`, `server.port`, `db.operation.name`, `db.response.status_code` = SQLSTATE, `error.type`) plus our
@@ -19,11 +24,14 @@ secrets before it is put on a span.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import math
 import os
 import sys
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -32,7 +40,8 @@ from .errors import MigrationFailed, OrchestratorError
 from .logsetup import current_school, get_logger
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from .audit.model import AuditReport
@@ -55,6 +64,11 @@ SCHEMA = "public"  # where unqualified names in the files go with the default se
 _active: ContextVar[Tracer | None] = ContextVar("orchestrator_tracer", default=None)
 _NOTHING = nullcontext()
 
+# The most a traced command waits, as it exits, for its last spans to reach the collector, in seconds; also the
+# timeout of each export request. The SDK's own default (10 s per request, retried with backoff) made a 0.2 s
+# `status` take 7 s when the collector was down.
+EXPORT_BUDGET = 1.0
+
 _handed_in: TracerProvider | None = None  # use()
 _from_environment: TracerProvider | None = None  # built from OTEL_* on the first traced run
 _environment_read = False
@@ -68,12 +82,32 @@ def use(provider: TracerProvider | None) -> None:
 
 
 def shutdown() -> None:
-    """Export what is buffered and stop the provider built from OTEL_* (the CLI calls this as it exits, also after
-    an interrupted run). A no-op when none was built."""
+    """Export what is buffered and stop the provider built from OTEL_*, waiting at most the export budget (the CLI
+    calls this as it exits, also after an interrupted run; at exit too, for the Python API). A no-op when none was
+    built. Past the budget the export is abandoned (its thread is a daemon) and said once."""
     global _from_environment
     provider, _from_environment = _from_environment, None
-    if provider is not None:
-        provider.shutdown()  # type: ignore[attr-defined]  # the SDK's provider (the API's has no shutdown)
+    if provider is None:
+        return
+    # The SDK's shutdown waits up to 30 s for its worker, whatever the exporter's timeout: wait for it ourselves.
+    stop: Callable[[], None] = provider.shutdown  # type: ignore[attr-defined]  # the SDK's (the API's has none)
+    flush = threading.Thread(target=stop, name="orchestrator-trace-flush", daemon=True)
+    flush.start()
+    flush.join(_delivery.budget)
+    if flush.is_alive():
+        _delivery.problem(f"the last spans were not delivered within {_delivery.budget:g}s")
+    _delivery.close()
+
+
+def export_budget(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds a traced command may spend delivering its spans at exit: `EXPORT_BUDGET`, or less when
+    OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT says so (seconds, as the Python SDK reads it)."""
+    raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    try:
+        asked = float(raw) if raw else EXPORT_BUDGET
+    except ValueError:
+        asked = EXPORT_BUDGET
+    return min(asked, EXPORT_BUDGET) if math.isfinite(asked) and asked > 0 else EXPORT_BUDGET
 
 
 def requested_exporters(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -329,7 +363,9 @@ def _build_provider(names: list[str]) -> TracerProvider | None:
             hint="pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http",
         )
         return None
-    exporters = [e for e in map(_exporter, names) if e is not None]
+    global _delivery
+    _delivery = _Delivery(export_budget(), _collector_address())
+    exporters = [e for e in (_exporter(name, _delivery.budget) for name in names) if e is not None]
     if not exporters:
         return None
     from . import __version__
@@ -337,21 +373,107 @@ def _build_provider(names: list[str]) -> TracerProvider | None:
     ours = Resource({"service.name": SERVICE_NAME, "service.version": __version__})
     environment = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     named = not str(environment.attributes.get("service.name", "")).startswith("unknown_service")
-    provider = SdkTracerProvider(resource=ours.merge(environment) if named else environment.merge(ours))
+    # shutdown_on_exit=False: the SDK's own exit hook would wait up to 30 s; ours waits the budget.
+    provider = SdkTracerProvider(
+        resource=ours.merge(environment) if named else environment.merge(ours), shutdown_on_exit=False
+    )
+    atexit.register(shutdown)
     _route_sdk_logs()
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(_watched(exporter, _delivery)))
     return provider
 
 
+class _Delivery:
+    """How the spans of this process fare on their way to the collector. The first problem (a batch the collector
+    did not take, the exit's budget run out, the SDK complaining) is said once, as a `tracing.export` warning; the
+    rest are debug events. After `close()` nothing more is said (an abandoned export may still be retrying)."""
+
+    def __init__(self, budget: float, collector: str = "") -> None:
+        self.budget, self.collector = budget, collector
+        self.said = self.closed = False
+        self.cause: str | None = None  # the SDK's first complaint: the root cause (e.g. connection refused)
+        self._lock = threading.Lock()
+
+    def sdk_said(self, record: logging.LogRecord) -> None:
+        """A log record of the SDK: the exporter's retry messages are kept as the cause; anything else at warning
+        level (a full queue dropping spans) is a problem of its own."""
+        message = record.getMessage()
+        if self.cause is None and record.levelno >= logging.WARNING:
+            self.cause = message
+        if record.levelno >= logging.WARNING and not record.name.startswith("opentelemetry.exporter"):
+            self.problem(message)
+        elif not self.closed:
+            log.debug("tracing.export", message=message)
+
+    def problem(self, reason: str) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            first, self.said = not self.said, True
+        if not first:
+            log.debug("tracing.export", reason=reason)
+            return
+        details = {"cause": self.cause} if self.cause and self.cause != reason else {}
+        log.warning(
+            "tracing.export",
+            reason=reason,
+            **details,
+            hint="is the collector at OTEL_EXPORTER_OTLP_ENDPOINT up and reachable? The run is not affected; "
+            "later trace export problems of this run are logged at debug level",
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+
+_delivery = _Delivery(EXPORT_BUDGET)
+
+
+def _collector_address(environ: Mapping[str, str] = os.environ) -> str:
+    """The configured endpoint as ` at http://host:port`, for messages (no user, password, path or query)."""
+    from urllib.parse import urlsplit
+
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    try:
+        parts = urlsplit(endpoint.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return f" at {parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _watched(exporter: SpanExporter, delivery: _Delivery) -> SpanExporter:
+    """`exporter`, telling `delivery` of each batch the collector did not take."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class Watched(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            result = exporter.export(spans)
+            if result is not SpanExportResult.SUCCESS:
+                delivery.problem(f"the trace collector{delivery.collector} did not take {len(spans)} span(s)")
+            return result
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+    return Watched()
+
+
 class _ToOurLog(logging.Handler):
-    """The SDK's own complaints (a collector that does not answer) as our log events: with --log-format json,
-    stderr stays JSON lines only, and the log scrubber sees them."""
+    """The SDK's own log records (a collector that does not answer) go to `_delivery`, which turns them into our
+    log events: with --log-format json, stderr stays JSON lines only, and the log scrubber sees them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            method = log.warning if record.levelno >= logging.WARNING else log.debug
-            method("tracing.export", message=record.getMessage())
+            _delivery.sdk_said(record)
         except Exception:  # pragma: no cover - logging must never break the run
             self.handleError(record)
 
@@ -363,7 +485,7 @@ def _route_sdk_logs() -> None:
         sdk_log.propagate = False
 
 
-def _exporter(name: str) -> SpanExporter | None:
+def _exporter(name: str, timeout: float) -> SpanExporter | None:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -384,7 +506,8 @@ def _exporter(name: str) -> SpanExporter | None:
     try:
         from importlib import import_module
 
-        exporter: SpanExporter = import_module(module).OTLPSpanExporter()
+        # The timeout bounds one export request, retries included (the SDK's default is 10 s).
+        exporter: SpanExporter = import_module(module).OTLPSpanExporter(timeout=timeout)
     except ImportError as exc:
         package = "opentelemetry-exporter-otlp-proto-" + ("grpc" if protocol == "grpc" else "http")
         log.warning(

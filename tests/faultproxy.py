@@ -5,6 +5,7 @@
         proxy.drop_after_reply("COMMIT")        # the server runs it; its reply is swallowed and the link cut
         proxy.freeze_on("pg_try_advisory_lock") # from that message on nothing moves, new connections included
         proxy.freeze(); proxy.resume()
+        proxy.stall_after_login()               # logins complete; every query after them goes unanswered
 
 It runs its own event loop in a thread, so synchronous tests and tests driving their own event loop (or a CLI
 subprocess) use it alike. It understands just enough of the protocol to find message boundaries: the untyped
@@ -50,10 +51,12 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
         self.frozen = False
+        self.stalled = False  # logins pass; any other message from a client is held (see stall_after_login)
         self.froze = threading.Event()  # set when a freeze_on() pattern was seen
         self.dropped = threading.Event()  # set when a drop_after_reply() cut a link
         self.seen: list[bytes] = []  # every typed message a client sent, in order
         self.logins = 0  # start-up messages seen: one per login attempt
+        self.connections = 0  # TCP connections accepted (counted even while frozen)
         self._drop_pattern: bytes | None = None
         self._freeze_pattern: bytes | None = None
         self._links: set[_Link] = set()
@@ -95,6 +98,11 @@ class FaultProxy:
         """Stop all traffic both ways; new connections are accepted and then hear nothing (a frozen server)."""
         self._on_loop(lambda: setattr(self, "frozen", True))
 
+    def stall_after_login(self) -> None:
+        """Let every login complete, then hold whatever else clients send: a server that accepts connections and
+        logins but whose sessions stop answering (a hung backend, a full disk). New connections log in too."""
+        self._on_loop(lambda: setattr(self, "stalled", True))
+
     def resume(self) -> None:
         """Deliver what was held and forward again; links whose client left meanwhile are closed."""
         self._call(self._resume())
@@ -129,7 +137,7 @@ class FaultProxy:
         self._links.clear()
 
     async def _resume(self) -> None:
-        self.frozen = False
+        self.frozen = self.stalled = False
         for link in list(self._links):
             held, link.held = link.held, []
             for writer, data in held:
@@ -139,6 +147,7 @@ class FaultProxy:
                 self._links.discard(link)
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         server_reader, server_writer = await asyncio.open_connection(*self.upstream)
         link = _Link(client=client_writer, server=server_writer)
         self._links.add(link)
@@ -178,6 +187,9 @@ class FaultProxy:
                     self.froze.set()
                 if self._drop_pattern is not None and self._drop_pattern in message:
                     self._drop_pattern, link.armed = None, True
+                if self.stalled and message[:1] != b"p":  # password / SASL messages are the login: they pass
+                    link.held.append((link.server, message))
+                    continue
                 self._forward(link, link.server, message)
         except (asyncio.IncompleteReadError, ConnectionError):
             link.client_gone = True

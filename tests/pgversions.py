@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT_MIGRATIONS = ROOT / "migrations"
 ENV = "ORCHESTRATOR_TEST_PG"
 # Module names (without .py) whose database tests run on every version of versions_under_test().
-VERSIONED_MODULES = frozenset({"test_engine", "test_sqlx_interop", "test_audit", "test_audit_schema"})
+VERSIONED_MODULES = frozenset(
+    {"test_engine", "test_sqlx_interop", "test_audit", "test_audit_schema", "test_type_changes"}
+)
 PG18 = 18
 
 

@@ -205,10 +205,10 @@ def test_missing_migrations_directory_exits_2_and_creates_no_database(
     [
         ("v9_not_a_version.sql", b"SELECT 1;\n"),
         ("9_latin1.sql", b"SELECT 'caf\xe9';\n"),
-        ("9_orphan.up.sql", b"SELECT 1;\n"),
+        ("9_orphan.down.sql", b"SELECT 1;\n"),
         ("9_two.sql", b"-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\nSELECT 2;\n"),
     ],
-    ids=["non-integer-version", "not-utf8", "up-without-down", "multi-statement-no-transaction"],
+    ids=["non-integer-version", "not-utf8", "down-without-up", "multi-statement-no-transaction"],
 )
 def test_bad_migration_file_exits_2_naming_the_file_and_creates_no_database(
     pg: DevServer, fresh_url: str, db_name: str, tmp_path: Path, bad_file: tuple[str, bytes]

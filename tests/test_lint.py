@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import structlog
 import typer
-from sourcecases import INVALID_SOURCES, Entry, make
+from sourcecases import INVALID_SOURCES, SQLX_SHAPES, Entry, Link, make
 from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app as main_app
@@ -237,20 +237,207 @@ def test_simple_migrations_need_no_down(tmp_path: Path) -> None:
     assert lint_paths([tmp_path], released_file=None, use_squawk=False).findings == []
 
 
-def test_down_files_may_drop_what_their_up_created(tmp_path: Path) -> None:
+def test_down_files_may_drop_rename_and_retype_what_their_up_did(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "ALTER TABLE students ADD COLUMN nickname text;\nCREATE TABLE library (id bigint PRIMARY KEY);\n"
+        "ALTER TABLE classes RENAME room TO room_code;\nALTER TABLE grades ALTER COLUMN score TYPE numeric(6,2);\n",
+        down="ALTER TABLE students DROP COLUMN nickname;\nDROP TABLE IF EXISTS library;\n"
+        "ALTER TABLE classes RENAME room_code TO room;\nALTER TABLE grades ALTER COLUMN score TYPE numeric(5,2);\n",
+    )
+    assert {(f.rule, f.path.name) for f in report.findings} == {
+        ("rename-column", UP),
+        ("change-column-type", UP),
+    }, render_text(report)
+
+
+def test_a_down_file_dropping_what_its_up_did_not_create_is_a_warning(tmp_path: Path) -> None:
     report = lint_sql(
         tmp_path,
         "ALTER TABLE students ADD COLUMN nickname text;\n",
-        down="ALTER TABLE students DROP COLUMN nickname;\nDROP TABLE IF EXISTS library;\n"
-        "ALTER TABLE classes RENAME room_code TO room;\n",
+        down="ALTER TABLE students DROP COLUMN nickname, DROP COLUMN phone;\nDROP TABLE library, students_tmp;\n",
     )
-    assert report.findings == []
+    found = [(f.rule, f.severity, f.line, f.message) for f in report.findings]
+    assert found == [
+        ("down-loses-data", "warning", 1, "drops column phone of table students, which its up file did not add"),
+        ("down-loses-data", "warning", 2, "drops tables library, students_tmp, which its up file did not create"),
+    ]
+    assert report.ok
+    assert all(f.path.name == DOWN for f in report.findings)
 
 
-def test_down_files_still_get_the_rules_that_make_them_fail(tmp_path: Path) -> None:
-    report = lint_sql(tmp_path, "SELECT 1;\n", down="-- undo\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\n")
-    assert flagged(report) == {("concurrently-in-transaction", 2)}
-    assert report.findings[0].path.name == DOWN
+def test_down_files_still_get_the_rules_that_make_them_fail_with_advice_for_a_down(tmp_path: Path) -> None:
+    report = lint_sql(
+        tmp_path,
+        "ALTER TABLE students DROP COLUMN -- lint:ignore drop-column reason: unused since v42\n  email;\n"
+        "DROP INDEX students_phone_idx;\n",
+        down="-- undo\nCREATE INDEX CONCURRENTLY a_idx ON t (a);\n"
+        "ALTER TABLE students ADD COLUMN email text NOT NULL;\nCREATE INDEX students_phone_idx ON students (phone);\n",
+    )
+    assert flagged(report) == {
+        ("concurrently-in-transaction", 2),
+        ("add-not-null-without-default", 3),
+        ("index-without-concurrently", 4),
+    }
+    down = {f.rule: f for f in report.findings if f.path.name == DOWN}
+    assert len(down) == 3
+    assert "the down file's first line" in down["concurrently-in-transaction"].instead
+    assert "rollback fails" in down["add-not-null-without-default"].instead
+    assert "later migration" not in down["add-not-null-without-default"].instead
+    assert "its own `-- no-transaction` first line" in down["index-without-concurrently"].instead
+    # The same rule in an up file keeps the up file's advice.
+    up = lint_sql(tmp_path / "up", "ALTER TABLE students ADD COLUMN email text NOT NULL;\n")
+    assert "later migration" in up.findings[0].instead
+
+
+# --- type changes: judged against the types the earlier migrations declare ---------------------------------------
+
+
+def migrations_with_column(directory: Path, declared: str, change: str) -> Path:
+    """A pg_dump-style first migration declaring `declared`, then a pair changing it; returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "20250101000000_initial.sql").write_text(
+        f"CREATE TABLE public.students (\n    id integer NOT NULL,\n    name {declared} NOT NULL DEFAULT ''\n);\n"
+    )
+    write_migration(directory, f"ALTER TABLE ONLY students\n  ALTER COLUMN name {change};\n")
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("declared", "change", "message"),
+    [
+        ("character varying(50)", "TYPE varchar(50)", None),
+        ("character varying(50)", "TYPE character varying(200)", None),
+        ("varchar(50)", "SET DATA TYPE text", None),
+        ("varchar", "TYPE text", None),
+        ("text", "TYPE varchar", None),
+        ("numeric(5,2)", "TYPE numeric(7,2)", None),
+        ("numeric(5, 2)", "TYPE decimal", None),
+        ("numeric(5)", "TYPE numeric(9,0)", None),
+        ("timestamp(0) without time zone", "TYPE timestamp(3)", None),
+        ("timestamp(3) with time zone", "TYPE timestamptz", None),
+        ("varchar(200)", "TYPE varchar(50)", "from varchar(200) to varchar(50)"),
+        ("text", "TYPE varchar(50)", "from text to varchar(50)"),
+        ("numeric(5,2)", "TYPE numeric(7,3)", "from numeric(5, 2) to numeric(7, 3)"),
+        ("numeric(5,2)", "TYPE numeric(4,2)", "from numeric(5, 2) to numeric(4, 2)"),
+        ("char(5)", "TYPE char(10)", "from char(5) to char(10)"),
+        ("char(5)", "TYPE text", "from char(5) to text"),
+        ("integer", "TYPE bigint", "from integer to bigint"),
+        ("varchar(10)[]", "TYPE varchar(20)[]", "(its current type is not known from the migrations)"),
+        ("varchar(50)", "TYPE text USING upper(name)", "from varchar(50) to text with USING or COLLATE"),
+        ("varchar(50)", 'TYPE text COLLATE "C"', "from varchar(50) to text with USING or COLLATE"),
+        ('varchar(50) COLLATE "C"', "TYPE text", "(its current type is not known from the migrations)"),
+    ],
+)
+def test_type_changes_without_a_rewrite_are_not_reported_and_the_rest_are(
+    tmp_path: Path, declared: str, change: str, message: str | None
+) -> None:
+    report = lint_paths([migrations_with_column(tmp_path, declared, change)], released_file=None, use_squawk=False)
+    if message is None:
+        assert report.findings == [], render_text(report)
+    else:
+        (f,) = report.findings
+        assert (f.rule, f.severity, f.path.name, f.line) == ("change-column-type", "error", UP, 2)
+        assert f.message.startswith("changes the type of column name of table students ") and message in f.message
+
+
+def test_the_column_type_follows_renames_drops_and_earlier_type_changes(tmp_path: Path) -> None:
+    (tmp_path / "1_create.sql").write_text("CREATE TABLE s (a varchar(10), b int);\n")
+    (tmp_path / "2_evolve.sql").write_text(
+        "-- lint:ignore-file rename-column, rename-table reason: test\n"
+        "ALTER TABLE s RENAME COLUMN a TO c;\nALTER TABLE s RENAME TO t;\n"
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(20), ADD COLUMN d numeric(4,1);\n"
+    )
+    (tmp_path / "3_widen.sql").write_text(
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(30);\nALTER TABLE t ALTER COLUMN d TYPE numeric(6,1);\n"
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(15);\n"  # narrower than 30, though wider than the first 10
+        "ALTER TABLE t ALTER COLUMN b TYPE bigint;\n"
+    )
+    (tmp_path / "4_gone.sql").write_text("ALTER TABLE t DROP COLUMN -- lint:ignore drop-column reason: test\n d;\n")
+    (tmp_path / "5_again.sql").write_text("ALTER TABLE t ADD COLUMN d text;\nALTER TABLE t ALTER COLUMN d TYPE text;\n")
+    report = lint_paths([tmp_path], released_file=None, use_squawk=False)
+    assert {(f.path.name, f.line, f.message.split(" from ")[-1]) for f in report.errors} == {
+        ("3_widen.sql", 3, "varchar(30) to varchar(15)"),
+        ("3_widen.sql", 4, "int to bigint"),
+    }, render_text(report)
+
+
+def test_a_file_named_directly_is_judged_against_the_types_of_its_directory(tmp_path: Path) -> None:
+    migrations_with_column(tmp_path, "varchar(50)", "TYPE text")
+    assert lint_paths([tmp_path / UP], released_file=None, use_squawk=False).findings == []
+
+
+def test_the_gate_judges_type_changes_against_released_files_too(tmp_path: Path) -> None:
+    directory = migrations_with_column(tmp_path, "varchar(50)", "TYPE varchar(20)")
+    (directory / UP).unlink()
+    (directory / DOWN).unlink()
+    release(directory)  # the first migration is released (and so exempt from the rules)
+    write_migration(directory, "ALTER TABLE students ALTER COLUMN name TYPE varchar(20);\n")
+    source = load_migrations(directory)
+    report = lint_migrations(source.migrations, directory=directory, use_squawk=False)
+    assert [(f.rule, f.path.name) for f in report.findings] == [("change-column-type", UP)]
+    assert "from varchar(50) to varchar(20)" in report.findings[0].message
+
+
+@needs_squawk
+def test_squawk_does_not_report_a_type_change_we_found_safe(tmp_path: Path) -> None:
+    safe = lint_paths([migrations_with_column(tmp_path / "safe", "varchar(50)", "TYPE text")], released_file=None)
+    assert "squawk:changing-column-type" not in {f.rule for f in safe.findings}, render_text(safe)
+    unsafe = lint_paths([migrations_with_column(tmp_path / "unsafe", "integer", "TYPE bigint")], released_file=None)
+    assert "change-column-type" in {f.rule for f in unsafe.findings}
+    # Squawk itself flags both (so the first assertion is ours dropping it, not squawk staying quiet).
+    found = squawk_module.run_squawk([f for m in load_migrations(tmp_path / "safe") for f in m.files])
+    assert "squawk:changing-column-type" in {f.rule for f in found}
+
+
+# --- what SQLx accepts and the platform would rather not have: warnings --------------------------------------------
+
+
+def test_sqlx_shapes_load_and_lint_with_a_warning_each(tmp_path: Path) -> None:
+    make(tmp_path, SQLX_SHAPES)
+    report = lint_paths([tmp_path], released_file=None, use_squawk=False)
+    assert report.ok and report.errors == []
+    assert {(f.rule, f.path.name) for f in report.warnings} == {
+        ("up-without-down", "2_create_b.up.sql"),
+        ("down-beside-plain-file", "5_plain.down.sql"),
+        ("down-named-differently", "6_drop_f.down.sql"),
+        ("version-with-sign", "+7_signed.sql"),
+        ("ignored-entry", "10_a_directory.sql"),
+        ("ignored-entry", "11_a_pipe.sql"),
+        ("ignored-entry", "12_a_device.up.sql"),
+    }, render_text(report)
+    by_rule = {f.rule: f for f in report.warnings}
+    assert "2_create_b.down.sql" in by_rule["up-without-down"].message
+    assert "5_plain.sql" in by_rule["down-beside-plain-file"].message
+    assert "'drop f' differs from its up file's 'add f'" in by_rule["down-named-differently"].message
+    assert "SQLx reads 7" in by_rule["version-with-sign"].message
+    assert all(f.why and f.instead for f in report.warnings)
+
+
+def test_an_up_without_a_down_can_be_suppressed_or_renamed_to_a_plain_file(tmp_path: Path) -> None:
+    up = tmp_path / "1_seed.up.sql"
+    up.parent.mkdir(parents=True, exist_ok=True)
+    up.write_text("-- lint:ignore-file up-without-down reason: seed data, nothing to undo\nSELECT 1;\n")
+    report = lint_paths([tmp_path], released_file=None, use_squawk=False)
+    assert [f.rule for f in report.suppressed] == ["up-without-down"] and report.warnings == []
+    up.rename(tmp_path / "1_seed.sql")
+    assert lint_paths([tmp_path], released_file=None, use_squawk=False).findings == []
+
+
+def test_naming_warnings_of_released_files_are_not_repeated(tmp_path: Path) -> None:
+    (tmp_path / "1_seed.up.sql").write_text("SELECT 1;\n")
+    baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=True)
+    assert [f.rule for f in baseline.suppressed] == ["up-without-down"]
+    assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
+    # Adding the down file later is not an edit of anything released.
+    (tmp_path / "1_seed.down.sql").write_text("SELECT 2;\n")
+    assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
+
+
+def test_a_dangling_link_anywhere_in_the_directory_is_refused_as_sqlx_refuses_it(tmp_path: Path) -> None:
+    make(tmp_path, {"1_a.sql": "SELECT 1;\n", "notes.md": Link("gone.md")})
+    with pytest.raises(MigrationSourceError, match=r"notes\.md: is a symbolic link to gone\.md, which is missing"):
+        lint_paths([tmp_path], released_file=None, use_squawk=False)
 
 
 def test_sql_in_comments_strings_and_function_bodies_is_not_flagged(tmp_path: Path) -> None:

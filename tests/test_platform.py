@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,82 @@ def test_an_sqlx_fleet_whose_applied_files_break_lint_rules_is_adopted(tmp_path:
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
     assert "accepted by `lint --baseline`" in baseline.stdout
     assert cli("lint", str(migrations)).returncode == 0, "released files are checked only for edits"
+
+
+# A real SQLx project's history: a pg_dump-style first file, ups without downs among pairs, a file that wraps itself
+# in BEGIN; ... COMMIT;, a description with dots, an index built without CONCURRENTLY long ago.
+REAL_PROJECT = {
+    "20240101000000_initial.sql": "CREATE TABLE public.students (\n    id bigint NOT NULL,\n"
+    "    name character varying(50) NOT NULL DEFAULT '',\n    fee numeric(6,2)\n);\n",
+    "20240115000000_index_names.sql": "CREATE INDEX students_name_idx ON students (name);\n",
+    "20240201000000_v1.2_guardians.up.sql": "BEGIN;\nCREATE TABLE guardians (id bigint PRIMARY KEY);\nCOMMIT;\n",
+    "20240301000000_backfill.up.sql": "UPDATE students SET name = trim(name);\n",  # no down file
+    "20240401000000_add_notes.up.sql": "ALTER TABLE students ADD COLUMN notes text;\n",
+    "20240401000000_add_notes.down.sql": "ALTER TABLE students DROP COLUMN notes;\n",
+}
+# What is written after adoption: widening changes, which rewrite nothing.
+WIDENING = {
+    "20250101000000_longer_names.up.sql": "ALTER TABLE students ALTER COLUMN name TYPE varchar(200);\n",
+    "20250101000000_longer_names.down.sql": "ALTER TABLE students ALTER COLUMN name TYPE varchar(50);\n",
+    "20250102000000_bigger_fees.sql": "ALTER TABLE students ALTER COLUMN fee TYPE numeric(9,2), "
+    "ALTER COLUMN name TYPE text;\n",
+}
+
+
+def sqlx_info(migrations: Path, url: str) -> dict[int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    info = subprocess.run(
+        [str(SQLX), "migrate", "info", "--no-dotenv", "--source", str(migrations), "-D", url],
+        check=True, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    return {int(line.split("/")[0]): line.split("/")[1].split()[0] for line in info.stdout.splitlines()}
+
+
+@pytest.mark.sqlx
+def test_a_real_sqlx_project_is_adopted_as_it_is_and_its_widening_changes_pass_the_gate(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations", REAL_PROJECT)
+    live, new = make_school(pg, "live"), unique_db_name("new_school")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    subprocess.run(
+        [str(SQLX), "migrate", "run", "--no-dotenv", "--source", str(migrations), "-D", pg.url(live)],
+        check=True, capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    # Adoption: today's files recorded as released, their findings accepted (lint names them: nothing to edit).
+    baseline = cli("lint", str(migrations), "--baseline", "--no-squawk")
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    for rule, file in [
+        ("index-without-concurrently", "20240115000000_index_names.sql"),
+        ("up-without-down", "20240201000000_v1.2_guardians.up.sql"),
+        ("up-without-down", "20240301000000_backfill.up.sql"),
+    ]:
+        assert re.search(rf"{file}:\d+:\d+ +suppressed +{rule} ", baseline.stdout), (rule, baseline.stdout)
+    make_migrations(migrations, WIDENING)
+    registry = write_registry(
+        tmp_path / "t.yaml", [("live", registry_url(pg, live), []), ("new", registry_url(pg, new), [])]
+    )
+    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--yes")
+
+    # No renaming, no editing, no --allow-unsafe: the widening files pass the gate, the new school gets everything.
+    migrated = cli("migrate", *args, "--create-missing")
+
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    everything = [int(name.split("_")[0]) for name in sorted({**REAL_PROJECT, **WIDENING}) if ".down." not in name]
+    assert versions(pg, live) == everything and versions(pg, new) == everything
+    for db in (live, new):
+        assert set(sqlx_info(migrations, pg.url(db)).values()) == {"installed"}
+    linted = cli("lint", str(migrations), "--format", "editor", "--no-squawk")
+    assert linted.returncode == 0 and linted.stdout == "", linted.stdout + linted.stderr
+
+    # Revert refuses to pass the files without a down file, on every school, touching none; it names them all.
+    reverted = cli("revert", *args, "--target", "20240101000000")
+    assert reverted.returncode == 1, reverted.stdout + reverted.stderr
+    # Said for each school twice: in the plan pass's preview, then in the run's report.
+    assert reverted.stdout.count("have no down file; cannot revert past them") == 4, reverted.stdout
+    assert "20240301000000 (20240301000000_backfill.up.sql)" in reverted.stdout
+    assert "revert to 20250102000000 or later" in reverted.stdout
+    assert versions(pg, live) == everything and versions(pg, new) == everything
 
 
 # --- the registry in the admin database -------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
-from sourcecases import INVALID_SOURCES, SQL, Dir, Entry, Fifo, Link, make
+from sourcecases import INVALID_SOURCES, SQL, SQLX_SHAPES, SQLX_SHAPES_RESOLVED, Dir, Entry, Fifo, Link, make
 
 from orchestrator.errors import MigrationSourceError
 from orchestrator.source import I64_MAX, I64_MIN, checksum, load_migrations
@@ -182,29 +183,71 @@ def test_a_simple_file_and_an_up_file_with_the_same_version_are_refused(tmp_path
     assert "used twice" in refusal(tmp_path).message
 
 
-def test_up_file_without_its_down_file_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, {"1_t.up.sql": "CREATE TABLE t(id int);\n"})
-    error = refusal(tmp_path)
-    assert "1_t.up.sql" in error.message and "no down file" in error.message
-    assert error.hint and "1_t.down.sql" in error.hint
-
-
-def test_down_file_without_its_up_file_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, {"1_t.sql": "SELECT 1;\n", "2_u.down.sql": "DROP TABLE u;\n"})
+def test_down_file_without_its_up_file_is_refused_before_any_file_is_read(tmp_path: Path) -> None:
+    # SQLx counts the version as present (a deleted up goes unnoticed) and runs the down on revert: refused here.
+    make(tmp_path, {"1_t.sql": Fifo(), "2_u.down.sql": "DROP TABLE u;\n"})
     error = refusal(tmp_path)
     assert "2_u.down.sql" in error.message and "no up file" in error.message
+    assert error.hint and "2_u.up.sql" in error.hint and "sqlx migrate revert" in error.hint
 
 
-def test_down_file_beside_a_simple_migration_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, {"1_t.sql": "SELECT 1;\n", "1_t.down.sql": "SELECT 2;\n"})
-    error = refusal(tmp_path)
-    assert "1_t.down.sql" in error.message and "not reversible" in error.message
+# --- what SQLx accepts, we accept (lint warns about some of it) -------------------------------------------------
 
 
-def test_down_file_with_another_description_is_refused(tmp_path: Path) -> None:
+def test_every_shape_sqlx_resolves_loads_with_sqlx_versions_and_descriptions(tmp_path: Path) -> None:
+    source = load_migrations(make(tmp_path, SQLX_SHAPES))
+    assert {m.version: (m.description, m.reversible) for m in source} == SQLX_SHAPES_RESOLVED
+    assert sorted(w.path.name for w in source.ignored) == ["10_a_directory.sql", "11_a_pipe.sql", "12_a_device.up.sql"]
+    assert [str(w) for w in source.warnings] == [str(w) for w in source.ignored]
+    assert "a named pipe (FIFO), not a regular file: SQLx ignores it" in str(source.ignored[1])
+    assert "symbolic link to /dev/zero, which is a character device" in str(source.ignored[2])
+
+
+def test_up_file_without_a_down_file_is_a_migration_that_cannot_be_reverted(tmp_path: Path) -> None:
+    write(tmp_path, {"1_t.up.sql": "CREATE TABLE t(id int);\n"})
+    [m] = load_migrations(tmp_path).migrations
+    assert (m.up_kind, m.reversible, m.down_path) == ("up", False, None)
+    assert [f.kind for f in m.files] == ["up"]
+
+
+def test_a_plain_file_and_a_down_file_of_its_version_pair_as_sqlx_pairs_them(tmp_path: Path) -> None:
+    write(tmp_path, {"1_t.sql": "CREATE TABLE t(id int);\n", "1_t.down.sql": "DROP TABLE t;\n"})
+    [m] = load_migrations(tmp_path).migrations
+    assert m.reversible and m.up_kind == "simple" and m.down_sql == "DROP TABLE t;\n"
+    assert [f.kind for f in m.files] == ["simple", "down"]
+
+
+def test_a_down_file_named_differently_pairs_by_version_and_keeps_its_own_description(tmp_path: Path) -> None:
     write(tmp_path, {"1_add_t.up.sql": "SELECT 1;\n", "1_drop_t.down.sql": "SELECT 2;\n"})
-    error = refusal(tmp_path)
-    assert "1_drop_t.down.sql" in error.message
+    [m] = load_migrations(tmp_path).migrations
+    assert m.description == "add t" and m.down_filename == "1_drop_t.down.sql"
+    assert [f.description for f in m.files] == ["add t", "drop t"]
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "description"),
+    [
+        ("20240101000000_v1.2_init.sql", 20240101000000, "v1.2 init"),
+        ("1_a.b.c.up.sql", 1, "a.b.c"),
+        ("+42_plus.sql", 42, "plus"),
+        ("1_a.sql.sql", 1, "a"),
+        ("1_x.down.sql.sql", 1, "x.down"),
+        ("1_.up.sql", 1, ""),
+        ("1_a_.sql", 1, "a "),
+        ("1_up.sql", 1, "up"),
+    ],
+)
+def test_descriptions_are_derived_as_sqlx_derives_them(
+    tmp_path: Path, name: str, version: int, description: str
+) -> None:
+    write(tmp_path, {name: SQL})
+    [m] = load_migrations(tmp_path).migrations
+    assert (m.version, m.description) == (version, description)
+
+
+def test_non_utf8_file_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / os.fsdecode(b"1_caf\xe9.sql")).write_text(SQL)
+    assert "file name is not valid UTF-8" in refusal(tmp_path).message
 
 
 def test_non_utf8_file_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:

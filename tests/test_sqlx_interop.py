@@ -18,11 +18,13 @@ import pytest
 from faultproxy import FaultProxy
 from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, ledger, run_sync
 from pgversions import MigrationSet
+from sourcecases import INVALID_SOURCES, SQLX_SHAPES, SQLX_SHAPES_RESOLVED, Entry, make
 
 from orchestrator import engine, resolve
 from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
+from orchestrator.errors import MigrationSourceError
 from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.source import MigrationSource, load_migrations
 from orchestrator.sqlx import advisory_lock_key
@@ -237,6 +239,144 @@ def test_an_interrupted_no_transaction_file_is_refused_by_sqlx_until_it_is_resol
     assert resolved.status is Status.APPLIED
     assert sqlx_info(directory, db_url, tmp_path) == {1: "installed", 2: "installed"}
     assert sqlx("run", source=directory, url=db_url, cwd=tmp_path).stdout.strip() == ""
+
+
+# --- real projects' shapes: both sides resolve them alike -------------------------------------------------------
+
+
+def sqlx_listing(source: Path, url: str, cwd: Path) -> dict[int, tuple[str, str]]:
+    """version -> (state, description) from `sqlx migrate info` (no modified files expected)."""
+    listing = {}
+    for line in sqlx("info", source=source, url=url, cwd=cwd).stdout.splitlines():
+        head, _, rest = line.partition("/")
+        state, _, description = rest.partition(" ")
+        listing[int(head)] = (state, description)
+    return listing
+
+
+@pytest.mark.system_pg  # about files, not servers
+def test_sqlx_and_we_resolve_every_shape_sqlx_accepts_alike(db_url: str, tmp_path: Path) -> None:
+    directory = make(tmp_path / "m", SQLX_SHAPES)
+
+    ours = {m.version: m.description for m in load_migrations(directory)}
+
+    assert ours == {version: description for version, (description, _) in SQLX_SHAPES_RESOLVED.items()}
+    assert sqlx_listing(directory, db_url, tmp_path) == {v: ("pending", d) for v, d in ours.items()}
+
+
+#: INVALID_SOURCES that SQLx resolves although we refuse them (it fails later, or reads them in a way nothing can rely
+#: on: see orchestrator/source.py); every other one SQLx refuses too.
+STRICTER_THAN_SQLX = {
+    "one-version-twice",  # `sqlx migrate run` applies the first, then fails on the primary key
+    "leading-zero-twice",
+    "two-downs",
+    "orphan-down",  # ignored by run and info, counted as present, run by revert
+    "orphan-down-among-pairs",
+    "no-transaction-two-statements",  # SQLx sends it as one implicit transaction: CONCURRENTLY fails there
+}
+
+
+@pytest.mark.system_pg
+@pytest.mark.parametrize(
+    ("entries", "sqlx_refuses"),
+    [pytest.param(case.values[0], case.id not in STRICTER_THAN_SQLX, id=case.id) for case in INVALID_SOURCES],
+)
+def test_a_directory_we_refuse_is_refused_by_sqlx_too_unless_documented_stricter(
+    db_url: str, tmp_path: Path, entries: dict[str, Entry], sqlx_refuses: bool
+) -> None:
+    directory = make(tmp_path / "m", entries)
+    with pytest.raises(MigrationSourceError):
+        load_migrations(directory)
+
+    info = sqlx("info", source=directory, url=db_url, cwd=tmp_path, ok=False)
+
+    assert (info.returncode != 0) == sqlx_refuses, info.stdout + info.stderr
+    if sqlx_refuses:
+        assert "while resolving migrations" in info.stdout + info.stderr
+
+
+def test_a_real_project_set_migrated_by_us_is_fully_installed_for_sqlx_and_the_reverse(
+    pg: DevServer, db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    directory = make(tmp_path / "m", SQLX_SHAPES)
+    source = load_migrations(directory)
+    by_sqlx_db = f"{db_name[:56]}_sqlx"
+    try:
+        # Ours first, on a new school: sqlx sees every file installed and has nothing to run.
+        result = ours(engine.migrate, db_url, source)
+        assert result.status is Status.APPLIED and result.applied_versions == list(SQLX_SHAPES_RESOLVED)
+        assert sqlx_listing(directory, db_url, tmp_path) == {
+            v: ("installed", d) for v, (d, _) in SQLX_SHAPES_RESOLVED.items()
+        }
+        assert sqlx("run", source=directory, url=db_url, cwd=tmp_path).stdout.strip() == ""
+
+        # And the reverse: sqlx first, we find it up to date, with the very ledger we wrote.
+        sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
+        sqlx("run", source=directory, url=sqlx_url, cwd=tmp_path)
+        status = ours(engine.status, sqlx_url, source)
+        assert status.status is Status.UP_TO_DATE and status.version_after == 13
+        assert ledger(sqlx_url) == ledger(db_url)
+        assert fetchval_sync(db_url, "SELECT count(*) FROM pg_tables WHERE tablename = 'c'") == 1  # BEGIN; ... COMMIT;
+    finally:
+        run_sync(drop_database(pg.url(), by_sqlx_db))
+
+
+UP_ONLY_SET = {
+    "1_create_a.up.sql": "CREATE TABLE a (id int);\n",
+    "1_create_a.down.sql": "DROP TABLE a;\n",
+    "2_plain.sql": "CREATE TABLE b (id int);\n",  # reversible all the same: SQLx pairs by version
+    "2_plain.down.sql": "DROP TABLE b;\n",
+    "3_create_c.up.sql": "CREATE TABLE c (id int);\n",  # no down file
+    "4_create_d.up.sql": "CREATE TABLE d (id int);\n",
+    "4_create_d.down.sql": "DROP TABLE d;\n",
+}
+
+
+def tables(url: str) -> list[str]:
+    return [r[0] for r in fetch_sync(url, "SELECT tablename FROM pg_tables WHERE length(tablename) = 1 ORDER BY 1")]
+
+
+def test_revert_past_an_up_only_version_is_refused_where_sqlx_would_leave_a_hole(
+    pg: DevServer, db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    directory = make(tmp_path / "m", dict(UP_ONLY_SET))
+    source = load_migrations(directory)
+    assert ours(engine.migrate, db_url, source).applied_versions == [1, 2, 3, 4]
+
+    # Down to the up-only version: fine, 4 is reverted.
+    down_to_3 = run_sync(engine.revert, DatabaseTarget.parse(db_url), source, 3, options())
+    assert down_to_3.status is Status.REVERTED and [s.version for s in down_to_3.steps] == [4]
+    # Past it: refused before anything runs, naming it.
+    refused = run_sync(engine.revert, DatabaseTarget.parse(db_url), source, 1, options())
+    assert refused.status is Status.FAILED and refused.error is not None
+    assert refused.error.code == "not_reversible" and "3 (3_create_c.up.sql)" in refused.error.message
+    assert refused.error.hint and "`sqlx migrate revert` would skip it" in refused.error.hint
+    assert [r[0] for r in ledger(db_url)] == [1, 2, 3] and tables(db_url) == ["a", "b", "c"]
+
+    # What sqlx does instead, on a copy: skips 3, leaves its row, reverts 2 beneath it: a hole in the ledger.
+    by_sqlx_db = f"{db_name[:56]}_sqlx"
+    try:
+        sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
+        sqlx("run", "--target-version", "3", source=directory, url=sqlx_url, cwd=tmp_path)
+        reverted = sqlx("revert", "--target-version", "1", source=directory, url=sqlx_url, cwd=tmp_path)
+        assert "Applied 2/revert plain" in reverted.stdout and "3/revert" not in reverted.stdout
+        assert [r[0] for r in ledger(sqlx_url)] == [1, 3] and tables(sqlx_url) == ["a", "c"]
+        # We take over from there: 2 is applied again, out of order, and said so.
+        again = ours(engine.migrate, sqlx_url, source)
+        assert again.applied_versions == [2, 4] and any("out of order" in note for note in again.notes)
+    finally:
+        run_sync(drop_database(pg.url(), by_sqlx_db))
+
+    # Adding the missing down file changes no checksum: sqlx still sees 3 installed, and the revert now goes through.
+    (directory / "3_create_c.down.sql").write_text("DROP TABLE c;\n")
+    source = load_migrations(directory)
+    assert sqlx_listing(directory, db_url, tmp_path)[3] == ("installed", "create c")
+    done = run_sync(engine.revert, DatabaseTarget.parse(db_url), source, 1, options())
+    assert done.status is Status.REVERTED and [s.version for s in done.steps] == [3, 2]
+    assert [r[0] for r in ledger(db_url)] == [1] and tables(db_url) == ["a"]
+    assert {v: state for v, (state, _) in sqlx_listing(directory, db_url, tmp_path).items()} == {
+        1: "installed", 2: "pending", 3: "pending", 4: "pending",
+    }  # fmt: skip
 
 
 # --- both refuse a bad ledger with the same words ---------------------------------------------------------------

@@ -6,9 +6,11 @@ against a small OTLP/HTTP collector started by the test, configured only by the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -369,6 +371,101 @@ def test_a_collector_that_is_not_there_does_not_fail_the_run(tmp_path: Path, pg:
     events = [json.loads(line) for line in done.stderr.splitlines()]  # JSON lines only, the SDK's complaints too
     assert "tracing.export" in {e["event"] for e in events}, "the lost spans are not lost silently"
     assert PG_PASSWORD not in done.stderr
+
+
+def test_a_collector_that_refuses_costs_a_status_one_warning_and_no_retries(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    db = make_school(pg, "otlp_refused")
+    port = free_port()
+    done = cli("status", "-D", pg.url(db), "--migrations", str(migrations), "--log-format", "json",
+               env=otel_env(f"http://127.0.0.1:{port}"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = [json.loads(line) for line in done.stderr.splitlines()]
+    [warning] = [e for e in said if e["level"] in ("warning", "error")]  # the SDK's retries said nothing
+    assert warning["event"] == "tracing.export"
+    assert f"the trace collector at http://127.0.0.1:{port} did not take" in warning["reason"]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning["hint"]
+
+
+class Recorder:
+    """Stands in for the tracing module's logger: what it said, at which level."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **values: Any) -> None:
+        self.said.append(("warning", event, values))
+
+    def debug(self, event: str, **values: Any) -> None:
+        self.said.append(("debug", event, values))
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A collector that accepts connections and never answers: an export waits for its timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in [*held, listener]:
+        connection.close()
+
+
+def test_a_collector_that_never_answers_delays_the_exit_by_the_export_budget_at_most(
+    monkeypatch: pytest.MonkeyPatch, black_hole: str
+) -> None:
+    for name, value in otel_env(black_hole).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    monkeypatch.setattr(tracing, "EXPORT_BUDGET", 0.3)  # the SDK's own default would be 10 s per request
+    monkeypatch.setattr(tracing, "_environment_read", False)
+    monkeypatch.setattr(tracing, "_from_environment", None)
+    monkeypatch.setattr(tracing, "_delivery", tracing._delivery)  # the provider built below replaces it
+    recorder = Recorder()
+    monkeypatch.setattr(tracing, "log", recorder)
+    provider = tracing._environment_provider()
+    assert provider is not None
+    assert tracing._delivery.budget == 0.3
+    for name in ("orchestrator status", "status school"):
+        provider.get_tracer("test").start_span(name).end()
+
+    started = time.monotonic()
+    tracing.shutdown()
+    waited = time.monotonic() - started
+
+    assert waited < 0.3 + 2, f"the exit waited {waited:.1f}s for a collector that never answers"
+    assert [(level, event) for level, event, _ in recorder.said] == [("warning", "tracing.export")]
+    time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more
+    assert len(recorder.said) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "budget"),
+    [
+        ({}, 1.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10"}, 1.0),  # never longer
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "0.25"}, 0.25),  # shorter, if asked
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0.5"}, 0.5),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, 1.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "0"}, 1.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "nan"}, 1.0),
+    ],
+)
+def test_the_export_budget_is_one_second_or_less(env: dict[str, str], budget: float) -> None:
+    assert tracing.EXPORT_BUDGET == 1.0
+    assert tracing.export_budget(env) == budget
 
 
 # --- off, and free, unless configured --------------------------------------------------------------------------

@@ -113,8 +113,9 @@ BUDGETS = Group(
              "Overrides the registry's per_server.", BUILTIN.per_server),
         Flag("retries", int, ("--retries",), "Extra attempts for transient failures (connection lost, lock not "
              "available), with exponential backoff.", _budgets.retries),
-        Flag("server_down_after", int, ("--server-down-after",), "After N connection attempts in a row fail on "
-             "one server (refused, timed out, reset), its other schools end unreachable at once (0 = never).",
+        Flag("server_down_after", int, ("--server-down-after",), "After N attempts in a row get no answer from "
+             "one server (connection refused, timed out or reset, or a reply deadline passed), its other schools end "
+             "unreachable at once (0 = never).",
              _budgets.server_down_after),
     ),
 )  # fmt: skip

@@ -8,25 +8,28 @@ NOT NULL columns have defaults; every up has a tested down.
     if not report.ok: ...
 
 The files come from the one loader, `source.load_migrations`, exactly as `migrate` and `audit` read them: a
-directory they would refuse (a bad name or version, a version used twice, an up without its down, a file that is
-not a regular file or not UTF-8, ...) raises the same MigrationSourceError here (`lint` exits 2, not 1).
+directory they would refuse (a bad name or version, a version used twice, a down without its up, a file that is
+not UTF-8, ...) raises the same MigrationSourceError here (`lint` exits 2, not 1). What SQLx accepts but the
+platform would rather not have (an up without its down, ...) loads, and is a warning here (naming.py).
 
-A run: our rules (rules.py) on every file, the released record (released.py), squawk on the up files
-(squawk.py, duplicates of ours dropped), then in-file suppressions (suppress.py). `lint_migrations` is the same
-on already-loaded migrations, for the gate in front of `migrate`.
+A run: our rules (rules.py) on every file, each directory's up files walked in version order (a type change is
+judged against the types the earlier files declared), the naming warnings (naming.py), the released record
+(released.py), squawk on the up files (squawk.py, duplicates of ours dropped), then in-file suppressions
+(suppress.py). `lint_migrations` is the same on already-loaded migrations, for the gate in front of `migrate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import Location, MigrationSourceError, UsageError
-from ..source import Migration, MigrationFile, MigrationSource, is_migration_name, load_migrations
+from ..source import Migration, MigrationFile, MigrationSource, SourceWarning, is_migration_name, load_migrations
 from .findings import Finding, LintReport
+from .naming import ignored_findings, naming_findings
 from .released import SUM_FILENAME, check_released, digest, read_released, record_release
-from .rules import check_file
+from .rules import check_migrations
 from .squawk import drop_duplicates, run_squawk
 from .suppress import Suppression, apply_suppressions, parse_suppressions
 
@@ -50,6 +53,15 @@ def _files_of(migrations: Sequence[Migration]) -> list[MigrationFile]:
     return [file for m in migrations for file in m.files]
 
 
+@dataclass
+class _Directory:
+    """The files to lint from one directory, with all of its migrations (the context the rules need)."""
+
+    migrations: Sequence[Migration]
+    files: list[MigrationFile] = field(default_factory=list)
+    ignored: Sequence[SourceWarning] = ()
+
+
 def _named_file(path: Path, source: MigrationSource) -> list[MigrationFile]:
     """The migration file `path` names, read as part of its directory (so its pair and version are checked too)."""
     found = [f for f in _files_of(source.migrations) if f.path.name == path.name]
@@ -63,25 +75,31 @@ def _named_file(path: Path, source: MigrationSource) -> list[MigrationFile]:
     return found
 
 
-def _collect(paths: Sequence[Path]) -> list[MigrationFile]:
-    """The files to lint: every migration of each directory, and files named directly, each as part of its directory.
+def _collect(paths: Sequence[Path]) -> list[_Directory]:
+    """The files to lint, by directory: every migration of each directory, and files named directly, each as part of
+    its directory.
 
     Each directory is read with `load_migrations`, so whatever `migrate` would refuse is refused here, alike.
     """
-    sources: dict[Path, MigrationSource] = {}
+    directories: dict[Path, tuple[MigrationSource, _Directory]] = {}
 
-    def source_of(directory: Path) -> MigrationSource:
-        if directory not in sources:
-            sources[directory] = load_migrations(directory)
-        return sources[directory]
+    def directory_of(directory: Path, *, whole: bool) -> tuple[MigrationSource, _Directory]:
+        if directory not in directories:
+            source = load_migrations(directory)
+            directories[directory] = source, _Directory(source.migrations)
+        source, chosen = directories[directory]
+        if whole:
+            chosen.ignored = source.ignored
+        return source, chosen
 
     seen: set[Path] = set()
-    files: list[MigrationFile] = []
     for path in paths:
         if path.is_dir():
-            candidates = _files_of(source_of(path).migrations)
+            source, chosen = directory_of(path, whole=True)
+            candidates = _files_of(source.migrations)
         elif path.exists() or path.is_symlink():
-            candidates = _named_file(path, source_of(path.parent))
+            source, chosen = directory_of(path.parent, whole=False)
+            candidates = _named_file(path, source)
         else:
             raise UsageError(
                 f"{path} does not exist",
@@ -90,23 +108,32 @@ def _collect(paths: Sequence[Path]) -> list[MigrationFile]:
         for candidate in candidates:
             if candidate.path.resolve() not in seen:
                 seen.add(candidate.path.resolve())
-                files.append(candidate)
-    return files
+                chosen.files.append(candidate)
+    return [chosen for _, chosen in directories.values()]
 
 
 def _lint(
-    files: Sequence[MigrationFile], *, released_file: Path | None, use_squawk: bool, exempt_released: bool = True
+    directories: Sequence[_Directory],
+    *,
+    released_file: Path | None,
+    use_squawk: bool,
+    exempt_released: bool = True,
 ) -> LintReport:
     """Rules on the files not yet released; released ones only for edits (they are applied: the rules can no longer
     change them, and a suppression comment would change their checksum)."""
+    files = [file for directory in directories for file in directory.files]
     ours: list[Finding] = []
     released = read_released(released_file) if released_file is not None else None
     if released is not None:
         ours += check_released(released, files)
     if released is not None and exempt_released:
         files = [f for f in files if released.entries.get(f.path.name) != digest(f.raw)]
-    for file in files:
-        ours += check_file(file)
+    wanted = {f.path for f in files}
+    cleared: list[tuple[Path, str, int]] = []
+    for directory in directories:
+        checked = check_migrations(directory.migrations, wanted)
+        ours += checked.findings + naming_findings(directory.migrations, wanted) + ignored_findings(directory.ignored)
+        cleared += checked.cleared
 
     suppressions: dict[Path, list[Suppression]] = {}
     for file in files:
@@ -117,7 +144,7 @@ def _lint(
     if use_squawk:
         # Squawk lints what runs forward; down files are allowed to drop what their up created.
         ups = [f for f in files if f.kind != "down"]
-        found = ours + drop_duplicates(run_squawk(ups), ours, ups)
+        found = ours + drop_duplicates(run_squawk(ups), ours, ups, cleared=cleared)
 
     found = apply_suppressions(found, suppressions)
     found.sort(key=lambda f: (str(f.path), f.line, f.column, f.rule))
@@ -159,12 +186,13 @@ def lint_paths(
     """
     if (release or baseline) and released_file is None:
         raise UsageError("--release and --baseline need a released.sum to record into", hint="pass --released PATH")
-    files = _collect(paths)
+    directories = _collect(paths)
+    files = [file for directory in directories for file in directory.files]
     if baseline:
         assert released_file is not None
-        full = _lint(files, released_file=released_file, use_squawk=use_squawk, exempt_released=False)
+        full = _lint(directories, released_file=released_file, use_squawk=use_squawk, exempt_released=False)
         return _baseline(full, released_file, files)
-    report = _lint(files, released_file=released_file, use_squawk=use_squawk)
+    report = _lint(directories, released_file=released_file, use_squawk=use_squawk)
     report.release_requested = release
     if release and released_file is not None and report.ok:
         report.released_recorded = record_release(released_file, files)
@@ -172,5 +200,8 @@ def lint_paths(
 
 
 def lint_migrations(migrations: Sequence[Migration], *, directory: Path, use_squawk: bool = True) -> LintReport:
-    """Lint already-loaded migrations (the pending ones, in front of `migrate`), against `directory`/released.sum."""
-    return _lint(_files_of(migrations), released_file=directory / SUM_FILENAME, use_squawk=use_squawk)
+    """Lint already-loaded migrations (all of them up to the target, in front of `migrate`), against
+    `directory`/released.sum."""
+    return _lint(
+        [_Directory(migrations, _files_of(migrations))], released_file=directory / SUM_FILENAME, use_squawk=use_squawk
+    )

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ..errors import Location, MigrationSourceError
 from ..source import MigrationFile
+from .catalog import finding
 from .findings import Finding
-from .rules import finding
 
 SUM_FILENAME = "released.sum"
 _DIGEST = r"sha384:[0-9a-f]{96}"

@@ -7,189 +7,30 @@ comment or a function body is not a finding, and every match maps straight back 
 What makes a directory unusable (names, versions, pairs, encoding, several statements in a `-- no-transaction`
 file) is not a rule here: the loader (`source.load_migrations`) refuses it, for `lint` exactly as for `migrate`.
 
-Destructive rules (drops, renames, type changes) apply to up files only: a down file exists to undo its up, so
-it may drop what the up created. The rest (foreign keys, NOT NULL columns, indexes, transactions, encoding)
-apply to both, because a down that fails is as bad as an up that fails.
+Down files: a down file exists to undo its up, so dropping what its up created (a table, a column) is what it is
+for, and renames and type changes back are too: none of that is reported. A down that drops a table or column its
+up did not create loses data that existed before the up ran (`down-loses-data`, a warning). The rules about what
+makes a file fail or block (foreign keys, NOT NULL columns, indexes, CONCURRENTLY, encoding) apply to down files as
+to up files, because a rollback that fails or blocks writes is as bad as a release that does, with advice for a
+down file where it differs (`RuleInfo.down_instead`).
+
+Type changes: a change PostgreSQL makes without a rewrite (varchar(n) to a longer varchar or text, numeric to a
+larger precision with the same scale, ...: coltypes.py) is not reported, when the column's type is known from the
+earlier up files (`Columns` follows them in version order).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..source import MigrationFile
+from ..source import Migration, MigrationFile
 from ..sqltext import Statement
-from .findings import Finding, Severity
-
-
-@dataclass(frozen=True)
-class RuleInfo:
-    severity: Severity
-    why: str
-    instead: str
-    #: False for findings an in-file comment must not wave through (see suppress.py)
-    suppressible: bool = True
-
-
-_SUPPRESS_HINT = (
-    "or, if it is safe here and no school has applied the file yet, suppress it with a reason: "
-    "`-- lint:ignore {rule} reason: <why it is safe>` (never in an applied file: the comment changes its checksum "
-    "and SQLx workers refuse to start; record applied files with `orchestrator lint --baseline`)"
-)
-
-CATALOG: dict[str, RuleInfo] = {
-    "drop-column": RuleInfo(
-        "error",
-        "every school database loses the column while application code that still reads or writes it may be "
-        "running; those queries fail on hundreds of databases at once, and the data cannot be brought back by "
-        "the down migration",
-        "ship code that stops using the column first, then drop it in a later release; "
-        + _SUPPRESS_HINT.format(rule="drop-column"),
-    ),
-    "drop-table": RuleInfo(
-        "error",
-        "the table and its data disappear from every school database, while application code that still "
-        "uses it may be running; the down migration can recreate the table but not its rows",
-        "ship code that stops using the table first, then drop it in a later release (keep a backup); "
-        + _SUPPRESS_HINT.format(rule="drop-table"),
-    ),
-    "rename-column": RuleInfo(
-        "error",
-        "application code that uses the old name keeps running until every instance is redeployed; during "
-        "the rollout across the fleet its queries fail on every database that has migrated",
-        "expand and contract: add the new column, write to both, backfill, switch reads, and drop the old "
-        "column in a later release; " + _SUPPRESS_HINT.format(rule="rename-column"),
-    ),
-    "rename-table": RuleInfo(
-        "error",
-        "application code that uses the old name keeps running until every instance is redeployed; during "
-        "the rollout across the fleet its queries fail on every database that has migrated",
-        "create the new table (or keep a view under the old name during the transition) and drop the old one "
-        "in a later release; " + _SUPPRESS_HINT.format(rule="rename-table"),
-    ),
-    "change-column-type": RuleInfo(
-        "error",
-        "most type changes rewrite the whole table under an ACCESS EXCLUSIVE lock (no reads, no writes until "
-        "done) and can break code that reads the column; on a big school that is downtime, repeated on every "
-        "database of the rollout",
-        "add a new column of the new type, backfill it in batches, switch the code, and drop the old column "
-        "later; changes that need no rewrite (varchar(n) to text or to a longer varchar) can be suppressed "
-        "with a reason: `-- lint:ignore change-column-type reason: ...`",
-    ),
-    "add-not-null-without-default": RuleInfo(
-        "error",
-        "on a table that has rows PostgreSQL rejects a new NOT NULL column without a default (the existing "
-        "rows would hold NULL): the migration fails on every school that has data and succeeds on empty "
-        "ones, which splits the fleet",
-        "give the column a DEFAULT (a constant default is instant on PostgreSQL 11+), or add it nullable, "
-        "backfill it, and set NOT NULL in a later migration",
-    ),
-    "fk-without-on-delete": RuleInfo(
-        "error",
-        "without ON DELETE the foreign key silently means NO ACTION: deleting a parent row fails wherever a "
-        "child row exists, so the same delete works in one school and errors in another; the platform "
-        "requires every foreign key to say what happens",
-        "state it: ON DELETE CASCADE, ON DELETE SET NULL, or an explicit ON DELETE RESTRICT / NO ACTION",
-    ),
-    "index-without-concurrently": RuleInfo(
-        "error",
-        "CREATE INDEX without CONCURRENTLY blocks every write to the table for the whole build; on a big table "
-        "that is a write outage in each school during the rollout",
-        "put `CREATE INDEX CONCURRENTLY IF NOT EXISTS ...` alone in its own migration whose first line is "
-        "`-- no-transaction` (indexes on tables created in the same file are fine as they are)",
-    ),
-    "concurrently-in-transaction": RuleInfo(
-        "error",
-        "PostgreSQL refuses CONCURRENTLY inside a transaction block, and SQLx runs every file in a transaction "
-        "unless its first line is `-- no-transaction`: the migration fails on every database",
-        "make `-- no-transaction` the file's first line and keep that statement alone in its file",
-        suppressible=False,  # it fails on every database: there is no reason that makes it safe
-    ),
-    "byte-order-mark": RuleInfo(
-        "error",
-        "SQLx sends the file's bytes as they are and PostgreSQL does not skip a byte-order mark, so the first "
-        "statement fails with a syntax error (and a `-- no-transaction` first line is no longer recognised); "
-        "the mark is also part of the checksum",
-        "re-save the file as UTF-8 without a byte-order mark",
-        suppressible=False,
-    ),
-    "crlf-line-endings": RuleInfo(
-        "warning",
-        "the checksum SQLx records covers the exact bytes, line endings included; if a later checkout turns "
-        "them into LF (git autocrlf), every database that applied the file reports it as modified and refuses "
-        "to migrate",
-        "convert the file to LF line endings and add `*.sql -text` to .gitattributes",
-    ),
-    "released-file-edited": RuleInfo(
-        "error",
-        "SQLx stores the checksum of every applied file: each school database that already ran this migration "
-        "reports it as modified and refuses to migrate, and databases that have not run it yet get different "
-        "SQL than the rest of the fleet",
-        "restore the released version (`git checkout <release> -- <file>`) and put the change in a new "
-        "migration (`orchestrator new <description>`); this cannot be suppressed for up files",
-    ),
-    "released-file-deleted": RuleInfo(
-        "error",
-        "databases that applied the deleted migration report it as missing and refuse to migrate",
-        "restore the file; to undo what it did, add a new migration",
-        suppressible=False,
-    ),
-    "released-sum-edited": RuleInfo(
-        "error",
-        "released.sum is the record of what reached the fleet; a hand edit (or a merge of two releases) means "
-        "edits to released files may go unnoticed",
-        "restore released.sum from version control; after a merge of two branches that both released, take "
-        "the version of the branch merged into and run `orchestrator lint --release` to record the new files",
-        suppressible=False,
-    ),
-    "suppression-without-reason": RuleInfo(
-        "error",
-        "a suppression without a reason hides a fleet-wide risk from reviewers, who cannot tell an informed "
-        "decision from a silenced warning",
-        "say why it is safe: `-- lint:ignore <rule> reason: <why>`",
-        suppressible=False,
-    ),
-    "suppression-without-rule": RuleInfo(
-        "error",
-        "a `lint:ignore` that names no rule suppresses nothing, which is easy to miss",
-        "name the rule ids it suppresses: `-- lint:ignore drop-column reason: <why>`",
-        suppressible=False,
-    ),
-    "misplaced-suppression": RuleInfo(
-        "error",
-        "`lint:ignore-file` only counts in the file's first comment block; elsewhere it suppresses nothing, "
-        "which is easy to miss",
-        "move it to the comments at the top of the file, or use `-- lint:ignore <rule> reason: ...` on the "
-        "line before the statement",
-        suppressible=False,
-    ),
-}
-
-
-def finding(
-    rule: str,
-    path: Path,
-    line: int,
-    column: int,
-    message: str,
-    *,
-    why: str | None = None,
-    instead: str | None = None,
-) -> Finding:
-    """A finding of one of our rules, with the catalogue's severity, why and instead unless given."""
-    info = CATALOG[rule]
-    return Finding(
-        rule=rule,
-        severity=info.severity,
-        path=path,
-        line=line,
-        column=column,
-        message=message,
-        why=why or info.why,
-        instead=instead or info.instead,
-    )
-
+from .catalog import finding
+from .coltypes import Columns, parse_type, rewrites
+from .findings import Finding
 
 # --- text helpers -------------------------------------------------------------------------------------------------
 
@@ -269,6 +110,15 @@ _ON_DELETE = re.compile(r"\bON\s+DELETE\b", _I)
 _NOT_NULL = re.compile(r"\bNOT\s+NULL\b", _I)
 _FILLS_VALUES = re.compile(r"\b(?:DEFAULT|GENERATED)\b", _I)
 _SERIAL_TYPE = re.compile(r"\s*(?:small|big)?serial[248]?\b", _I)
+_COLUMN_DEF = re.compile(
+    rf"\s*(?!(?:CONSTRAINT|PRIMARY|UNIQUE|CHECK|FOREIGN|EXCLUDE|LIKE)\b)(?P<column>{IDENT})\s+(?P<definition>.*)", _I
+)
+# Where a column definition's type ends: its first constraint or option.
+_TYPE_END = re.compile(
+    r"\b(?:CONSTRAINT|NOT|NULL|DEFAULT|PRIMARY|UNIQUE|CHECK|REFERENCES|GENERATED|COLLATE|STORAGE|COMPRESSION)\b", _I
+)
+_COLLATE = re.compile(r"\bCOLLATE\b", _I)
+_USING = re.compile(r"\bUSING\b", _I)
 
 
 def table_name(qualified: str) -> str:
@@ -284,20 +134,36 @@ def _shown(name: str) -> str:
 # --- the statement rules ------------------------------------------------------------------------------------------
 
 
-class _FileChecker:
-    """Walks one file's statements in order, remembering the tables the file itself creates."""
+def _declared_type(definition: str) -> str | None:
+    """The type at the start of a column definition (masked text), or None when a COLLATE makes it more than a
+    type (a collation change on a later ALTER ... TYPE rebuilds indexes)."""
+    ends = [m for m in _TYPE_END.finditer(definition) if _depth_at(definition, m.start()) == 0]
+    if any(_COLLATE.fullmatch(m.group(0)) for m in ends):
+        return None
+    return definition[: ends[0].start()] if ends else definition
 
-    def __init__(self, file: MigrationFile) -> None:
+
+class _FileChecker:
+    """Walks one file's statements in order, remembering the tables the file itself creates and the columns it
+    adds, and keeping `columns` (the types the up files declare, in version order) up to date. A down file gets
+    `undoing`: the checker of its up file, to tell what the down may drop."""
+
+    def __init__(self, file: MigrationFile, columns: Columns, undoing: _FileChecker | None = None) -> None:
         self.file = file
         self.sql = file.sql
         self.masked = file.sql.masked
-        self.destructive_rules = file.kind != "down"
+        self.down = file.kind == "down"
+        self.columns = columns
+        self.undoing = undoing
         self.created: set[str] = set()
+        self.added: set[tuple[str, str]] = set()
         self.findings: list[Finding] = []
+        #: (line, rule) of statements checked and found safe, where squawk's equivalent rule would still fire
+        self.cleared: list[tuple[int, str]] = []
 
     def add(self, rule: str, offset: int, message: str) -> None:
         line, column = self.sql.position(offset)
-        self.findings.append(finding(rule, self.file.path, line, column, message))
+        self.findings.append(finding(rule, self.file.path, line, column, message, down=self.down))
 
     def check(self, statement: Statement) -> None:
         start = statement.start
@@ -309,8 +175,15 @@ class _FileChecker:
             self._alter_table(code, start, m)
         elif m := _CREATE_INDEX.match(code):
             self._create_index(start, m)
-        elif (m := _DROP_TABLE.match(code)) and self.destructive_rules:
+        elif m := _DROP_TABLE.match(code):
             self._drop_table(start, m)
+
+    def _up_made(self, table: str, column: str | None = None) -> bool:
+        """Whether this file (or, for a down file, its up) created the table, or added the column."""
+        for checker in (self, self.undoing):
+            if checker is not None and (table in checker.created or (table, column) in checker.added):
+                return True
+        return False
 
     def _concurrently(self, code: str, start: int) -> None:
         if self.file.no_transaction or _REFRESH_MATVIEW.match(code):
@@ -325,6 +198,7 @@ class _FileChecker:
     def _create_table(self, code: str, start: int, m: re.Match[str]) -> None:
         table = table_name(m.group("table"))
         self.created.add(table)
+        self.columns.create_table(table)
         rest = code[m.end() :]
         open_at = len(rest) - len(rest.lstrip())
         if rest[open_at : open_at + 1] != "(":
@@ -333,6 +207,11 @@ class _FileChecker:
         body = code[body_start : m.end() + _matching_paren(rest, open_at)]
         for offset, element in _split_top_level(body):
             self._references(element, start + body_start + offset, table)
+            if c := _COLUMN_DEF.match(element):
+                self._declare(table, c.group("column"), _declared_type(c.group("definition")))
+
+    def _declare(self, table: str, column: str, declared: str | None) -> None:
+        self.columns.set(table, table_name(column), parse_type(declared) if declared is not None else None)
 
     def _alter_table(self, code: str, start: int, m: re.Match[str]) -> None:
         table = table_name(m.group("table"))
@@ -342,33 +221,56 @@ class _FileChecker:
         for offset, action in _split_top_level(code[m.end() :]):
             at = start + m.end() + offset
             self._references(action, at, table)
-            if not existing:
-                continue
             if a := _ADD_COLUMN.match(action):
-                self._add_column(a, at, shown)
-            elif not self.destructive_rules:
-                continue
+                self._declare(table, a.group("column"), _declared_type(a.group("definition")))
+                self.added.add((table, table_name(a.group("column"))))
+                if existing:
+                    self._add_column(a, at, shown)
             elif a := _DROP_COLUMN.match(action):
-                self.add(
-                    "drop-column",
-                    at + a.start("kw"),
-                    f"drops column {_shown(a.group('column'))} of table {shown}",
-                )
+                column = table_name(a.group("column"))
+                self.columns.drop(table, column)
+                if not existing:
+                    continue
+                message = f"drops column {_shown(a.group('column'))} of table {shown}"
+                if not self.down:
+                    self.add("drop-column", at + a.start("kw"), message)
+                elif not self._up_made(table, column):
+                    self.add("down-loses-data", at + a.start("kw"), f"{message}, which its up file did not add")
             elif a := _RENAME_TABLE.match(action):
-                self.add("rename-table", at + a.start("kw"), f"renames table {shown} to {_shown(a.group('new'))}")
+                self.columns.rename_table(table, table_name(a.group("new")))
+                if existing and not self.down:
+                    self.add("rename-table", at + a.start("kw"), f"renames table {shown} to {_shown(a.group('new'))}")
             elif a := _RENAME_COLUMN.match(action):
-                self.add(
-                    "rename-column",
-                    at + a.start("kw"),
-                    f"renames column {_shown(a.group('column'))} of table {shown} to {_shown(a.group('new'))}",
-                )
+                self.columns.rename(table, table_name(a.group("column")), table_name(a.group("new")))
+                if existing and not self.down:
+                    self.add(
+                        "rename-column",
+                        at + a.start("kw"),
+                        f"renames column {_shown(a.group('column'))} of table {shown} to {_shown(a.group('new'))}",
+                    )
             elif a := _ALTER_TYPE.match(action):
-                self.add(
-                    "change-column-type",
-                    at + a.start("kw"),
-                    f"changes the type of column {_shown(a.group('column'))} of table {shown} "
-                    f"to {_shown(a.group('type'))}",
-                )
+                self._alter_type(action, at, a, table, shown, existing)
+
+    def _alter_type(self, action: str, at: int, a: re.Match[str], table: str, shown_table: str, existing: bool) -> None:
+        column = table_name(a.group("column"))
+        old, new = self.columns.type_of(table, column), parse_type(a.group("type"))
+        plain = not _USING.search(action, a.end()) and not _COLLATE.search(action, a.end())
+        self.columns.set(table, column, new if plain else None)
+        if not existing or self.down:
+            return
+        line = self.sql.position(at + a.start("kw"))[0]
+        if old is not None and new is not None and plain and not rewrites(old, new):
+            self.cleared.append((line, "change-column-type"))
+            return
+        if old is not None and new is not None:
+            known = f"from {old} to {new}" + ("" if plain else " with USING or COLLATE")
+        else:
+            known = f"to {_shown(a.group('type'))} (its current type is not known from the migrations)"
+        self.add(
+            "change-column-type",
+            at + a.start("kw"),
+            f"changes the type of column {_shown(a.group('column'))} of table {shown_table} {known}",
+        )
 
     def _add_column(self, a: re.Match[str], at: int, shown_table: str) -> None:
         definition = a.group("definition")
@@ -406,32 +308,71 @@ class _FileChecker:
         )
 
     def _drop_table(self, start: int, m: re.Match[str]) -> None:
-        names = [n for n in re.findall(QNAME, m.group("tables")) if table_name(n) not in self.created]
+        names = re.findall(QNAME, m.group("tables"))
+        for name in names:
+            self.columns.drop_table(table_name(name))
+        names = [n for n in names if table_name(n) not in self.created]
+        if self.down:
+            rule, names = "down-loses-data", [n for n in names if not self._up_made(table_name(n))]
+        else:
+            rule = "drop-table"
         if names:
             self.add(
-                "drop-table",
+                rule,
                 start + m.start() + (len(m.group(0)) - len(m.group(0).lstrip())),
-                f"drops table{'s' if len(names) > 1 else ''} {', '.join(_shown(n) for n in names)}",
+                f"drops table{'s' if len(names) > 1 else ''} {', '.join(_shown(n) for n in names)}"
+                + (", which its up file did not create" if self.down else ""),
             )
 
 
 def _encoding_findings(file: MigrationFile) -> list[Finding]:
     found = []
+    down = file.kind == "down"
     if file.text.startswith("\ufeff"):
-        found.append(finding("byte-order-mark", file.path, 1, 1, "the file starts with a UTF-8 byte-order mark"))
+        found.append(
+            finding("byte-order-mark", file.path, 1, 1, "the file starts with a UTF-8 byte-order mark", down=down)
+        )
     crlf = file.text.find("\r\n")
     if crlf >= 0:
         found.append(
             finding(
-                "crlf-line-endings", file.path, file.sql.line_of(crlf), 1, "the file has CRLF (Windows) line endings"
+                "crlf-line-endings",
+                file.path,
+                file.sql.line_of(crlf),
+                1,
+                "the file has CRLF (Windows) line endings",
+                down=down,
             )
         )
     return found
 
 
-def check_file(file: MigrationFile) -> list[Finding]:
-    """Every finding of our per-file rules on one migration file."""
-    checker = _FileChecker(file)
-    for statement in file.sql.statements:
-        checker.check(statement)
-    return _encoding_findings(file) + checker.findings
+@dataclass
+class Checked:
+    """What our per-file rules found in some files, and the statements they checked and found safe."""
+
+    findings: list[Finding]
+    #: (path, rule, line): a statement our rule `rule` cleared (e.g. a type change without a rewrite)
+    cleared: list[tuple[Path, str, int]]
+
+
+def check_migrations(migrations: Sequence[Migration], wanted: Container[Path]) -> Checked:
+    """Our per-file rules on the files of `migrations` (one directory, ascending) whose path is in `wanted`.
+
+    Every up file is walked in version order, wanted or not, so that a type change is judged against the column
+    types the earlier files declared; a down file is judged against its own up file."""
+    columns = Columns()
+    checked = Checked([], [])
+    for migration in migrations:
+        up_checker: _FileChecker | None = None
+        for file in migration.files:
+            checker = _FileChecker(file, Columns() if file.kind == "down" else columns, undoing=up_checker)
+            if file.kind == "down" and file.path not in wanted:
+                continue
+            for statement in file.sql.statements:
+                checker.check(statement)
+            up_checker = checker
+            if file.path in wanted:
+                checked.findings += _encoding_findings(file) + checker.findings
+                checked.cleared += [(file.path, rule, line) for line, rule in checker.cleared]
+    return checked

@@ -7,7 +7,8 @@ JSON reporter and turn each of its results into a Finding with origin "squawk" a
   see that an index on a table created in the same file is harmless; `-- no-transaction` files without it.
 - Rules that do not fit the platform are excluded (see EXCLUDED_RULES).
 - Where squawk and one of our rules flag the same statement for the same thing, ours is kept (it says why and
-  what to do at fleet scale); squawk's equivalents stay on so that they catch what our patterns miss.
+  what to do at fleet scale); squawk's equivalents stay on so that they catch what our patterns miss. Where our
+  rule checked the statement and found it safe (a type change without a rewrite), squawk's equivalent is dropped.
 - Squawk reports 0-based lines and byte columns; findings use 1-based lines and character columns.
 """
 
@@ -162,16 +163,21 @@ def run_squawk(files: Sequence[MigrationFile], *, executable: Path | None = None
 
 
 def drop_duplicates(
-    squawk_findings: Sequence[Finding], ours: Sequence[Finding], files: Sequence[MigrationFile]
+    squawk_findings: Sequence[Finding],
+    ours: Sequence[Finding],
+    files: Sequence[MigrationFile],
+    *,
+    cleared: Sequence[tuple[Path, str, int]] = (),
 ) -> list[Finding]:
-    """Squawk's findings minus those one of our rules already reports on the same statement."""
+    """Squawk's findings minus those one of our rules already reports on the same statement, or checked there and
+    found safe (`cleared`: (path, rule, line), e.g. a type change PostgreSQL makes without a rewrite)."""
     # Sorted line lists searched by bisection: statements do not overlap, so the last one starting at or before a
     # line is the only one that can hold it.
     statements = {f.path: [(s.line, s.last_line) for s in f.sql.statements] for f in files}
     first_lines = {path: [first for first, _ in spans] for path, spans in statements.items()}
     ours_lines: dict[tuple[Path, str], list[int]] = {}
-    for f in ours:
-        ours_lines.setdefault((f.path, f.rule), []).append(f.line)
+    for path, rule, line in [(f.path, f.rule, f.line) for f in ours] + list(cleared):
+        ours_lines.setdefault((path, rule), []).append(line)
     for found in ours_lines.values():
         found.sort()
 

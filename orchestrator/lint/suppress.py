@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ..source import MigrationFile
 from ..sqltext import SqlText
+from .catalog import CATALOG, finding
 from .findings import Finding
-from .rules import CATALOG, finding
 
 _SUPPRESSION = re.compile(r"^--\s*lint:ignore(?P<file>-file)?(?![\w-])(?P<rest>.*)$", re.IGNORECASE)
 _REASON = re.compile(r"\breason\s*:", re.IGNORECASE)
