@@ -71,7 +71,7 @@ def test_migrate_through_transaction_pooling_is_refused_naming_the_pooler_and_wr
 ) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     db = make_school(pg, "pooled_tx")
-    result = cli("migrate", "-D", transaction_pooler.url(PG_PASSWORD, db), "--migrations", str(migrations), "--json")
+    result = cli("migrate", "--yes", "-D", transaction_pooler.url(PG_PASSWORD, db), "--migrations", str(migrations), "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     school = json.loads(result.stdout)["schools"][0]
     assert school["status"] == "pooled"
@@ -83,7 +83,7 @@ def test_migrate_through_transaction_pooling_is_refused_naming_the_pooler_and_wr
 def test_migrate_through_session_pooling_works(tmp_path: Path, pg: DevServer, session_pooler: PgBouncer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     db = make_school(pg, "pooled_session")
-    result = cli("migrate", "-D", session_pooler.url(PG_PASSWORD, db), "--migrations", str(migrations), "--json")
+    result = cli("migrate", "--yes", "-D", session_pooler.url(PG_PASSWORD, db), "--migrations", str(migrations), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["schools"][0]["applied"] == [1, 2, 3]
 
@@ -95,12 +95,12 @@ def test_direct_url_carries_the_writes_while_url_stays_the_pooler(
     db = make_school(pg, "pooled_direct")
     registry = tmp_path / "t.yaml"
     write_registry(registry, [("school", transaction_pooler.url("${PGPW}", db), [])])
-    pooled_only = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    pooled_only = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert pooled_only.returncode == 1 and "pooled" in pooled_only.stdout
     registry.write_text(
         registry.read_text() + f"    direct_url: postgresql://postgres:${{PGPW}}@127.0.0.1:{pg.port}/{db}\n"
     )
-    migrated = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    migrated = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     status = cli("status", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--report", str(tmp_path / "s.json"))  # fmt: skip
@@ -265,7 +265,7 @@ def test_the_audit_builds_its_reference_on_the_direct_url_and_reads_the_school_t
     registry.write_text(
         registry.read_text() + f"    direct_url: postgresql://postgres:${{PGPW}}@127.0.0.1:{pg.port}/{db}\n"
     )
-    migrated = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    migrated = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     audit = cli("audit", "--registry", str(registry), "--migrations", str(migrations), "--json")
     assert audit.returncode == 0, audit.stdout + audit.stderr
