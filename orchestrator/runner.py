@@ -93,30 +93,35 @@ async def _rehearse_and_run(
     work = make_work(job, await _schema_matches(job), await survey_servers(job))
     options = job.fleet_options
     if planned is not None:
-        work, options = _after_the_plan_pass(work, options, planned)
+        work, options = _after_the_plan_pass(work, options, planned, job.command)
     fleet_run = await run_fleet(job.tenants, tracing.school_spans(work, job.command.value), options, observer)
     return fleet_run, rehearsal
 
 
-def _after_the_plan_pass(work: Work, options: FleetOptions, planned: RunReport) -> tuple[Work, FleetOptions]:
-    """What the plan pass found is not paid for twice: a server down costs one round of timeouts, and a refused login
-    is not tried again (repeated failures can lock the account): the school ends as the plan pass saw it."""
+def _after_the_plan_pass(
+    work: Work, options: FleetOptions, planned: RunReport, command: Command
+) -> tuple[Work, FleetOptions]:
+    """What the plan pass found is not paid for twice: a server down costs one round of timeouts, a refused login
+    is not tried again (repeated failures can lock the account), and a school `migrate` found up to date is not
+    opened again (an idempotent rollout costs one pass, not two): the school ends as the plan pass saw it."""
     if planned.run.servers_down:
         down = {server: f"{why} (in the plan pass)" for server, why in planned.run.servers_down.items()}
         options = replace(options, servers_down=down)
-    refused = {
-        o.tenant.id: o.result
-        for o in planned.outcomes
-        if isinstance(o.result.error, Unreachable) and not o.result.error.retryable
-    }
-    if not refused:
+    settled: dict[str, tuple[DatabaseResult, str]] = {}
+    for o in planned.outcomes:
+        if isinstance(o.result.error, Unreachable) and not o.result.error.retryable:
+            settled[o.tenant.id] = (o.result, "not tried again: the plan pass's login was refused")
+        elif command is Command.MIGRATE and o.result.status is Status.UP_TO_DATE and o.result.error is None:
+            settled[o.tenant.id] = (o.result, "up to date in the read-only plan pass: not opened again")
+    if not settled:
         return work, options
 
     async def once(tenant: Tenant) -> DatabaseResult:
-        seen = refused.get(tenant.id)
+        seen = settled.get(tenant.id)
         if seen is None:
             return await work(tenant)
-        return replace(seen, notes=[*seen.notes, "not tried again: the plan pass's login was refused"])
+        result, why = seen
+        return replace(result, notes=[*result.notes, why])
 
     return once, options
 

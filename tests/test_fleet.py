@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -24,11 +25,12 @@ from fleetkit import (
     run_fleet_job,
     write_registry,
 )
-from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync
+from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync, run_sync
 
 from orchestrator.devserver import DevServer, free_port
-from orchestrator.job import Command
+from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import Status
+from orchestrator.runner import plan_first, run
 from orchestrator.settings import Budgets, FailureBudget, SchoolSettings
 from orchestrator.sqlx import advisory_lock_key
 
@@ -423,3 +425,24 @@ def test_a_rollout_first_shows_the_histogram_and_what_would_run(tmp_path: Path, 
     assert "1 school(s) would get 1 migration(s): 3" in plan_part
     assert "1 school(s) would get 3 migration(s): 1, 2, 3" in plan_part
     assert history(pg, done) == history(pg, fresh) == [1, 2, 3]
+
+
+def test_a_school_the_plan_pass_found_up_to_date_is_not_opened_again(tmp_path: Path, pg: DevServer) -> None:
+    """An idempotent rollout costs one pass: the rollout trusts the plan pass's `up_to_date`. Shown by handing the
+    run a plan pass that calls a pending school up to date: the rollout leaves it alone and says why."""
+    migrations = make_migrations(tmp_path / "migrations")
+    a, b = make_school(pg, "plan_reuse_a"), make_school(pg, "plan_reuse_b")
+    registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, a), []), ("b", registry_url(pg, b), [])])
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(Request(command=Command.MIGRATE, registry=registry, migrations=migrations))
+    planned = run_sync(plan_first(job))
+    assert {o.tenant.id: o.result.status for o in planned.outcomes} == {"a": Status.PLANNED, "b": Status.PLANNED}
+    for outcome in planned.outcomes:
+        if outcome.tenant.id == "a":
+            outcome.result.status = Status.UP_TO_DATE
+    report = run_sync(run(job, planned=planned))
+    results = {o.tenant.id: o.result for o in report.outcomes}
+    assert results["b"].status is Status.APPLIED
+    assert results["a"].status is Status.UP_TO_DATE
+    assert "up to date in the read-only plan pass: not opened again" in results["a"].notes
+    assert not fetchval_sync(pg.url(a), "SELECT to_regclass('_sqlx_migrations') IS NOT NULL"), "a was never opened"
