@@ -48,7 +48,8 @@ class Request:
     """One command and every option it was given. Each group's defaults are the settings module's."""
 
     command: Command
-    migrations: Path = DEFAULT_MIGRATIONS
+    # One directory, or several forming one source over one ledger (a Path or str is taken as one directory).
+    migrations: tuple[Path, ...] = (DEFAULT_MIGRATIONS,)
     database_url: str | None = None  # one database (-D); otherwise the registry's schools
     registry: Path = DEFAULT_REGISTRY
     selection: Selection = field(default_factory=Selection)
@@ -65,6 +66,11 @@ class Request:
     resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied" | "restamp", version)
     spares: int = DEFAULT_SPARES  # template: ready copies of the template to keep on each server
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
+
+    def __post_init__(self) -> None:
+        given: object = self.migrations
+        directories = (given,) if isinstance(given, (str, Path)) else tuple(given)  # type: ignore[arg-type]
+        object.__setattr__(self, "migrations", tuple(Path(d) for d in directories))
 
     @property
     def single(self) -> bool:
@@ -162,7 +168,7 @@ class Job:
 
 def prepare(request: Request) -> Job:
     """Validate everything; raises InvalidInput (exit code 2) before any connection is made."""
-    source = load_migrations(request.migrations)
+    source = load_migrations(*request.migrations)
     check_target_version(source, request.target_version)
     if request.command is Command.REVERT:
         if request.revert_to is None:

@@ -59,7 +59,7 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     return RunReport(
         command=job.command.value,
         run=fleet_run,
-        migrations_dir=str(request.migrations),
+        migrations_dirs=[str(d) for d in request.migrations],
         latest_version=job.source.latest,
         options={
             "concurrency": budgets.concurrency,
@@ -87,7 +87,7 @@ async def _schema_matches(job: Job) -> frozenset[str]:
     from .audit.run import run_audit
 
     audit = await run_audit(job.as_command(Command.AUDIT))
-    return frozenset(s.tenant.id for s in audit.schools if s.fingerprint and s.fingerprint == s.expected_fingerprint)
+    return frozenset(s.tenant.id for s in audit.schools if s.schema_matches)
 
 
 async def run_any(job: Job, observer: Observer | None = None) -> Report:
