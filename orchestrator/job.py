@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .command import Command
 from .connection import SessionSettings
@@ -68,8 +68,8 @@ class Request:
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
 
     def __post_init__(self) -> None:
-        given: object = self.migrations
-        directories = (given,) if isinstance(given, (str, Path)) else tuple(given)  # type: ignore[arg-type]
+        given: Any = self.migrations  # the Python API may pass one directory as a Path or str, or a list
+        directories = (given,) if isinstance(given, (str, Path)) else given
         object.__setattr__(self, "migrations", tuple(Path(d) for d in directories))
 
     @property
