@@ -73,21 +73,50 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
             "allow_unsafe": request.gate.allow_unsafe,
             "unsafe_findings": unsafe_findings,
             "rehearsed": rehearsal is not None,
+            "resolve": _resolve_options(job),
         },
         rehearsal=rehearsal.lines + ([rehearsal.error] if rehearsal.error else []) if rehearsal else None,
         checksums={m.version: m.checksum.hex() for m in job.source},
     )
 
 
-async def _schema_matches(job: Job) -> frozenset[str]:
-    """For `resolve --restamp` only: a read-only audit pass, and the schools whose live schema equals what the
-    current files produce (re-stamping anything else would hide a real difference)."""
-    if job.command is not Command.RESOLVE or job.request.resolve is None or job.request.resolve[0] != "restamp":
-        return frozenset()
-    from .audit.run import run_audit
+async def _schema_matches(job: Job) -> dict[str, frozenset[int]]:
+    """For `resolve --restamp` and `resolve --applied --schema-evidence` only: a read-only audit pass, and the
+    schools whose live schema equals what their files produce (re-stamping anything else would hide a real
+    difference), with the versions each was compared at. With --schema-evidence, the files are each school's
+    applied ones and the version being resolved (for the schools that have not applied it)."""
+    request = job.request
+    if job.command is not Command.RESOLVE or request.resolve is None:
+        return {}
+    how, version = request.resolve
+    if how == "restamp":
+        from .audit.coverage import unseen
 
-    audit = await run_audit(job.as_command(Command.AUDIT))
-    return frozenset(s.tenant.id for s in audit.schools if s.schema_matches)
+        migration = job.source.get(version)
+        if migration is not None and unseen(migration.up_sql) and not request.allow_unverified:
+            return {}  # refused on every school that would need it, whatever the schemas
+        plus = None
+    elif how == "applied" and request.schema_evidence:
+        plus = version
+    else:
+        return {}
+    from .audit.run import matching_schemas
+
+    return await matching_schemas(job.as_command(Command.AUDIT), plus=plus)
+
+
+def _resolve_options(job: Job) -> dict[str, object] | None:
+    """`resolve`'s action in the report's options: what was recorded, and on what grounds."""
+    request = job.request
+    if job.command is not Command.RESOLVE or request.resolve is None:
+        return None
+    how, version = request.resolve
+    return {
+        "action": how,
+        "version": version,
+        "schema_evidence": request.schema_evidence,
+        "allow_unverified": request.allow_unverified,
+    }
 
 
 async def run_any(job: Job, observer: Observer | None = None) -> Report:

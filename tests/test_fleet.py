@@ -165,6 +165,7 @@ def test_the_failure_budget_halts_and_skips_the_rest(tmp_path: Path, pg: DevServ
     assert report.run.halted and "--max-failures 2" in report.run.halted
     skipped = [o.result for o in report.outcomes if o.result.status is Status.SKIPPED]
     assert all("max-failures" in r.notes[0] for r in skipped)
+    assert not any(r.ok for r in skipped), "not attempted: never ok, so --resume picks them up"
     for db in schools[2:]:
         assert "_sqlx_migrations" not in tables(pg, db), "skipped schools were not touched"
 

@@ -11,10 +11,11 @@ Live schemas are kept once per fingerprint, so memory grows with the number of d
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from .. import tracing
-from ..fleet import Observer, run_fleet
+from ..fleet import FleetRun, Observer, run_fleet
 from ..job import Job
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
@@ -26,6 +27,43 @@ from .schema import SchemaSnapshot, diff, fingerprint
 
 async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     started = datetime.now(UTC)
+    with_schema = job.request.audit_schema
+    fleet_run, states, fingerprints = await read_schools(job, observer)
+
+    references: dict[ReferenceKey, Reference] = {}
+    if with_schema:
+        references = await build_references(job, states)
+
+    schools = []
+    for outcome in fleet_run.outcomes:
+        state = states.get(outcome.tenant.id, LiveState(outcome.result))
+        audit = SchoolAudit(
+            outcome.tenant,
+            state.result,
+            list(state.findings),
+            fingerprints.get(outcome.tenant.id),
+            server_major=state.server_major,
+        )
+        if with_schema and state.schema is not None:
+            _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where)
+        if audit.findings and audit.result.status is Status.UP_TO_DATE:
+            audit.result.status = Status.DRIFT
+        schools.append(audit)
+    return AuditReport(
+        schools,
+        started,
+        datetime.now(UTC),
+        [str(d) for d in job.request.migrations],
+        job.source.latest,
+        interrupted=fleet_run.interrupted,
+    )
+
+
+async def read_schools(
+    job: Job, observer: Observer | None = None
+) -> tuple[FleetRun, dict[str, LiveState], dict[str, str]]:
+    """Step 1, read-only: every school's history, extensions and (unless --no-schema) live schema, through the
+    fleet's budgets; and each live schema's fingerprint, by tenant id."""
     states: dict[str, LiveState] = {}
     schemas_by_fingerprint: dict[str, SchemaSnapshot] = {}
     fingerprints: dict[str, str] = {}
@@ -55,34 +93,26 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
 
     # Read-only: one wave, no halt. Traced like every command's schools when tracing is configured.
     fleet_run = await run_fleet(job.tenants, tracing.school_spans(work, "audit"), job.fleet_options, observer)
+    return fleet_run, states, fingerprints
 
-    references: dict[ReferenceKey, Reference] = {}
-    if with_schema:
-        references = await build_references(job, states)
 
-    schools = []
-    for outcome in fleet_run.outcomes:
-        state = states.get(outcome.tenant.id, LiveState(outcome.result))
-        audit = SchoolAudit(
-            outcome.tenant,
-            state.result,
-            list(state.findings),
-            fingerprints.get(outcome.tenant.id),
-            server_major=state.server_major,
-        )
-        if with_schema and state.schema is not None:
-            _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where)
-        if audit.findings and audit.result.status is Status.UP_TO_DATE:
-            audit.result.status = Status.DRIFT
-        schools.append(audit)
-    return AuditReport(
-        schools,
-        started,
-        datetime.now(UTC),
-        [str(d) for d in job.request.migrations],
-        job.source.latest,
-        interrupted=fleet_run.interrupted,
-    )
+async def matching_schemas(job: Job, *, plus: int | None = None) -> dict[str, frozenset[int]]:
+    """Read-only (for `resolve`): the schools whose live schema equals what their applied migrations produce, each
+    with the versions it was compared at (its applied ones). With `plus`, only schools that have not applied that
+    version, each compared with what their applied migrations and `plus` produce (its SQL was run by hand)."""
+    _, states, fingerprints = await read_schools(job)
+    compared = {
+        tenant_id: replace(state, applied=state.applied | {plus}) if plus is not None else state
+        for tenant_id, state in states.items()
+        if plus is None or plus not in state.applied
+    }
+    references = await build_references(job, compared)
+    matches = {}
+    for tenant_id, state in compared.items():
+        reference = references.get(reference_key(state, job.source))
+        if reference is not None and reference.fingerprint and reference.fingerprint == fingerprints.get(tenant_id):
+            matches[tenant_id] = states[tenant_id].applied
+    return matches
 
 
 def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None, where: str) -> None:

@@ -105,14 +105,18 @@ def resolve(
     flags: Flags,
     applied: Annotated[
         int | None,
-        typer.Option("--applied", help="VERSION took effect: record it applied, with the current file's checksum."),
+        typer.Option(
+            "--applied",
+            help="VERSION took effect: on schools whose row for it is unfinished (success = false, `dirty`), "
+            "record it applied with the current file's checksum. Other schools are left alone (`skipped`).",
+        ),
     ] = None,
     not_applied: Annotated[
         int | None,
         typer.Option(
             "--not-applied",
-            help="VERSION did not take effect (undo any half-done part first): delete its "
-            "partially applied row, so it runs again.",
+            help="VERSION did not take effect (undo any half-done part first): on schools whose row for it is "
+            "unfinished, delete the row, so it runs again. Other schools are left alone (`skipped`).",
         ),
     ] = None,
     restamp: Annotated[
@@ -121,12 +125,32 @@ def resolve(
             "--restamp",
             help="VERSION's applied file was edited without changing what it does: record the current file's "
             "checksum, only on schools whose schema matches what the current files produce (an audit pass "
-            "decides; the others stay `modified`).",
+            "decides; the others stay `modified`), and only if the file holds nothing the schema comparison "
+            "cannot see (rows, privileges, comments, what a query, CALL or DO ran).",
         ),
     ] = None,
+    schema_evidence: Annotated[
+        bool,
+        typer.Option(
+            "--schema-evidence",
+            help="With --applied: also record VERSION on a school that has no row for it, when its live schema "
+            "equals what its applied files and VERSION produce (an audit pass compares): VERSION's SQL was run "
+            "by hand. The note says so.",
+        ),
+    ] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="With --restamp and --tenant: re-stamp the named schools although the file holds statements "
+            "whose effect the schema comparison cannot see (you checked those schools yourself). Recorded in "
+            "the report.",
+        ),
+    ] = False,
 ) -> None:
     """The way out of `dirty` and of a harmless `modified`: record in each selected school's ledger what is true,
-    after checking what an interrupted `-- no-transaction` file left behind (the hint says what to check)."""
+    after checking what an interrupted `-- no-transaction` file left behind (the hint says what to check). Only
+    schools with something to resolve are written; the others are `skipped`, with a note saying why."""
     actions = (("applied", applied), ("not_applied", not_applied), ("restamp", restamp))
     given = [(how, version) for how, version in actions if version is not None]
     if len(given) != 1:
@@ -134,8 +158,8 @@ def resolve(
         from .options import fail_usage
 
         fail_usage(UsageError("give exactly one of --applied, --not-applied or --restamp VERSION"))
-    how = given[0]
-    execute(flags, Command.STATUS if flags.values["dry_run"] else Command.RESOLVE, resolve=how)
+    command = Command.STATUS if flags.values["dry_run"] else Command.RESOLVE
+    execute(flags, command, resolve=given[0], schema_evidence=schema_evidence, allow_unverified=allow_unverified)
 
 
 @command(app, *FLEET, LEDGER, AUDIT_REFERENCE)

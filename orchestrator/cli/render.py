@@ -175,6 +175,8 @@ def line_summary(r: DatabaseResult) -> str:
         parts.append(f"{len(r.pending)} pending")
     if r.error:
         parts.append(r.error.message.splitlines()[0])
+    elif r.status is Status.SKIPPED and r.notes:
+        parts.append(r.notes[0])  # why: not started, or (resolve) nothing to resolve there
     return ", ".join(parts) + f" ({r.duration_s:.2f}s)"
 
 
@@ -221,8 +223,8 @@ def print_results(console: Console, report: RunReport, *, ok_already_listed: boo
         lines.append(f"{o.tenant.id} ({r.server}): {line_summary(r)}")
         if r.error and r.error.hint:
             lines.append(f"  -> {r.error.hint}")
-        elif r.status is Status.SKIPPED and r.notes:
-            lines.append(f"  -> {'; '.join(r.notes)}")
+        elif r.status is Status.SKIPPED and len(r.notes) > 1:  # the first is on the line itself
+            lines.append(f"  -> {'; '.join(r.notes[1:])}")
     if lines:  # one print: rich renders each call on its own (a 1,000-school list costs 60 ms line by line)
         console.print("\n".join(lines), markup=False, highlight=False)
 
@@ -311,6 +313,8 @@ def print_summary(console: Console, report: RunReport) -> None:
     counts = report.counts()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"[bold]summary[/]: {schools(len(report.outcomes))}: {parts} ({report.run.duration_s:.2f}s)")
+    if report.command == "resolve" and not any(o.result.status is Status.APPLIED for o in report.outcomes):
+        console.print("nothing was written: no selected school had this to resolve (each school's note says why)")
     for server, why in report.run.servers_down.items():
         skipped = sum(1 for o in report.outcomes if o.result.server == server and o.result.attempts == 0)
         console.print(
@@ -423,3 +427,6 @@ def print_templates(console: Console, report: TemplateReport) -> None:
     verdict = "[green]ok[/]" if report.ok else f"[red]{counts['not_ok']} not ready[/]"
     console.print(f"[bold]summary[/]: {len(report.servers)} template(s) on their servers: {verdict} "
                   f"({report.duration_s:.2f}s)")  # fmt: skip
+    if report.interrupted:
+        console.print("[yellow]interrupted[/]: running work was stopped and what it half-made dropped (or left to the "
+                      "next run, which drops it at once); nothing new was started")  # fmt: skip
