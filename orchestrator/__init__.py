@@ -20,6 +20,11 @@ Any command over a registry or one database: build a `Request` (the same value t
 main directory and its deferred one): `migrations=("migrations", "deferred")`; with `Request(...,
 ignore_missing=True)` applied versions with no file in them are not an error, as with `sqlx --ignore-missing`.
 
+A call is its own confirmation: nothing is asked (the command line asks, or wants --yes). A rollout over a registry
+(migrate, revert, resolve, provision) still makes its read-only plan pass first and raises `UsageError` before any
+write when a file differs from the bytes some schools applied (a split fleet; `Gate(preflight=False)` skips the pass),
+and so does an onboarding whose files differ from what its template holds.
+
 With a template, `orchestrator template --spares N` keeps ready copies of it (spares) that an onboarding takes by
 a rename. A hook can top them up itself after an onboarding, off its request path (e.g. in a background task):
 
@@ -27,8 +32,8 @@ a rename. A hook can top them up itself after an onboarding, off its request pat
                                           school=SchoolSettings(template="school_template"), spares=4))
 
 Inside an event loop, await `provision_async` / `run_async` instead. Bad input (a malformed URL or registry, a bad
-migration file) raises `orchestrator.errors.InvalidInput` before any connection; everything that happens on a
-database is reported in the result, never raised.
+migration file) raises `orchestrator.errors.InvalidInput` before any connection, and the refusals above raise it
+before any write; everything that happens on a database is reported in the result, never raised.
 """
 
 from __future__ import annotations

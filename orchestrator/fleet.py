@@ -44,6 +44,8 @@ class FleetOptions:
     waves: bool = True  # read-only commands run in one wave
     halt_on: frozenset[Status] = frozenset()  # a school ending so stops new schools at once (whatever the budget)
     handle_signals: bool = False
+    # Servers known down before the run starts (the plan pass's breaker): their schools are not attempted again.
+    servers_down: Mapping[str, str] = field(default_factory=dict)
 
     def sessions_on(self, server: str) -> int:
         return self.per_server.get(server, BUILTIN.per_server)
@@ -128,7 +130,7 @@ async def run_fleet(
     tenants: Sequence[Tenant], work: Work, options: FleetOptions, observer: Observer | None = None
 ) -> FleetRun:
     started = datetime.now(UTC)
-    state = _State(total=len(tenants), options=options)
+    state = _State(total=len(tenants), options=options, servers_down=dict(options.servers_down))
     waves = plan_waves(tenants, options)
     async with stoppable(state.stop, signals=options.handle_signals):
         for name, group in waves:

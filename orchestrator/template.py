@@ -47,7 +47,7 @@ from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
-from .errors import DatabaseError
+from .errors import DatabaseError, ModifiedMigration, SplitOnboarding
 from .history import read_applied
 from .logsetup import get_logger
 from .outcome import DatabaseResult
@@ -594,6 +594,15 @@ async def _refreshed_build(
     """A copy of the template with the new files applied: what `migrate` does to a school at its version."""
     build = await _create_build(conn, server, builds, _copy_of(conn, name))
     result = await engine.migrate(build.target, source, options)
+    if isinstance(result.error, ModifiedMigration):
+        # Not a reason to fall back to the files: they are the edited bytes. The template holds what was applied.
+        raise SplitOnboarding(
+            [f"version {v}: the file differs from what template {name} on {server.server} holds"
+             for v in result.error.versions],
+            versions=result.error.versions,
+            hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
+            "(`orchestrator new ...`); schools onboarded from the template hold the applied bytes too",
+        )  # fmt: skip
     if not result.ok:
         why = result.error.message if result.error else result.status.value
         raise TemplateUnavailable(f"stale, and applying the migrations to a copy of it failed: {why}")

@@ -153,6 +153,13 @@ def test_the_groups_become_the_same_request_on_every_command(captured: Captured)
     assert requests[0].selection.shard == (1, 3) and requests[0].school.statement_timeout == 1800.0
 
 
+def test_the_plan_pass_is_on_unless_no_preflight_and_preflight_is_still_accepted(captured: Captured) -> None:
+    for args in (["migrate"], ["migrate", "--preflight"], ["revert", "--target", "0", "--no-preflight"],
+                 ["provision", "--no-preflight"], ["resolve", "--applied", "1", "--preflight"]):  # fmt: skip
+        assert CliRunner().invoke(app, args).exit_code == 0, args
+    assert [r.gate.preflight for r in captured.requests] == [True, True, False, False, True]
+
+
 def test_log_format_is_accepted_after_the_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["status", "--log-format", "json", "--registry", str(tmp_path / "none.yaml")], env={"DATABASE_URL": None}

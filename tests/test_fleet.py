@@ -194,12 +194,12 @@ def test_resume_reruns_only_the_schools_that_did_not_end_ok(tmp_path: Path, pg: 
     registry = write_registry(
         tmp_path / "t.yaml", [("good", registry_url(pg, good), []), ("bad", registry_url(pg, bad), [])]
     )
-    first = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--report",
+    first = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--report",
                 str(tmp_path / "r1.json"), "--no-progress")  # fmt: skip
     assert first.returncode == 1
     assert "--resume" in first.stdout, "the output says how to redo only what failed"
     execute_sync(pg.url(bad), "DROP TABLE two")
-    second = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--resume",
+    second = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--resume",
                  str(tmp_path / "r1.json"), "--report", str(tmp_path / "r2.json"), "--no-progress")  # fmt: skip
     assert second.returncode == 0, second.stdout + second.stderr
     schools = json.loads((tmp_path / "r2.json").read_text())["schools"]
@@ -216,8 +216,8 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
         [("ok", registry_url(pg, ok), ["north"]), ("bad", registry_url(pg, bad), []),
          ("wrongpw", f"postgresql://postgres:{PG_PASSWORD}x@127.0.0.1:{pg.port}/{ok}_x", [])],
     )  # fmt: skip
-    result = cli("--log-format", "json", "migrate", "--registry", str(registry), "--migrations", str(migrations),
-                 "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))  # fmt: skip
+    result = cli("--log-format", "json", "migrate", "--yes", "--registry", str(registry), "--migrations",
+                 str(migrations), "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))  # fmt: skip
     assert result.returncode == 1
     for text in (result.stdout, result.stderr, (tmp_path / "r.json").read_text(), (tmp_path / "j.xml").read_text()):
         assert PG_PASSWORD not in text
@@ -245,12 +245,12 @@ def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevS
     migrations = make_migrations(tmp_path / "migrations")
     db = make_school(pg, "untouched")
     registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, db), []), ("a", registry_url(pg, "x"), [])])
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations))
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations))
     assert result.returncode == 2
     assert f"{registry}:" in result.stderr and "already used" in result.stderr
     good = write_registry(tmp_path / "g.yaml", [("a", registry_url(pg, db), [])])
     for args in (["--max-failures", "lots"], ["--shard", "2/2"], ["--tenant", "zz"], ["--lock-timeout", "soon"]):
-        result = cli("migrate", "--registry", str(good), "--migrations", str(migrations), *args)
+        result = cli("migrate", "--yes", "--registry", str(good), "--migrations", str(migrations), *args)
         assert result.returncode == 2, args
         assert "what to do" in result.stderr or "hint" in result.stderr or "Error" in result.stderr
     assert "_sqlx_migrations" not in tables(pg, db)
@@ -263,12 +263,13 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"slow_sig_{signum.name.lower()}_{i}") for i in range(4)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 30
+    # The rollout's slow file running (not its plan pass, which opens sessions on the same databases first).
     while fetchval_sync(
         pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%'"
+        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%' AND query LIKE '%pg_sleep%'"
     ) == 0:  # fmt: skip
         assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
         time.sleep(0.05)
@@ -283,7 +284,7 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     assert "interrupted: running schools finished; the rest were skipped" in stdout
     for db in schools:
         assert_consistent(pg, db)
-    again = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    again = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert again.returncode == 0, again.stdout
     for db in schools:
         assert history(pg, db) == [1, 2, 3]
@@ -298,7 +299,7 @@ def test_a_second_signal_aborts_running_schools_and_the_summary_says_so(tmp_path
     )  # fmt: skip
     schools = [make_school(pg, f"abort_{i}") for i in range(2)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 60
     while not fetchval_sync(
@@ -329,7 +330,7 @@ def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: P
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"twice_{i}") for i in range(3)] + [make_school(pg, "slow_twice")]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    args = ("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
+    args = ("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
     procs = [popen(*args), popen(*args)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -351,7 +352,7 @@ def test_shards_split_a_rollout_between_processes(tmp_path: Path, pg: DevServer)
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     seen: list[str] = []
     for index in range(2):
-        result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--shard",
+        result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--shard",
                      f"{index}/2", "--json", "--no-progress")  # fmt: skip
         assert result.returncode == 0
         seen += [s["id"] for s in json.loads(result.stdout)["schools"]]
@@ -368,7 +369,10 @@ def test_status_and_plan_show_a_version_histogram_and_write_nothing(
         tmp_path / "t.yaml", [("done", registry_url(pg, done), []), ("fresh", registry_url(pg, fresh), [])]
     )
     assert (
-        cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "done").returncode == 0
+        cli(
+            "migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "done"
+        ).returncode
+        == 0
     )
     result = cli(command, "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout
@@ -406,14 +410,13 @@ def test_status_reports_a_migration_in_progress_as_locked_naming_the_holder(tmp_
     assert "locked" in result.stdout and "school-worker" in result.stdout
 
 
-def test_preflight_shows_the_histogram_and_what_would_run_before_writing(tmp_path: Path, pg: DevServer) -> None:
+def test_a_rollout_first_shows_the_histogram_and_what_would_run(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     done, fresh = make_school(pg, "preflight_done"), make_school(pg, "preflight_fresh")
     registry = fleet_registry(tmp_path / "t.yaml", pg, [done, fresh])
-    assert cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "s0",
+    assert cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "s0",
                "--target", "2").returncode == 0  # fmt: skip
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--preflight",
-                 "--no-progress")  # fmt: skip
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     plan_part = result.stdout.split("summary:")[0]
     assert "versions across the fleet" in plan_part

@@ -34,7 +34,7 @@ def fleet(tmp_path: Path, pg: DevServer, n: int, label: str) -> tuple[Path, list
 def test_the_gate_stops_a_destructive_file_before_any_school_is_touched(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "m", DESTRUCTIVE)
     registry, schools = fleet(tmp_path, pg, 3, "gate")
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 2, result.stdout
     assert "2_drop_name.up.sql:2:" in result.stderr and "drop-column" in result.stderr
     assert "no school was touched" in result.stderr
@@ -44,7 +44,7 @@ def test_the_gate_stops_a_destructive_file_before_any_school_is_touched(tmp_path
 def test_allow_unsafe_lets_it_through_and_the_report_records_it(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "m", DESTRUCTIVE)
     registry, schools = fleet(tmp_path, pg, 2, "unsafe")
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--allow-unsafe", "--report", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--allow-unsafe" in result.stdout
@@ -64,7 +64,7 @@ def test_a_suppression_with_a_reason_passes_the_gate(tmp_path: Path, pg: DevServ
     )
     migrations = make_migrations(tmp_path / "m", files)
     registry, _ = fleet(tmp_path, pg, 1, "suppressed")
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -77,8 +77,9 @@ def test_the_rehearsal_catches_a_failing_down_file_before_any_school(tmp_path: P
     migrations = make_migrations(tmp_path / "m", files)
     registry, schools = fleet(tmp_path, pg, 2, "rehearse")
     # The fleet stands at version 1; the rollout brings version 2.
-    assert cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--target", "1").returncode == 0
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    args = ("--registry", str(registry), "--migrations", str(migrations))
+    assert cli("migrate", "--yes", *args, "--target", "1").returncode == 0
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--rehearse", "--report", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1
     assert "rehearsal" in result.stdout and "2_add_city.down.sql" in result.stdout
@@ -99,7 +100,7 @@ def test_a_good_rehearsal_then_rolls_out(tmp_path: Path, pg: DevServer) -> None:
     }
     migrations = make_migrations(tmp_path / "m", files)
     registry, schools = fleet(tmp_path, pg, 2, "rehearse_ok")
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--rehearse")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rehearsal: from version nothing: 2 migration(s) up, down and up again: ok" in result.stdout

@@ -79,12 +79,12 @@ def test_direct_url_carries_the_writes_while_url_stays_the_pooler(
     db = make_school(pg, "pooled_direct")
     registry = tmp_path / "t.yaml"
     write_registry(registry, [("school", transaction_pooler.url("${PGPW}", db), [])])
-    pooled_only = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    pooled_only = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert pooled_only.returncode == 1 and "pooled" in pooled_only.stdout
     registry.write_text(
         registry.read_text() + f"    direct_url: postgresql://postgres:${{PGPW}}@127.0.0.1:{pg.port}/{db}\n"
     )
-    migrated = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    migrated = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     status = cli("status", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--report", str(tmp_path / "s.json"))  # fmt: skip

@@ -15,6 +15,7 @@ from ..command import Command
 from ..settings import DEFAULT_SPARES
 from . import app
 from .options import (
+    CONFIRM,
     DATABASES,
     FLEET,
     GATE,
@@ -23,6 +24,7 @@ from .options import (
     LEDGER,
     ONBOARDING,
     PLAN_FIRST,
+    PREFLIGHT_AND_YES,
     REFERENCE_URL,
     REPORT,
     ROLLOUT,
@@ -77,13 +79,13 @@ def status(flags: Flags) -> None:
     execute(flags, Command.STATUS)
 
 
-@command(app, *FLEET, ROLLOUT)
+@command(app, *FLEET, ROLLOUT, CONFIRM)
 def bootstrap(flags: Flags) -> None:
     """Create what is missing (database, extensions, history table) without applying migrations."""
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, PREFLIGHT_AND_YES)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -187,7 +189,7 @@ def audit(
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, TEMPLATE_OUTPUTS)
+@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, TEMPLATE_OUTPUTS, CONFIRM)
 def template(
     flags: Flags,
     spares: Annotated[

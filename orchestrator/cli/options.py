@@ -189,15 +189,19 @@ ONBOARDING = Group(
              metavar="<name>"),
     ),
 )  # fmt: skip
-PLAN_FIRST = Group(
-    "Plan first",
-    (
-        Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False),
-        Flag("preflight", bool, ("--preflight",), "First a read-only plan pass (the fleet's version histogram, "
-             "who gets what), then write; always on a terminal, where it then asks.", False),
-        Flag("yes", bool, ("--yes", "-y"), "Do not ask before writing (after the plan pass).", False),
-    ),
+DRY_RUN = Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False)
+PREFLIGHT = Flag(
+    "preflight", bool, ("--preflight/--no-preflight",), "Over a registry, first a read-only plan pass (the "
+    "default): the version histogram, who gets what, and a refusal (exit 2, nothing written) of files edited since "
+    "some schools applied them. --no-preflight gives that up: an edited file then reaches schools until the first "
+    "one found holding its other bytes halts the rollout, and there is no plan to confirm.", _gate.preflight,
 )  # fmt: skip
+YES = Flag("yes", bool, ("--yes", "-y"), "Answer yes in advance. Over a registry, a write with planned work, or "
+           "to every school (no selection), first asks on a terminal, and without one is refused (exit 2, nothing "
+           "written): scripts and CI confirm with --yes.", False)  # fmt: skip
+PLAN_FIRST = Group("Plan first", (DRY_RUN, PREFLIGHT, YES))
+PREFLIGHT_AND_YES = Group(PLAN_FIRST.panel, (PREFLIGHT, YES))  # provision: no dry run of its own
+CONFIRM = Group("Confirming", (YES,))  # bootstrap and template: no plan pass
 LOGGING = Group(
     "Logging",
     (
@@ -253,7 +257,7 @@ class Flags:
                 progress=not v.get("no_progress", not _outputs.progress),
             ),
             gate=Gate(
-                **{k: v[k] for k in ("allow_unsafe", "rehearse") if k in v},
+                **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
                 reference_url=tuple(v.get("reference_url") or ()),
             ),
             ignore_missing=v.get("ignore_missing", False),

@@ -289,6 +289,14 @@ def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> N
         console.print(f"rehearsal: {escape(line)}", highlight=False)
 
 
+def print_no_preflight(console: Console) -> None:
+    console.print(
+        "[yellow]warning[/]: --no-preflight: no read-only plan pass. A file edited since some schools applied it is "
+        "not refused before writing: other schools get its new bytes until the first one found holding the old "
+        "ones halts the rollout (a split fleet)"
+    )
+
+
 def print_preflight(console: Console, planned: RunReport) -> None:
     """What a rollout is about to do, from a read-only plan pass: histogram, then who gets what."""
     print_histogram(console, planned)
