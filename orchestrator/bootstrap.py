@@ -15,6 +15,7 @@ from . import scratch
 from .connection import SessionSettings, as_database_error, quote_ident, session
 from .errors import DatabaseError, PermissionDenied
 from .logsetup import get_logger
+from .pooler import ensure_pinned
 from .scratch import SCRATCH_PREFIX, drop_abandoned, maker_session
 from .target import DatabaseTarget
 
@@ -28,6 +29,7 @@ async def create_database(target: DatabaseTarget, settings: SessionSettings) -> 
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     async with session(maintenance, settings) as conn:
         try:
+            await ensure_pinned(conn)  # through a transaction pooler the school would be refused next: create nothing
             if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database):
                 return False
             # CREATE DATABASE takes no parameters: the name is quoted as an identifier.

@@ -55,7 +55,7 @@ from .inflight import Direction, Progress, Stage, aborted, is_interruption, sett
 from .lock import lock_holder, migration_lock
 from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
-from .pooler import check_lockable
+from .pooler import ensure_pinned
 from .settings import BUILTIN
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
@@ -382,7 +382,7 @@ async def run_session(
             else:
                 if conn is None:
                     conn = await open_session(target, options.session)
-                await _work_in_session(conn, target, options, work, result, read_only=read_only)
+                await _work_in_session(conn, options, work, result, read_only=read_only)
         except DatabaseError as exc:
             result.status, result.error = status_for(exc), exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -411,7 +411,6 @@ async def run_session(
 
 async def _work_in_session(
     conn: Session,
-    target: DatabaseTarget,
     options: EngineOptions,
     work: Work,
     result: DatabaseResult,
@@ -426,7 +425,10 @@ async def _work_in_session(
             await conn.execute(options.session.set_commands(local=True))
             await work(conn, result)
     else:
-        await check_lockable(conn, target, options.session)  # refuses transaction pooling
+        # A pooler (it refused our startup parameters): proven to keep its server process, or refused, before any
+        # lock or write. Other sessions are checked by the query that takes SQLx's lock, under which every write of
+        # the engine happens (lock.py: it takes the lock only if the server sees our own socket).
+        await ensure_pinned(conn)
         await work(conn, result)
 
 

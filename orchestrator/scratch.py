@@ -42,6 +42,7 @@ import asyncpg
 
 from .connection import Session, SessionSettings, close_quietly, describe, open_session, quote_ident
 from .logsetup import get_logger
+from .pooler import ensure_pinned
 from .target import DatabaseTarget
 
 log = get_logger("orchestrator.scratch")
@@ -109,9 +110,12 @@ class Scratch:
 @asynccontextmanager
 async def maker_session(maintenance: DatabaseTarget, settings: SessionSettings) -> AsyncIterator[Session]:
     """A session on the server's maintenance database for making scratch databases: closed however the block ends,
-    even cancelled (its locks say its maker lives; they must go with it, not linger in a forgotten connection)."""
+    even cancelled (its locks say its maker lives; they must go with it, not linger in a forgotten connection).
+    Proven pinned first (pooler.ensure_pinned): through a transaction pooler those locks would mean nothing, and
+    a refused school gets nothing created."""
     conn = await open_session(maintenance, settings)
     try:
+        await ensure_pinned(conn)
         yield conn
     finally:
         with anyio.CancelScope(shield=True):

@@ -222,7 +222,9 @@ def test_a_passed_reply_deadline_counts_unless_the_server_answers_the_ledger_rea
         proxy.freeze_on("CREATE TABLE a")  # the file gets no reply; new connections hear nothing either
 
         def resume_on_reconnect() -> None:  # the fresh session for the ledger: let the server answer it
-            while proxy.connections < 2:
+            proxy.froze.wait(30)
+            frozen_at = proxy.connections  # the migrating session's (a proxy: the pinning probes came before it)
+            while proxy.connections <= frozen_at:
                 time.sleep(0.01)
             proxy.resume()
 

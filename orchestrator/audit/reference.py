@@ -9,7 +9,7 @@ server to build on gets a finding that says so.
 
 Where references are built, per major version: the `--reference-url` server of that version (several may be given,
 one per version; each is asked its version once); without `--reference-url`, the first reachable school's server of
-that version.
+that version, through the school's `direct_url` when it has one (building writes; a pooler would refuse it).
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ async def _servers_by_major(
     for tenant in job.tenants:  # their versions were read with their schemas
         state = states.get(tenant.id)
         if state is not None and state.schema is not None and state.server_major in majors:
-            servers.setdefault(state.server_major, tenant.target)
+            # Building a reference writes (a scratch database, migrations under SQLx's lock): on the server
+            # itself, where the school has a `direct_url` (its `url`, read by the audit, may be a pooler).
+            servers.setdefault(state.server_major, tenant.direct or tenant.target)
     return servers, []
 
 
