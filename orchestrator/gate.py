@@ -25,8 +25,9 @@ RELEASED_RULES = "released-"  # released-file-edited, released-file-deleted, rel
 
 
 def lint_up_to(source: MigrationSource, target_version: int | None) -> LintReport:
-    """Lint the migrations up to `target_version` (released files: only for edits)."""
-    return lint_migrations(source.up_to(target_version), directory=source.directory)
+    """Lint the migrations up to `target_version` (released files, in each directory's released.sum: only for
+    edits)."""
+    return lint_migrations(source.up_to(target_version), directories=source.directories)
 
 
 def versions_that_would_run(planned: RunReport, source: MigrationSource, target_version: int | None) -> set[int]:

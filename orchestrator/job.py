@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .command import Command
 from .connection import SessionSettings
@@ -48,7 +48,8 @@ class Request:
     """One command and every option it was given. Each group's defaults are the settings module's."""
 
     command: Command
-    migrations: Path = DEFAULT_MIGRATIONS
+    # One directory, or several forming one source over one ledger (a Path or str is taken as one directory).
+    migrations: tuple[Path, ...] = (DEFAULT_MIGRATIONS,)
     database_url: str | None = None  # one database (-D); otherwise the registry's schools
     registry: Path = DEFAULT_REGISTRY
     selection: Selection = field(default_factory=Selection)
@@ -71,6 +72,11 @@ class Request:
     allow_unverified: bool = False
     spares: int = DEFAULT_SPARES  # template: ready copies of the template to keep on each server
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
+
+    def __post_init__(self) -> None:
+        given: Any = self.migrations  # the Python API may pass one directory as a Path or str, or a list
+        directories = (given,) if isinstance(given, (str, Path)) else given
+        object.__setattr__(self, "migrations", tuple(Path(d) for d in directories))
 
     @property
     def single(self) -> bool:
@@ -168,7 +174,7 @@ class Job:
 
 def prepare(request: Request) -> Job:
     """Validate everything; raises InvalidInput (exit code 2) before any connection is made."""
-    source = load_migrations(request.migrations)
+    source = load_migrations(*request.migrations)
     check_target_version(source, request.target_version)
     if request.command is Command.REVERT:
         if request.revert_to is None:

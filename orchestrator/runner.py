@@ -56,7 +56,7 @@ async def _run(job: Job, observer: Observer | None, planned: RunReport | None) -
     report = RunReport(
         command=job.command.value,
         run=fleet_run,
-        migrations_dir=str(request.migrations),
+        migrations_dirs=[str(d) for d in request.migrations],
         latest_version=job.source.latest,
         options={
             "concurrency": budgets.concurrency,

@@ -374,7 +374,7 @@ def test_the_gate_judges_type_changes_against_released_files_too(tmp_path: Path)
     release(directory)  # the first migration is released (and so exempt from the rules)
     write_migration(directory, "ALTER TABLE students ALTER COLUMN name TYPE varchar(20);\n")
     source = load_migrations(directory)
-    report = lint_migrations(source.migrations, directory=directory, use_squawk=False)
+    report = lint_migrations(source.migrations, directories=[directory], use_squawk=False)
     assert [(f.rule, f.path.name) for f in report.findings] == [("change-column-type", UP)]
     assert "from varchar(50) to varchar(20)" in report.findings[0].message
 
@@ -785,7 +785,7 @@ def test_unsafe_fixture_directory(tmp_path: Path) -> None:
 def test_lint_migrations_lints_loaded_migrations(tmp_path: Path) -> None:
     write_migration(tmp_path, "-- x\nALTER TABLE students DROP COLUMN phone;\n", down="SELECT 1;\n")
     source = load_migrations(tmp_path)
-    report = lint_migrations(source.migrations, directory=tmp_path, use_squawk=False)
+    report = lint_migrations(source.migrations, directories=[tmp_path], use_squawk=False)
     assert flagged(report) == {("drop-column", 2)}
     assert report.files_checked == [tmp_path / UP, tmp_path / DOWN]
 

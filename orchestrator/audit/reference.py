@@ -101,7 +101,7 @@ async def _servers_by_major(
 async def _build(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Reference:
     """Apply exactly the migrations (with the extensions) of `key` to a scratch database, read its schema, drop it."""
     major, versions, extensions = key
-    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in versions))
+    subset = job.source.subset(lambda m: m.version in versions)
     options = replace(job.scratch_options, extensions=extensions, target_version=None)
     log.info("audit.reference", major=major, versions=len(versions), extensions=extensions, server=server.server)
     try:

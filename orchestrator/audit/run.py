@@ -45,7 +45,7 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             server_major=state.server_major,
         )
         if with_schema and state.schema is not None:
-            _compare(audit, state, references.get(reference_key(state, job.source)))
+            _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where)
         if audit.findings and audit.result.status is Status.UP_TO_DATE:
             audit.result.status = Status.DRIFT
         schools.append(audit)
@@ -53,7 +53,7 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
         schools,
         started,
         datetime.now(UTC),
-        str(job.request.migrations),
+        [str(d) for d in job.request.migrations],
         job.source.latest,
         interrupted=fleet_run.interrupted,
     )
@@ -115,12 +115,22 @@ async def matching_schemas(job: Job, *, plus: int | None = None) -> dict[str, fr
     return matches
 
 
-def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) -> None:
+def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None, where: str) -> None:
     assert state.schema is not None
     if reference is None or reference.schema is None:
         why = reference.error if reference else "no reference was built"
         audit.findings.append(Finding("schema", f"expected schema could not be built: {why}"))
         return
     audit.expected_fingerprint = reference.fingerprint
+    if state.fileless:
+        # --ignore-missing, and versions applied with no file here (another migrator's): they cannot be rebuilt,
+        # so the school is compared with what the files create, and whatever else it has is not drift.
+        audit.fileless = state.fileless
+        listed = ", ".join(map(str, state.fileless))
+        audit.result.notes.append(
+            f"schema compared only with what the files in {where} create: version(s) {listed} are applied with no "
+            "file there (--ignore-missing) and cannot be rebuilt, so objects only this school has are not counted "
+            "as drift; give every --migrations directory for a full comparison"
+        )
     if audit.fingerprint != reference.fingerprint:
-        audit.findings.extend(diff(reference.schema, state.schema))
+        audit.findings.extend(diff(reference.schema, state.schema, covered_only=bool(state.fileless)))

@@ -294,10 +294,11 @@ def fingerprint(s: SchemaSnapshot) -> str:
     return hashlib.sha256(s.to_json().encode()).hexdigest()[:16]
 
 
-def diff(expected: SchemaSnapshot, actual: SchemaSnapshot) -> list[Finding]:
+def diff(expected: SchemaSnapshot, actual: SchemaSnapshot, *, covered_only: bool = False) -> list[Finding]:
     """What `actual` (the live database) has that `expected` (what the migrations produce) does not, and the other
     way round, one finding per object or attribute, sorted. A schema or relation present on one side only is
-    reported once, not with every column, index or constraint in it."""
+    reported once, not with every column, index or constraint in it. `covered_only`: objects only `actual` has are
+    not reported (the school applied versions whose files are not in the source: they may have made them)."""
     exp, act = expected.objects, actual.objects
     one_sided = [exp.get(k) or act[k] for k in exp.keys() ^ act.keys()]
     gone_schemas = {o["name"] for o in one_sided if o["kind"] == "schema"}
@@ -313,7 +314,8 @@ def diff(expected: SchemaSnapshot, actual: SchemaSnapshot) -> list[Finding]:
         if "table" in obj and (obj.get("schema"), obj["table"]) in gone_relations:
             continue
         if e is None:
-            texts.append(_presence(obj, "not in migrations"))
+            if not covered_only:
+                texts.append(_presence(obj, "not in migrations"))
         elif a is None:
             texts.append(_presence(obj, "missing (migrations create it)"))
         else:

@@ -21,6 +21,7 @@ from .options import (
     GATE,
     JSON_OUT,
     JUNIT,
+    LEDGER,
     ONBOARDING,
     PLAN_FIRST,
     PREFLIGHT_AND_YES,
@@ -46,16 +47,10 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
-    ignore_missing: Annotated[
-        bool,
-        typer.Option(
-            "--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."
-        ),
-    ] = False,
     create_missing: Annotated[
         bool,
         typer.Option(
@@ -68,16 +63,16 @@ def migrate(
 ) -> None:
     """Apply pending migrations: canary wave first, then the rest, within the budgets."""
     command = Command.PLAN if flags.values["dry_run"] else Command.MIGRATE
-    execute(flags, command, target_version=target, ignore_missing=ignore_missing, create_missing=create_missing)
+    execute(flags, command, target_version=target, create_missing=create_missing)
 
 
-@command(app, *FLEET)
+@command(app, *FLEET, LEDGER)
 def plan(flags: Flags, target: TargetVersion = None) -> None:
     """Show what migrate would apply where. Read-only: writes nothing, takes no lock."""
     execute(flags, Command.PLAN, target_version=target)
 
 
-@command(app, *FLEET)
+@command(app, *FLEET, LEDGER)
 def status(flags: Flags) -> None:
     """Where each school stands: a version histogram, then per school up to date, N pending, dirty, modified,
     missing or unreachable. Read-only."""
@@ -90,7 +85,7 @@ def bootstrap(flags: Flags) -> None:
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, PREFLIGHT_AND_YES)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, PREFLIGHT_AND_YES)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -98,7 +93,7 @@ def provision(flags: Flags) -> None:
     execute(flags, Command.PROVISION)
 
 
-@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
 def revert(
     flags: Flags,
     target: Annotated[int, typer.Option("--target", help="Revert down to this version (0 = everything).")],
@@ -107,7 +102,7 @@ def revert(
     execute(flags, Command.REVERT, revert_to=target, dry_run=flags.values["dry_run"])
 
 
-@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
 def resolve(
     flags: Flags,
     applied: Annotated[
@@ -169,7 +164,7 @@ def resolve(
     execute(flags, command, resolve=given[0], schema_evidence=schema_evidence, allow_unverified=allow_unverified)
 
 
-@command(app, *FLEET, AUDIT_REFERENCE)
+@command(app, *FLEET, LEDGER, AUDIT_REFERENCE)
 def audit(
     flags: Flags,
     no_schema: Annotated[

@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
             LintFormat.text, "--format", help="text, json, or editor (file:line:col: severity: \\[rule] message)."
         ),
         released: Path | None = typer.Option(
-            None, "--released", help="Record of released files.", show_default="<dir>/released.sum"
+            None,
+            "--released",
+            help="Record of released files (one for every path given).",
+            show_default="each directory's <dir>/released.sum",
         ),
         release: bool = typer.Option(
             False, "--release", help="Record every current file as released (only when the lint is clean)."
@@ -52,7 +55,7 @@ def register(app: typer.Typer) -> None:
         no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
         """Check migrations for changes that are unsafe on a fleet of school databases."""
-        from ..lint import default_released_file, lint_paths
+        from ..lint import EACH_DIRECTORY, lint_paths
         from ..lint.render import render_editor, render_json, render_text
 
         renderers = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
         try:
             report = lint_paths(
                 targets,
-                released_file=released or default_released_file(targets),
+                released_file=released or EACH_DIRECTORY,
                 use_squawk=not no_squawk,
                 release=release,
                 baseline=baseline,

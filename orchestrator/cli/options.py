@@ -77,8 +77,11 @@ def _duration(name: str, decls: str, help: str, default: float) -> Flag:
 
 _budgets, _outputs, _gate = Budgets(), Outputs(), Gate()
 
-MIGRATIONS_DIR = Flag("migrations", Path, ("--migrations",), "Directory of SQLx migration files.", DEFAULT_MIGRATIONS)
-MIGRATIONS = Group("Migrations", (MIGRATIONS_DIR,))
+# `new` writes into one directory; the database commands read one or several (one source over one ledger).
+MIGRATIONS = Group(
+    "Migrations",
+    (Flag("migrations", Path, ("--migrations",), "Directory to write the new files into.", DEFAULT_MIGRATIONS),),
+)
 DATABASES = Group(
     "Databases",
     (
@@ -86,7 +89,19 @@ DATABASES = Group(
              "One database instead of the registry's schools.", show_default="$DATABASE_URL without --registry",
              metavar="<url>"),
         Flag("registry", Path, ("--registry",), "The tenant registry (YAML).", DEFAULT_REGISTRY),
-        MIGRATIONS_DIR,
+        Flag("migrations", list[Path], ("--migrations",), "Directory of SQLx migration files; repeatable: "
+             "several directories (e.g. a main one and a deferred one) form one source over one ledger.",
+             (DEFAULT_MIGRATIONS,), metavar="<path>"),
+    ),
+)  # fmt: skip
+# Commands that check a school's ledger against the files (not bootstrap, which applies nothing, nor template,
+# which builds from the files alone).
+LEDGER = Group(
+    "Ledger",
+    (
+        Flag("ignore_missing", bool, ("--ignore-missing",), "Applied versions with no file in the --migrations "
+             "directories are not an error (not missing, not drift), as with sqlx --ignore-missing: e.g. another "
+             "migrator's directory applied them.", False),
     ),
 )  # fmt: skip
 SELECTION = Group(
@@ -216,7 +231,7 @@ class Flags:
         database_url, registry = self._target()
         return Request(
             command=command,
-            migrations=v["migrations"],
+            migrations=tuple(v["migrations"] or (DEFAULT_MIGRATIONS,)),
             database_url=database_url,
             registry=registry,
             selection=Selection(
@@ -245,6 +260,7 @@ class Flags:
                 **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
                 reference_url=tuple(v.get("reference_url") or ()),
             ),
+            ignore_missing=v.get("ignore_missing", False),
             handle_signals=True,
             **specific,
         )

@@ -94,7 +94,7 @@ def print_plan_head(console: Console, job: Job, what: str) -> None:
 
 
 def migrations_text(source: MigrationSource) -> str:
-    return f"migrations in {source.directory} ({len(source)} files, latest {version(source.latest)})"
+    return f"migrations in {source.where} ({len(source)} files, latest {version(source.latest)})"
 
 
 def per_server_text(job: Job) -> str:
@@ -366,11 +366,16 @@ def print_audit(console: Console, report: AuditReport) -> None:
         identical = len(groups[0][1])
         differ = sum(len(ids) for _, ids in groups[1:])
         compared = [s for s in report.schools if s.fingerprint and s.expected_fingerprint]
-        matching = sum(1 for s in compared if s.fingerprint == s.expected_fingerprint)
+        matching = sum(1 for s in compared if s.schema_matches)
         console.print(
             f"live schemas: {identical} alike" + (f", {differ} differ from those" if differ else "")
             + (f"; {matching} of {len(compared)} as their migrations produce" if compared else "")
         )  # fmt: skip
+    if partial := sum(1 for s in report.schools if s.fileless):
+        console.print(
+            f"{schools(partial)} hold versions with no file in the given directories (--ignore-missing): their "
+            "schemas were compared only with what the files create"
+        )
     drifting = [s for s in report.schools if s.drift]
     if drifting:
         from rich.table import Table

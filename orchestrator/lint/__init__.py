@@ -16,12 +16,16 @@ A run: our rules (rules.py) on every file, each directory's up files walked in v
 judged against the types the earlier files declared), the naming warnings (naming.py), the released record
 (released.py), squawk on the up files (squawk.py, duplicates of ours dropped), then in-file suppressions
 (suppress.py). `lint_migrations` is the same on already-loaded migrations, for the gate in front of `migrate`.
+
+Each directory keeps its own `released.sum` (`EACH_DIRECTORY`, the default): a main directory and a deferred one are
+released, and checked, apart, as their migrators run apart; `--released PATH` names one record for every file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 from ..errors import Location, MigrationSourceError, UsageError
@@ -34,19 +38,23 @@ from .squawk import drop_duplicates, run_squawk
 from .suppress import Suppression, apply_suppressions, parse_suppressions
 
 __all__ = [
+    "EACH_DIRECTORY",
     "SUM_FILENAME",
     "Finding",
     "LintReport",
-    "default_released_file",
     "lint_migrations",
     "lint_paths",
 ]
 
 
-def default_released_file(paths: Sequence[Path]) -> Path:
-    """`<dir>/released.sum` for the first path given (a migrations directory, or the directory of a file)."""
-    first = paths[0] if paths else Path("migrations")
-    return (first if first.is_dir() else first.parent) / SUM_FILENAME
+class _EachDirectory(Enum):
+    EACH_DIRECTORY = "each directory's own released.sum"
+
+
+#: `released_file=EACH_DIRECTORY`: every directory's files are checked against (and recorded in) `<dir>/released.sum`.
+EACH_DIRECTORY = _EachDirectory.EACH_DIRECTORY
+# A released.sum and the files it covers.
+_Record = tuple[Path, list[MigrationFile]]
 
 
 def _files_of(migrations: Sequence[Migration]) -> list[MigrationFile]:
@@ -57,9 +65,18 @@ def _files_of(migrations: Sequence[Migration]) -> list[MigrationFile]:
 class _Directory:
     """The files to lint from one directory, with all of its migrations (the context the rules need)."""
 
+    path: Path
     migrations: Sequence[Migration]
     files: list[MigrationFile] = field(default_factory=list)
     ignored: Sequence[SourceWarning] = ()
+
+
+def _records(released_file: Path | _EachDirectory | None, directories: Sequence[_Directory]) -> list[_Record]:
+    """Which released.sum covers which files: one for all, each directory's own, or none (not checked)."""
+    files = [file for directory in directories for file in directory.files]
+    if released_file is EACH_DIRECTORY:
+        return [(d.path / SUM_FILENAME, d.files) for d in directories]
+    return [] if released_file is None else [(released_file, files)]
 
 
 def _named_file(path: Path, source: MigrationSource) -> list[MigrationFile]:
@@ -86,7 +103,7 @@ def _collect(paths: Sequence[Path]) -> list[_Directory]:
     def directory_of(directory: Path, *, whole: bool) -> tuple[MigrationSource, _Directory]:
         if directory not in directories:
             source = load_migrations(directory)
-            directories[directory] = source, _Directory(source.migrations)
+            directories[directory] = source, _Directory(directory, source.migrations)
         source, chosen = directories[directory]
         if whole:
             chosen.ignored = source.ignored
@@ -115,7 +132,7 @@ def _collect(paths: Sequence[Path]) -> list[_Directory]:
 def _lint(
     directories: Sequence[_Directory],
     *,
-    released_file: Path | None,
+    records: Sequence[_Record],
     use_squawk: bool,
     exempt_released: bool = True,
 ) -> LintReport:
@@ -123,11 +140,12 @@ def _lint(
     change them, and a suppression comment would change their checksum)."""
     files = [file for directory in directories for file in directory.files]
     ours: list[Finding] = []
-    released = read_released(released_file) if released_file is not None else None
-    if released is not None:
-        ours += check_released(released, files)
-    if released is not None and exempt_released:
-        files = [f for f in files if released.entries.get(f.path.name) != digest(f.raw)]
+    for sum_file, covered in records:
+        released = read_released(sum_file)
+        ours += check_released(released, covered)
+        if exempt_released:
+            unchanged = {f.path for f in covered if released.entries.get(f.path.name) == digest(f.raw)}
+            files = [f for f in files if f.path not in unchanged]
     wanted = {f.path for f in files}
     cleared: list[tuple[Path, str, int]] = []
     for directory in directories:
@@ -154,7 +172,7 @@ def _lint(
 BASELINE_REASON = "accepted by `lint --baseline`: released as it was already applied (never edit it)"
 
 
-def _baseline(report: LintReport, released_file: Path, files: Sequence[MigrationFile]) -> LintReport:
+def _baseline(report: LintReport, records: Sequence[_Record]) -> LintReport:
     """Record every current file as released, its rule findings accepted. An edited or deleted released file is
     not a finding to accept: the baseline is then refused (restore the file first)."""
     edits = [f for f in report.errors if f.rule.startswith("released-")]
@@ -165,14 +183,18 @@ def _baseline(report: LintReport, released_file: Path, files: Sequence[Migration
         replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON) for f in report.findings
     ]
     baseline = LintReport(findings=accepted, files_checked=report.files_checked, release_requested=True)
-    baseline.released_recorded = record_release(released_file, files)
+    baseline.released_recorded = _record(records)
     return baseline
+
+
+def _record(records: Sequence[_Record]) -> list[str]:
+    return [name for sum_file, files in records for name in record_release(sum_file, files)]
 
 
 def lint_paths(
     paths: Sequence[Path],
     *,
-    released_file: Path | None,
+    released_file: Path | _EachDirectory | None,
     use_squawk: bool = True,
     release: bool = False,
     baseline: bool = False,
@@ -180,28 +202,31 @@ def lint_paths(
     """Lint migration files and directories of them. Raises UsageError for a path that does not exist, and
     MigrationSourceError for a directory the loader refuses.
 
-    `released_file`: the released.sum to check edits against (None: skip that check; missing file: nothing
-    released yet). `release=True` then records every linted file in it, but only when the lint is clean.
+    `released_file`: the released.sum to check edits against (EACH_DIRECTORY: each directory's own; None: skip
+    that check; missing file: nothing released yet). `release=True` then records every linted file in it, but only
+    when the lint is clean.
     `baseline=True` records every file as it is, its findings accepted: for a live fleet adopted mid-life.
     """
     if (release or baseline) and released_file is None:
         raise UsageError("--release and --baseline need a released.sum to record into", hint="pass --released PATH")
     directories = _collect(paths)
-    files = [file for directory in directories for file in directory.files]
+    records = _records(released_file, directories)
     if baseline:
-        assert released_file is not None
-        full = _lint(directories, released_file=released_file, use_squawk=use_squawk, exempt_released=False)
-        return _baseline(full, released_file, files)
-    report = _lint(directories, released_file=released_file, use_squawk=use_squawk)
+        full = _lint(directories, records=records, use_squawk=use_squawk, exempt_released=False)
+        return _baseline(full, records)
+    report = _lint(directories, records=records, use_squawk=use_squawk)
     report.release_requested = release
-    if release and released_file is not None and report.ok:
-        report.released_recorded = record_release(released_file, files)
+    if release and report.ok:
+        report.released_recorded = _record(records)
     return report
 
 
-def lint_migrations(migrations: Sequence[Migration], *, directory: Path, use_squawk: bool = True) -> LintReport:
-    """Lint already-loaded migrations (all of them up to the target, in front of `migrate`), against
-    `directory`/released.sum."""
-    return _lint(
-        [_Directory(migrations, _files_of(migrations))], released_file=directory / SUM_FILENAME, use_squawk=use_squawk
-    )
+def lint_migrations(
+    migrations: Sequence[Migration], *, directories: Sequence[Path], use_squawk: bool = True
+) -> LintReport:
+    """Lint already-loaded migrations (all of them up to the target, in front of `migrate`; from one directory or
+    several sharing one ledger, walked together in version order), each file against its directory's
+    released.sum."""
+    files = _files_of(migrations)
+    records = [(d / SUM_FILENAME, [f for f in files if f.path.parent == d]) for d in directories]
+    return _lint([_Directory(directories[0], migrations, files)], records=records, use_squawk=use_squawk)
