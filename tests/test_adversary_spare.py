@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from fleetkit import ROOT, cli
+from fleetkit import ROOT, cli, make_migrations
 from pgfixtures import execute_sync, fetch_sync, ledger, quote_ident, spares_of, unique_db_name
 
 from orchestrator.devserver import DevServer
@@ -43,6 +43,37 @@ def test_adversary_a_spare_that_holds_other_things_is_not_handed_to_a_school(tmp
             assert ledger(pg.url(school)) == expected
     finally:
         for database in [school, *spares_of(pg.url(), template), template]:
+            if fetch_sync(pg.url(), "SELECT 1 FROM pg_database WHERE datname = $1", database):
+                execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+                execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+
+
+def test_adversary_no_other_bytes_than_the_templates_when_the_template_cannot_be_used(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    """README, "Never other bytes than the template's": an edited applied file is not a way out. But when the
+    template cannot be used (here: built with other extensions; also busy, or another role's), the school is
+    created from the files, edited bytes included: it holds other bytes than the template and its copies."""
+    import orchestrator
+
+    migrations = make_migrations(tmp_path / "m", {"1_one.sql": "CREATE TABLE one (id int);\n"})
+    template = unique_db_name("advbytes")
+    first, second = unique_db_name("advbytes_a"), unique_db_name("advbytes_b")
+    try:
+        made = orchestrator.provision(pg.url(first), migrations=migrations, template=template, extensions=())
+        assert made.ok, made.error
+        (migrations / "1_one.sql").write_text("CREATE TABLE one (id int);\r\n")  # edited since
+
+        result = orchestrator.provision(
+            pg.url(second), migrations=migrations, template=template, extensions=("plpgsql",)
+        )
+
+        created = fetch_sync(pg.url(), "SELECT 1 FROM pg_database WHERE datname = $1", second)
+        assert not (created and ledger(pg.url(second))[0][3] != ledger(pg.url(first))[0][3]), (
+            f"{second} holds other bytes for version 1 than {first} and template {template}: {result.notes}"
+        )
+    finally:
+        for database in [first, second, template]:
             if fetch_sync(pg.url(), "SELECT 1 FROM pg_database WHERE datname = $1", database):
                 execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
                 execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
