@@ -79,3 +79,27 @@ def test_adversary_resolve_applied_keeps_the_checksum_of_the_file_that_ran(tmp_p
     row = fetch_sync(pg.url(school), "SELECT success, checksum FROM _sqlx_migrations WHERE version = 2")[0]
     assert bytes(row["checksum"]) == ran, "the ledger claims the edited file ran"
     assert cli("status", "--no-progress", *args).returncode == 1, "the edit must still show (modified)"
+
+
+def test_adversary_restamp_refuses_an_edit_that_removed_rows(tmp_path: Path, pg: DevServer) -> None:
+    """The check reads the current file only: an edit that took the INSERT out leaves nothing "unseen", the schema
+    still matches, and the ledger then vouches for a file that inserts nothing while the school holds its rows
+    (and every school built from the files from now on holds none). What the applied bytes did is unknown here."""
+    migrations = make_migrations(tmp_path / "migrations", SEEDED)
+    school = make_school(pg, "adv_restamp_removed")
+    args = ("--registry", str(fleet_registry(tmp_path / "t.yaml", pg, [school])), "--migrations", str(migrations))
+    assert cli("migrate", "--yes", "--no-progress", *args).returncode == 0
+    applied = fetch_sync(pg.url(school), "SELECT checksum FROM _sqlx_migrations WHERE version = 2")[0]["checksum"]
+    (migrations / "2_seed.sql").write_text("-- the grading scale (now kept by the admin service)\n")
+
+    result = cli("resolve", "--yes", "--no-progress", "--restamp", "2", *args)
+
+    recorded = fetch_sync(pg.url(school), "SELECT checksum FROM _sqlx_migrations WHERE version = 2")[0]["checksum"]
+    assert bytes(recorded) == bytes(applied), result.stdout
+
+
+def test_adversary_an_identity_columns_restart_is_unseen_as_a_sequences_is() -> None:
+    # ALTER SEQUENCE ... RESTART is reported (a sequence's current value is not compared); the same change to an
+    # identity column's sequence, through ALTER TABLE, was not.
+    assert unseen("ALTER SEQUENCE grades_id_seq RESTART WITH 1000;\n")
+    assert unseen("ALTER TABLE grades ALTER COLUMN id RESTART WITH 1000;\n")
