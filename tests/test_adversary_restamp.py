@@ -103,3 +103,19 @@ def test_adversary_an_identity_columns_restart_is_unseen_as_a_sequences_is() -> 
     # identity column's sequence, through ALTER TABLE, was not.
     assert unseen("ALTER SEQUENCE grades_id_seq RESTART WITH 1000;\n")
     assert unseen("ALTER TABLE grades ALTER COLUMN id RESTART WITH 1000;\n")
+
+
+def test_adversary_schema_evidence_never_records_a_file_whose_effect_the_schema_cannot_show(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    """File 2 only inserts rows: the live schema is the same whether it ran or not, so it is no evidence that it
+    ran. Recording it would make every later run skip a file that never ran (the school has no grading scale)."""
+    migrations = make_migrations(tmp_path / "migrations", SEEDED)
+    school = make_school(pg, "adv_evidence_rows")
+    args = ("--registry", str(fleet_registry(tmp_path / "t.yaml", pg, [school])), "--migrations", str(migrations))
+    assert cli("migrate", "--yes", "--no-progress", "--target", "1", *args).returncode == 0
+
+    cli("resolve", "--yes", "--no-progress", "--applied", "2", "--schema-evidence", *args)
+
+    versions = [r["version"] for r in fetch_sync(pg.url(school), "SELECT version FROM _sqlx_migrations ORDER BY 1")]
+    assert versions == [1], "version 2 recorded as applied on schema evidence, its rows never inserted"
