@@ -58,6 +58,8 @@ async def mark_applied(
     check_target_version(source, version)
     migration = source.get(version)
     assert migration is not None
+    # The schema proves nothing about a file whose effect it cannot show (rows, code run, privileges, ...).
+    blind = unseen(migration.up_sql) if evidence is not None else ()
 
     async def decide(conn: asyncpg.Connection, ledger: dict[int, AppliedMigration], result: DatabaseResult) -> None:
         row = ledger.get(version)
@@ -71,6 +73,13 @@ async def mark_applied(
             return left_alone(result, f"version {version} is already recorded as applied: nothing written")
         if row is None:
             applied = frozenset(v for v, r in ledger.items() if r.success)
+            if evidence is not None and blind:
+                return left_alone(
+                    result,
+                    f"version {version} is pending here (no history row); the schema is no evidence that "
+                    f"{migration.filename} ran, it holds what the comparison cannot see "
+                    f"({'; '.join(map(str, blind[:3]))}): nothing recorded",
+                )
             if evidence is None or evidence.matched_at != applied:
                 return left_alone(result, _pending_note(version, evidence))
             await ensure_history_table(conn, timeout=options.session.bookkeeping_timeout)

@@ -158,7 +158,7 @@ def _altered(what: str, kind: str, top: list[str]) -> tuple[str, str] | None:
     for pair in pairwise(top):
         if pair in _ALTER_CLAUSES:
             return f"{what} ... {' '.join(pair)}", _ALTER_CLAUSES[pair]
-    if kind == "SEQUENCE" and "RESTART" in top:
+    if kind in ("SEQUENCE", "TABLE") and "RESTART" in top:  # a table's: an identity column's sequence
         return f"{what} ... RESTART", "a sequence's current value is " + NOT_COMPARED
     if kind == "TABLE":
         action: list[str] = []
