@@ -90,6 +90,8 @@ class Job:
     tenants: list[Tenant]
     defaults: SchoolSettings = EMPTY  # the registry's `defaults:` (none for -D)
     lint: LintReport | None = None  # the safety gate's findings, for commands that apply migrations
+    # Over a registry: the selection left none of its schools out, whichever flags made it (a write then asks first).
+    every_school: bool = False
 
     @property
     def command(self) -> Command:
@@ -191,6 +193,7 @@ def prepare(request: Request) -> Job:
             )
         tenants, defaults = [single_tenant(request.database_url)], EMPTY
         schools: Sequence[Tenant] = tenants
+        every_school = False
     else:
         registry = load_registry(request.registry)
         selection = request.selection
@@ -200,6 +203,7 @@ def prepare(request: Request) -> Job:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
         tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
+        every_school = {t.id for t in tenants} == {t.id for t in schools}
         if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
             tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
     check_templates(request.school, tenants, defaults, schools)
@@ -212,7 +216,7 @@ def prepare(request: Request) -> Job:
             gate.refuse_edits(lint)
             if request.single and request.command is Command.PROVISION:
                 gate.refuse(lint, source)  # onboarding a school runs every file: no plan pass needed to know it
-    return Job(request, source, tenants, defaults, lint)
+    return Job(request, source, tenants, defaults, lint, every_school)
 
 
 def check_resolve(request: Request, source: MigrationSource) -> None:
