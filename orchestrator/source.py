@@ -164,6 +164,10 @@ class MigrationSource:
         return self.migrations if target is None else tuple(m for m in self.migrations if m.version <= target)
 
 
+# SQLx's checksum: SHA-384 of the file's bytes. A ledger row holding anything shorter was written by another tool.
+CHECKSUM_BYTES = 48
+
+
 def checksum(data: bytes) -> bytes:
     return hashlib.sha384(data).digest()
 
