@@ -32,6 +32,10 @@ DEFAULT_MIGRATIONS = Path("migrations")
 # (a rename). Each is a full copy of the template (8 MB and more on disk per server); 4 covers a burst of
 # onboardings between two runs (nightly, after a release); past them, onboarding copies the template as before.
 DEFAULT_SPARES = 4
+# `resolve --restamp`: how far back the migrations directory's git history is searched for the applied bytes of an
+# edited file (commits that touched it, and seconds in all; the search is local, never a fetch).
+GIT_HISTORY_DEPTH = 200
+GIT_HISTORY_SECONDS = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
