@@ -35,9 +35,8 @@ async def _run(job: Job, observer: Observer | None) -> RunReport:
     if job.lint is not None and job.lint.errors and not request.gate.allow_unsafe:
         from . import gate
 
-        # Refuse only what would run somewhere (raises InvalidInput before any write).
-        planned = await plan_first(job)
-        gate.refuse(job.lint, job.source, gate.versions_that_would_run(planned, job.source, request.target_version))
+        # Judge each file by where it would run (raises InvalidInput before any write).
+        gate.refuse_where_it_runs(job, await plan_first(job))
     rehearsal = None
     if request.gate.rehearse and job.command.applies_migrations:
         from .rehearsal import rehearse

@@ -426,7 +426,8 @@ def test_an_up_without_a_down_can_be_suppressed_or_renamed_to_a_plain_file(tmp_p
 
 def test_naming_warnings_of_released_files_are_not_repeated(tmp_path: Path) -> None:
     (tmp_path / "1_seed.up.sql").write_text("SELECT 1;\n")
-    baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=True)
+    applied = {"1_seed.up.sql"}  # what the fleet's ledgers hold (adoption.read_applied)
+    baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=applied)
     assert [f.rule for f in baseline.suppressed] == ["up-without-down"]
     assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
     # Adding the down file later is not an edit of anything released.

@@ -14,6 +14,7 @@ that version.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,7 @@ from ..job import Job
 from ..logsetup import get_logger
 from ..serverversion import first_server_per_major
 from ..source import MigrationSource
+from ..sqltext import SqlText
 from ..target import DatabaseTarget
 from .inspect import LiveState
 from .schema import SchemaSnapshot, fingerprint, snapshot
@@ -42,6 +44,22 @@ class Reference:
     schema: SchemaSnapshot | None
     fingerprint: str | None
     error: str | None = None
+
+
+_CREATE_EXTENSION = re.compile(r'\bCREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[^\s;"]+)', re.I)
+
+
+def extensions_created(source: MigrationSource) -> dict[str, int]:
+    """Extension name -> the first migration whose up file creates it (outside comments and strings), so that a
+    finding about a missing extension says where the expectation comes from."""
+    found: dict[str, int] = {}
+    for m in source:
+        if "extension" not in m.up_sql.lower():
+            continue
+        for match in _CREATE_EXTENSION.finditer(SqlText(m.up_sql).masked):
+            raw = match.group(1)
+            found.setdefault(raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower(), m.version)
+    return found
 
 
 def reference_key(state: LiveState, source: MigrationSource) -> ReferenceKey:

@@ -20,7 +20,7 @@ from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 from .inspect import LiveState, inspect_school
 from .model import AuditReport, Finding, SchoolAudit
-from .reference import Reference, ReferenceKey, build_references, reference_key
+from .reference import Reference, ReferenceKey, build_references, extensions_created, reference_key
 from .schema import SchemaSnapshot, diff, fingerprint
 
 
@@ -37,6 +37,7 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             job.source,
             job.engine_options(tenant),
             expected_extensions=job.configured_extensions(tenant),
+            extensions_origin=job.extensions_origin(tenant) or "",
             schema=with_schema,
         )
         if state.schema is not None:
@@ -57,8 +58,10 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     fleet_run = await run_fleet(job.tenants, tracing.school_spans(work, "audit"), job.fleet_options, observer)
 
     references: dict[ReferenceKey, Reference] = {}
+    created: dict[str, int] = {}
     if with_schema:
         references = await build_references(job, states)
+        created = extensions_created(job.source)
 
     schools = []
     for outcome in fleet_run.outcomes:
@@ -71,7 +74,8 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             server_major=state.server_major,
         )
         if with_schema and state.schema is not None:
-            _compare(audit, state, references.get(reference_key(state, job.source)))
+            origins = _extension_origins(job, outcome.tenant, state, created)
+            _compare(audit, state, references.get(reference_key(state, job.source)), origins)
         if audit.findings and audit.result.status is Status.UP_TO_DATE:
             audit.result.status = Status.DRIFT
         schools.append(audit)
@@ -85,7 +89,18 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     )
 
 
-def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) -> None:
+def _extension_origins(job: Job, tenant: Tenant, state: LiveState, created: dict[str, int]) -> dict[str, str]:
+    """Extension name -> where the school's expected schema gets it: configured (by which layer), or created by a
+    migration the school applied."""
+    origins = {name: f"created by migration {v}" for name, v in created.items() if v in state.applied}
+    configured = job.extensions_origin(tenant)
+    for name in state.extensions:
+        also = origins.get(name)
+        origins[name] = (configured or "configured") + (f"; {also}" if also else "")
+    return origins
+
+
+def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None, origins: dict[str, str]) -> None:
     assert state.schema is not None
     if reference is None or reference.schema is None:
         why = reference.error if reference else "no reference was built"
@@ -93,4 +108,4 @@ def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None) 
         return
     audit.expected_fingerprint = reference.fingerprint
     if audit.fingerprint != reference.fingerprint:
-        audit.findings.extend(diff(reference.schema, state.schema))
+        audit.findings.extend(diff(reference.schema, state.schema, origins))

@@ -16,6 +16,7 @@ from ..settings import DEFAULT_SPARES
 from . import app
 from .options import (
     DATABASES,
+    EXTENSIONS,
     FLEET,
     GATE,
     JSON_OUT,
@@ -44,7 +45,7 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
@@ -82,13 +83,13 @@ def status(flags: Flags) -> None:
     execute(flags, Command.STATUS)
 
 
-@command(app, *FLEET, ROLLOUT)
+@command(app, *FLEET, ROLLOUT, EXTENSIONS)
 def bootstrap(flags: Flags) -> None:
     """Create what is missing (database, extensions, history table) without applying migrations."""
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING)
+@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, EXTENSIONS)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -143,7 +144,7 @@ def resolve(
     execute(flags, Command.STATUS if flags.values["dry_run"] else Command.RESOLVE, resolve=how)
 
 
-@command(app, *FLEET, AUDIT_REFERENCE)
+@command(app, *FLEET, AUDIT_REFERENCE, EXTENSIONS)
 def audit(
     flags: Flags,
     no_schema: Annotated[
@@ -168,7 +169,7 @@ def audit(
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, TEMPLATE_OUTPUTS)
+@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS)
 def template(
     flags: Flags,
     spares: Annotated[

@@ -20,18 +20,19 @@ judged against the types the earlier files declared), the naming warnings (namin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import Location, MigrationSourceError, UsageError
 from ..source import Migration, MigrationFile, MigrationSource, SourceWarning, is_migration_name, load_migrations
+from . import cache
 from .findings import Finding, LintReport
-from .naming import ignored_findings, naming_findings
 from .released import SUM_FILENAME, check_released, digest, read_released, record_release
-from .rules import check_migrations
-from .squawk import drop_duplicates, run_squawk
-from .suppress import Suppression, apply_suppressions, parse_suppressions
+
+if TYPE_CHECKING:
+    from .suppress import Suppression
 
 __all__ = [
     "SUM_FILENAME",
@@ -112,21 +113,35 @@ def _collect(paths: Sequence[Path]) -> list[_Directory]:
     return [chosen for _, chosen in directories.values()]
 
 
-def _lint(
-    directories: Sequence[_Directory],
-    *,
-    released_file: Path | None,
-    use_squawk: bool,
-    exempt_released: bool = True,
-) -> LintReport:
+def _lint(directories: Sequence[_Directory], *, released_file: Path | None, use_squawk: bool) -> LintReport:
+    """`_lint_files`, or its result for exactly these inputs from the lint cache (cache.py)."""
+    linted = {f.path.parent for directory in directories for m in directory.migrations for f in m.files}
+    digest = cache.key(
+        ((d.migrations, d.files, d.ignored) for d in directories), released_file=released_file, use_squawk=use_squawk
+    )
+    cached = cache.load(digest, linted)
+    if cached is not None:
+        return cached
+    report = _lint_files(directories, released_file=released_file, use_squawk=use_squawk)
+    cache.store(digest, report, linted)
+    return report
+
+
+def _lint_files(directories: Sequence[_Directory], *, released_file: Path | None, use_squawk: bool) -> LintReport:
     """Rules on the files not yet released; released ones only for edits (they are applied: the rules can no longer
     change them, and a suppression comment would change their checksum)."""
+    # The rules load here, not with the package: a `migrate` whose files the cache knows never needs them.
+    from .naming import ignored_findings, naming_findings
+    from .rules import check_migrations
+    from .squawk import drop_duplicates, run_squawk
+    from .suppress import apply_suppressions, parse_suppressions
+
     files = [file for directory in directories for file in directory.files]
     ours: list[Finding] = []
     released = read_released(released_file) if released_file is not None else None
     if released is not None:
         ours += check_released(released, files)
-    if released is not None and exempt_released:
+    if released is not None:
         files = [f for f in files if released.entries.get(f.path.name) != digest(f.raw)]
     wanted = {f.path for f in files}
     cleared: list[tuple[Path, str, int]] = []
@@ -154,18 +169,27 @@ def _lint(
 BASELINE_REASON = "accepted by `lint --baseline`: released as it was already applied (never edit it)"
 
 
-def _baseline(report: LintReport, released_file: Path, files: Sequence[MigrationFile]) -> LintReport:
-    """Record every current file as released, its rule findings accepted. An edited or deleted released file is
-    not a finding to accept: the baseline is then refused (restore the file first)."""
-    edits = [f for f in report.errors if f.rule.startswith("released-")]
-    if edits:
-        report.release_requested = True
+def _baseline(
+    report: LintReport, released_file: Path, files: Sequence[MigrationFile], applied: Collection[str]
+) -> LintReport:
+    """Record as released the files some school has applied (`applied`: their names), their findings accepted. A new
+    file is not recorded and keeps its findings: nothing has run it, so it can still be fixed. An edited or deleted
+    released file is not a finding to accept: the baseline is then refused (restore the file first)."""
+    report.release_requested = True
+    if any(f.rule.startswith("released-") for f in report.errors):
         return report
-    accepted = [
-        replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON) for f in report.findings
+    adopted = [f for f in files if f.path.name in applied]
+    adopted_paths = {f.path for f in adopted}
+    findings = [
+        replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON)
+        if f.path in adopted_paths
+        else f
+        for f in report.findings
     ]
-    baseline = LintReport(findings=accepted, files_checked=report.files_checked, release_requested=True)
-    baseline.released_recorded = record_release(released_file, files)
+    baseline = LintReport(findings=findings, files_checked=report.files_checked, release_requested=True)
+    baseline.released_recorded = record_release(released_file, adopted)
+    released = read_released(released_file).entries
+    baseline.not_recorded = sorted({f.path.name for f in files if f.path.name not in released})
     return baseline
 
 
@@ -175,24 +199,24 @@ def lint_paths(
     released_file: Path | None,
     use_squawk: bool = True,
     release: bool = False,
-    baseline: bool = False,
+    baseline: Collection[str] | None = None,
 ) -> LintReport:
     """Lint migration files and directories of them. Raises UsageError for a path that does not exist, and
     MigrationSourceError for a directory the loader refuses.
 
     `released_file`: the released.sum to check edits against (None: skip that check; missing file: nothing
     released yet). `release=True` then records every linted file in it, but only when the lint is clean.
-    `baseline=True` records every file as it is, its findings accepted: for a live fleet adopted mid-life.
+    `baseline`: the names of the files some school has applied (`adoption.read_applied`): those are recorded as
+    they are, their findings accepted (a live fleet adopted mid-life); the others are linted as usual.
     """
-    if (release or baseline) and released_file is None:
+    if (release or baseline is not None) and released_file is None:
         raise UsageError("--release and --baseline need a released.sum to record into", hint="pass --released PATH")
     directories = _collect(paths)
     files = [file for directory in directories for file in directory.files]
-    if baseline:
-        assert released_file is not None
-        full = _lint(directories, released_file=released_file, use_squawk=use_squawk, exempt_released=False)
-        return _baseline(full, released_file, files)
     report = _lint(directories, released_file=released_file, use_squawk=use_squawk)
+    if baseline is not None:
+        assert released_file is not None
+        return _baseline(report, released_file, files, baseline)
     report.release_requested = release
     if release and released_file is not None and report.ok:
         report.released_recorded = record_release(released_file, files)
