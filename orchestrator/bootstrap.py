@@ -64,7 +64,7 @@ async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, na
             created.append(name)
         except asyncpg.UniqueViolationError:
             continue  # a concurrent CREATE EXTENSION won the race
-        except asyncpg.UndefinedFileError as exc:
+        except (asyncpg.UndefinedFileError, asyncpg.FeatureNotSupportedError) as exc:  # 18: "is not available"
             raise DatabaseError(
                 f"extension {name} is not installed on {target.server}: {exc.message}",
                 hint="install the server's contrib package (e.g. postgresql-contrib), or fix `extensions` "
@@ -149,7 +149,7 @@ async def drop_database(target: DatabaseTarget, settings: SessionSettings) -> No
 _HOLDS_MORE = f"""
 SELECT EXISTS (
     SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\\\_%'
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
       AND c.relname NOT IN ('{sqlx.HISTORY_TABLE}', '{sqlx.HISTORY_TABLE}_pkey')
       AND NOT EXISTS (SELECT 1 FROM pg_depend AS d
                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
@@ -165,12 +165,12 @@ SELECT EXISTS (
                       WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
     UNION ALL
     SELECT 1 FROM pg_namespace AS n
-    WHERE n.nspname NOT IN ('public', 'information_schema') AND n.nspname NOT LIKE 'pg\\\\_%'
+    WHERE n.nspname NOT IN ('public', 'information_schema') AND n.nspname !~ '^pg_'
       AND NOT EXISTS (SELECT 1 FROM pg_depend AS d
                       WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
-) OR (to_regclass('{sqlx.HISTORY_TABLE}') IS NOT NULL
-      AND EXISTS (SELECT 1 FROM {sqlx.HISTORY_TABLE}))
+)
 """
+_LEDGER_ROWS = f"SELECT EXISTS (SELECT 1 FROM {sqlx.HISTORY_TABLE})"
 _OTHER_SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 
 
@@ -189,7 +189,10 @@ async def drop_if_ours(target: DatabaseTarget, settings: SessionSettings) -> tup
             try:
                 await admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
                 others = await inspector.fetchval(_OTHER_SESSIONS)
-                holds_more = await inspector.fetchval(_HOLDS_MORE)
+                holds_more = await inspector.fetchval(_HOLDS_MORE) or (
+                    await inspector.fetchval("SELECT to_regclass($1) IS NOT NULL", sqlx.HISTORY_TABLE)
+                    and await inspector.fetchval(_LEDGER_ROWS)
+                )
                 await close_quietly(inspector)
                 if others or holds_more:
                     return False, f"{kept}: " + (f"{others} other session(s) on it" if others else "it holds more")

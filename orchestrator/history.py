@@ -101,7 +101,7 @@ _HAS_OWN_TABLES = f"""
 SELECT EXISTS (
     SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'm')
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
       AND NOT (n.nspname = current_schema() AND c.relname = '{sqlx.HISTORY_TABLE}')
       AND NOT EXISTS (
           SELECT 1 FROM pg_depend AS d

@@ -22,7 +22,7 @@ from .. import engine
 from ..bootstrap import scratch_database
 from ..connection import session
 from ..engine import EngineOptions
-from ..errors import DatabaseError
+from ..errors import DatabaseError, MigrationFailed
 from ..job import Job
 from ..logsetup import get_logger
 from ..serverversion import first_server_per_major
@@ -33,6 +33,7 @@ from .inspect import LiveState
 from .schema import SchemaSnapshot, fingerprint, snapshot
 
 log = get_logger("orchestrator.audit")
+UNDEFINED_FUNCTION = "42883"
 
 # What a school's expected schema depends on: its server's major version, the migrations it applied, and the
 # extensions it is set up with.
@@ -134,6 +135,8 @@ async def build_expected(empty: DatabaseTarget, source: MigrationSource, options
     result = await engine.provision(empty, source, options)
     if not result.ok:
         message = result.error.message if result.error else result.status.value
+        if isinstance(result.error, MigrationFailed) and result.error.sqlstate == UNDEFINED_FUNCTION:
+            message += f" ({result.error.hint})"  # most often an extension the registry does not configure
         return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
     async with session(empty, options.session) as conn, conn.transaction(readonly=True):
         expected = await snapshot(conn)
