@@ -4,12 +4,14 @@ before and after it: interpreter start-up and imports, the registry, the safety 
 the target, squawk included, unless the lint cache already holds the result for these exact files), rendering.
 
     .venv/bin/python bench/noop.py                       # 20 schools, concurrency 8, 9 interleaved rounds
-    .venv/bin/python bench/noop.py --schools 50 --rounds 15
+    .venv/bin/python bench/noop.py --files 60 --rounds 15  # a longer history (generated), adopted with --baseline
 
 It starts its own throwaway server (bench.py's), creates the schools from a template holding uuid-ossp, migrates
-them once, then times, round after round (interleaved, so a slow moment of the machine does not land on one tool):
-the CLI with a warm lint cache, the CLI with no lint cache (`ORCHESTRATOR_CACHE_DIR` pointing at a fresh empty
-directory each run), and the sqlx loop. Medians are printed; it never fails on a figure.
+them once (`--files N`: N generated files, as onboarding.py writes them, adopted the way a real project is: applied
+with --allow-unsafe, then recorded with `lint --baseline`), then times, round after round (interleaved, so a slow
+moment of the machine does not land on one tool): the CLI with a warm lint cache, the CLI with no lint cache
+(`ORCHESTRATOR_CACHE_DIR` pointing at a fresh empty directory each run), and the sqlx loop. Medians are printed; it
+never fails on a figure.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from onboarding import generate_migrations
+
 from bench import (
     MIGRATIONS,
     PASSWORD_VAR,
     ROOT,
-    cli_run,
     create_databases,
     create_template,
     environment,
+    orchestrator_exe,
     run_timed,
     sqlx_exe,
     sqlx_run,
@@ -46,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schools", type=int, default=20, help="school databases (default 20)")
     p.add_argument("--concurrency", type=int, default=8, help="sessions at once, for both tools (default 8)")
     p.add_argument("--rounds", type=int, default=9, help="interleaved rounds; the median is shown (default 9)")
+    p.add_argument("--files", type=int, default=0, help="generated migration files instead of migrations/ (default 0)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also time the CLI of another checkout in the same rounds (e.g. `git archive REV | tar -x -C DIR`)",
+    )
     args = p.parse_args(argv)
     if sqlx_exe() is None:
         print("the sqlx CLI is not installed (pip install -e '.[dev]')", file=sys.stderr)
@@ -72,20 +84,37 @@ def _bench(args: argparse.Namespace, workdir: Path, server: DevServer, password:
     # The worktree's package, whatever the virtualenv's editable install points at.
     env = {**os.environ, PASSWORD_VAR: password, "ORCHESTRATOR_CACHE_DIR": str(cache)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    first = cli_run("migrate", registry, args.concurrency, env)
-    if first.returncode != 0:
-        print(first.stdout + first.stderr, file=sys.stderr)
-        return 1
+    migrations = MIGRATIONS
+    if args.files:
+        migrations = generate_migrations(workdir / "migrations", args.files)
+    flags = ["--migrations", str(migrations), "--concurrency", str(args.concurrency), "--no-progress"]
+    orchestrator = [orchestrator_exe()]
+    adopt = [
+        [*orchestrator, "migrate", "--registry", str(registry), *flags, "--allow-unsafe"],
+        [*orchestrator, "lint", str(migrations), "--baseline", "--registry", str(registry)],
+    ]
+    for command in adopt[: 2 if args.files else 1]:
+        done = run_timed(command, env=env)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            return 1
     urls = [server.url(db) for db in databases]
+    migrate = [*orchestrator, "migrate", "--registry", str(registry), *flags]
     exe = [sys.executable, "-m", "orchestrator", "--version"]
     times: dict[str, list[float]] = {"cached": [], "uncached": [], "sqlx": [], "version": []}
+    other_env = None
+    if args.compare_with is not None:
+        other_env = {**env, "PYTHONPATH": str(args.compare_with.resolve())}
+        times["other"] = []
     for round_ in range(args.rounds):
-        warm = cli_run("migrate", registry, args.concurrency, env)
-        cold_env = {**env, "ORCHESTRATOR_CACHE_DIR": str(workdir / f"empty-{round_}")}
-        cold = cli_run("migrate", registry, args.concurrency, cold_env)
-        loop = sqlx_run(["run"], urls, args.concurrency, env)
+        warm = run_timed(migrate, env=env)
+        cold = run_timed(migrate, env={**env, "ORCHESTRATOR_CACHE_DIR": str(workdir / f"empty-{round_}")})
+        loop = sqlx_run(["run"], urls, args.concurrency, env, source=migrations)
         version = run_timed(exe, env=env)
-        for name, timed in (("cached", warm), ("uncached", cold), ("sqlx", loop), ("version", version)):
+        runs = [("cached", warm), ("uncached", cold), ("sqlx", loop), ("version", version)]
+        if other_env is not None:
+            runs.append(("other", run_timed(migrate, env={**other_env, "ORCHESTRATOR_CACHE_DIR": str(cache)})))
+        for name, timed in runs:
             if timed.returncode != 0:
                 print(f"{name} failed:\n{timed.stdout}{timed.stderr}", file=sys.stderr)
                 return 1
@@ -97,10 +126,11 @@ def _bench(args: argparse.Namespace, workdir: Path, server: DevServer, password:
         "uncached": "orchestrator migrate, no lint cache",
         "sqlx": f"xargs -P{c} sqlx migrate run",
         "version": "orchestrator --version (start-up alone)",
+        "other": f"orchestrator migrate of {args.compare_with}",
     }
     for name, runs in times.items():
         print(f"  {label[name]:<44} {statistics.median(runs):6.3f} s   (runs: {', '.join(f'{t:.3f}' for t in runs)})")
-    print(f"  ({MIGRATIONS.relative_to(ROOT)}: {len(list(MIGRATIONS.glob('*.sql')))} files)")
+    print(f"  ({migrations}: {len(list(migrations.glob('*.sql')))} files)")
     return 0
 
 
