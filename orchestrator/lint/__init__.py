@@ -16,6 +16,8 @@ A run: our rules (rules.py) on every file, each directory's up files walked in v
 judged against the types the earlier files declared), the naming warnings (naming.py), the released record
 (released.py), squawk on the up files (squawk.py, duplicates of ours dropped), then in-file suppressions
 (suppress.py). `lint_migrations` is the same on already-loaded migrations, for the gate in front of `migrate`.
+Either way a result for exactly the same inputs comes from the lint cache (cache.py), and the rules are not even
+imported then.
 """
 
 from __future__ import annotations
