@@ -282,10 +282,12 @@ async def history_matches(urls: Sequence[str], source: MigrationSource, parallel
 
 
 def cli_run(command: str, registry: Path, concurrency: int, env: dict[str, str], extra: Sequence[str] = ()) -> Timed:
+    # --yes: a script's confirmation of a write over the whole registry (status takes no such flag).
+    confirm = ["--yes"] if command == "migrate" else []
     return run_timed(
         [
             orchestrator_exe(), command, "--registry", str(registry), "--migrations", str(MIGRATIONS),
-            "--concurrency", str(concurrency), "--per-server", str(concurrency), "--no-progress", *extra,
+            "--concurrency", str(concurrency), "--per-server", str(concurrency), "--no-progress", *confirm, *extra,
         ],
         env=env,
     )  # fmt: skip

@@ -16,6 +16,15 @@ Any command over a registry or one database: build a `Request` (the same value t
 
     report = orchestrator.run(orchestrator.Request(orchestrator.Command.STATUS, registry=Path("tenants.yaml")))
 
+`migrations` (of `provision` and of a `Request`) is one directory or several sharing one ledger (an application's
+main directory and its deferred one): `migrations=("migrations", "deferred")`; with `Request(...,
+ignore_missing=True)` applied versions with no file in them are not an error, as with `sqlx --ignore-missing`.
+
+A call is its own confirmation: nothing is asked (the command line asks, or wants --yes). A rollout over a registry
+(migrate, revert, resolve, provision) still makes its read-only plan pass first and raises `UsageError` before any
+write when a file differs from the bytes some schools applied (a split fleet; `Gate(preflight=False)` skips the pass),
+and so does an onboarding whose files differ from what its template holds.
+
 With a template, `orchestrator template --spares N` keeps ready copies of it (spares) that an onboarding takes by
 a rename. A hook can top them up itself after an onboarding, off its request path (e.g. in a background task):
 
@@ -23,14 +32,15 @@ a rename. A hook can top them up itself after an onboarding, off its request pat
                                           school=SchoolSettings(template="school_template"), spares=4))
 
 Inside an event loop, await `provision_async` / `run_async` instead. Bad input (a malformed URL or registry, a bad
-migration file) raises `orchestrator.errors.InvalidInput` before any connection; everything that happens on a
-database is reported in the result, never raised.
+migration file) raises `orchestrator.errors.InvalidInput` before any connection, and the refusals above raise it
+before any write; everything that happens on a database is reported in the result, never raised.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,15 +89,21 @@ def run(request: Request) -> Report:
 
 
 async def provision_async(
-    url: str, *, migrations: str | Path = "migrations", allow_unsafe: bool = False, **settings: Any
+    url: str,
+    *,
+    migrations: str | Path | Sequence[str | Path] = "migrations",
+    allow_unsafe: bool = False,
+    **settings: Any,
 ) -> DatabaseResult:
-    """Create the school's database if missing, its extensions and history table, and apply every migration."""
+    """Create the school's database if missing, its extensions and history table, and apply every migration (of
+    one directory, or of several sharing one ledger)."""
     from .job import Request
     from .settings import Gate, SchoolSettings
 
+    directories = (migrations,) if isinstance(migrations, (str, Path)) else tuple(migrations)
     request = Request(
         Command.PROVISION,
-        migrations=Path(migrations),
+        migrations=tuple(Path(d) for d in directories),
         database_url=url,
         school=SchoolSettings(**settings),
         gate=Gate(allow_unsafe=allow_unsafe),

@@ -3,9 +3,10 @@
 Adopting a live SQLx project means recording as released (`released.sum`) the files its schools already applied,
 as they are: they can no longer be fixed, only never edited. A file no school has applied is new: recording it would
 let it through the safety gate for good, unfixed. So the baseline reads the fleet first: a `status` pass over the
-registry's schools (or one database, `-D`), and a file counts as applied when some school's ledger holds its
-version with its exact bytes. A school whose ledger cannot be read (unreachable, dirty, ...) is named: a file only
-it applied stays unrecorded, and the gate keeps judging it where it runs.
+registry's schools (or one database, `-D`) through the runner, with the linted directories as one source over one
+ledger (as `migrate --migrations A --migrations B` reads them), and a file counts as applied when some school's
+ledger holds its version with its exact bytes. A school whose ledger cannot be read (unreachable, dirty, ...) is
+named: a file only it applied stays unrecorded, and the gate keeps judging it where it runs.
 """
 
 from __future__ import annotations
@@ -21,23 +22,25 @@ from .errors import ModifiedMigration, UsageError
 from .outcome import Status
 
 if TYPE_CHECKING:
-    from .lint import LintReport
+    from .lint import LintReport, ReleasedFile
 
 
 @dataclass
 class FleetApplied:
     """What the fleet's ledgers say about a migrations directory."""
 
-    #: file names (ups and their downs) of the versions some school applied with these exact bytes
-    files: set[str] = field(default_factory=set)
+    #: resolved paths of the files (ups and their downs) of the versions some school applied with these exact bytes
+    files: set[Path] = field(default_factory=set)
     schools: int = 0
     #: schools whose ledger could not be read or checked, with why
     unread: list[str] = field(default_factory=list)
 
 
-def read_applied(directory: Path, database_url: str | None, registry: Path) -> FleetApplied:
-    """Read the ledgers of the registry's schools (or of `database_url`) against `directory`. Raises UsageError
-    (exit 2, nothing read) when there is no fleet to read: no database URL and no registry file."""
+def read_applied(
+    directories: Sequence[Path], database_url: str | None, registry: Path, *, ignore_missing: bool = False
+) -> FleetApplied:
+    """Read the ledgers of the registry's schools (or of `database_url`) against `directories` (one source). Raises
+    UsageError (exit 2, nothing read) when there is no fleet to read: no database URL and no registry file."""
     from .job import Request, prepare
     from .runner import run
 
@@ -48,7 +51,14 @@ def read_applied(directory: Path, database_url: str | None, registry: Path) -> F
             hint="pass --registry PATH (the schools' registry) or -D URL (one school's database); a file no school "
             "has applied is not recorded: fix it instead (`orchestrator lint` says how)",
         )
-    job = prepare(Request(Command.STATUS, migrations=directory, database_url=database_url, registry=registry))
+    request = Request(
+        Command.STATUS,
+        migrations=tuple(directories),
+        database_url=database_url,
+        registry=registry,
+        ignore_missing=ignore_missing,
+    )
+    job = prepare(request)
     report = eventloop.run(run, job)
     found = FleetApplied(schools=len(report.outcomes))
     for o in report.outcomes:
@@ -63,27 +73,27 @@ def read_applied(directory: Path, database_url: str | None, registry: Path) -> F
         pending = set(result.pending)
         for m in job.source:
             if m.version not in pending and m.version not in other_bytes:
-                found.files.update(p.name for p in (m.up_path, m.down_path) if p is not None)
+                found.files.update(p.resolve() for p in (m.up_path, m.down_path) if p is not None)
     return found
 
 
 def baseline(
-    paths: Sequence[Path], *, released_file: Path, use_squawk: bool, database_url: str | None, registry: Path
+    paths: Sequence[Path],
+    *,
+    released_file: ReleasedFile,
+    use_squawk: bool,
+    database_url: str | None,
+    registry: Path,
+    ignore_missing: bool = False,
 ) -> LintReport:
-    """`lint --baseline`: lint `paths` (one migrations directory, or files in it) and record as released those
-    files some school of the fleet has applied. Raises InvalidInput (exit 2) before reading anything when the paths
-    span several directories or there is no fleet to read."""
+    """`lint --baseline`: lint `paths` (migrations directories, or files in them) and record as released those
+    files some school of the fleet has applied. The paths' directories are read as one source over one ledger, as
+    `migrate` reads several --migrations. Raises InvalidInput (exit 2) before reading anything when there is no
+    fleet to read."""
     from .lint import lint_paths
 
-    directories = {(path if path.is_dir() else path.parent).resolve() for path in paths}
-    if len(directories) != 1:
-        raise UsageError(
-            "--baseline records one migrations directory against its schools' ledgers; these paths span "
-            f"{len(directories)} directories",
-            hint="run it once per directory, each with the registry (or -D URL) of the schools that apply it",
-        )
-    first = paths[0] if paths[0].is_dir() else paths[0].parent
-    fleet = read_applied(first, database_url, registry)
+    directories = {(path if path.is_dir() else path.parent).resolve(): path for path in reversed(paths)}
+    fleet = read_applied(list(directories)[::-1], database_url, registry, ignore_missing=ignore_missing)
     report = lint_paths(paths, released_file=released_file, use_squawk=use_squawk, baseline=fleet.files)
     report.unread = fleet.unread
     return report

@@ -7,25 +7,23 @@ loses with a duplicate error, which counts as success). Names are always quoted,
 from __future__ import annotations
 
 import contextlib
-import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 import asyncpg
 
-from . import sqlx
+from . import scratch, sqlx
 from .connection import SessionSettings, as_database_error, close_quietly, open_session, quote_ident, session
 from .errors import DatabaseError, PermissionDenied
 from .logsetup import get_logger
+from .pooler import ensure_pinned
+from .scratch import SCRATCH_PREFIX, drop_abandoned, maker_session
 from .target import DatabaseTarget
 
 log = get_logger("orchestrator.bootstrap")
 
 MAINTENANCE_DATABASE = "postgres"
-SCRATCH_PREFIX = "orchestrator_"  # + purpose + _<unix time created>_<8 hex>
-SCRATCH_STALE_AFTER = 6 * 3600  # seconds: no audit or rehearsal keeps a scratch database this long
 
 
 async def create_database(target: DatabaseTarget, settings: SessionSettings) -> bool:
@@ -33,6 +31,7 @@ async def create_database(target: DatabaseTarget, settings: SessionSettings) -> 
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     async with session(maintenance, settings) as conn:
         try:
+            await ensure_pinned(conn)  # through a transaction pooler the school would be refused next: create nothing
             if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database):
                 return False
             # CREATE DATABASE takes no parameters: the name is quoted as an identifier.
@@ -82,64 +81,23 @@ async def ensure_extensions(conn: asyncpg.Connection, target: DatabaseTarget, na
 async def scratch_database(
     server: DatabaseTarget, purpose: str, settings: SessionSettings
 ) -> AsyncIterator[DatabaseTarget]:
-    """A new empty database on `server` for the length of the block (the audit's references, the rehearsal),
-    dropped afterwards whatever happens; a failed drop is logged, not raised. Scratch databases a killed run left
-    behind (older than SCRATCH_STALE_AFTER, nobody connected) are dropped first."""
-    await drop_stale_scratch(server, settings)
-    scratch = server.with_database(scratch_name(purpose))
-    try:
-        await create_database(scratch, settings)
-        yield scratch
-    finally:
-        try:
-            await drop_database(scratch, settings)
-        except DatabaseError as exc:
-            log.warning("scratch_database.not_dropped", database=scratch.database, error=exc.message)
-
-
-def scratch_name(purpose: str) -> str:
-    """A new scratch database name (purpose: lowercase letters): `drop_stale_scratch` knows it by its shape."""
-    return f"{SCRATCH_PREFIX}{purpose}_{int(time.time())}_{secrets.token_hex(4)}"
-
-
-async def drop_stale_scratch(server: DatabaseTarget, settings: SessionSettings) -> list[str]:
-    """Drop the scratch databases of runs that never cleaned up (kill -9); returns their names. Without FORCE: a
-    database someone is still connected to is left alone. (A template build killed while being put in place may
-    be marked as a template already: that mark is taken off first.)"""
+    """A new empty database of ours on `server` for the length of the block (the audit's references, the
+    rehearsal), dropped afterwards whatever happens; a failed drop is logged, not raised. Its maker's session (the
+    maintenance database's) stays open as long as it exists: its lock says the maker lives (see scratch.py). Scratch
+    databases whose maker is gone are dropped first."""
     maintenance = server.with_database(MAINTENANCE_DATABASE)
-    dropped = []
-    try:
-        async with session(maintenance, settings) as conn:
-            names = await conn.fetch(
-                "SELECT datname, datistemplate FROM pg_database WHERE datname ~ $1",
-                rf"^{SCRATCH_PREFIX}[a-z]+_[0-9]+_[0-9a-f]{{8}}$",
-            )
-            for name, is_template in names:
-                created = int(name.rsplit("_", 2)[1])
-                if time.time() - created < SCRATCH_STALE_AFTER:
-                    continue
-                try:
-                    if is_template:
-                        await conn.execute(f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
-                    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
-                    dropped.append(name)
-                except (asyncpg.ObjectInUseError, asyncpg.InsufficientPrivilegeError):
-                    continue
-    except (DatabaseError, asyncpg.PostgresError, OSError) as exc:
-        log.warning("scratch_database.stale_not_checked", server=server.server, error=server.scrub(str(exc)))
-    if dropped:
-        log.info("scratch_database.stale_dropped", databases=dropped)
-    return dropped
-
-
-async def drop_database(target: DatabaseTarget, settings: SessionSettings) -> None:
-    """Drop a scratch database (never a school's)."""
-    maintenance = target.with_database(MAINTENANCE_DATABASE)
-    try:
-        async with session(maintenance, settings) as conn:
-            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.database)} WITH (FORCE)")
-    except asyncpg.PostgresError as exc:
-        raise as_database_error(target, exc, "dropping the scratch database") from None
+    async with maker_session(maintenance, settings) as conn:
+        await drop_abandoned(conn)
+        try:
+            made = await scratch.make(conn, purpose)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise creation_denied(server.with_database(f"{SCRATCH_PREFIX}{purpose}_*"), exc) from None
+        except asyncpg.PostgresError as exc:
+            raise as_database_error(maintenance, exc, "creating a scratch database") from None
+        try:
+            yield server.with_database(made.name)
+        finally:
+            await scratch.discard(conn, made)
 
 
 # --- undoing a creation that went nowhere --------------------------------------------------------------------------

@@ -21,8 +21,13 @@ class Command(StrEnum):
         return self not in (Command.PLAN, Command.STATUS, Command.AUDIT)
 
     @property
+    def plans_first(self) -> bool:
+        """Over a registry: a read-only plan pass before writing, refusing a split fleet (unless --no-preflight)."""
+        return self in (Command.MIGRATE, Command.REVERT, Command.RESOLVE, Command.PROVISION)
+
+    @property
     def asks_first(self) -> bool:
-        """Over a registry on a terminal (or with --preflight): a read-only plan pass, then a question."""
+        """Over a registry, the work the plan pass found is confirmed first (a question on a terminal, else --yes)."""
         return self in (Command.MIGRATE, Command.REVERT, Command.RESOLVE)
 
     @property

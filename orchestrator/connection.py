@@ -114,9 +114,14 @@ def describe(exc: BaseException) -> str:
 
 class Session(asyncpg.Connection):
     """A connection that knows whether it reached the database through a pooler (PgBouncer refuses startup
-    parameters it does not know, such as lock_timeout: our limits then travel as SQL, see pooler.py)."""
+    parameters it does not know, such as lock_timeout: our limits then travel as SQL, see pooler.py), whether it is
+    proven to keep its own server process (`pinned`, pooler.py: the condition for locking and writing), and the
+    target and settings it was opened with (the pooler's probes open more sessions alike)."""
 
     behind_pooler = False
+    pinned = False
+    target: DatabaseTarget
+    settings: SessionSettings
 
 
 # Servers (host:port) that refused our startup parameters once: poolers. Their next sessions start without them
@@ -139,7 +144,20 @@ async def _connect(target: DatabaseTarget, settings: SessionSettings, *, read_on
         connection_class=Session,
     )
     conn.behind_pooler = pooled
+    conn.target, conn.settings = target, settings
     return conn
+
+
+def socket_evidence(conn: asyncpg.Connection) -> tuple[str, int, bool]:
+    """What the server sees of this connection's socket when nothing stands between: over TCP our socket's local
+    address and port (False); over a Unix socket its directory and the port in its file name (True)."""
+    transport = conn._transport  # type: ignore[attr-defined]  # asyncpg shows no socket; its transport does
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, str):  # a Unix socket: DIRECTORY/.s.PGSQL.PORT
+        directory, _, name = peer.rpartition("/")
+        return directory.rstrip("/"), int(name.rpartition(".")[2]), True
+    host, port = transport.get_extra_info("sockname")[:2]
+    return host.partition("%")[0], int(port), False  # a link-local zone is no part of the address
 
 
 def known_pooler(target: DatabaseTarget) -> bool:

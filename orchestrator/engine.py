@@ -56,7 +56,7 @@ from .inflight import Direction, Progress, Stage, aborted, is_interruption, sett
 from .lock import lock_holder, migration_lock
 from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
-from .pooler import check_lockable
+from .pooler import ensure_pinned
 from .settings import BUILTIN
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
@@ -100,7 +100,7 @@ def check_target_version(source: MigrationSource, version: int | None, *, allow_
         return
     known = ", ".join(map(str, source.versions)) or "none"
     raise UsageError(
-        f"version {version} is not a migration in {source.directory}",
+        f"version {version} is not a migration in {source.where}",
         hint=f"pick one of: {known}" + (" (or 0 to revert everything)" if allow_zero else ""),
     )
 
@@ -214,7 +214,7 @@ async def revert(
         )
 
     async def plan_work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
-        to_revert, _ = await _revert_plan(conn, result, source, to_version)
+        to_revert, _ = await _revert_plan(conn, result, source, to_version, options)
         result.steps = [MigrationStep(m.version, m.description, "down") for m in to_revert]
         result.status = Status.PLANNED if to_revert else Status.UP_TO_DATE
 
@@ -234,7 +234,7 @@ async def _revert(
 ) -> None:
     quick = options.session.bookkeeping_timeout
     async with migration_lock(conn, target.database, options.lock_wait, timeout=quick):
-        to_revert, applied = await _revert_plan(conn, result, source, to_version, timeout=quick)
+        to_revert, applied = await _revert_plan(conn, result, source, to_version, options, timeout=quick)
         for migration in to_revert:
             with tracing.migration_span(target, migration, "down"):
                 await _revert_one(conn, result, target, migration, progress, quick)
@@ -247,6 +247,7 @@ async def _revert_plan(
     result: DatabaseResult,
     source: MigrationSource,
     to_version: int,
+    options: EngineOptions,
     *,
     timeout: float | None = None,
 ) -> tuple[list[Migration], dict[int, AppliedMigration]]:
@@ -257,8 +258,9 @@ async def _revert_plan(
         return [], {}
     applied = await read_applied(conn, timeout=timeout)
     result.version_before = result.version_after = _current_version(applied)
-    validate(applied, source, ignore_missing=False)
-    # validate() refused missing files, so every applied version has its migration.
+    validate(applied, source, ignore_missing=options.ignore_missing)
+    if fileless := sorted((v for v in applied if v > to_version and source.get(v) is None), reverse=True):
+        raise _no_file_to_revert(fileless, source)  # only with --ignore-missing: validate() refuses them otherwise
     to_revert = [m for m in reversed(source.migrations) if m.version in applied and m.version > to_version]
     if stuck := [m for m in to_revert if not m.reversible]:
         raise _not_reversible(stuck)
@@ -284,6 +286,22 @@ def _not_reversible(stuck: list[Migration]) -> NotReversible:
         hint=f"revert to {newest.version} or later; or {add} (only the up file's checksum is recorded, so that is "
         f"safe even where it is applied). `sqlx migrate revert` would skip {them}, leaving the row, and revert "
         "older migrations beneath: a ledger with a hole the next run fills out of order; nothing was reverted",
+    )
+
+
+def _no_file_to_revert(versions: list[int], source: MigrationSource) -> NotReversible:
+    """Refuse a revert that would pass applied versions with no file in the source (newest first; accepted as
+    applied by --ignore-missing): there is no down file to run. `sqlx migrate revert --ignore-missing` skips them,
+    leaving their rows on top of what it reverts beneath (and their objects, which the downs beneath may break)."""
+    listed = ", ".join(map(str, versions))
+    them = "it" if len(versions) == 1 else "them"
+    return NotReversible(
+        f"version{'' if len(versions) == 1 else 's'} {listed} {'is' if len(versions) == 1 else 'are'} applied "
+        f"above the target but {'has' if len(versions) == 1 else 'have'} no file in {source.where}; cannot revert "
+        f"past {them}",
+        hint=f"give the directory that holds {them} too (--migrations is repeatable, e.g. the deferred one), or "
+        f"revert to {versions[0]} or later. `sqlx migrate revert --ignore-missing` would skip {them}, leaving "
+        f"{'its row' if len(versions) == 1 else 'their rows'} above the migrations it reverts; nothing was reverted",
     )
 
 
@@ -366,7 +384,7 @@ async def run_session(
             else:
                 if conn is None:
                     conn = await open_session(target, options.session)
-                await _work_in_session(conn, target, options, work, result, read_only=read_only)
+                await _work_in_session(conn, options, work, result, read_only=read_only)
         except DatabaseError as exc:
             result.status, result.error = status_for(exc), exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -401,7 +419,6 @@ async def run_session(
 
 async def _work_in_session(
     conn: Session,
-    target: DatabaseTarget,
     options: EngineOptions,
     work: Work,
     result: DatabaseResult,
@@ -416,7 +433,10 @@ async def _work_in_session(
             await conn.execute(options.session.set_commands(local=True))
             await work(conn, result)
     else:
-        await check_lockable(conn, target, options.session)  # refuses transaction pooling
+        # A pooler (it refused our startup parameters): proven to keep its server process, or refused, before any
+        # lock or write. Other sessions are checked by the query that takes SQLx's lock, under which every write of
+        # the engine happens (lock.py: it takes the lock only if the server sees our own socket).
+        await ensure_pinned(conn)
         await work(conn, result)
 
 

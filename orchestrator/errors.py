@@ -184,6 +184,17 @@ class ModifiedMigration(DatabaseError):
         self.versions = versions
 
 
+class SplitOnboarding(ModifiedMigration):
+    """Onboarding refused, the school left uncreated: a version's file differs from what the school's template holds
+    (built from the files as they were applied); a school made from these files would split the fleet. `lines`: one
+    per version, in the plan pass's words."""
+
+    def __init__(self, lines: list[str], *, versions: list[int], hint: str | None = None) -> None:
+        message = "; ".join(lines) + ": a school made from these files would split the fleet"
+        super().__init__(message, versions=versions, hint=hint)
+        self.lines = lines
+
+
 class NotReversible(DatabaseError):
     code = "not_reversible"
 

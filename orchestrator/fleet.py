@@ -1,9 +1,9 @@
 """Fan one operation out over many schools: global and per-server budgets, canary waves, a failure budget,
 retries, and a clean stop on Ctrl-C / SIGTERM. Sends no SQL: the work per school is a callable handed in.
 
-Stopping: the first SIGINT/SIGTERM starts no new school and gives running ones ABORT_GRACE_S to finish; then (or at
-a second signal) they are aborted through the run's SessionGroup: their statements cancelled and their connections
-closed, even on a frozen server. Either way the report is written and the process exits 130.
+Stopping (stopping.py): the first SIGINT/SIGTERM starts no new school and gives running ones ABORT_GRACE_S to finish;
+then (or at a second signal) they are aborted through the run's SessionGroup: their statements cancelled and their
+connections closed, even on a frozen server. Either way the report is written and the process exits 130.
 
 Scheduling: each server gets `per_server` workers pulling from that server's queue, and every worker needs one of
 the `concurrency` global slots to run. So a server never sees more than `per_server` of our sessions, a busy
@@ -13,7 +13,6 @@ servers x per_server, not by the size of the fleet.
 
 from __future__ import annotations
 
-import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,21 +21,17 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .connection import SessionGroup, session_group
 from .errors import Interrupted, Unreachable
 from .logsetup import current_school, get_logger
 from .outcome import DatabaseResult, Status
 from .registry import Tenant
 from .settings import BUILTIN, Budgets
+from .stopping import Stop, stoppable
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState  # tenacity itself is imported only for a school that needs a retry
 
 log = get_logger("orchestrator.fleet")
-
-# After the first interrupt, how long running schools may go on before they are aborted. It fits inside Kubernetes'
-# default 30 s between SIGTERM and SIGKILL, with room for the abort (connection.ABORT_CANCEL_S, twice) and the report.
-ABORT_GRACE_S = 20.0
 
 Work = Callable[[Tenant], Awaitable[DatabaseResult]]
 
@@ -49,6 +44,8 @@ class FleetOptions:
     waves: bool = True  # read-only commands run in one wave
     halt_on: frozenset[Status] = frozenset()  # a school ending so stops new schools at once (whatever the budget)
     handle_signals: bool = False
+    # Servers known down before the run starts (the plan pass's breaker): their schools are not attempted again.
+    servers_down: Mapping[str, str] = field(default_factory=dict)
 
     def sessions_on(self, server: str) -> int:
         return self.per_server.get(server, BUILTIN.per_server)
@@ -94,12 +91,8 @@ class _State:
     options: FleetOptions
     failures: int = 0
     halted: str | None = None
-    stopping: bool = False
-    interrupted: bool = False
-    aborted: bool = False
+    stop: Stop = field(default_factory=lambda: Stop("schools"))  # Ctrl-C / SIGTERM
     results: dict[str, TenantOutcome] = field(default_factory=dict)
-    work_scope: anyio.CancelScope | None = None  # cancelled as the last step of an abort
-    sessions: SessionGroup = field(default_factory=SessionGroup)
     failed_connects: dict[str, int] = field(default_factory=dict)  # server -> attempts in a row with no answer
     servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker is open
 
@@ -119,7 +112,7 @@ class _State:
 
     @property
     def accepting(self) -> bool:
-        return not (self.halted or self.stopping)
+        return not (self.halted or self.stop.requested)
 
 
 def plan_waves(tenants: Sequence[Tenant], options: FleetOptions) -> list[tuple[str, list[Tenant]]]:
@@ -137,27 +130,23 @@ async def run_fleet(
     tenants: Sequence[Tenant], work: Work, options: FleetOptions, observer: Observer | None = None
 ) -> FleetRun:
     started = datetime.now(UTC)
-    state = _State(total=len(tenants), options=options)
+    state = _State(total=len(tenants), options=options, servers_down=dict(options.servers_down))
     waves = plan_waves(tenants, options)
-    async with session_group() as state.sessions, anyio.create_task_group() as outer:
-        if options.handle_signals:
-            outer.start_soon(_watch_signals, state)
-        with anyio.CancelScope() as state.work_scope:
-            for name, group in waves:
-                if not state.accepting:
-                    break
-                await _run_wave(name, group, work, state, observer)
-                failed = [o.tenant.id for o in state.results.values() if o.wave == name and not o.result.ok]
-                if name == "canary" and failed and not state.halted:
-                    state.halted = f"canary wave failed ({', '.join(failed)}): the rest was not started"
-                    log.warning("fleet.halted", reason=state.halted)
-        outer.cancel_scope.cancel()  # stop the signal watcher
+    async with stoppable(state.stop, signals=options.handle_signals):
+        for name, group in waves:
+            if not state.accepting:
+                break
+            await _run_wave(name, group, work, state, observer)
+            failed = [o.tenant.id for o in state.results.values() if o.wave == name and not o.result.ok]
+            if name == "canary" and failed and not state.halted:
+                state.halted = f"canary wave failed ({', '.join(failed)}): the rest was not started"
+                log.warning("fleet.halted", reason=state.halted)
     outcomes = []
     wave_of = {t.id: name for name, group in waves for t in group}
     for t in tenants:
         outcome = state.results.get(t.id)
         if outcome is None:
-            reason = "interrupted before it was started" if state.interrupted else f"not started: {state.halted}"
+            reason = "interrupted before it was started" if state.stop.requested else f"not started: {state.halted}"
             outcome = TenantOutcome(t, _skipped(t, reason), wave_of.get(t.id, "all"))
             if observer:
                 observer(outcome)
@@ -167,8 +156,8 @@ async def run_fleet(
         started,
         datetime.now(UTC),
         halted=state.halted,
-        interrupted=state.interrupted,
-        aborted=state.aborted,
+        interrupted=state.stop.requested,
+        aborted=state.stop.aborted,
         servers_down=dict(state.servers_down),
     )
 
@@ -248,7 +237,7 @@ async def _with_retries(tenant: Tenant, work: Work, state: _State) -> DatabaseRe
 
     def should_retry(result: DatabaseResult) -> bool:
         retryable = bool(result.error and result.error.retryable)
-        return retryable and not state.stopping and tenant.server not in state.servers_down
+        return retryable and not state.stop.requested and tenant.server not in state.servers_down
 
     # Most schools succeed at once: build the retry machinery only for those that need it (it costs far more per
     # school than the scheduling itself, on fleets of 100,000).
@@ -293,40 +282,6 @@ def _last_result(retry_state: RetryCallState) -> DatabaseResult:
     assert retry_state.outcome is not None
     result: DatabaseResult = retry_state.outcome.result()
     return result
-
-
-async def _watch_signals(state: _State) -> None:
-    async with anyio.create_task_group() as grace:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if not state.stopping:
-                    state.stopping = state.interrupted = True
-                    log.warning(
-                        "fleet.stopping",
-                        signal=signal.Signals(signum).name,
-                        message=f"no new schools will start; running ones get {ABORT_GRACE_S:g}s to finish, then "
-                        "are aborted (send again to abort them now)",
-                    )
-                    grace.start_soon(_abort_after, state, ABORT_GRACE_S)
-                else:
-                    await _abort(state, "a second interrupt")
-
-
-async def _abort_after(state: _State, seconds: float) -> None:
-    await anyio.sleep(seconds)
-    await _abort(state, f"still running {seconds:g}s after the interrupt")
-
-
-async def _abort(state: _State, why: str) -> None:
-    """Abort the running schools: their sessions first, so each school's result says what was in flight (bounded
-    even on a frozen server), then whatever is left of the work (e.g. a connection attempt)."""
-    if state.aborted:
-        return
-    state.aborted = True
-    log.warning("fleet.aborting", reason=why, message="cancelling running schools and closing their connections")
-    await state.sessions.abort()
-    if state.work_scope is not None:
-        state.work_scope.cancel()
 
 
 def skipped_run(tenants: Sequence[Tenant], reason: str, observer: Observer | None = None) -> FleetRun:

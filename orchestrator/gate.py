@@ -1,8 +1,10 @@
 """The safety gate in front of `migrate` and `provision`: refuse unsafe changes before they reach the fleet.
 
 Two steps. Before any connection (`job.prepare`), the files up to the target are linted; released files
-(`released.sum`) only for edits, and an edited released file is refused at once. Then, only if that found errors, a
-read-only plan pass tells where each file would run, and the gate judges each file by where it will run:
+(`released.sum`, each directory's own) only for edits, and an edited released file is refused at once. Then the
+read-only plan pass tells where each file would run (the one every registry rollout makes, `runner.plan_first`; with
+-D or --no-preflight, made only when the lint found errors), and `runner.refuse_before_writing` has the gate judge
+each file by where it will run:
 
 - on a school with data (any ledger row, or tables of its own), every error counts;
 - on a new school (no database yet, or no ledger rows and no tables of its own: created or bootstrapped for this
@@ -43,8 +45,9 @@ RELEASED_RULES = "released-"  # released-file-edited, released-file-deleted, rel
 
 
 def lint_up_to(source: MigrationSource, target_version: int | None) -> LintReport:
-    """Lint the migrations up to `target_version` (released files: only for edits)."""
-    return lint_migrations(source.up_to(target_version), directory=source.directory)
+    """Lint the migrations up to `target_version` (released files, in each directory's released.sum: only for
+    edits)."""
+    return lint_migrations(source.up_to(target_version), directories=source.directories)
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,11 @@ def _counts(f: Finding, version: int, down: bool, where: Placement) -> bool:
 def _fleet_flags(job: Job) -> str:
     """How `lint --baseline` reaches the same fleet (never a URL: it may hold a password)."""
     request = job.request
+    directories = " ".join(str(d) for d in request.migrations)  # lint reads them as one source, as migrate does
+    ignore = " --ignore-missing" if request.ignore_missing else ""
     if request.single:
-        return f"{request.migrations} --baseline -D <the same URL>"
-    return f"{request.migrations} --baseline --registry {request.registry}"
+        return f"{directories} --baseline{ignore} -D <the same URL>"
+    return f"{directories} --baseline{ignore} --registry {request.registry}"
 
 
 def _refusal(

@@ -242,9 +242,10 @@ def _error_for(first: LedgerProblem, same_kind: list[LedgerProblem], source: Mig
         return MissingMigration(
             sqlx.missing_message(first.version) + more,
             versions=versions,
-            hint=f"restore the file(s) for version(s) {', '.join(map(str, versions))} in {source.directory} "
+            hint=f"restore the file(s) for version(s) {', '.join(map(str, versions))} in {source.where} "
             "(e.g. `git log --diff-filter=D -- migrations/`), or, if this database is ahead of your checkout, "
-            "update the checkout",
+            "update the checkout. If another directory's migrator applied them (e.g. a deferred one), give that "
+            "directory too (--migrations is repeatable), or pass --ignore-missing as that migrator does",
         )
     assert first.migration is not None
     filename = first.migration.filename

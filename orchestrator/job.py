@@ -8,11 +8,11 @@ the registry's `defaults:`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .command import Command
 from .connection import SessionSettings
@@ -48,7 +48,8 @@ class Request:
     """One command and every option it was given. Each group's defaults are the settings module's."""
 
     command: Command
-    migrations: Path = DEFAULT_MIGRATIONS
+    # One directory, or several forming one source over one ledger (a Path or str is taken as one directory).
+    migrations: tuple[Path, ...] = (DEFAULT_MIGRATIONS,)
     database_url: str | None = None  # one database (-D); otherwise the registry's schools
     registry: Path = DEFAULT_REGISTRY
     selection: Selection = field(default_factory=Selection)
@@ -63,8 +64,19 @@ class Request:
     create_missing: bool = False  # migrate: create and bootstrap a school's database when it does not exist
     audit_schema: bool = True  # audit: compare live schemas with what the migrations produce
     resolve: tuple[str, int] | None = None  # resolve: ("applied" | "not_applied" | "restamp", version)
+    # resolve --applied: also record the version on schools with no row for it whose live schema is what their
+    # applied files and it produce (its SQL was run by hand)
+    schema_evidence: bool = False
+    # resolve --restamp, on schools named with --tenant (or -D): even when the file holds statements whose effect
+    # the schema comparison cannot see (audit/coverage.py)
+    allow_unverified: bool = False
     spares: int = DEFAULT_SPARES  # template: ready copies of the template to keep on each server
     handle_signals: bool = False  # the CLI: Ctrl-C / SIGTERM stop the run cleanly (an embedding host keeps its own)
+
+    def __post_init__(self) -> None:
+        given: Any = self.migrations  # the Python API may pass one directory as a Path or str, or a list
+        directories = (given,) if isinstance(given, (str, Path)) else given
+        object.__setattr__(self, "migrations", tuple(Path(d) for d in directories))
 
     @property
     def single(self) -> bool:
@@ -171,19 +183,13 @@ class Job:
 
 def prepare(request: Request) -> Job:
     """Validate everything; raises InvalidInput (exit code 2) before any connection is made."""
-    source = load_migrations(request.migrations)
+    source = load_migrations(*request.migrations)
     check_target_version(source, request.target_version)
     if request.command is Command.REVERT:
         if request.revert_to is None:
             raise UsageError("revert needs --target VERSION", hint="e.g. --target 20250115000000, or 0 for all")
         check_target_version(source, request.revert_to, allow_zero=True)
-    if request.command is Command.RESOLVE:
-        if request.resolve is None:
-            raise UsageError(
-                "resolve needs --applied, --not-applied or --restamp VERSION",
-                hint="after checking what an interrupted file left behind (the `dirty` hint says what to check)",
-            )
-        check_target_version(source, request.resolve[1])
+    check_resolve(request, source)
     for url in request.gate.reference_url:
         DatabaseTarget.parse(url)
     if request.database_url is not None:
@@ -193,6 +199,7 @@ def prepare(request: Request) -> Job:
                 hint="drop -D to work on the registry, or drop the selection flags",
             )
         tenants, defaults = [single_tenant(request.database_url)], EMPTY
+        schools: Sequence[Tenant] = tenants
     else:
         registry = load_registry(request.registry)
         selection = request.selection
@@ -201,10 +208,10 @@ def prepare(request: Request) -> Job:
             if request.command.applies_migrations:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
-        tenants, defaults = select(registry, selection), registry.defaults
+        tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
         if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
             tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
-    check_templates(request.school, tenants, defaults)
+    check_templates(request.school, tenants, defaults, schools)
     lint = None
     if request.command.applies_migrations:
         from . import gate  # the lint rules load only for commands that apply migrations
@@ -215,11 +222,45 @@ def prepare(request: Request) -> Job:
     return Job(request, source, tenants, defaults, lint)
 
 
-def check_templates(flags: SchoolSettings, tenants: list[Tenant], defaults: SchoolSettings) -> None:
-    """The template named by a flag or the API is a database name (the registry's are checked as it loads), and no
-    school is its own template."""
+def check_resolve(request: Request, source: MigrationSource) -> None:
+    """`resolve`'s action, version and the flags that go with one action only (also under --dry-run)."""
+    how = request.resolve[0] if request.resolve else None
+    if request.command is Command.RESOLVE and request.resolve is None:
+        raise UsageError(
+            "resolve needs --applied, --not-applied or --restamp VERSION",
+            hint="after checking what an interrupted file left behind (the `dirty` hint says what to check)",
+        )
+    if request.resolve is not None:
+        check_target_version(source, request.resolve[1])
+    if request.schema_evidence and how != "applied":
+        raise UsageError("--schema-evidence goes with --applied VERSION only")
+    if request.allow_unverified:
+        if how != "restamp":
+            raise UsageError("--allow-unverified goes with --restamp VERSION only")
+        if not request.single and not request.selection.ids:
+            raise UsageError(
+                "--allow-unverified re-stamps only schools named one by one: add --tenant ID for each school you "
+                "checked yourself",
+                hint="the schema comparison cannot see what the file's rows, privileges or comments did; check each "
+                "school first, then name it with --tenant (or use -D URL for one database)",
+            )
+
+
+def check_templates(
+    flags: SchoolSettings, tenants: list[Tenant], defaults: SchoolSettings, schools: Sequence[Tenant]
+) -> None:
+    """The template named by a flag or the API is a database name and no school's database, among all `schools` (the
+    registry's templates are checked as it loads), and no school is its own template."""
     if flags.template is not None:
         check_template_name(flags.template, "template")
+        selected = {t.id for t in tenants}  # a selected school whose database it is: "its own template", below
+        for school in schools:
+            if school.target.database == flags.template and school.id not in selected:
+                raise UsageError(
+                    f"template {flags.template} is the database of school {school.id}",
+                    hint="a template is a database of the tool's own, which it builds and replaces: name another, "
+                    "e.g. school_template",
+                )
     for tenant in tenants:
         name = resolve(flags, tenant.settings, defaults).template_name
         if name == tenant.target.database:

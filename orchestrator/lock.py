@@ -17,6 +17,7 @@ import asyncpg
 
 from .connection import drop_if_unresponsive
 from .errors import Locked, NotASchool
+from .pooler import direct_check, mark_pinned, prove_pinned
 from .sqlx import advisory_lock_key
 
 # pg_locks alone is cheap; joining pg_stat_activity makes a fresh backend load every session's status, so the
@@ -32,6 +33,14 @@ SELECT EXISTS (
 # its template, so whatever is migrated into one spreads to every database created from it afterwards).
 _TRY_LOCK = """
 SELECT datistemplate AS template, CASE WHEN datistemplate THEN false ELSE pg_try_advisory_lock($1) END AS locked
+FROM pg_database WHERE datname = current_database()
+"""
+# The same, for a session not yet proven to keep its own server process: the lock is taken only if the server sees
+# our own socket ({direct}: pooler.direct_check, parameters from $2), else `locked` is NULL and the pooler's probes
+# run first. (A CASE branch, not a joined subquery: planned once per session, it costs what _TRY_LOCK costs.)
+_TRY_LOCK_IF_DIRECT = """
+SELECT datistemplate AS template,
+  CASE WHEN datistemplate THEN false WHEN {direct} THEN pg_try_advisory_lock($1) END AS locked
 FROM pg_database WHERE datname = current_database()
 """
 _HOLDER = """
@@ -54,10 +63,22 @@ def template_refused(database: str) -> NotASchool:
 
 
 async def _try_lock(conn: asyncpg.Connection, database: str, key: int, *, timeout: float | None = None) -> bool:
-    row = await conn.fetchrow(_TRY_LOCK, key, timeout=timeout)
-    if row is not None and row["template"]:
+    check = direct_check(conn, 2)
+    if check is None:
+        row = await conn.fetchrow(_TRY_LOCK, key, timeout=timeout)
+    else:
+        direct, params = check
+        row = await conn.fetchrow(_TRY_LOCK_IF_DIRECT.format(direct=direct), key, *params, timeout=timeout)
+    if row is None:
+        return False
+    if row["template"]:
         raise template_refused(database)
-    return row is not None and bool(row["locked"])
+    if check is not None:
+        if row["locked"] is None:
+            await prove_pinned(conn)  # raises TransactionPooler unless the probes prove it
+            return await _try_lock(conn, database, key, timeout=timeout)
+        mark_pinned(conn)
+    return bool(row["locked"])
 
 
 async def lock_holder(conn: asyncpg.Connection, key: int, *, timeout: float | None = None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -32,9 +33,11 @@ class Survey:
 SURVEY_MIN_SCHOOLS = 12
 
 
-def make_work(job: Job, schema_matches: frozenset[str] = frozenset(), survey: Survey = Survey()) -> Work:
-    """`schema_matches`: for `resolve --restamp`, the schools whose live schema is what the current files
-    produce (from an audit pass). `survey`: what the servers said about the schools' databases."""
+def make_work(job: Job, schema_matches: Mapping[str, frozenset[int]] | None = None, survey: Survey = Survey()) -> Work:
+    """`schema_matches`: for `resolve --restamp` and `--applied --schema-evidence`, the schools whose live schema is
+    what their files produce, with the versions they were compared at (from an audit pass; see
+    runner._schema_matches). `survey`: what the servers said about the schools' databases."""
+    matches = schema_matches or {}
     command, source = job.command, job.source
 
     async def work(tenant: Tenant) -> DatabaseResult:
@@ -69,13 +72,21 @@ def make_work(job: Job, schema_matches: frozenset[str] = frozenset(), survey: Su
             case Command.RESOLVE:
                 from . import resolve
 
-                assert job.request.resolve is not None
-                how, version = job.request.resolve
+                request = job.request
+                assert request.resolve is not None
+                how, version = request.resolve
                 if how == "applied":
-                    return await resolve.mark_applied(tenant.target, source, version, options)
+                    evidence = resolve.SchemaEvidence(matches.get(tenant.id)) if request.schema_evidence else None
+                    return await resolve.mark_applied(tenant.target, source, version, options, evidence=evidence)
                 if how == "restamp":
-                    matches = tenant.id in schema_matches
-                    return await resolve.restamp(tenant.target, source, version, options, schema_matches=matches)
+                    return await resolve.restamp(
+                        tenant.target,
+                        source,
+                        version,
+                        options,
+                        schema_matches=tenant.id in matches,
+                        allow_unverified=request.allow_unverified,
+                    )
                 return await resolve.forget_version(tenant.target, version, options)
             case Command.AUDIT | Command.TEMPLATE:
                 raise AssertionError("not per school: orchestrator.audit.run's and orchestrator.template_fleet's")

@@ -28,7 +28,7 @@ class Status(StrEnum):
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
-    SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed)
+    SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed); resolve: left alone
     DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
     UNREADABLE = "unreadable"  # audit only: connected, but the school could not be read (lock, grant, timeout)
 
@@ -97,7 +97,9 @@ class DatabaseResult:
 
     @property
     def ok(self) -> bool:
-        return self.status.ok
+        # `skipped` without an attempt (failure budget, canary, interrupt) is not ok: --resume picks the school up.
+        # `skipped` after the school was read (resolve: nothing to resolve there, no write) is: nothing is wrong.
+        return self.status.ok or (self.status is Status.SKIPPED and self.attempts > 0)
 
     @property
     def applied_versions(self) -> list[int]:

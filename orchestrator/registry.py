@@ -27,6 +27,7 @@ from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, Se
 from .bootstrap import MAINTENANCE_DATABASE
 from .errors import Location, RegistryError, UsageError, excerpt, some
 from .registry_source import RegistrySource, check_columns, fetch_rows, row_node
+from .scratch import TOOL_PREFIX, is_reserved
 from .settings import BUILTIN, EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
 from .target import DatabaseTarget, check_database_name, check_not_control
 
@@ -146,12 +147,20 @@ def expand_url(text: str, env: Mapping[str, str], where: Location) -> str:
 
 
 def check_school(target: DatabaseTarget) -> None:
-    """Raise UsageError for a database that is never a school's: the maintenance database and the templates."""
+    """Raise UsageError for a database that is never a school's: the maintenance database and the templates, and a
+    name of the tool's own kind (its scratch databases and spares)."""
     if target.database in NOT_SCHOOLS:
         raise UsageError(
             f"database {target.database!r} is the server's maintenance or template database, not a school's",
             hint="a school has a database of its own; migrating template1 would put the school schema into every "
             "database created on that server afterwards",
+        )
+    if is_reserved(target.database):
+        raise UsageError(
+            f"database {excerpt(target.database)} starts with {TOOL_PREFIX!r}: names of that kind are the tool's "
+            "own (its scratch databases, template builds and spares), never a school's",
+            hint=f"rename the school's database to a name not starting with {TOOL_PREFIX!r} "
+            "(ALTER DATABASE ... RENAME TO ...) and put the new name in its URL",
         )
 
 
@@ -169,6 +178,11 @@ def check_template_name(name: str, what: str) -> None:
             f"{what} {name!r} is the server's own maintenance or template database",
             hint="name a database of the tool's own, e.g. school_template: it is built, refreshed and replaced "
             "by the tool",
+        )
+    if is_reserved(name):
+        raise UsageError(
+            f"{what} {excerpt(name)} starts with {TOOL_PREFIX!r}, the names of the tool's scratch databases and spares",
+            hint="name the template e.g. school_template",
         )
 
 
@@ -429,7 +443,9 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
             key = loader.key(key_node, "the registry", _TOP_KEYS, seen)
             seen[key] = key_node
             if key == "defaults":
-                defaults = loader.settings(loader.mapping(events.node(), "defaults", _SETTING_KEYS), "defaults")
+                defaults_node = events.node()
+                defaults = loader.settings(loader.mapping(defaults_node, "defaults", _SETTING_KEYS), "defaults")
+                fleet.template_at(defaults.template, loader.at(_value_of(defaults_node, "template")))
             elif key == "source":
                 source = _read_source(loader, events.node())
             elif not events.check_event(SequenceStartEvent):  # the other key: tenants
@@ -493,6 +509,7 @@ class _Fleet:
         self.problem_count = 0
         self.ids: dict[str, str] = {}  # id -> where it was first seen, for messages
         self.databases: dict[tuple[tuple[tuple[str, int], ...], str], Tenant] = {}
+        self.templates: dict[str, Location] = {}  # template name -> where it is first given
 
     def add(self, node: yaml.Node, loader: _Loader | None = None) -> None:
         loader = loader or self.loader
@@ -525,6 +542,28 @@ class _Fleet:
         self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
         self.databases[tenant.target.identity] = tenant
         self.tenants.append(tenant)
+        self.template_at(tenant.settings.template, loader.at(_value_of(node, "template")))
+
+    def template_at(self, name: str | None, where: Location) -> None:
+        if name:
+            self.templates.setdefault(name, where)
+
+    def check_templates(self) -> None:
+        """A template is built, refreshed and replaced by the tool: never a school's database (on any server)."""
+        if not self.templates:
+            return
+        for tenant in self.tenants:
+            where = self.templates.get(tenant.target.database)
+            if where is not None:
+                self.problem(
+                    RegistryError(
+                        f"template {excerpt(tenant.target.database)} is the database of school {tenant.id} "
+                        f"({self.ids[tenant.id]})",
+                        location=where,
+                        hint="a template is a database of the tool's own, which it builds and replaces: name "
+                        "another, e.g. school_template",
+                    )
+                )
 
     def problem(self, problem: RegistryError) -> None:
         self.problem_count += 1
@@ -533,6 +572,7 @@ class _Fleet:
 
     def check(self, tenants_line: int | None, *, from_source: bool = False) -> None:
         path = self.loader.path
+        self.check_templates()
         if self.problem_count == 1:
             raise self.problems[0]
         if self.problems:
@@ -556,6 +596,14 @@ class _Fleet:
                 location=Location(path, tenants_line),
                 hint="add the schools under `tenants:`; with none, every command would succeed having done nothing",
             )
+
+
+def _value_of(node: yaml.Node, key: str) -> yaml.Node:
+    """The value of `key` in a mapping node (for its line), else the node itself."""
+    for key_node, value_node in node.value if isinstance(node, yaml.MappingNode) else ():
+        if key_node.value == key and isinstance(value_node, yaml.Node):
+            return value_node
+    return node
 
 
 def shard_of(tenant_id: str, count: int) -> int:

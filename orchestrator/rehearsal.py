@@ -65,7 +65,7 @@ async def rehearse(job: Job) -> Rehearsal:
 async def _rehearse_from(
     server: DatabaseTarget, source: MigrationSource, options: EngineOptions, base: int
 ) -> Rehearsal:
-    base_source = MigrationSource(source.directory, tuple(m for m in source if m.version <= base))
+    base_source = source.subset(lambda m: m.version <= base)
     where = f"from version {base or 'nothing'}"
     try:
         async with scratch_database(server, "rehearse", options.session) as scratch:

@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 class RunReport:
     command: str
     run: FleetRun
-    migrations_dir: str
+    migrations_dirs: list[str]  # as given: one, or several forming one source
     latest_version: int | None
     options: dict[str, Any] = field(default_factory=dict)
     rehearsal: list[str] | None = None  # what `--rehearse` tried, when given
@@ -91,7 +91,8 @@ class RunReport:
             "aborted": self.run.aborted,
             "servers_down": self.run.servers_down,
             "migrations": {
-                "directory": self.migrations_dir,
+                "directory": self.migrations_dirs[0],  # the first (schema 1's field); all of them below
+                "directories": self.migrations_dirs,
                 "latest_version": self.latest_version,
                 "checksums": {str(v): h for v, h in self.checksums.items()},
             },

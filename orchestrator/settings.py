@@ -185,6 +185,8 @@ class Outputs:
 class Gate:
     allow_unsafe: bool = False  # let the safety gate's lint errors through (recorded in the report)
     rehearse: bool = False  # apply, revert and re-apply on a scratch database before any school
+    # A rollout over a registry first makes a read-only plan pass, which refuses a split fleet (--no-preflight: off).
+    preflight: bool = True
     # Servers for scratch databases (rehearsal, audit), at most one per PostgreSQL major version; need CREATEDB.
     reference_url: tuple[str, ...] = ()
 

@@ -20,6 +20,12 @@ the second, half way through a run), a down file without an up (SQLx never runs 
 present, so a deleted up file goes unnoticed), non-UTF-8 files and file names, and several statements in a
 `-- no-transaction` file. CRLF line endings and a BOM are warnings: they are legal, but they change the checksum,
 which is how "modified" surprises start.
+
+Several directories (`--migrations main --migrations deferred`: an application running two SQLx migrators, the
+second with `ignore_missing`, over one `_sqlx_migrations`) form one source, ordered by version, since they share
+one ledger. Each directory is read on its own by the rules above (SQLx reads each migrator's directory alone); a
+version found in two of them is refused, naming both files: one ledger holds a version once, and the second
+migrator would find it applied with another file's checksum.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -113,6 +119,11 @@ class Migration:
         return self.down_sql is not None and self.down_sql.startswith(NO_TRANSACTION_MARKER)
 
     @property
+    def directory(self) -> Path:
+        """The directory it was read from (a source may hold several)."""
+        return self.up_path.parent
+
+    @property
     def filename(self) -> str:
         return self.up_path.name
 
@@ -132,9 +143,9 @@ class Migration:
 
 @dataclass(frozen=True)
 class MigrationSource:
-    """The resolved migrations of one directory, ascending by version."""
+    """The resolved migrations of one directory, or of several sharing one ledger, ascending by version."""
 
-    directory: Path
+    directories: tuple[Path, ...]
     migrations: tuple[Migration, ...]
     warnings: tuple[SourceWarning, ...] = field(default=())
     #: entries named like migrations that SQLx ignores (not regular files), each with what it is
@@ -162,6 +173,15 @@ class MigrationSource:
 
     def up_to(self, target: int | None) -> tuple[Migration, ...]:
         return self.migrations if target is None else tuple(m for m in self.migrations if m.version <= target)
+
+    def subset(self, keep: Callable[[Migration], bool]) -> MigrationSource:
+        """The migrations `keep` accepts, from the same directories (e.g. what a school applied, for its reference)."""
+        return MigrationSource(self.directories, tuple(m for m in self.migrations if keep(m)))
+
+    @property
+    def where(self) -> str:
+        """The directories, for messages: `migrations`, or `main + deferred`."""
+        return " + ".join(str(d) for d in self.directories)
 
 
 def checksum(data: bytes) -> bytes:
@@ -401,14 +421,60 @@ def _named(directory: Path) -> tuple[list[tuple[Path, int, str, MigrationKind]],
     return named, ignored
 
 
-def load_migrations(directory: Path | str) -> MigrationSource:
-    """Read and validate every migration in `directory`: the one loader of migrate, audit and lint.
+def load_migrations(*directories: Path | str) -> MigrationSource:
+    """Read and validate every migration in `directories` (one or more, sharing one ledger): the one loader of
+    migrate, audit and lint.
 
-    Up and down files pair by version, as in SQLx: an up without a down, a down beside a plain `.sql` file, or a
-    down named differently from its up, all load (lint warns about them). Raises MigrationSourceError naming the
-    file, what is wrong and what to do.
+    Up and down files pair by version within a directory, as in SQLx: an up without a down, a down beside a plain
+    `.sql` file, or a down named differently from its up, all load (lint warns about them). Raises
+    MigrationSourceError naming the file, what is wrong and what to do.
     """
-    directory = Path(directory)
+    if not directories:
+        raise MigrationSourceError("no migrations directory given", hint="pass --migrations DIR")
+    sources = [_load_directory(Path(d)) for d in _distinct(directories)]
+    if len(sources) == 1:
+        return sources[0]
+    by_version: dict[int, Migration] = {}
+    for source in sources:
+        for m in source:
+            if (other := by_version.get(m.version)) is not None:
+                raise _in_two_directories(other, m)
+            by_version[m.version] = m
+    return MigrationSource(
+        tuple(s.directories[0] for s in sources),
+        tuple(by_version[v] for v in sorted(by_version)),
+        tuple(w for s in sources for w in s.warnings),
+        tuple(w for s in sources for w in s.ignored),
+    )
+
+
+def _distinct(directories: tuple[Path | str, ...]) -> list[Path]:
+    """The directories as given, each once: the same directory twice (however spelled) is a mistake, said so."""
+    seen: dict[Path, Path] = {}
+    for given in map(Path, directories):
+        key = given.resolve()
+        if key in seen:
+            raise MigrationSourceError(
+                f"migrations directory {given} is given twice"
+                + (f" (as {seen[key]} too)" if str(seen[key]) != str(given) else ""),
+                hint="give each --migrations directory once",
+            )
+        seen[key] = given
+    return list(seen.values())
+
+
+def _in_two_directories(first: Migration, second: Migration) -> MigrationSourceError:
+    return MigrationSourceError(
+        f"version {second.version} is in two migrations directories: {first.up_path} and {second.up_path}",
+        location=Location(second.up_path),
+        hint="the directories share one _sqlx_migrations ledger, which holds a version once (the second "
+        "migrator would find it applied with the other file's checksum, `modified`): give one of them a new "
+        "version (`orchestrator new --migrations DIR ...` picks a fresh one)",
+    )
+
+
+def _load_directory(directory: Path) -> MigrationSource:
+    """One directory, read as SQLx reads a migrator's `--source`."""
     ups: dict[int, MigrationFile] = {}
     downs: dict[int, MigrationFile] = {}
     warnings: list[SourceWarning] = []
@@ -434,4 +500,4 @@ def load_migrations(directory: Path | str) -> MigrationSource:
                 down_sql=down.text if down else None,
             )
         )
-    return MigrationSource(directory, tuple(migrations), tuple(warnings + ignored), tuple(ignored))
+    return MigrationSource((directory,), tuple(migrations), tuple(warnings + ignored), tuple(ignored))

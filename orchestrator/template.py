@@ -13,11 +13,13 @@ The template's life, on each server, under a server-wide advisory lock taken in 
   the refreshed copy replaces the template. They differ: the fresh build does (a new school must look like one
   provisioned from the files), and the note says so;
 - current: copied.
-The template is never migrated in place: it is replaced by a finished build (rename), so it is never half-way and
-never connected to. It is marked `IS_TEMPLATE true` (any role with CREATEDB may copy it) and `ALLOW_CONNECTIONS
-false`: a copy fails while any session is connected to its template, so nobody (a psql, a monitoring agent) may
-connect and block onboarding, nor change it behind the marker. What it holds is recorded in its comment (the
-marker), read from the maintenance database without connecting to it.
+The template is never migrated in place: it is replaced by a finished build (marker, flags and rename in one
+transaction), so it is never half-way and never connected to. It is marked `IS_TEMPLATE true` (any role with
+CREATEDB may copy it) and `ALLOW_CONNECTIONS false`: a copy fails while any session is connected to its template,
+so nobody (a psql, a monitoring agent) may connect and block onboarding, nor change it behind the marker. What it
+holds is recorded in its comment (the marker), read from the maintenance database without connecting to it. Builds,
+spares under construction and a template being replaced are the tool's scratch databases (scratch.py: marked, held
+by this process's maintenance session, dropped if the work stops, by the next run's clean-up if it is killed).
 
 Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`.
 Whenever the template cannot be used (busy, owned by another role, not one this tool built, built with other
@@ -39,16 +41,17 @@ from dataclasses import dataclass, field, replace
 import anyio
 import asyncpg
 
-from . import engine
+from . import engine, scratch
 from .audit.reference import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
-from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied, drop_stale_scratch, scratch_name
+from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
-from .errors import DatabaseError
+from .errors import DatabaseError, ModifiedMigration, SplitOnboarding
 from .history import read_applied
 from .logsetup import get_logger
 from .outcome import DatabaseResult
+from .scratch import SCRATCH_SHAPE, Scratch, drop_abandoned, literal, maker_session
 from .source import MigrationSource
 from .target import DatabaseTarget
 
@@ -111,6 +114,7 @@ class TemplateState:
     role: str  # the session's role
     marker: Marker | None
     sessions: int  # sessions connected to it right now
+    comment: str | None  # as written (given back if replacing it fails half-way)
 
 
 def ledger_digest(checksums: Mapping[int, bytes]) -> str:
@@ -208,7 +212,9 @@ async def read_state(conn: asyncpg.Connection, name: str) -> TemplateState | Non
     if row is None:
         return None
     marker = Marker.parse(row["comment"])
-    return TemplateState(row["is_template"], row["owner"], row["ours"], row["role"], marker, row["sessions"])
+    return TemplateState(
+        row["is_template"], row["owner"], row["ours"], row["role"], marker, row["sessions"], row["comment"]
+    )
 
 
 # --- copying -------------------------------------------------------------------------------------------------------
@@ -227,8 +233,9 @@ async def _copy(
     wanted = _wanted(source, options)
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
-        async with session(maintenance, options.session) as conn:
-            rows = await conn.fetch(_LOOK, target.database, SPARE_NAME_PREFIX)
+        async with maker_session(maintenance, options.session) as conn:
+            rows = await conn.fetch(_LOOK, target.database, SPARE_NAME_PREFIX, SCRATCH_SHAPE)
+            await drop_abandoned(conn, rows)  # what a killed or interrupted maker left: found by the same query
             if any(row["datname"] == target.database for row in rows):
                 return _Copied(False)  # the school exists (a repeated provision): no template work for it
             taken = await _take_spare(conn, target, name, wanted, rows)
@@ -321,12 +328,14 @@ async def template_lock(conn: asyncpg.Connection, name: str, *, exclusive: bool,
 # --- spares: ready copies, taken by a rename ------------------------------------------------------------------------
 
 # One look at pg_database: the spares (ours, closed to connections: finished), and, before an onboarding, whether
-# the school's database $1 exists already (NULL: the spares alone).
+# the school's database $1 exists already (NULL: the spares alone) and the scratch databases ($3: their shape) a
+# killed maker may have left (scratch.drop_abandoned picks them out).
 _LOOK = """
 SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
 WHERE datname = $1
    OR (starts_with(datname::text, $2) AND NOT datallowconn
        AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user))
+   OR datname ~ $3
 ORDER BY datname
 """
 
@@ -410,8 +419,8 @@ async def keep_ready(
     result = ServerTemplate(server.server, name)
     try:
         wanted = _wanted(source, options)
-        await drop_stale_scratch(server, options.session)  # spares and builds a killed process left half-made
-        async with session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
+        async with maker_session(server.with_database(MAINTENANCE_DATABASE), options.session) as conn:
+            await drop_abandoned(conn)  # spares and builds a killed or interrupted run left half-made
             await _keep_ready(conn, server, wanted, source, options, spares, result)
     except TemplateUnavailable as exc:
         result.error = exc.reason
@@ -441,19 +450,18 @@ async def _keep_ready(
     async with current as state:
         assert state.marker is not None
         result.version = state.marker.version
-        ready: list[str] = []
-        for row in await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX):
+        ready: list[asyncpg.Record] = []
+        for row in await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX, None):
             marker = _spare_of(row["comment"], name)
             if marker is None:
-                continue  # another template's
+                continue  # not a spare of this template: not ours to trim, whatever its name
             if _holds(marker, state.marker.ledger, state.marker.extensions):
-                ready.append(row["datname"])
-            else:
-                await _drop(conn, row["datname"])  # a copy of an older template: no onboarding takes it
+                ready.append(row)
+            elif await _drop_spare(conn, row):  # a copy of an older template: no onboarding takes it
                 result.dropped += 1
         for extra in ready[spares:]:
-            await _drop(conn, extra)
-            result.dropped += 1
+            if await _drop_spare(conn, extra):
+                result.dropped += 1
         for _ in range(spares - len(ready)):
             await _make_spare(conn, name, state.marker)
             result.made += 1
@@ -461,21 +469,32 @@ async def _keep_ready(
 
 
 async def _make_spare(conn: asyncpg.Connection, name: str, marker: Marker) -> None:
-    """A copy of the template under a scratch name (a killed run's is dropped as stale scratch), then, in one
-    transaction, marked, closed to connections and given a spare's name: a spare is always finished."""
-    scratch = scratch_name("newspare")
-    await conn.execute(f"CREATE DATABASE {quote_ident(scratch)}{_copy_of(conn, name)}")
+    """A copy of the template as scratch (dropped if this run stops, by the next run if it is killed), then, in one
+    transaction, given the spare's mark, closed to connections and a spare's name: a spare is always finished."""
+    made = await scratch.make(conn, "newspare", _copy_of(conn, name))
     spare = quote_ident(SPARE_NAME_PREFIX + secrets.token_hex(8))
     try:
         await conn.execute(
-            f"COMMENT ON DATABASE {quote_ident(scratch)} IS {_literal(spare_comment(name, marker))};"
-            f" ALTER DATABASE {quote_ident(scratch)} ALLOW_CONNECTIONS false;"
-            f" ALTER DATABASE {quote_ident(scratch)} RENAME TO {spare}"
+            f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(spare_comment(name, marker))};"
+            f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
+            f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {spare}"
         )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _drop(conn, scratch)
-        raise
+        made.kept = True
+    finally:
+        await scratch.discard(conn, made)
+
+
+async def _drop_spare(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
+    """Drop a spare, only if it still carries the spare's mark it was judged by (an onboarding may have taken it
+    meanwhile: the school's database then has another name anyway). False: not dropped."""
+    try:
+        if await conn.fetchval(scratch.COMMENT_OF, row["datname"]) != row["comment"]:
+            return False
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(row['datname'])} WITH (FORCE)")
+        return True
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("template.spare_not_dropped", database=row["datname"], error=describe(exc))
+        return False
 
 
 # --- building and refreshing (under the exclusive lock) ------------------------------------------------------------
@@ -484,6 +503,7 @@ async def _make_spare(conn: asyncpg.Connection, name: str, marker: Marker) -> No
 @dataclass
 class _Build:
     target: DatabaseTarget
+    made: Scratch
     schema: SchemaSnapshot | None = None
     marker: Marker | None = None
 
@@ -504,8 +524,7 @@ async def _renew(
 ) -> TemplateState:
     """Build the template (missing) or refresh it (behind) in new databases and put the result in its place."""
     options = replace(options, target_version=None, ignore_missing=False)  # exactly the files, all of them
-    await drop_stale_scratch(server, options.session)  # builds a killed process left behind
-    builds: list[_Build] = []
+    builds: list[_Build] = []  # each dropped at the end, unless it became the template
     try:
         if state is None:
             kept = await _fresh_build(conn, server, source, options, builds)
@@ -532,12 +551,10 @@ async def _renew(
                     f"another schema than every migration applied to a new database ({difference}); `orchestrator "
                     "audit` shows whether schools migrated the same way differ too"
                 )
-        await _install(conn, kept, name, replacing=state is not None)
-        builds.remove(kept)
+        await _install(conn, kept, name, state)
     finally:
-        with anyio.CancelScope(shield=True):
-            for build in builds:
-                await _drop(conn, build.target.database)
+        for build in builds:
+            await scratch.discard(conn, build.made)
     notes.append(note)
     log.info("template.renewed", template=name, server=server.server, note=note)
     new_state = await read_state(conn, name)
@@ -557,8 +574,7 @@ async def _fresh_build(
     builds: list[_Build],
 ) -> _Build:
     """Every file applied to a new database, as the audit builds its references."""
-    build = _Build(server.with_database(scratch_name("tmpl")))
-    await _create_build(conn, build, builds, "")
+    build = await _create_build(conn, server, builds, "")
     reference = await build_expected(build.target, source, options)
     if reference.schema is None:
         raise TemplateUnavailable(f"building it failed: {reference.error}")
@@ -576,9 +592,17 @@ async def _refreshed_build(
     builds: list[_Build],
 ) -> _Build:
     """A copy of the template with the new files applied: what `migrate` does to a school at its version."""
-    build = _Build(server.with_database(scratch_name("tmpl")))
-    await _create_build(conn, build, builds, _copy_of(conn, name))
+    build = await _create_build(conn, server, builds, _copy_of(conn, name))
     result = await engine.migrate(build.target, source, options)
+    if isinstance(result.error, ModifiedMigration):
+        # Not a reason to fall back to the files: they are the edited bytes. The template holds what was applied.
+        raise SplitOnboarding(
+            [f"version {v}: the file differs from what template {name} on {server.server} holds"
+             for v in result.error.versions],
+            versions=result.error.versions,
+            hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
+            "(`orchestrator new ...`); schools onboarded from the template hold the applied bytes too",
+        )  # fmt: skip
     if not result.ok:
         why = result.error.message if result.error else result.status.value
         raise TemplateUnavailable(f"stale, and applying the migrations to a copy of it failed: {why}")
@@ -586,12 +610,16 @@ async def _refreshed_build(
     return build
 
 
-async def _create_build(conn: asyncpg.Connection, build: _Build, builds: list[_Build], template: str) -> None:
+async def _create_build(
+    conn: asyncpg.Connection, server: DatabaseTarget, builds: list[_Build], template: str
+) -> _Build:
     try:
-        await conn.execute(f"CREATE DATABASE {quote_ident(build.target.database)}{template}")
+        made = await scratch.make(conn, "tmpl", template)
     except asyncpg.ObjectInUseError as exc:
         raise TemplateUnavailable(f"busy: {exc.detail or exc.message}") from None
+    build = _Build(server.with_database(made.name), made)
     builds.append(build)
+    return build
 
 
 async def _mark(build: _Build, options: EngineOptions, source: MigrationSource) -> None:
@@ -613,28 +641,47 @@ def _first_difference(expected: _Build, actual: _Build) -> str:
     return found[0].text if found else "a difference the audit does not describe"
 
 
-async def _install(conn: asyncpg.Connection, build: _Build, name: str, *, replacing: bool) -> None:
-    """Mark the finished build as the template and give it the template's name; the old template is dropped."""
+async def _install(conn: asyncpg.Connection, build: _Build, name: str, state: TemplateState | None) -> None:
+    """Put the finished build in the template's place: marked as the template, flagged and renamed in one
+    transaction. A template it replaces is first made scratch (marked, renamed) and dropped once the build is in
+    place; if the build cannot be put in place, it gets its name and marker back."""
     assert build.marker is not None
-    built = build.target.database
-    await _wait_until_unused(conn, built)
-    await conn.execute(f"COMMENT ON DATABASE {quote_ident(built)} IS {_literal(build.marker.text)}")
-    await conn.execute(f"ALTER DATABASE {quote_ident(built)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
-    retired = scratch_name("old") if replacing else None
-    if retired is not None:
+    built = quote_ident(build.made.name)
+    await _wait_until_unused(conn, build.made.name)
+    retired: Scratch | None = None
+    if state is not None:
         try:
-            await conn.execute(f"ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(retired)}")
+            retired = await scratch.take_over(conn, name, "old")
         except asyncpg.ObjectInUseError as exc:
             raise TemplateUnavailable(f"busy: {exc.detail or exc.message}") from None
     try:
-        await conn.execute(f"ALTER DATABASE {quote_ident(built)} RENAME TO {quote_ident(name)}")
+        await conn.execute(
+            f"COMMENT ON DATABASE {built} IS {literal(build.marker.text)};"
+            f" ALTER DATABASE {built} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false;"
+            f" ALTER DATABASE {built} RENAME TO {quote_ident(name)}"
+        )
+        build.made.kept = True
     except BaseException:
-        if retired is not None:
-            with anyio.CancelScope(shield=True):
-                await conn.execute(f"ALTER DATABASE {quote_ident(retired)} RENAME TO {quote_ident(name)}")
+        if retired is not None and state is not None and state.comment is not None:  # (a marker: it has one)
+            await _give_back(conn, retired, name, state.comment)
         raise
-    if retired is not None:
-        await _drop(conn, retired)
+    finally:
+        if retired is not None:
+            await scratch.discard(conn, retired)
+
+
+async def _give_back(conn: asyncpg.Connection, retired: Scratch, name: str, comment: str) -> None:
+    """The replaced template back under its name, with its marker, in one transaction (else it stays scratch, and is
+    dropped: the next run builds the template again)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await conn.execute(
+                f"ALTER DATABASE {quote_ident(retired.name)} RENAME TO {quote_ident(name)};"
+                f" COMMENT ON DATABASE {quote_ident(name)} IS {literal(comment)}"
+            )
+            retired.kept = True
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("template.not_given_back", template=name, database=retired.name, error=describe(exc))
 
 
 async def _wait_until_unused(conn: asyncpg.Connection, database: str) -> None:
@@ -642,19 +689,3 @@ async def _wait_until_unused(conn: asyncpg.Connection, database: str) -> None:
     with anyio.move_on_after(_SESSIONS_GONE_WAIT_S):
         while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database):
             await anyio.sleep(0.02)
-
-
-async def _drop(conn: asyncpg.Connection, database: str) -> None:
-    """Drop a build or a retired template (never a school's); a failure is logged (the stale scratch clean-up gets
-    it later)."""
-    try:
-        if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", database):
-            await conn.execute(f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        log.warning("template.build_not_dropped", database=database, error=describe(exc))
-
-
-def _literal(text: str) -> str:
-    """A string literal (standard_conforming_strings is on in our sessions): COMMENT takes no parameters."""
-    return "'" + text.replace("'", "''") + "'"

@@ -5,6 +5,10 @@ group, the groups at once up to `--concurrency`. A school without a template tak
 selected schools has one, the command is refused before any connection. The template's own work (lock, build,
 refresh, spares) is `template.py`'s; this module only fans it out and reports.
 
+Ctrl-C / SIGTERM (the CLI): no new group starts and running ones stop at once (a build or a spare is worth nothing
+half-made), each dropping what it half-made on its way out (stopping.py: within the grace); the report says so and
+the CLI exits 130.
+
 Cheap to import (the template machinery loads when the command runs): tracing and the CLI's rendering name
 `TemplateReport`.
 """
@@ -22,6 +26,7 @@ import anyio
 from . import tracing
 from .errors import UsageError
 from .junit import JunitCase, render_junit
+from .stopping import Stop, stoppable
 
 if TYPE_CHECKING:
     from .job import Job
@@ -89,6 +94,7 @@ class TemplateReport:
             "duration_s": round(self.duration_s, 3),
             "spares": self.spares,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "servers": [
                 {
                     "server": s.server,
@@ -129,22 +135,32 @@ class TemplateReport:
 async def keep_templates(job: Job) -> TemplateReport:
     """Make each group's template current on its server and keep `--spares` ready copies of it (traced when
     configured). Failures are values (`ServerTemplate.error`); only bad input raises (UsageError)."""
-    from .template import keep_ready
+    from .template import ServerTemplate, keep_ready
 
     groups, spares = template_groups(job), job.request.spares
     started = datetime.now(UTC)
     results: list[ServerTemplate | None] = [None] * len(groups)  # in the order of the groups
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
+    stop = Stop("servers", cancel_at_once=True)
 
     async def keep(i: int, group: TemplateGroup) -> None:
-        first = group.tenants[0]
-        async with limiter:
-            results[i] = await keep_ready(first.target, group.template, job.source, job.engine_options(first), spares)
+        first, began = group.tenants[0], False
+        try:
+            async with limiter:
+                if not stop.requested:
+                    began = True
+                    options = job.engine_options(first)
+                    results[i] = await keep_ready(first.target, group.template, job.source, options, spares)
+        finally:
+            if results[i] is None:  # stopped by an interrupt
+                why = "stopped while working on it; what it had half-made is dropped" if began else "not started"
+                results[i] = ServerTemplate(group.server, group.template, error=f"interrupted: {why}")
 
     with tracing.run_span(job) as span:
-        async with anyio.create_task_group() as tg:
+        async with stoppable(stop, signals=job.request.handle_signals), anyio.create_task_group() as tg:
             for i, group in enumerate(groups):
                 tg.start_soon(keep, i, group)
-        report = TemplateReport([r for r in results if r is not None], spares, started, datetime.now(UTC))
+        servers = [r for r in results if r is not None]
+        report = TemplateReport(servers, spares, started, datetime.now(UTC), interrupted=stop.requested)
         span.finish(report)
     return report

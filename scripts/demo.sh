@@ -24,10 +24,11 @@ $BIN/python -m orchestrator.devserver start --dir .demo/pg --port "$DEMO_PG_PORT
 trap '$BIN/python -m orchestrator.devserver stop --dir .demo/pg >/dev/null' EXIT
 
 step "Lint the migrations before they go anywhere" $BIN/orchestrator lint migrations
-step "Bootstrap: create the missing school databases, extensions and history tables" $BIN/orchestrator bootstrap
+# Over every school of the registry, a write is confirmed: a script says --yes (a terminal would be asked).
+step "Bootstrap: create the missing school databases, extensions and history tables" $BIN/orchestrator bootstrap --yes
 step "Plan: where the fleet stands and what would run (read-only)" $BIN/orchestrator plan
 step "Roll out: a read-only plan pass, then canary first and the rest; report and JUnit written" \
-  $BIN/orchestrator migrate --preflight --yes --report .demo/report.json --junit .demo/junit.xml
+  $BIN/orchestrator migrate --yes --report .demo/report.json --junit .demo/junit.xml
 step "Status of the fleet after the rollout" $BIN/orchestrator status
 # The migrations call uuid_generate_v4(): -D asks for the extension the registry's defaults name (none by default).
 step "Onboard one new school in one idempotent call (the admin service's hook)" \

@@ -73,9 +73,11 @@ def run_fleet_job(command: Command, registry: Path, migrations: Path, **request:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a subprocess (signals, exit codes, two processes at once)."""
+    """Run the real command in a subprocess (signals, exit codes, two processes at once), as a script or CI runs it:
+    no terminal (stdin is /dev/null, whatever pytest was started from), stdout and stderr piped."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -87,6 +89,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
 def popen(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *args],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -19,7 +19,19 @@ from orchestrator.devserver import PG_OS_USER, DevServer, free_port
 
 
 class PgBouncer:
-    def __init__(self, server: DevServer, password: str, mode: str) -> None:
+    """`round_robin`: PgBouncer's `server_round_robin = 1` (hand out server connections in turn; its default is
+    LIFO). `pool_size`: `default_pool_size`. `query_wait_timeout`: how long a client waits for a server connection."""
+
+    def __init__(
+        self,
+        server: DevServer,
+        password: str,
+        mode: str,
+        *,
+        round_robin: bool = False,
+        pool_size: int = 4,
+        query_wait_timeout: int = 120,
+    ) -> None:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         self.dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-pgbouncer-{mode}-"))
         self.port = free_port()
@@ -34,7 +46,9 @@ class PgBouncer:
             "auth_type = plain\n"
             f"auth_file = {self.dir / 'userlist.txt'}\n"
             f"pool_mode = {mode}\n"
-            "default_pool_size = 4\n"
+            f"default_pool_size = {pool_size}\n"
+            f"server_round_robin = {int(round_robin)}\n"
+            f"query_wait_timeout = {query_wait_timeout}\n"
             "max_client_conn = 200\n"
             f"logfile = {self.dir / 'pgbouncer.log'}\n"
             f"pidfile = {self.dir / 'pgbouncer.pid'}\n"

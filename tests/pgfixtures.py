@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
+from orchestrator import scratch
 from orchestrator.template import parse_spare
 
 PG_PASSWORD = "TopSecretPw42"
@@ -122,3 +123,34 @@ async def drop_database(server_url: str, name: str) -> None:
 async def database_exists(server_url: str, name: str) -> bool:
     rows = await fetch(with_database(server_url, "postgres"), "SELECT 1 FROM pg_database WHERE datname = $1", name)
     return bool(rows)
+
+
+async def abandoned_scratch(server_url: str, purpose: str, *, template: bool = False) -> str:
+    """A scratch database as a maker that died (kill -9, a lost session) leaves it: made by the tool's own
+    `scratch.make` (named, marked), then its maker's session ended. Returns its name once the server has let go of
+    the maker's lock."""
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        made = await scratch.make(conn, purpose)
+        if template:  # a template being replaced, caught between its rename and its drop
+            await conn.execute(f"ALTER DATABASE {quote_ident(made.name)} IS_TEMPLATE true")
+    finally:
+        await conn.close()
+    await until_unlocked(server_url, made.name)
+    return made.name
+
+
+async def until_unlocked(server_url: str, name: str) -> None:
+    """Wait (at most 10 s) until no session holds the maker's lock of scratch database `name`: a backend whose
+    client is gone lets go of its locks as it exits, a moment later."""
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        with anyio.fail_after(10):
+            while await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2",
+                scratch.LOCK_CLASS,
+                scratch.lock_key(name),
+            ):
+                await anyio.sleep(0.02)
+    finally:
+        await conn.close()

@@ -138,3 +138,23 @@ SQLX_SHAPES_RESOLVED: dict[int, tuple[str, bool]] = {
     9: ("", False),
     13: ("up", False),
 }
+
+
+# An application with two SQLx migrators over one ledger: its main directory, and a deferred one of
+# `-- no-transaction` files that runs with `ignore_missing` (shared by tests/test_multidir.py and
+# tests/test_sqlx_interop.py). The deferred version sits between main ones: one source is ordered by version.
+V1, V_DEFERRED, V3, V4 = 20250101000000, 20250201000000, 20250301000000, 20250401000000
+MAIN_SET: dict[str, Entry] = {
+    f"{V1}_create_students.up.sql": "CREATE TABLE students (id bigint PRIMARY KEY, email text);\n",
+    f"{V1}_create_students.down.sql": "DROP TABLE students;\n",
+    f"{V3}_create_grades.up.sql": "CREATE TABLE grades (id bigint PRIMARY KEY, score integer);\n",
+    f"{V3}_create_grades.down.sql": "DROP TABLE grades;\n",
+    f"{V4}_create_rooms.up.sql": "CREATE TABLE rooms (id bigint PRIMARY KEY);\n",
+    f"{V4}_create_rooms.down.sql": "DROP TABLE rooms;\n",
+}
+DEFERRED_SET: dict[str, Entry] = {
+    f"{V_DEFERRED}_index_students_email.up.sql": (
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY students_email_idx ON students (email);\n"
+    ),
+    f"{V_DEFERRED}_index_students_email.down.sql": "-- no-transaction\nDROP INDEX CONCURRENTLY students_email_idx;\n",
+}

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,15 @@ import anyio
 import asyncpg
 import pytest
 from fleetkit import cli, make_school, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, create_database, database_exists, drop_database, execute_sync, run_sync
+from pgfixtures import (
+    PG_PASSWORD,
+    abandoned_scratch,
+    create_database,
+    database_exists,
+    drop_database,
+    execute_sync,
+    run_sync,
+)
 from pgversions import MigrationSet
 
 from orchestrator import provision
@@ -269,17 +276,16 @@ def test_a_school_the_audit_could_not_read_is_never_clean(
     assert "All 2 schools are clean" not in render_html(report)
 
 
-def test_scratch_databases_a_killed_run_left_behind_are_dropped_by_the_next(
+def test_the_audit_drops_the_scratch_databases_a_killed_run_left_and_nothing_merely_named_like_them(
     tmp_path: Path, pg: DevServer, migrations: MigrationSet
 ) -> None:
-    stale, fresh = "orchestrator_ref_1000000000_deadbeef", f"orchestrator_ref_{int(time.time())}_cafebabe"
-    for name in (stale, fresh):
-        run_sync(create_database(pg.url(), name))
+    abandoned = run_sync(abandoned_scratch(pg.url(), "ref"))  # marked by its maker, whose session is gone
+    unmarked = "orchestrator_ref_1000000000_deadbeef"  # our shape, a day old, but nothing proves it ours
+    run_sync(create_database(pg.url(), unmarked))
     try:
         report = audit(tmp_path, pg, migrations, {"a": school(pg, "stale_scratch", migrations)})
         assert report.clean
-        assert not run_sync(database_exists(pg.url(), stale)), "a day-old scratch database nobody uses is dropped"
-        assert run_sync(database_exists(pg.url(), fresh)), "a scratch database of a run still going is kept"
+        assert not run_sync(database_exists(pg.url(), abandoned)), "its maker is gone: dropped at once, however new"
+        assert run_sync(database_exists(pg.url(), unmarked)), "without the mark it is never dropped"
     finally:
-        for name in (stale, fresh):
-            run_sync(drop_database(pg.url(), name))
+        run_sync(drop_database(pg.url(), unmarked))

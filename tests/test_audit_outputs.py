@@ -92,7 +92,7 @@ def _report(*, extra: list[SchoolAudit] | None = None, interrupted: bool = False
         schools=schools,
         started_at=started,
         finished_at=started + timedelta(seconds=42.5),
-        migrations_dir="migrations",
+        migrations_dirs=["migrations"],
         latest_version=LATEST,
         interrupted=interrupted,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -12,8 +13,8 @@ from pathlib import Path
 import anyio
 import pytest
 from faultproxy import FaultProxy
-from fleetkit import cli, make_migrations, make_school, registry_url, run_fleet_job, write_registry
-from pgfixtures import fetchval_sync, run_sync, with_database
+from fleetkit import cli, make_migrations, make_school, popen, registry_url, run_fleet_job, write_registry
+from pgfixtures import fetch_sync, fetchval_sync, run_sync, with_database
 
 from orchestrator import engine
 from orchestrator.command import Command
@@ -23,7 +24,7 @@ from orchestrator.engine import EngineOptions
 from orchestrator.errors import ConnectFailed, MigrationFailed
 from orchestrator.fleet import FleetOptions, _State
 from orchestrator.outcome import DatabaseResult, Status
-from orchestrator.settings import Budgets, SchoolSettings
+from orchestrator.settings import Budgets, Gate, SchoolSettings
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
 
@@ -66,7 +67,7 @@ def test_a_dead_server_costs_one_round_of_timeouts_and_the_live_one_carries_on(
     live = [(f"live{i}", registry_url(pg, make_school(pg, f"breaker_{i}")), []) for i in range(4)]
     dead = [(f"dead{i}", f"postgresql://postgres@127.0.0.1:{silent.port}/school_{i}", []) for i in range(24)]
     registry = write_registry(tmp_path / "t.yaml", [*dead, *live])
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--connect-timeout", "2s", "--report", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1
     data = json.loads((tmp_path / "r.json").read_text())
@@ -74,11 +75,38 @@ def test_a_dead_server_costs_one_round_of_timeouts_and_the_live_one_carries_on(
     assert [statuses[f"live{i}"] for i in range(4)] == ["applied"] * 4
     assert {statuses[f"dead{i}"] for i in range(24)} == {"unreachable"}
     dead_server = f"127.0.0.1:{silent.port}"
-    assert data["servers_down"] == {dead_server: "server down: 3 connection attempts in a row failed"}
-    # One round: the per-server workers' first attempts (no retries, no attempt for the other schools).
-    assert len(silent.accepted) == 4
-    assert sum(1 for s in data["schools"] if s["id"].startswith("dead") and s["attempts"] == 0) == 20
-    assert f"server down: {dead_server}" in result.stdout and "20 schools not attempted" in result.stdout
+    down = "server down: 3 connection attempts in a row failed (in the plan pass)"
+    assert data["servers_down"] == {dead_server: down}
+    # One round, in the read-only plan pass: the per-server workers' first attempts (no retries, no attempt for the
+    # other schools), and the session in which that pass lists the server's databases (12 or more of its schools);
+    # the rollout itself attempts none of them again.
+    assert len(silent.accepted) == 4 + 1
+    assert sum(1 for s in data["schools"] if s["id"].startswith("dead") and s["attempts"] == 0) == 24
+    assert f"server down: {dead_server}" in result.stdout and "24 schools not attempted" in result.stdout
+
+
+def test_a_signal_during_the_plan_pass_stops_the_rollout_before_any_write(
+    tmp_path: Path, pg: DevServer, silent: SilentServer
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    live = make_school(pg, "plan_pass_signal")
+    registry = write_registry(
+        tmp_path / "t.yaml",
+        [("dead", f"postgresql://postgres@127.0.0.1:{silent.port}/school_x", []), ("live", registry_url(pg, live), [])],
+    )
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+                 "--connect-timeout", "30s", "--report", str(tmp_path / "r.json"))  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not silent.accepted:  # the plan pass waits on the frozen server
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["interrupted"] is True
+    assert {s["id"]: s["status"] for s in data["schools"]} == {"dead": "skipped", "live": "skipped"}
+    assert not fetch_sync(pg.url(live), "SELECT 1 FROM pg_tables WHERE tablename = '_sqlx_migrations'")
 
 
 # Short limits: a stalled attempt costs its reply deadline (lock timeout + connect timeout), twice (the ledger is read
@@ -127,7 +155,11 @@ def test_a_server_that_stops_answering_trips_the_breaker_and_the_healthy_one_car
         else:
             proxy.freeze()
         budgets = Budgets(server_down_after=3, retry_backoff=0.01)
-        report = run_fleet_job(Command.MIGRATE, registry, migrations, budgets=budgets, school=QUICK)
+        # No plan pass: the breaker is watched in the rollout itself (the plan pass trips it the same way, and the
+        # rollout then starts with the server down: test_a_dead_server_costs_one_round_of_connection_attempts).
+        report = run_fleet_job(
+            Command.MIGRATE, registry, migrations, budgets=budgets, school=QUICK, gate=Gate(preflight=False)
+        )
         logins = proxy.logins
 
     results = {o.tenant.id: o.result for o in report.outcomes}
@@ -190,7 +222,9 @@ def test_a_passed_reply_deadline_counts_unless_the_server_answers_the_ledger_rea
         proxy.freeze_on("CREATE TABLE a")  # the file gets no reply; new connections hear nothing either
 
         def resume_on_reconnect() -> None:  # the fresh session for the ledger: let the server answer it
-            while proxy.connections < 2:
+            proxy.froze.wait(30)
+            frozen_at = proxy.connections  # the migrating session's (a proxy: the pinning probes came before it)
+            while proxy.connections <= frozen_at:
                 time.sleep(0.01)
             proxy.resume()
 

@@ -29,6 +29,8 @@ EVERY_FLEET_COMMAND_TAKES = [
     "--lock-wait", "--registry", "--database-url", "--migrations", "--log-format", "--log-level",
 ]  # fmt: skip
 WRITING_COMMANDS_TAKE = ["--canary", "--max-failures"]
+# Commands that check a school's ledger against the files (bootstrap applies nothing; template builds from the files).
+LEDGER_COMMANDS = ["migrate", "plan", "status", "provision", "revert", "resolve", "audit"]
 APPLYING_COMMANDS_TAKE = ["--allow-unsafe", "--rehearse", "--reference-url"]
 
 
@@ -63,6 +65,32 @@ def test_every_fleet_command_takes_the_shared_groups(command: str) -> None:
         assert all(flag in text for flag in WRITING_COMMANDS_TAKE), command
     if command in ("migrate", "provision"):
         assert all(flag in text for flag in APPLYING_COMMANDS_TAKE), command
+
+
+def test_ignore_missing_is_one_flag_with_one_meaning_on_every_command_that_reads_the_ledger() -> None:
+    def panel(command: str) -> str:
+        text = help_text(command)
+        return text[text.index("--ignore-missing") :].split("╰")[0] if "--ignore-missing" in text else ""
+
+    panels = {command: panel(command) for command in ALL_COMMANDS}
+    readers = [*LEDGER_COMMANDS, "lint"]  # lint --baseline reads the fleet's ledgers
+    assert {command for command, text in panels.items() if text} == set(readers)
+    assert len({panels[command] for command in readers}) == 1, "the same help everywhere"
+    assert "sqlx --ignore-missing" in " ".join(panels["status"].split())
+
+
+def test_migrations_is_repeatable_on_every_database_command(captured: Captured) -> None:
+    args = ["--migrations", "main", "--migrations", "deferred", "--ignore-missing"]
+    for command in LEDGER_COMMANDS:
+        extra = {"revert": ["--target", "0"], "resolve": ["--applied", "1"]}.get(command, [])
+        assert CliRunner().invoke(app, [command, *args, *extra]).exit_code == 0, command
+    assert CliRunner().invoke(app, ["bootstrap", "--migrations", "main", "--migrations", "deferred"]).exit_code == 0
+    assert {(r.migrations, r.ignore_missing) for r in captured.requests[:-1]} == {
+        ((Path("main"), Path("deferred")), True)
+    }
+    assert captured.requests[-1].migrations == (Path("main"), Path("deferred"))
+    assert CliRunner().invoke(app, ["status"]).exit_code == 0
+    assert captured.requests[-1].migrations == (Path("migrations"),), "the default: one directory"
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)
@@ -124,6 +152,13 @@ def test_the_groups_become_the_same_request_on_every_command(captured: Captured)
         (requests[0].selection, 3, 0, requests[0].school)
     }
     assert requests[0].selection.shard == (1, 3) and requests[0].school.statement_timeout == 1800.0
+
+
+def test_the_plan_pass_is_on_unless_no_preflight_and_preflight_is_still_accepted(captured: Captured) -> None:
+    for args in (["migrate"], ["migrate", "--preflight"], ["revert", "--target", "0", "--no-preflight"],
+                 ["provision", "--no-preflight"], ["resolve", "--applied", "1", "--preflight"]):  # fmt: skip
+        assert CliRunner().invoke(app, args).exit_code == 0, args
+    assert [r.gate.preflight for r in captured.requests] == [True, True, False, False, True]
 
 
 def test_log_format_is_accepted_after_the_command(tmp_path: Path) -> None:

@@ -797,17 +797,21 @@ def test_resolving_marks_a_dirty_version_applied_with_the_current_files_checksum
     assert (row["success"], bytes(row["checksum"])) == (True, source.migrations[1].checksum)
     assert migrate(db_url, source).status is Status.UP_TO_DATE
     again = run_sync(resolve.mark_applied, target, source, 2, options())
-    assert again.status is Status.UP_TO_DATE
+    assert again.status is Status.SKIPPED and again.ok
+    assert again.notes == ["version 2 is already recorded as applied: nothing written"]
 
 
-def test_resolving_records_a_version_without_a_row_and_refuses_one_that_was_edited(db_url: str, tmp_path: Path) -> None:
+def test_resolving_leaves_a_pending_version_alone_and_refuses_one_that_was_edited(db_url: str, tmp_path: Path) -> None:
     directory = tmp_path / "m"
-    source = migrations_dir(directory, {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "SELECT 2;\n"})
+    source = migrations_dir(directory, {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "CREATE TABLE b ();\n"})
     migrate(db_url, source, options(target_version=1))
     target = DatabaseTarget.parse(db_url)
 
-    assert run_sync(resolve.mark_applied, target, source, 2, options()).status is Status.APPLIED
-    assert [(r["version"], r["success"], r["execution_time"]) for r in history(db_url)][1] == (2, True, -1)
+    pending = run_sync(resolve.mark_applied, target, source, 2, options())
+    assert pending.status is Status.SKIPPED and pending.ok, "never recorded: the file did not run here"
+    assert "version 2 is pending here (no history row)" in pending.notes[0]
+    assert versions(db_url) == [1]
+    assert migrate(db_url, source).applied_versions == [2]
 
     (directory / "1_a.sql").write_text("CREATE TABLE a (id bigint);\n")
     edited = run_sync(resolve.mark_applied, target, load_migrations(directory), 1, options())
@@ -826,12 +830,12 @@ def test_resolving_forgets_a_dirty_row_so_the_file_runs_again_but_never_an_appli
     execute_sync(db_url, "INSERT INTO _sqlx_migrations VALUES (2, 'b', now(), false, '\\x00', -1)")
     target = DatabaseTarget.parse(db_url)
 
-    refused = run_sync(resolve.forget_version, target, 1, options())
-    assert refused.status is Status.FAILED and refused.error is not None and "revert" in (refused.error.hint or "")
+    applied = run_sync(resolve.forget_version, target, 1, options())
+    assert applied.status is Status.SKIPPED and applied.error is None and "revert" in applied.notes[0]
     forgotten = run_sync(resolve.forget_version, target, 2, options())
     assert forgotten.status is Status.APPLIED
     assert versions(db_url) == [1]
-    assert run_sync(resolve.forget_version, target, 2, options()).status is Status.UP_TO_DATE
+    assert run_sync(resolve.forget_version, target, 2, options()).status is Status.SKIPPED
     assert migrate(db_url, source).applied_versions == [2]
 
 

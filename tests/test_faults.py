@@ -334,7 +334,7 @@ def test_one_sigterm_ends_the_cli_on_a_frozen_server_with_the_report_written(
     registry = registry_through(proxy, db_name, tmp_path)
     proxy.freeze_on("CREATE TABLE a")
     report_path = tmp_path / "r.json"
-    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--report", str(report_path))  # fmt: skip
     try:
         assert proxy.froze.wait(timeout=HANG_GUARD_S), "the migration never reached the proxy"

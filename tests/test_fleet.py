@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -24,11 +25,12 @@ from fleetkit import (
     run_fleet_job,
     write_registry,
 )
-from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync
+from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync, run_sync
 
 from orchestrator.devserver import DevServer, free_port
-from orchestrator.job import Command
+from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import Status
+from orchestrator.runner import plan_first, run
 from orchestrator.settings import Budgets, FailureBudget, SchoolSettings
 from orchestrator.sqlx import advisory_lock_key
 
@@ -165,6 +167,7 @@ def test_the_failure_budget_halts_and_skips_the_rest(tmp_path: Path, pg: DevServ
     assert report.run.halted and "--max-failures 2" in report.run.halted
     skipped = [o.result for o in report.outcomes if o.result.status is Status.SKIPPED]
     assert all("max-failures" in r.notes[0] for r in skipped)
+    assert not any(r.ok for r in skipped), "not attempted: never ok, so --resume picks them up"
     for db in schools[2:]:
         assert "_sqlx_migrations" not in tables(pg, db), "skipped schools were not touched"
 
@@ -193,12 +196,12 @@ def test_resume_reruns_only_the_schools_that_did_not_end_ok(tmp_path: Path, pg: 
     registry = write_registry(
         tmp_path / "t.yaml", [("good", registry_url(pg, good), []), ("bad", registry_url(pg, bad), [])]
     )
-    first = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--report",
+    first = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--report",
                 str(tmp_path / "r1.json"), "--no-progress")  # fmt: skip
     assert first.returncode == 1
     assert "--resume" in first.stdout, "the output says how to redo only what failed"
     execute_sync(pg.url(bad), "DROP TABLE two")
-    second = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--resume",
+    second = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--resume",
                  str(tmp_path / "r1.json"), "--report", str(tmp_path / "r2.json"), "--no-progress")  # fmt: skip
     assert second.returncode == 0, second.stdout + second.stderr
     schools = json.loads((tmp_path / "r2.json").read_text())["schools"]
@@ -215,8 +218,8 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
         [("ok", registry_url(pg, ok), ["north"]), ("bad", registry_url(pg, bad), []),
          ("wrongpw", f"postgresql://postgres:{PG_PASSWORD}x@127.0.0.1:{pg.port}/{ok}_x", [])],
     )  # fmt: skip
-    result = cli("--log-format", "json", "migrate", "--registry", str(registry), "--migrations", str(migrations),
-                 "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))  # fmt: skip
+    result = cli("--log-format", "json", "migrate", "--yes", "--registry", str(registry), "--migrations",
+                 str(migrations), "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))  # fmt: skip
     assert result.returncode == 1
     for text in (result.stdout, result.stderr, (tmp_path / "r.json").read_text(), (tmp_path / "j.xml").read_text()):
         assert PG_PASSWORD not in text
@@ -244,12 +247,12 @@ def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevS
     migrations = make_migrations(tmp_path / "migrations")
     db = make_school(pg, "untouched")
     registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, db), []), ("a", registry_url(pg, "x"), [])])
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations))
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations))
     assert result.returncode == 2
     assert f"{registry}:" in result.stderr and "already used" in result.stderr
     good = write_registry(tmp_path / "g.yaml", [("a", registry_url(pg, db), [])])
     for args in (["--max-failures", "lots"], ["--shard", "2/2"], ["--tenant", "zz"], ["--lock-timeout", "soon"]):
-        result = cli("migrate", "--registry", str(good), "--migrations", str(migrations), *args)
+        result = cli("migrate", "--yes", "--registry", str(good), "--migrations", str(migrations), *args)
         assert result.returncode == 2, args
         assert "what to do" in result.stderr or "hint" in result.stderr or "Error" in result.stderr
     assert "_sqlx_migrations" not in tables(pg, db)
@@ -262,12 +265,13 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"slow_sig_{signum.name.lower()}_{i}") for i in range(4)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 30
+    # The rollout's slow file running (not its plan pass, which opens sessions on the same databases first).
     while fetchval_sync(
         pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%'"
+        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%' AND query LIKE '%pg_sleep%'"
     ) == 0:  # fmt: skip
         assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
         time.sleep(0.05)
@@ -282,7 +286,7 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     assert "interrupted: running schools finished; the rest were skipped" in stdout
     for db in schools:
         assert_consistent(pg, db)
-    again = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    again = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert again.returncode == 0, again.stdout
     for db in schools:
         assert history(pg, db) == [1, 2, 3]
@@ -297,7 +301,7 @@ def test_a_second_signal_aborts_running_schools_and_the_summary_says_so(tmp_path
     )  # fmt: skip
     schools = [make_school(pg, f"abort_{i}") for i in range(2)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    proc = popen("migrate", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
     deadline = time.monotonic() + 60
     while not fetchval_sync(
@@ -328,7 +332,7 @@ def test_two_orchestrators_at_once_apply_each_migration_exactly_once(tmp_path: P
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"twice_{i}") for i in range(3)] + [make_school(pg, "slow_twice")]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    args = ("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
+    args = ("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--json")
     procs = [popen(*args), popen(*args)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -350,7 +354,7 @@ def test_shards_split_a_rollout_between_processes(tmp_path: Path, pg: DevServer)
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     seen: list[str] = []
     for index in range(2):
-        result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--shard",
+        result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--shard",
                      f"{index}/2", "--json", "--no-progress")  # fmt: skip
         assert result.returncode == 0
         seen += [s["id"] for s in json.loads(result.stdout)["schools"]]
@@ -367,7 +371,10 @@ def test_status_and_plan_show_a_version_histogram_and_write_nothing(
         tmp_path / "t.yaml", [("done", registry_url(pg, done), []), ("fresh", registry_url(pg, fresh), [])]
     )
     assert (
-        cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "done").returncode == 0
+        cli(
+            "migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "done"
+        ).returncode
+        == 0
     )
     result = cli(command, "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout
@@ -405,17 +412,37 @@ def test_status_reports_a_migration_in_progress_as_locked_naming_the_holder(tmp_
     assert "locked" in result.stdout and "school-worker" in result.stdout
 
 
-def test_preflight_shows_the_histogram_and_what_would_run_before_writing(tmp_path: Path, pg: DevServer) -> None:
+def test_a_rollout_first_shows_the_histogram_and_what_would_run(tmp_path: Path, pg: DevServer) -> None:
     migrations = make_migrations(tmp_path / "migrations")
     done, fresh = make_school(pg, "preflight_done"), make_school(pg, "preflight_fresh")
     registry = fleet_registry(tmp_path / "t.yaml", pg, [done, fresh])
-    assert cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "s0",
+    assert cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--tenant", "s0",
                "--target", "2").returncode == 0  # fmt: skip
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--preflight",
-                 "--no-progress")  # fmt: skip
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     plan_part = result.stdout.split("summary:")[0]
     assert "versions across the fleet" in plan_part
     assert "1 school(s) would get 1 migration(s): 3" in plan_part
     assert "1 school(s) would get 3 migration(s): 1, 2, 3" in plan_part
     assert history(pg, done) == history(pg, fresh) == [1, 2, 3]
+
+
+def test_a_school_the_plan_pass_found_up_to_date_is_not_opened_again(tmp_path: Path, pg: DevServer) -> None:
+    """An idempotent rollout costs one pass: the rollout trusts the plan pass's `up_to_date`. Shown by handing the
+    run a plan pass that calls a pending school up to date: the rollout leaves it alone and says why."""
+    migrations = make_migrations(tmp_path / "migrations")
+    a, b = make_school(pg, "plan_reuse_a"), make_school(pg, "plan_reuse_b")
+    registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, a), []), ("b", registry_url(pg, b), [])])
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(Request(command=Command.MIGRATE, registry=registry, migrations=migrations))
+    planned = run_sync(plan_first(job))
+    assert {o.tenant.id: o.result.status for o in planned.outcomes} == {"a": Status.PLANNED, "b": Status.PLANNED}
+    for outcome in planned.outcomes:
+        if outcome.tenant.id == "a":
+            outcome.result.status = Status.UP_TO_DATE
+    report = run_sync(run(job, planned=planned))
+    results = {o.tenant.id: o.result for o in report.outcomes}
+    assert results["b"].status is Status.APPLIED
+    assert results["a"].status is Status.UP_TO_DATE
+    assert "up to date in the read-only plan pass: not opened again" in results["a"].notes
+    assert not fetchval_sync(pg.url(a), "SELECT to_regclass('_sqlx_migrations') IS NOT NULL"), "a was never opened"

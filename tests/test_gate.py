@@ -45,7 +45,7 @@ def fleet(tmp_path: Path, pg: DevServer, n: int, label: str) -> tuple[Path, list
 
 def with_data(pg: DevServer, registry: Path, migrations: Path, schools: list[str]) -> None:
     """Bring the schools to version 1 (through the gate: file 1 is safe) with a row each: schools with data."""
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--target", "1")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--target", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     for db in schools:
         execute_sync(pg.url(db), "INSERT INTO people (id, name) VALUES (1, 'Ada')")
@@ -57,7 +57,7 @@ def test_the_gate_stops_a_destructive_file_before_any_school_with_data_is_touche
     migrations = make_migrations(tmp_path / "m", DESTRUCTIVE)
     registry, schools = fleet(tmp_path, pg, 3, "gate")
     with_data(pg, registry, migrations, schools)
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 2, result.stdout
     assert "2_drop_name.up.sql:2:" in result.stderr and "drop-column" in result.stderr
     assert "no school was touched" in result.stderr
@@ -75,7 +75,7 @@ def test_allow_unsafe_lets_it_through_and_the_report_records_it(tmp_path: Path, 
     migrations = make_migrations(tmp_path / "m", DESTRUCTIVE)
     registry, schools = fleet(tmp_path, pg, 2, "unsafe")
     with_data(pg, registry, migrations, schools)
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--allow-unsafe", "--report", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--allow-unsafe" in result.stdout
@@ -96,7 +96,7 @@ def test_a_suppression_with_a_reason_passes_the_gate(tmp_path: Path, pg: DevServ
     migrations = make_migrations(tmp_path / "m", files)
     registry, schools = fleet(tmp_path, pg, 1, "suppressed")
     with_data(pg, registry, migrations, schools)
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -138,7 +138,7 @@ def test_new_schools_get_files_unsafe_for_busy_tables_without_any_flag(tmp_path:
         ("new", registry_url(pg, missing), []), ("bootstrapped", registry_url(pg, bootstrapped), []),
         ("empty", registry_url(pg, empty), []),
     ])  # fmt: skip
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--create-missing")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     for db in (missing, bootstrapped, empty):
@@ -155,7 +155,7 @@ def test_a_school_with_data_is_still_refused_the_same_files_and_no_school_is_tou
     registry = write_registry(
         tmp_path / "t.yaml", [("busy", registry_url(pg, busy), []), ("new", registry_url(pg, missing), [])]
     )
-    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--create-missing")
+    args = ("--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress", "--create-missing")
     assert cli("migrate", *args, "--tenant", "busy", "--target", "1").returncode == 0
     execute_sync(pg.url(busy), "INSERT INTO people (id, name) VALUES (1, 'Ada')")
 
@@ -174,7 +174,7 @@ def test_a_school_with_data_is_still_refused_the_same_files_and_no_school_is_tou
     legacy_registry = fleet_registry(tmp_path / "legacy.yaml", pg, [legacy])
     files = {"1_index_names.sql": "CREATE INDEX people_name_idx ON people (name);\n"}
     legacy_migrations = make_migrations(tmp_path / "legacy_m", files)
-    result = cli("migrate", "--registry", str(legacy_registry), "--migrations", str(legacy_migrations))
+    result = cli("migrate", "--yes", "--registry", str(legacy_registry), "--migrations", str(legacy_migrations))
     assert result.returncode == 2 and "index-without-concurrently" in result.stderr, result.stdout + result.stderr
 
 
@@ -183,7 +183,7 @@ def test_rules_about_the_schema_itself_hold_on_new_schools_too(tmp_path: Path, p
     migrations = make_migrations(tmp_path / "m", files)
     missing = unique_db_name("new_school")
     registry = write_registry(tmp_path / "t.yaml", [("new", registry_url(pg, missing), [])])
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--create-missing")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--create-missing")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "fk-without-on-delete" in result.stderr and "2_pets.sql: would run on new schools" in result.stderr
     assert not run_sync(database_exists(pg.url(), missing))
@@ -206,7 +206,7 @@ def test_the_refusal_names_baseline_for_applied_files_and_baseline_records_only_
     subprocess.run([str(SQLX), "migrate", "run", "--no-dotenv", "--source", str(migrations), "-D", pg.url(ahead)],
                    check=True, capture_output=True, env=env, timeout=60)  # fmt: skip
     make_migrations(migrations, {"3_drop_name.sql": "ALTER TABLE people DROP COLUMN name;\n"})  # new, unsafe
-    args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    args = ("--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
 
     refused = cli("migrate", *args)
     assert refused.returncode == 2, refused.stdout + refused.stderr
@@ -254,8 +254,9 @@ def test_the_rehearsal_catches_a_failing_down_file_before_any_school(tmp_path: P
     migrations = make_migrations(tmp_path / "m", files)
     registry, schools = fleet(tmp_path, pg, 2, "rehearse")
     # The fleet stands at version 1; the rollout brings version 2.
-    assert cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--target", "1").returncode == 0
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    args = ("--yes", "--registry", str(registry), "--migrations", str(migrations))
+    assert cli("migrate", "--yes", *args, "--target", "1").returncode == 0
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--rehearse", "--report", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1
     assert "rehearsal" in result.stdout and "2_add_city.down.sql" in result.stdout
@@ -264,7 +265,12 @@ def test_the_rehearsal_catches_a_failing_down_file_before_any_school(tmp_path: P
     for db in schools:
         versions = [r["version"] for r in fetch_sync(pg.url(db), "SELECT version FROM _sqlx_migrations")]
         assert versions == [1], "no school was touched"
-    leftovers = fetch_sync(pg.url(), "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%'")
+    # (Spares that other tests on this server keep ready are not the rehearsal's.)
+    leftovers = fetch_sync(
+        pg.url(),
+        "SELECT datname FROM pg_database WHERE datname LIKE 'orchestrator_%' "
+        "AND datname NOT LIKE 'orchestrator_spare_%'",
+    )
     assert leftovers == [], "scratch databases are dropped"
 
 
@@ -276,7 +282,7 @@ def test_a_good_rehearsal_then_rolls_out(tmp_path: Path, pg: DevServer) -> None:
     }
     migrations = make_migrations(tmp_path / "m", files)
     registry, schools = fleet(tmp_path, pg, 2, "rehearse_ok")
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                  "--rehearse")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rehearsal: from version nothing: 2 migration(s) up, down and up again: ok" in result.stdout

@@ -378,7 +378,7 @@ def test_the_gate_judges_type_changes_against_released_files_too(tmp_path: Path)
     release(directory)  # the first migration is released (and so exempt from the rules)
     write_migration(directory, "ALTER TABLE students ALTER COLUMN name TYPE varchar(20);\n")
     source = load_migrations(directory)
-    report = lint_migrations(source.migrations, directory=directory, use_squawk=False)
+    report = lint_migrations(source.migrations, directories=[directory], use_squawk=False)
     assert [(f.rule, f.path.name) for f in report.findings] == [("change-column-type", UP)]
     assert "from varchar(50) to varchar(20)" in report.findings[0].message
 
@@ -430,7 +430,7 @@ def test_an_up_without_a_down_can_be_suppressed_or_renamed_to_a_plain_file(tmp_p
 
 def test_naming_warnings_of_released_files_are_not_repeated(tmp_path: Path) -> None:
     (tmp_path / "1_seed.up.sql").write_text("SELECT 1;\n")
-    applied = {"1_seed.up.sql"}  # what the fleet's ledgers hold (adoption.read_applied)
+    applied = {(tmp_path / "1_seed.up.sql").resolve()}  # what the fleet's ledgers hold (adoption.read_applied)
     baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=applied)
     assert [f.rule for f in baseline.suppressed] == ["up-without-down"]
     assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
@@ -790,7 +790,7 @@ def test_unsafe_fixture_directory(tmp_path: Path) -> None:
 def test_lint_migrations_lints_loaded_migrations(tmp_path: Path) -> None:
     write_migration(tmp_path, "-- x\nALTER TABLE students DROP COLUMN phone;\n", down="SELECT 1;\n")
     source = load_migrations(tmp_path)
-    report = lint_migrations(source.migrations, directory=tmp_path, use_squawk=False)
+    report = lint_migrations(source.migrations, directories=[tmp_path], use_squawk=False)
     assert flagged(report) == {("drop-column", 2)}
     assert report.files_checked == [tmp_path / UP, tmp_path / DOWN]
 
@@ -847,7 +847,7 @@ def test_the_lint_cache_spares_linting_unchanged_files_and_an_edit_invalidates_i
 
     # The gate in front of `migrate` (same files, same released.sum): hits too.
     for _ in range(3):
-        assert lint_migrations(load_migrations(m).migrations, directory=m).findings == first.findings
+        assert lint_migrations(load_migrations(m).migrations, directories=[m]).findings == first.findings
     assert len(rule_runs) == 2
 
     (m / UP).write_text("ALTER TABLE students DROP COLUMN email;\n")  # an edit

@@ -38,14 +38,14 @@ def test_a_missing_database_is_no_database_and_is_created_only_when_asked(tmp_pa
         cli(command, *args, "--report", str(tmp_path / f"{command}.json"))
         statuses = {s["id"]: s["status"] for s in json.loads((tmp_path / f"{command}.json").read_text())["schools"]}
         assert statuses["new"] == "no_database", command
-    plain = cli("migrate", *args, "--report", str(tmp_path / "r.json"))
+    plain = cli("migrate", "--yes", *args, "--report", str(tmp_path / "r.json"))
     assert plain.returncode == 1
     new_school = next(s for s in json.loads((tmp_path / "r.json").read_text())["schools"] if s["id"] == "new")
     assert new_school["status"] == "no_database"
     assert "restore it from backup" in new_school["error"]["hint"] and "--create-missing" in new_school["error"]["hint"]
     assert not run_sync(database_exists(pg.url(), new)), "a lost database is never quietly re-created"
 
-    created = cli("migrate", *args, "--create-missing", "--report", str(tmp_path / "c.json"))
+    created = cli("migrate", "--yes", *args, "--create-missing", "--report", str(tmp_path / "c.json"))
     assert created.returncode == 0, created.stdout + created.stderr
     new_school = next(s for s in json.loads((tmp_path / "c.json").read_text())["schools"] if s["id"] == "new")
     assert new_school["status"] == "applied" and new_school["created_database"] is True
@@ -80,18 +80,18 @@ def test_an_sqlx_fleet_whose_applied_files_break_lint_rules_is_adopted(tmp_path:
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
 
-    nothing_pending = cli("migrate", *args)
+    nothing_pending = cli("migrate", "--yes", *args)
     assert nothing_pending.returncode == 0, nothing_pending.stdout + nothing_pending.stderr
 
     (migrations / "3_comments.sql").write_text(
         "CREATE TABLE comments (id bigint PRIMARY KEY, post_id bigint REFERENCES posts (id) ON DELETE CASCADE);\n"
     )
-    safe = cli("migrate", *args)
+    safe = cli("migrate", "--yes", *args)
     assert safe.returncode == 0, safe.stdout + safe.stderr
     assert all(versions(pg, db) == [1, 2, 3] for db in schools)
 
     (migrations / "4_drop_name.sql").write_text("ALTER TABLE users DROP COLUMN name;\n")
-    unsafe = cli("migrate", *args)
+    unsafe = cli("migrate", "--yes", *args)
     assert unsafe.returncode == 2, unsafe.stdout + unsafe.stderr
     assert "4_drop_name.sql" in unsafe.stderr and "drop-column" in unsafe.stderr
     assert "2_posts.sql" not in unsafe.stderr, "only the file that would run is named"
@@ -178,7 +178,8 @@ def test_a_real_sqlx_project_is_adopted_as_it_is_and_its_widening_changes_pass_t
     # Revert refuses to pass the files without a down file, on every school, touching none; it names them all.
     reverted = cli("revert", *args, "--target", "20240101000000")
     assert reverted.returncode == 1, reverted.stdout + reverted.stderr
-    assert reverted.stdout.count("have no down file; cannot revert past them") == 2, reverted.stdout
+    # Said for each school twice: in the plan pass's preview, then in the run's report.
+    assert reverted.stdout.count("have no down file; cannot revert past them") == 4, reverted.stdout
     assert "20240301000000 (20240301000000_backfill.up.sql)" in reverted.stdout
     assert "revert to 20250102000000 or later" in reverted.stdout
     assert versions(pg, live) == everything and versions(pg, new) == everything
@@ -227,7 +228,7 @@ def test_a_source_registry_migrates_exactly_the_active_schools_of_the_admin_data
     registry = source_registry(tmp_path / "t.yaml", passwordless_url(pg, admin))
     env = {"PGPASSWORD": PG_PASSWORD}  # URLs from the admin database carry no password: libpq's variable works
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    result = cli("migrate", *args, "--report", str(tmp_path / "r.json"), env=env)
+    result = cli("migrate", "--yes", *args, "--report", str(tmp_path / "r.json"), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert {s["id"]: s["wave"] for s in data["schools"]} == {"school-a": "canary", "school-b": "main"}

@@ -25,7 +25,7 @@ def migrated_fleet(tmp_path: Path, pg: DevServer) -> tuple[Path, Path, list[str]
     migrations = make_migrations(tmp_path / "migrations", REVERSIBLE)
     schools = [make_school(pg, f"revplan_{i}") for i in range(2)]
     registry = fleet_registry(tmp_path / "tenants.yaml", pg, schools)
-    result = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     return migrations, registry, schools
 

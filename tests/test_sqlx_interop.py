@@ -18,7 +18,16 @@ import pytest
 from faultproxy import FaultProxy
 from pgfixtures import create_database, drop_database, execute_sync, fetch_sync, fetchval_sync, ledger, run_sync
 from pgversions import MigrationSet
-from sourcecases import INVALID_SOURCES, SQLX_SHAPES, SQLX_SHAPES_RESOLVED, Entry, make
+from sourcecases import (
+    DEFERRED_SET,
+    INVALID_SOURCES,
+    MAIN_SET,
+    SQLX_SHAPES,
+    SQLX_SHAPES_RESOLVED,
+    V_DEFERRED,
+    Entry,
+    make,
+)
 
 from orchestrator import engine, resolve
 from orchestrator.connection import SessionSettings
@@ -69,7 +78,11 @@ def sqlx_info(source: Path, url: str, cwd: Path) -> dict[int, str]:
 
 
 def options(
-    *, target_version: int | None = None, lock_wait: float = 10.0, extensions: tuple[str, ...] = ()
+    *,
+    target_version: int | None = None,
+    lock_wait: float = 10.0,
+    extensions: tuple[str, ...] = (),
+    ignore_missing: bool = False,
 ) -> EngineOptions:
     """Engine options; `extensions` are what provision creates (the school schema's: `schema_set.extensions`)."""
     return EngineOptions(
@@ -77,6 +90,7 @@ def options(
         target_version=target_version,
         lock_wait=lock_wait,
         extensions=extensions,
+        ignore_missing=ignore_missing,
     )
 
 
@@ -377,6 +391,52 @@ def test_revert_past_an_up_only_version_is_refused_where_sqlx_would_leave_a_hole
     assert {v: state for v, (state, _) in sqlx_listing(directory, db_url, tmp_path).items()} == {
         1: "installed", 2: "pending", 3: "pending", 4: "pending",
     }  # fmt: skip
+
+
+# --- two directories, one ledger: an application's main migrator and its deferred one (ignore_missing) -----------
+
+
+def test_two_directories_migrated_by_us_are_installed_for_both_sqlx_migrators_and_the_reverse(
+    pg: DevServer, db_url: str, db_name: str, tmp_path: Path
+) -> None:
+    main, deferred = make(tmp_path / "main", dict(MAIN_SET)), make(tmp_path / "deferred", dict(DEFERRED_SET))
+    both, main_only = load_migrations(main, deferred), load_migrations(main)
+    by_sqlx_db = f"{db_name[:56]}_sqlx"
+    try:
+        # Ours, both directories at once: each sqlx migrator finds its files installed and nothing to run.
+        assert ours(engine.migrate, db_url, both).applied_versions == both.versions
+        for directory in (main, deferred):
+            assert sqlx("run", "--ignore-missing", source=directory, url=db_url, cwd=tmp_path).stdout.strip() == ""
+            listing = sqlx_listing(directory, db_url, tmp_path)
+            assert set(listing) == {m.version for m in both if m.directory == directory}
+            assert {state for state, _ in listing.values()} == {"installed"}
+        # Without the flag, sqlx refuses the other directory's version as we do.
+        refused = sqlx("run", source=main, url=db_url, cwd=tmp_path, ok=False)
+        assert refused.returncode != 0
+        missing = ours(engine.status, db_url, main_only)
+        assert missing.status is Status.MISSING and missing.error is not None
+        assert f"error: {missing.error.message}" in refused.stdout + refused.stderr
+        assert ours(engine.status, db_url, main_only, options(ignore_missing=True)).status is Status.UP_TO_DATE
+
+        # The reverse: sqlx's two migrators on a new school, main first; we find it up to date, with our ledger.
+        sqlx_url = run_sync(create_database(pg.url(), by_sqlx_db))
+        sqlx("run", "--ignore-missing", source=main, url=sqlx_url, cwd=tmp_path)
+        sqlx("run", "--ignore-missing", source=deferred, url=sqlx_url, cwd=tmp_path)
+        assert ours(engine.status, sqlx_url, both).status is Status.UP_TO_DATE
+        assert ours(engine.status, sqlx_url, main_only, options(ignore_missing=True)).status is Status.UP_TO_DATE
+        assert ledger(sqlx_url) == ledger(db_url)
+
+        # sqlx's revert with the main directory alone skips the deferred version, leaving its row above the ones
+        # it reverts. We refuse that revert, before any down file runs.
+        sqlx("revert", "--ignore-missing", "--target-version", str(both.versions[0]), source=main, url=sqlx_url,
+             cwd=tmp_path)  # fmt: skip
+        assert [r[0] for r in ledger(sqlx_url)] == [both.versions[0], V_DEFERRED]
+        target = DatabaseTarget.parse(db_url)
+        ours_refused = run_sync(engine.revert, target, main_only, both.versions[0], options(ignore_missing=True))
+        assert ours_refused.error is not None and ours_refused.error.code == "not_reversible"
+        assert [r[0] for r in ledger(db_url)] == both.versions
+    finally:
+        run_sync(drop_database(pg.url(), by_sqlx_db))
 
 
 # --- both refuse a bad ledger with the same words ---------------------------------------------------------------

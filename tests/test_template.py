@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from fleetkit import BASIC, ROOT, cli, make_migrations, popen, registry_url, run_fleet_job, write_registry
 from pgfixtures import (
     PG_PASSWORD,
+    abandoned_scratch,
     create_database,
     database_exists,
     execute_sync,
@@ -36,14 +38,12 @@ from orchestrator import engine
 from orchestrator import template as template_module
 from orchestrator.audit.run import run_audit
 from orchestrator.audit.schema import fingerprint, snapshot
-from orchestrator.bootstrap import drop_stale_scratch
-from orchestrator.connection import SessionSettings
 from orchestrator.devserver import DevServer
 from orchestrator.engine import EngineOptions
 from orchestrator.errors import InvalidInput
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import DatabaseResult, Status
-from orchestrator.settings import SchoolSettings
+from orchestrator.settings import SchoolSettings, Selection
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
 from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, ServerTemplate, template_lock
@@ -451,12 +451,17 @@ def test_a_target_before_the_latest_migration_does_not_use_the_template(
     assert not run_sync(database_exists(pg.url(), template)), "no template is built for a school it cannot serve"
 
 
-def test_a_template_build_a_killed_run_left_marked_is_dropped_by_the_stale_clean_up(pg: DevServer) -> None:
-    stale = "orchestrator_tmpl_1000000000_0badf00d"
-    run_sync(create_database(pg.url(), stale))
-    execute_sync(pg.url(), f'ALTER DATABASE "{stale}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
-    dropped = run_sync(drop_stale_scratch(DatabaseTarget.parse(pg.url()), SessionSettings()))
-    assert stale in dropped and not run_sync(database_exists(pg.url(), stale))
+def test_a_template_being_replaced_that_a_killed_run_left_as_scratch_is_dropped_by_the_next_onboarding(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    # Killed between taking the old template out of its place (renamed, marked as scratch, still a template) and
+    # dropping it: the next onboarding drops it at once (its maker is gone), template flag and all.
+    retired = run_sync(abandoned_scratch(pg.url(), "old", template=True))
+
+    assert onboard(pg, migrations, template, "after_a_killed_refresh").ok
+
+    assert not run_sync(database_exists(pg.url(), retired))
+    assert leftovers(pg) == []
 
 
 # --- bad input: exit 2 before any connection -----------------------------------------------------------------------
@@ -484,13 +489,25 @@ def test_the_registry_template_is_checked_with_its_line(tmp_path: Path) -> None:
         prepare(Request(Command.PROVISION, migrations=ROOT / "migrations", registry=registry))
 
 
-def test_a_school_cannot_be_its_own_template(tmp_path: Path) -> None:
+def test_a_template_is_never_a_schools_database(tmp_path: Path) -> None:
     registry = tmp_path / "tenants.yaml"
     registry.write_text(
         "defaults:\n  template: school_b\ntenants:\n  - id: b\n    url: postgresql://app@db1/school_b\n"
+        "  - id: c\n    url: postgresql://app@db2/school_c\n    template: school_a\n"
+        "  - id: a\n    url: postgresql://app@db1/school_a\n"
     )
-    with pytest.raises(InvalidInput, match="school b: its database school_b is its own template"):
+    with pytest.raises(InvalidInput) as refused:
         prepare(Request(Command.STATUS, migrations=ROOT / "migrations", registry=registry))
+    message = str(refused.value)
+    assert "tenants.yaml:2: template 'school_b' is the database of school b (line 4)" in message  # its own
+    assert "tenants.yaml:8: template 'school_a' is the database of school a (line 9)" in message  # another's
+    registry.write_text("tenants:\n  - id: a\n    url: postgresql://app@db1/school_a\n"
+                        "  - id: b\n    url: postgresql://app@db1/school_b\n")  # fmt: skip
+    request = Request(Command.PROVISION, migrations=ROOT / "migrations", registry=registry)
+    with pytest.raises(InvalidInput, match="template school_a is the database of school a"):
+        prepare(replace(request, selection=Selection(ids=("b",)), school=SchoolSettings(template="school_a")))
+    with pytest.raises(InvalidInput, match="school b: its database school_b is its own template"):
+        prepare(replace(request, selection=Selection(ids=("b",)), school=SchoolSettings(template="school_b")))
     with pytest.raises(InvalidInput, match="template"):
         orchestrator.provision("postgresql://app@db1/school_c", migrations=ROOT / "migrations", template="x\ty")
 
@@ -587,8 +604,7 @@ def test_a_spare_owned_by_another_role_is_not_taken(pg: DevServer, migrations: P
 def test_keeping_spares_ready_drops_a_spare_a_killed_run_left_half_made(
     pg: DevServer, migrations: Path, template: str
 ) -> None:
-    half_made = "orchestrator_newspare_1000000000_0badf00d"  # copied, not yet marked and renamed
-    run_sync(create_database(pg.url(), half_made))
+    half_made = run_sync(abandoned_scratch(pg.url(), "newspare"))  # copied and marked, not yet renamed
 
     keep_ready(pg, migrations, template, 1)
 

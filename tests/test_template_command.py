@@ -211,7 +211,7 @@ def test_a_registry_template_over_two_schools_of_one_server_is_one_line_and_one_
     )
     junit = tmp_path / "template.xml"
 
-    result = invoke("template", "--registry", str(registry), "--migrations", str(migrations), "--spares", "1",
+    result = invoke("template", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--spares", "1",
                     "--json", "--junit", str(junit))  # fmt: skip
 
     assert result.exit_code == 0, result.output

@@ -103,7 +103,10 @@ def test_a_migrate_is_a_run_span_with_a_span_per_school_and_one_per_file(
     assert attrs(run)["orchestrator.interrupted"] is False
     assert run.status.status_code is StatusCode.UNSET
 
-    school_spans = children(finished, run)
+    plan = only(finished, "orchestrator plan")  # the read-only plan pass, before any write
+    assert plan.parent is not None and plan.parent.span_id == run.context.span_id
+    assert [attrs(s)["orchestrator.status"] for s in children(finished, plan)] == ["planned"] * 2
+    school_spans = [s for s in children(finished, run) if s is not plan]
     assert sorted(attrs(s)["orchestrator.school.id"] for s in school_spans) == ["s0", "s1"]
     for school in school_spans:
         db = schools[int(attrs(school)["orchestrator.school.id"][1:])]
@@ -131,7 +134,7 @@ def test_a_migrate_is_a_run_span_with_a_span_per_school_and_one_per_file(
             assert attrs(f)["orchestrator.school.id"] == attrs(school)["orchestrator.school.id"]
             assert f.status.status_code is StatusCode.UNSET
         assert attrs(files[0])["orchestrator.migration.file"] == "1_create_log.sql"
-    assert len(finished) == 1 + 2 + 6
+    assert len(finished) == 1 + 2 + 6 + 1 + 2
 
     spans.clear()
     again = run_fleet_job(Command.MIGRATE, fleet_registry(tmp_path / "t.yaml", pg, schools), migrations)
@@ -215,9 +218,10 @@ def test_a_revert_has_a_span_per_down_file(tmp_path: Path, pg: DevServer, spans:
     spans.clear()
     assert run_fleet_job(Command.REVERT, registry, migrations, revert_to=0).ok
     finished = spans.get_finished_spans()
-    run = only(finished, "orchestrator revert")
+    [run] = [s for s in finished if s.name == "orchestrator revert" and s.parent is None]
     assert attrs(run)["orchestrator.revert_to"] == 0
-    [school] = children(finished, run)
+    [plan] = [s for s in children(finished, run) if attrs(s).get("orchestrator.dry_run")]  # the plan pass
+    [school] = [s for s in children(finished, run) if s is not plan]
     assert school.name == "revert school"
     assert (attrs(school)["orchestrator.version.before"], attrs(school)["orchestrator.status"]) == (2, "reverted")
     files = children(finished, school)
@@ -312,7 +316,7 @@ def test_migrate_with_an_otlp_endpoint_exports_a_span_per_school_with_its_namesp
     migrations = make_migrations(tmp_path / "migrations")
     schools = [make_school(pg, f"otlp_{i}") for i in range(3)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
-    done = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    done = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                env=otel_env(collector.endpoint))  # fmt: skip
     assert done.returncode == 0, done.stderr
 
@@ -322,7 +326,9 @@ def test_migrate_with_an_otlp_endpoint_exports_a_span_per_school_with_its_namesp
     assert all(a["orchestrator.status"] == "applied" for a, _ in school_spans)
     assert {r["service.name"] for _, _, r in received} == {"orchestrator"}
     assert sorted(name for name, _, _ in received).count("orchestrator migrate") == 1
-    assert len(received) == 1 + 3 + 9
+    # The command line's plan pass comes before its question: a trace of its own.
+    assert sorted(name for name, _, _ in received).count("orchestrator plan") == 1
+    assert len(received) == 1 + 3 + 9 + 1 + 3
     assert not any(PG_PASSWORD.encode() in body for _, _, body in collector.requests)
 
 
@@ -331,15 +337,16 @@ def test_an_interrupted_run_still_exports_its_spans(tmp_path: Path, pg: DevServe
     schools = [make_school(pg, f"slow_otlp_sig_{i}") for i in range(3)]
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "migrate", "--registry", str(registry), "--migrations",
+        [sys.executable, "-m", "orchestrator", "migrate", "--yes", "--registry", str(registry), "--migrations",
          str(migrations), "--concurrency", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PGPW": PG_PASSWORD, **otel_env(collector.endpoint)},
     )  # fmt: skip
     deadline = time.monotonic() + 30
+    # The rollout's slow file running (not the plan pass before it).
     while fetchval_sync(
         pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        "AND datname LIKE 't_slow_otlp_sig%'"
+        "AND datname LIKE 't_slow_otlp_sig%' AND query LIKE '%pg_sleep%'"
     ) == 0:  # fmt: skip
         assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
         time.sleep(0.05)
@@ -360,7 +367,7 @@ def test_a_collector_that_is_not_there_does_not_fail_the_run(tmp_path: Path, pg:
     db = make_school(pg, "otlp_nobody")
     registry = fleet_registry(tmp_path / "t.yaml", pg, [db])
     env = {**otel_env(f"http://127.0.0.1:{free_port()}"), "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
-    done = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+    done = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
                "--log-format", "json", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert fetchval_sync(pg.url(db), "SELECT max(version) FROM _sqlx_migrations") == 3

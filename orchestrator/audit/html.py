@@ -258,7 +258,7 @@ def render_html(report: AuditReport) -> str:
         f'<p class="meta">Ran <time datetime="{escape(report.started_at.isoformat())}">'
         f"{escape(_when(report.started_at))}</time> for {report.duration_s:.1f} s; "
         f'latest migration <code id="latest-version">{escape(latest)}</code> in '
-        f"<code>{escape(report.migrations_dir)}</code>.</p>"
+        f"<code>{escape(' + '.join(report.migrations_dirs))}</code>.</p>"
     )
     return (
         "<!DOCTYPE html>\n"

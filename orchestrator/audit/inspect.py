@@ -32,18 +32,22 @@ class LiveState:
     findings: list[Finding] = field(default_factory=list)
     schema: SchemaSnapshot | None = None
     applied: frozenset[int] = frozenset()
+    # Applied versions with no file in the source, accepted by --ignore-missing: the schema comparison can then
+    # only cover what the files create (audit/run.py).
+    fileless: tuple[int, ...] = ()
     extensions: tuple[str, ...] = ()  # the ones this school is set up with (its expected schema includes them)
     server_major: int | None = None  # PostgreSQL major version of the school's server (its reference's version)
 
 
 def history_findings(
-    applied: dict[int, AppliedMigration], source: MigrationSource, *, has_history: bool
+    applied: dict[int, AppliedMigration], source: MigrationSource, *, has_history: bool, ignore_missing: bool = False
 ) -> list[Finding]:
     """Every history drift at once (SQLx stops at the first; an audit wants them all)."""
     if not has_history:
         return [Finding("no_history", f"no {sqlx.HISTORY_TABLE} table: this school was never bootstrapped")]
     # The audit's kinds predate problems(): a missing file is reported as `ahead`.
-    findings = [Finding({"missing": "ahead"}.get(p.kind, p.kind), p.text) for p in problems(applied, source)]
+    found = problems(applied, source, ignore_missing=ignore_missing)
+    findings = [Finding({"missing": "ahead"}.get(p.kind, p.kind), p.text) for p in found]
     pending = [m.version for m in source if m.version not in applied]
     if pending:
         listed = ", ".join(map(str, pending[:5])) + (" ..." if len(pending) > 5 else "")
@@ -79,7 +83,11 @@ async def inspect_school(
             if holder is not None:
                 result.notes.append(f"a migration is in progress (the SQLx lock is held by {holder})")
         state.applied = frozenset(v for v, row in applied.items() if row.success)
-        state.findings = history_findings(applied, source, has_history=has_history)
+        if options.ignore_missing:
+            state.fileless = tuple(sorted(v for v in state.applied if source.get(v) is None))
+        state.findings = history_findings(
+            applied, source, has_history=has_history, ignore_missing=options.ignore_missing
+        )
         if expected_extensions is None:
             state.extensions = tuple(name for name in BUILTIN.extensions if name in present)
         else:

@@ -38,6 +38,17 @@ class SchoolAudit:
     fingerprint: str | None = None  # of the live schema; None when it could not be read
     expected_fingerprint: str | None = None  # of what the migrations produce at the school's version
     server_major: int | None = None  # the school's PostgreSQL major version (None: not reached)
+    # Applied versions with no file in the source (--ignore-missing): the schema was compared with what the files
+    # create only.
+    fileless: tuple[int, ...] = ()
+
+    @property
+    def schema_matches(self) -> bool:
+        """The live schema is what the files produce; with versions that have no file (`fileless`): everything the
+        files create is there as they create it."""
+        if not self.fingerprint or not self.expected_fingerprint:
+            return False
+        return self.fingerprint == self.expected_fingerprint or (bool(self.fileless) and not self.schema_drift)
 
     @property
     def reachable(self) -> bool:
@@ -76,6 +87,7 @@ class SchoolAudit:
             "findings": [f.to_dict() for f in self.findings],
             "fingerprint": self.fingerprint,
             "expected_fingerprint": self.expected_fingerprint,
+            "notes": self.result.notes,
             "error": self.result.error.to_dict() if self.result.error else None,
             "duration_s": round(self.result.duration_s, 6),
         }
@@ -86,7 +98,7 @@ class AuditReport:
     schools: list[SchoolAudit]
     started_at: datetime
     finished_at: datetime
-    migrations_dir: str
+    migrations_dirs: list[str]  # as given: one, or several forming one source
     latest_version: int | None
     interrupted: bool = False
 
@@ -156,7 +168,11 @@ class AuditReport:
             "duration_s": round(self.duration_s, 3),
             "clean": self.clean,
             "interrupted": self.interrupted,
-            "migrations": {"directory": self.migrations_dir, "latest_version": self.latest_version},
+            "migrations": {
+                "directory": self.migrations_dirs[0],  # the first (schema 1's field); all of them below
+                "directories": self.migrations_dirs,
+                "latest_version": self.latest_version,
+            },
             "summary": self.counts(),
             "version_histogram": [{"version": v, "schools": n} for v, n in self.version_histogram()],
             "fingerprint_groups": [{"fingerprint": f, "schools": ids} for f, ids in self.fingerprint_groups()],

@@ -9,7 +9,7 @@ server to build on gets a finding that says so.
 
 Where references are built, per major version: the `--reference-url` server of that version (several may be given,
 one per version; each is asked its version once); without `--reference-url`, the first reachable school's server of
-that version.
+that version, through the school's `direct_url` when it has one (building writes; a pooler would refuse it).
 """
 
 from __future__ import annotations
@@ -111,14 +111,16 @@ async def _servers_by_major(
     for tenant in job.tenants:  # their versions were read with their schemas
         state = states.get(tenant.id)
         if state is not None and state.schema is not None and state.server_major in majors:
-            servers.setdefault(state.server_major, tenant.target)
+            # Building a reference writes (a scratch database, migrations under SQLx's lock): on the server
+            # itself, where the school has a `direct_url` (its `url`, read by the audit, may be a pooler).
+            servers.setdefault(state.server_major, tenant.direct or tenant.target)
     return servers, []
 
 
 async def _build(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Reference:
     """Apply exactly the migrations (with the extensions) of `key` to a scratch database, read its schema, drop it."""
     major, versions, extensions = key
-    subset = MigrationSource(job.source.directory, tuple(m for m in job.source if m.version in versions))
+    subset = job.source.subset(lambda m: m.version in versions)
     options = replace(job.scratch_options, extensions=extensions, target_version=None)
     log.info("audit.reference", major=major, versions=len(versions), extensions=extensions, server=server.server)
     try:

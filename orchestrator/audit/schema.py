@@ -296,12 +296,18 @@ def fingerprint(s: SchemaSnapshot) -> str:
 
 
 def diff(
-    expected: SchemaSnapshot, actual: SchemaSnapshot, extension_origins: Mapping[str, str] | None = None
+    expected: SchemaSnapshot,
+    actual: SchemaSnapshot,
+    extension_origins: Mapping[str, str] | None = None,
+    *,
+    covered_only: bool = False,
 ) -> list[Finding]:
     """What `actual` (the live database) has that `expected` (what the migrations produce) does not, and the other
     way round, one finding per object or attribute, sorted. A schema or relation present on one side only is
     reported once, not with every column, index or constraint in it. `extension_origins`: extension name -> where
-    the expected schema gets it (`configured by the registry's defaults.extensions`, `created by migration V`)."""
+    the expected schema gets it (`configured by the registry's defaults.extensions`, `created by migration V`).
+    `covered_only`: objects only `actual` has are not reported (the school applied versions whose files are not in
+    the source: they may have made them)."""
     origins = extension_origins or {}
     exp, act = expected.objects, actual.objects
     one_sided = [exp.get(k) or act[k] for k in exp.keys() ^ act.keys()]
@@ -316,6 +322,8 @@ def diff(
         if obj["kind"] != "schema" and obj.get("schema") in gone_schemas:
             continue
         if "table" in obj and (obj.get("schema"), obj["table"]) in gone_relations:
+            continue
+        if e is None and covered_only:
             continue
         if e is None and obj["kind"] == "extension":
             texts.append(_presence(obj, "not expected (no migration creates it and nothing configures it)"))

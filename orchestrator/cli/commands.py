@@ -15,14 +15,17 @@ from ..command import Command
 from ..settings import DEFAULT_SPARES
 from . import app
 from .options import (
+    CONFIRM,
     DATABASES,
     EXTENSIONS,
     FLEET,
     GATE,
     JSON_OUT,
     JUNIT,
+    LEDGER,
     ONBOARDING,
     PLAN_FIRST,
+    PREFLIGHT_AND_YES,
     REFERENCE_URL,
     REPORT,
     ROLLOUT,
@@ -45,16 +48,10 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
-    ignore_missing: Annotated[
-        bool,
-        typer.Option(
-            "--ignore-missing", help="Accept applied versions whose files are gone (as sqlx --ignore-missing)."
-        ),
-    ] = False,
     create_missing: Annotated[
         bool,
         typer.Option(
@@ -67,29 +64,29 @@ def migrate(
 ) -> None:
     """Apply pending migrations: canary wave first, then the rest, within the budgets."""
     command = Command.PLAN if flags.values["dry_run"] else Command.MIGRATE
-    execute(flags, command, target_version=target, ignore_missing=ignore_missing, create_missing=create_missing)
+    execute(flags, command, target_version=target, create_missing=create_missing)
 
 
-@command(app, *FLEET)
+@command(app, *FLEET, LEDGER)
 def plan(flags: Flags, target: TargetVersion = None) -> None:
     """Show what migrate would apply where. Read-only: writes nothing, takes no lock."""
     execute(flags, Command.PLAN, target_version=target)
 
 
-@command(app, *FLEET)
+@command(app, *FLEET, LEDGER)
 def status(flags: Flags) -> None:
     """Where each school stands: a version histogram, then per school up to date, N pending, dirty, modified,
     missing or unreachable. Read-only."""
     execute(flags, Command.STATUS)
 
 
-@command(app, *FLEET, ROLLOUT, EXTENSIONS)
+@command(app, *FLEET, ROLLOUT, EXTENSIONS, CONFIRM)
 def bootstrap(flags: Flags) -> None:
     """Create what is missing (database, extensions, history table) without applying migrations."""
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, ROLLOUT, GATE, ONBOARDING, EXTENSIONS)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PREFLIGHT_AND_YES)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -97,7 +94,7 @@ def provision(flags: Flags) -> None:
     execute(flags, Command.PROVISION)
 
 
-@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
 def revert(
     flags: Flags,
     target: Annotated[int, typer.Option("--target", help="Revert down to this version (0 = everything).")],
@@ -106,19 +103,23 @@ def revert(
     execute(flags, Command.REVERT, revert_to=target, dry_run=flags.values["dry_run"])
 
 
-@command(app, *FLEET, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
 def resolve(
     flags: Flags,
     applied: Annotated[
         int | None,
-        typer.Option("--applied", help="VERSION took effect: record it applied, with the current file's checksum."),
+        typer.Option(
+            "--applied",
+            help="VERSION took effect: on schools whose row for it is unfinished (success = false, `dirty`), "
+            "record it applied with the current file's checksum. Other schools are left alone (`skipped`).",
+        ),
     ] = None,
     not_applied: Annotated[
         int | None,
         typer.Option(
             "--not-applied",
-            help="VERSION did not take effect (undo any half-done part first): delete its "
-            "partially applied row, so it runs again.",
+            help="VERSION did not take effect (undo any half-done part first): on schools whose row for it is "
+            "unfinished, delete the row, so it runs again. Other schools are left alone (`skipped`).",
         ),
     ] = None,
     restamp: Annotated[
@@ -127,12 +128,32 @@ def resolve(
             "--restamp",
             help="VERSION's applied file was edited without changing what it does: record the current file's "
             "checksum, only on schools whose schema matches what the current files produce (an audit pass "
-            "decides; the others stay `modified`).",
+            "decides; the others stay `modified`), and only if the file holds nothing the schema comparison "
+            "cannot see (rows, privileges, comments, what a query, CALL or DO ran).",
         ),
     ] = None,
+    schema_evidence: Annotated[
+        bool,
+        typer.Option(
+            "--schema-evidence",
+            help="With --applied: also record VERSION on a school that has no row for it, when its live schema "
+            "equals what its applied files and VERSION produce (an audit pass compares): VERSION's SQL was run "
+            "by hand. The note says so.",
+        ),
+    ] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="With --restamp and --tenant: re-stamp the named schools although the file holds statements "
+            "whose effect the schema comparison cannot see (you checked those schools yourself). Recorded in "
+            "the report.",
+        ),
+    ] = False,
 ) -> None:
     """The way out of `dirty` and of a harmless `modified`: record in each selected school's ledger what is true,
-    after checking what an interrupted `-- no-transaction` file left behind (the hint says what to check)."""
+    after checking what an interrupted `-- no-transaction` file left behind (the hint says what to check). Only
+    schools with something to resolve are written; the others are `skipped`, with a note saying why."""
     actions = (("applied", applied), ("not_applied", not_applied), ("restamp", restamp))
     given = [(how, version) for how, version in actions if version is not None]
     if len(given) != 1:
@@ -140,11 +161,11 @@ def resolve(
         from .options import fail_usage
 
         fail_usage(UsageError("give exactly one of --applied, --not-applied or --restamp VERSION"))
-    how = given[0]
-    execute(flags, Command.STATUS if flags.values["dry_run"] else Command.RESOLVE, resolve=how)
+    command = Command.STATUS if flags.values["dry_run"] else Command.RESOLVE
+    execute(flags, command, resolve=given[0], schema_evidence=schema_evidence, allow_unverified=allow_unverified)
 
 
-@command(app, *FLEET, AUDIT_REFERENCE, EXTENSIONS)
+@command(app, *FLEET, LEDGER, AUDIT_REFERENCE, EXTENSIONS)
 def audit(
     flags: Flags,
     no_schema: Annotated[
@@ -169,7 +190,7 @@ def audit(
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS)
+@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS, CONFIRM)
 def template(
     flags: Flags,
     spares: Annotated[

@@ -13,7 +13,7 @@ import typer
 
 from ..errors import InvalidInput, UsageError
 from ..settings import DEFAULT_MIGRATIONS
-from .options import LEDGERS, MIGRATIONS, Flags, command, fail_usage
+from .options import LEDGER, LEDGERS, MIGRATIONS, Flags, command, fail_usage
 
 
 class LintFormat(StrEnum):
@@ -25,7 +25,7 @@ class LintFormat(StrEnum):
 def register(app: typer.Typer) -> None:
     """Add `lint` and `new` to the main CLI."""
 
-    @command(app, LEDGERS, name="lint")
+    @command(app, LEDGERS, LEDGER, name="lint")
     def lint_command(
         flags: Flags,
         paths: list[Path] | None = typer.Argument(
@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
             LintFormat.text, "--format", help="text, json, or editor (file:line:col: severity: \\[rule] message)."
         ),
         released: Path | None = typer.Option(
-            None, "--released", help="Record of released files.", show_default="<dir>/released.sum"
+            None,
+            "--released",
+            help="Record of released files (one for every path given).",
+            show_default="each directory's <dir>/released.sum",
         ),
         release: bool = typer.Option(
             False, "--release", help="Record every current file as released (only when the lint is clean)."
@@ -47,19 +50,19 @@ def register(app: typer.Typer) -> None:
             False,
             "--baseline",
             help="Record as released, as they are (their findings accepted), the files some school has already "
-            "applied: reads the ledgers of the registry's schools (or of -D URL), read-only. For adopting an "
+            "applied: reads the ledgers of the registry's schools (or of -D URL), read-only, the paths' directories "
+            "forming one source over one ledger (as several --migrations do). For adopting an "
             "existing SQLx project; a file no school has applied is not recorded. Refused if a released file was "
             "edited.",
         ),
         no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
         """Check migrations for changes that are unsafe on a fleet of school databases."""
-        from ..lint import default_released_file, lint_paths
+        from ..lint import EACH_DIRECTORY, lint_paths
         from ..lint.render import render_editor, render_json, render_text
 
         renderers = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
         targets = paths or [DEFAULT_MIGRATIONS]
-        released_file = released or default_released_file(targets)
         try:
             if baseline:
                 from ..adoption import baseline as record_baseline
@@ -67,15 +70,20 @@ def register(app: typer.Typer) -> None:
                 database_url, registry = flags.fleet_target()
                 report = record_baseline(
                     targets,
-                    released_file=released_file,
+                    released_file=released or EACH_DIRECTORY,
                     use_squawk=not no_squawk,
                     database_url=database_url,
                     registry=registry,
+                    ignore_missing=flags.values["ignore_missing"],
                 )
-            elif flags.given & {"database_url", "registry"}:
-                raise UsageError("-D and --registry go with --baseline (lint alone reads no database)")
+            elif flags.given & {"database_url", "registry", "ignore_missing"}:
+                raise UsageError(
+                    "-D, --registry and --ignore-missing go with --baseline (lint alone reads no database)"
+                )
             else:
-                report = lint_paths(targets, released_file=released_file, use_squawk=not no_squawk, release=release)
+                report = lint_paths(
+                    targets, released_file=released or EACH_DIRECTORY, use_squawk=not no_squawk, release=release
+                )
         except InvalidInput as err:
             fail_usage(err)
         typer.echo(renderers[output_format](report), nl=False)

@@ -77,8 +77,11 @@ def _duration(name: str, decls: str, help: str, default: float) -> Flag:
 
 _budgets, _outputs, _gate = Budgets(), Outputs(), Gate()
 
-MIGRATIONS_DIR = Flag("migrations", Path, ("--migrations",), "Directory of SQLx migration files.", DEFAULT_MIGRATIONS)
-MIGRATIONS = Group("Migrations", (MIGRATIONS_DIR,))
+# `new` writes into one directory; the database commands read one or several (one source over one ledger).
+MIGRATIONS = Group(
+    "Migrations",
+    (Flag("migrations", Path, ("--migrations",), "Directory to write the new files into.", DEFAULT_MIGRATIONS),),
+)
 DATABASES = Group(
     "Databases",
     (
@@ -86,7 +89,19 @@ DATABASES = Group(
              "One database instead of the registry's schools.", show_default="$DATABASE_URL without --registry",
              metavar="<url>"),
         Flag("registry", Path, ("--registry",), "The tenant registry (YAML).", DEFAULT_REGISTRY),
-        MIGRATIONS_DIR,
+        Flag("migrations", list[Path], ("--migrations",), "Directory of SQLx migration files; repeatable: "
+             "several directories (e.g. a main one and a deferred one) form one source over one ledger.",
+             (DEFAULT_MIGRATIONS,), metavar="<path>"),
+    ),
+)  # fmt: skip
+# Commands that check a school's ledger against the files (not bootstrap, which applies nothing, nor template,
+# which builds from the files alone).
+LEDGER = Group(
+    "Ledger",
+    (
+        Flag("ignore_missing", bool, ("--ignore-missing",), "Applied versions with no file in the --migrations "
+             "directories are not an error (not missing, not drift), as with sqlx --ignore-missing: e.g. another "
+             "migrator's directory applied them.", False),
     ),
 )  # fmt: skip
 # `lint --baseline` reads the schools' ledgers: the same -D and --registry as every database command.
@@ -187,15 +202,19 @@ EXTENSIONS = Group(
              "says (a school then is exactly what `sqlx migrate run` builds).", False),
     ),
 )  # fmt: skip
-PLAN_FIRST = Group(
-    "Plan first",
-    (
-        Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False),
-        Flag("preflight", bool, ("--preflight",), "First a read-only plan pass (the fleet's version histogram, "
-             "who gets what), then write; always on a terminal, where it then asks.", False),
-        Flag("yes", bool, ("--yes", "-y"), "Do not ask before writing (after the plan pass).", False),
-    ),
+DRY_RUN = Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False)
+PREFLIGHT = Flag(
+    "preflight", bool, ("--preflight/--no-preflight",), "Over a registry, first a read-only plan pass (the "
+    "default): the version histogram, who gets what, and a refusal (exit 2, nothing written) of files edited since "
+    "some schools applied them. --no-preflight gives that up: an edited file then reaches schools until the first "
+    "one found holding its other bytes halts the rollout, and there is no plan to confirm.", _gate.preflight,
 )  # fmt: skip
+YES = Flag("yes", bool, ("--yes", "-y"), "Answer yes in advance. Over a registry, a write with planned work, or "
+           "to every school (no selection), first asks on a terminal, and without one is refused (exit 2, nothing "
+           "written): scripts and CI confirm with --yes.", False)  # fmt: skip
+PLAN_FIRST = Group("Plan first", (DRY_RUN, PREFLIGHT, YES))
+PREFLIGHT_AND_YES = Group(PLAN_FIRST.panel, (PREFLIGHT, YES))  # provision: no dry run of its own
+CONFIRM = Group("Confirming", (YES,))  # bootstrap and template: no plan pass
 LOGGING = Group(
     "Logging",
     (
@@ -225,7 +244,7 @@ class Flags:
         database_url, registry = self._target()
         return Request(
             command=command,
-            migrations=v["migrations"],
+            migrations=tuple(v["migrations"] or (DEFAULT_MIGRATIONS,)),
             database_url=database_url,
             registry=registry,
             selection=Selection(
@@ -251,9 +270,10 @@ class Flags:
                 progress=not v.get("no_progress", not _outputs.progress),
             ),
             gate=Gate(
-                **{k: v[k] for k in ("allow_unsafe", "rehearse") if k in v},
+                **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
                 reference_url=tuple(v.get("reference_url") or ()),
             ),
+            ignore_missing=v.get("ignore_missing", False),
             handle_signals=True,
             **specific,
         )

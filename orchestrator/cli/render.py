@@ -94,7 +94,7 @@ def print_plan_head(console: Console, job: Job, what: str) -> None:
 
 
 def migrations_text(source: MigrationSource) -> str:
-    return f"migrations in {source.directory} ({len(source)} files, latest {version(source.latest)})"
+    return f"migrations in {source.where} ({len(source)} files, latest {version(source.latest)})"
 
 
 def per_server_text(job: Job) -> str:
@@ -175,6 +175,8 @@ def line_summary(r: DatabaseResult) -> str:
         parts.append(f"{len(r.pending)} pending")
     if r.error:
         parts.append(r.error.message.splitlines()[0])
+    elif r.status is Status.SKIPPED and r.notes:
+        parts.append(r.notes[0])  # why: not started, or (resolve) nothing to resolve there
     return ", ".join(parts) + f" ({r.duration_s:.2f}s)"
 
 
@@ -221,8 +223,8 @@ def print_results(console: Console, report: RunReport, *, ok_already_listed: boo
         lines.append(f"{o.tenant.id} ({r.server}): {line_summary(r)}")
         if r.error and r.error.hint:
             lines.append(f"  -> {r.error.hint}")
-        elif r.status is Status.SKIPPED and r.notes:
-            lines.append(f"  -> {'; '.join(r.notes)}")
+        elif r.status is Status.SKIPPED and len(r.notes) > 1:  # the first is on the line itself
+            lines.append(f"  -> {'; '.join(r.notes[1:])}")
     if lines:  # one print: rich renders each call on its own (a 1,000-school list costs 60 ms line by line)
         console.print("\n".join(lines), markup=False, highlight=False)
 
@@ -287,6 +289,14 @@ def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> N
         console.print(f"rehearsal: {escape(line)}", highlight=False)
 
 
+def print_no_preflight(console: Console) -> None:
+    console.print(
+        "[yellow]warning[/]: --no-preflight: no read-only plan pass. A file edited since some schools applied it is "
+        "not refused before writing: other schools get its new bytes until the first one found holding the old "
+        "ones halts the rollout (a split fleet)"
+    )
+
+
 def print_preflight(console: Console, planned: RunReport) -> None:
     """What a rollout is about to do, from a read-only plan pass: histogram, then who gets what."""
     print_histogram(console, planned)
@@ -311,6 +321,8 @@ def print_summary(console: Console, report: RunReport) -> None:
     counts = report.counts()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"[bold]summary[/]: {schools(len(report.outcomes))}: {parts} ({report.run.duration_s:.2f}s)")
+    if report.command == "resolve" and not any(o.result.status is Status.APPLIED for o in report.outcomes):
+        console.print("nothing was written: no selected school had this to resolve (each school's note says why)")
     for server, why in report.run.servers_down.items():
         skipped = sum(1 for o in report.outcomes if o.result.server == server and o.result.attempts == 0)
         console.print(
@@ -354,11 +366,16 @@ def print_audit(console: Console, report: AuditReport) -> None:
         identical = len(groups[0][1])
         differ = sum(len(ids) for _, ids in groups[1:])
         compared = [s for s in report.schools if s.fingerprint and s.expected_fingerprint]
-        matching = sum(1 for s in compared if s.fingerprint == s.expected_fingerprint)
+        matching = sum(1 for s in compared if s.schema_matches)
         console.print(
             f"live schemas: {identical} alike" + (f", {differ} differ from those" if differ else "")
             + (f"; {matching} of {len(compared)} as their migrations produce" if compared else "")
         )  # fmt: skip
+    if partial := sum(1 for s in report.schools if s.fileless):
+        console.print(
+            f"{schools(partial)} hold versions with no file in the given directories (--ignore-missing): their "
+            "schemas were compared only with what the files create"
+        )
     drifting = [s for s in report.schools if s.drift]
     if drifting:
         from rich.table import Table
@@ -418,3 +435,6 @@ def print_templates(console: Console, report: TemplateReport) -> None:
     verdict = "[green]ok[/]" if report.ok else f"[red]{counts['not_ok']} not ready[/]"
     console.print(f"[bold]summary[/]: {len(report.servers)} template(s) on their servers: {verdict} "
                   f"({report.duration_s:.2f}s)")  # fmt: skip
+    if report.interrupted:
+        console.print("[yellow]interrupted[/]: running work was stopped and what it half-made dropped (or left to the "
+                      "next run, which drops it at once); nothing new was started")  # fmt: skip

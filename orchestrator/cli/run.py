@@ -4,6 +4,7 @@ outputs, exit. Imported when a command runs, not at start-up (`orchestrator --ve
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -14,12 +15,12 @@ from rich.console import Console
 
 from .. import eventloop
 from ..command import Command
+from ..confirm import to_confirm
 from ..errors import InvalidInput
 from ..job import Job, prepare
 from ..logsetup import json_logs, register_secrets
-from ..outcome import Status
-from ..report import write_atomically
-from ..runner import Report, plan_first, run_any, split_in_plan
+from ..report import RunReport, write_atomically
+from ..runner import Report, plan_first, plans_first, preflight_skipped, refuse_before_writing, run_any
 from ..target import DatabaseTarget
 from . import render
 from .options import Flags
@@ -36,11 +37,11 @@ def execute(
     extra_files: Iterable[ExtraFile] = (),
     **specific: Any,
 ) -> None:
-    """Validate (exit 2 on bad input), show the plan, run with progress, render, write the outputs, exit.
+    """Validate (exit 2 on bad input), show the plan, confirm, run with progress, render, write the outputs, exit.
 
-    A fleet `migrate` or `revert` on a terminal first runs a read-only plan pass (version histogram, what would
-    run where) and asks before anything is written, unless --yes; in scripts and CI only with --preflight, never
-    asking."""
+    A rollout over a registry first makes a read-only plan pass that refuses a split fleet (exit 2; --no-preflight
+    leaves it out, with a warning). What it would write, and any write over the whole registry, is then confirmed
+    (`confirm.py`): asked on a terminal (stdin), refused without one unless --yes."""
     try:
         request = flags.request(command, **specific)
         job = prepare(request)
@@ -53,33 +54,53 @@ def execute(
     render.print_plan(human, job)
     progress_console = render.make_console(stderr=True)
     show_progress = outputs.progress and not request.single and not json_logs()  # JSON logs: per-school events
-    preflight, assume_yes = flags.values.get("preflight", False), flags.values.get("yes", False)
-    ask = interactive() and not assume_yes and not outputs.json  # a prompt would end up inside the JSON on stdout
-    if command.asks_first and not request.single and not request.dry_run and (preflight or ask):
-        with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
-            planned = eventloop.run(plan_first, job, observer)
-        render.print_preflight(human, planned)
-        split = split_in_plan(planned)
-        if split is not None:
-            fail_usage(split)
-        something_to_do = any(o.result.status is Status.PLANNED for o in planned.outcomes)
-        question = {
-            Command.REVERT: "Revert these migrations now?",
-            Command.RESOLVE: f"Record this in the ledger of these {len(job.tenants)} school(s) now?",
-        }.get(command, "Apply these migrations now?")
-        something_to_do = something_to_do or command is Command.RESOLVE
-        if ask and something_to_do and not typer.confirm(question, default=False):
-            human.print("aborted: nothing was written")
-            raise typer.Exit(EXIT_NOT_OK)
+    planned = plan_pass(job, human, progress_console, show_progress)
+    confirm_writing(job, planned, human, assume_yes=flags.values.get("yes", False))
     try:
         with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
-            report = eventloop.run(run_any, job, observer)
+            report = eventloop.run(functools.partial(run_any, planned=planned), job, observer)
     except InvalidInput as error:  # the safety gate, after its read-only plan pass: nothing was written
         fail_usage(error)
     progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
     render.print_report(human, job, report, progress_lines=progress_lines)
     write_outputs(human, report, job, extra_files)
     raise typer.Exit(exit_code(report))
+
+
+def plan_pass(job: Job, human: Console, progress_console: Console, show_progress: bool) -> RunReport | None:
+    """A rollout's read-only plan pass over a registry, shown, then checked before anything is written (exit 2)."""
+    if not plans_first(job):
+        if preflight_skipped(job):
+            render.print_no_preflight(human)
+        return None
+    with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+        planned = eventloop.run(plan_first, job, observer)
+    render.print_preflight(human, planned)
+    try:
+        refuse_before_writing(job, planned)
+    except InvalidInput as error:
+        fail_usage(error)
+    return planned
+
+
+def confirm_writing(job: Job, planned: RunReport | None, human: Console, *, assume_yes: bool) -> None:
+    """Ask on a terminal (the question on stderr: --json and a piped stdout neither skip nor pollute it); without
+    one, refuse (exit 2, nothing written) unless --yes."""
+    confirmation = to_confirm(job, planned)
+    if confirmation is None or assume_yes:
+        return
+    if not sys.stdin.isatty():
+        fail_usage(confirmation.refusal())
+    if not ask(confirmation.question):
+        human.print("aborted: nothing was written")
+        raise typer.Exit(EXIT_NOT_OK)
+
+
+def ask(question: str) -> bool:
+    """A yes/no question on stderr, answered on stdin; no by default. (click's prompt echoes a space to stdout.)"""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def execute_template(flags: Flags, spares: int) -> None:
@@ -95,6 +116,7 @@ def execute_template(flags: Flags, spares: int) -> None:
     register_job_secrets(job)
     human = render.make_console(stderr=job.request.outputs.json)
     render.print_template_plan(human, job, groups)
+    confirm_writing(job, None, human, assume_yes=flags.values.get("yes", False))
     report = eventloop.run(keep_templates, job)
     render.print_templates(human, report)
     write_outputs(human, report, job, ())
@@ -120,10 +142,6 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterabl
     render.print_next_steps(human, report, str(outputs.report) if outputs.report else None)
     if outputs.json:
         sys.stdout.writelines(report.json_chunks())
-
-
-def interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def exit_code(report: Report) -> int:

@@ -2,9 +2,9 @@
 
 The key is a digest of everything a lint result depends on: each linted directory's files (path as given, kind, a
 digest of the exact bytes: every file, since the rules read the earlier files for context), which of them are
-linted, released.sum's bytes, whether squawk runs and which binary (path, size, modification time), and the linter
-itself (the package version and the source of the lint rules, the SQL tokenizer and the loader). Any edit makes a new
-key; the value is the report as JSON.
+linted, each released.sum's bytes and the files it covers, whether squawk runs and which binary (path, size,
+modification time), and the linter itself (the package version and the source of the lint rules, the SQL tokenizer
+and the loader). Any edit makes a new key; the value is the report as JSON.
 
 Where: `$ORCHESTRATOR_CACHE_DIR/lint` (empty: no cache), else `$XDG_CACHE_HOME/orchestrator/lint`, else
 `~/.cache/orchestrator/lint`; never inside a directory being linted (then no cache). A cache that cannot be read or
@@ -70,22 +70,24 @@ def _squawk_identity() -> list[object]:
 def key(
     contexts: Iterable[tuple[Sequence[Migration], Sequence[MigrationFile], Sequence[SourceWarning]]],
     *,
-    released_file: Path | None,
+    records: Sequence[tuple[Path, Sequence[Path]]],
     use_squawk: bool,
 ) -> str:
     """The digest of everything a lint result depends on (see the module's docstring). `contexts`: each
-    directory's migrations, the files of it to lint, and the entries its loader ignored."""
+    directory's migrations, the files of it to lint, and the entries its loader ignored; `records`: each
+    released.sum checked and the files it covers."""
     h = hashlib.sha256(f"{FORMAT}\0{linter_digest()}\0".encode())
     parts: list[object] = [use_squawk, _squawk_identity() if use_squawk else None]
     for migrations, wanted, ignored in contexts:
         parts.append([[str(f.path), f.kind, hashlib.sha256(f.raw).hexdigest()] for m in migrations for f in m.files])
         parts.append([str(f.path) for f in wanted])
         parts.append([repr(w) for w in ignored])
-    released: bytes | None = None
-    if released_file is not None:
+    for sum_file, covered in records:
+        released: bytes | None = None
         with contextlib.suppress(OSError):
-            released = released_file.read_bytes()
-    parts.append([str(released_file), hashlib.sha256(released).hexdigest() if released is not None else None])
+            released = sum_file.read_bytes()
+        digest = hashlib.sha256(released).hexdigest() if released is not None else None
+        parts.append([str(sum_file), digest, [str(p) for p in covered]])
     h.update(json.dumps(parts, separators=(",", ":")).encode())
     return h.hexdigest()
 
