@@ -89,11 +89,11 @@ def test_every_command_with_extensions_takes_both_flags_and_they_override_the_re
         defaults="defaults:\n  extensions: [citext]\n",
     )  # fmt: skip
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    both = cli("bootstrap", *args, "--extension", "citext", "--no-extensions")
+    both = cli("bootstrap", "--yes", *args, "--extension", "citext", "--no-extensions")
     assert both.returncode == 2 and "contradict" in both.stderr, both.stdout + both.stderr
-    assert cli("bootstrap", *args, "--no-extensions").returncode == 0
+    assert cli("bootstrap", "--yes", *args, "--no-extensions").returncode == 0
     assert fetchval_sync(pg.url(school), "SELECT count(*) FROM pg_extension WHERE extname = 'citext'") == 0
-    assert cli("bootstrap", *args).returncode == 0, "the registry's defaults.extensions"
+    assert cli("bootstrap", "--yes", *args).returncode == 0, "the registry's defaults.extensions"
     assert fetchval_sync(pg.url(school), "SELECT count(*) FROM pg_extension WHERE extname = 'citext'") == 1
 
 
@@ -196,8 +196,8 @@ def test_audit_findings_name_where_an_expected_extension_comes_from(tmp_path: Pa
     registry = fleet_registry(tmp_path / "t.yaml", pg, [configured, created])
     registry.write_text("defaults:\n  extensions: [pgcrypto]\n" + registry.read_text())
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
-    assert cli("migrate", *args, "--create-missing").returncode == 0
-    assert cli("bootstrap", *args).returncode == 0  # creates pgcrypto on both
+    assert cli("migrate", "--yes", *args, "--create-missing").returncode == 0
+    assert cli("bootstrap", "--yes", *args).returncode == 0  # creates pgcrypto on both
     execute_sync(pg.url(configured), "DROP EXTENSION pgcrypto")
     execute_sync(pg.url(created), "DROP EXTENSION citext")
 
