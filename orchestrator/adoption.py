@@ -92,8 +92,11 @@ def baseline(
     fleet to read."""
     from .lint import lint_paths
 
-    directories = {(path if path.is_dir() else path.parent).resolve(): path for path in reversed(paths)}
-    fleet = read_applied(list(directories)[::-1], database_url, registry, ignore_missing=ignore_missing)
+    directories: dict[Path, Path] = {}  # each once, in the order given
+    for path in paths:
+        directory = path if path.is_dir() else path.parent
+        directories.setdefault(directory.resolve(), directory)
+    fleet = read_applied(list(directories.values()), database_url, registry, ignore_missing=ignore_missing)
     report = lint_paths(paths, released_file=released_file, use_squawk=use_squawk, baseline=fleet.files)
     report.unread = fleet.unread
     return report

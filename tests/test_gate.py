@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
-from pgfixtures import database_exists, execute_sync, fetch_sync, fetchval_sync, run_sync, unique_db_name
+from pgfixtures import PG_PASSWORD, database_exists, execute_sync, fetch_sync, fetchval_sync, run_sync, unique_db_name
 
 from orchestrator import sqlx
+from orchestrator.command import Command
 from orchestrator.devserver import DevServer
+from orchestrator.errors import UnsafeMigrations
+from orchestrator.job import Request, prepare
+from orchestrator.outcome import Status
+from orchestrator.runner import plan_first, run
 
 SQLX = Path(sys.executable).parent / "sqlx"
 
@@ -288,3 +293,51 @@ def test_a_good_rehearsal_then_rolls_out(tmp_path: Path, pg: DevServer) -> None:
     assert "rehearsal: from version nothing: 2 migration(s) up, down and up again: ok" in result.stdout
     for db in schools:
         assert has_history(pg, db)
+
+
+def test_the_gate_judges_from_the_plan_pass_the_run_is_handed_not_a_second_one(tmp_path: Path, pg: DevServer) -> None:
+    """One plan pass: the runner's gate reads where each file would run from the pass it is given (the CLI's), the
+    same one that refuses a split fleet. Shown by handing it a pass that calls a school with tables of its own new:
+    the busy-table rules then let the file through there."""
+    migrations = make_migrations(tmp_path / "m", DESTRUCTIVE)
+    registry, [school] = fleet(tmp_path, pg, 1, "handed")
+    with_data(pg, registry, migrations, [])  # version 1: a table of its own, no rows yet
+    os.environ["PGPW"] = PG_PASSWORD
+    job = prepare(Request(command=Command.MIGRATE, registry=registry, migrations=migrations))
+    planned = run_sync(plan_first(job))
+    [outcome] = planned.outcomes
+    assert outcome.result.status is Status.PLANNED and not outcome.result.new_school, "tables of its own: not new"
+    with pytest.raises(UnsafeMigrations, match="drop-column"):
+        run_sync(run(job, planned=planned))
+    assert versions(pg, school) == [1], "nothing written"
+
+    outcome.result.new_school = True  # what this pass says is what the gate goes by: no pass of its own
+    report = run_sync(run(job, planned=planned))
+    assert report.outcomes[0].result.status is Status.APPLIED, report.outcomes[0].result
+    assert versions(pg, school) == [1, 2]
+
+
+def test_baseline_reads_several_directories_as_one_source_and_records_each_in_its_own_released_sum(
+    tmp_path: Path, pg: DevServer
+) -> None:
+    main = make_migrations(tmp_path / "main", SAFE)
+    deferred = make_migrations(tmp_path / "deferred", {"2_index_names.sql": "CREATE INDEX n_idx ON people (name);\n"})
+    registry, _ = fleet(tmp_path, pg, 1, "two_dirs")
+    both = ("--migrations", str(main), "--migrations", str(deferred))
+    applied = cli("migrate", "--yes", "--registry", str(registry), *both, "--allow-unsafe", "--no-progress")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    # One directory alone: the school's version 2 has no file there, so it is not read without --ignore-missing.
+    alone = cli("lint", str(main), "--baseline", "--no-squawk", "--registry", str(registry))
+    assert "not read: 1 school(s)" in alone.stdout and "missing" in alone.stdout, alone.stdout
+    assert "1_create_people" not in (main / "released.sum").read_text()
+    ignoring = cli("lint", str(main), "--baseline", "--no-squawk", "--registry", str(registry), "--ignore-missing")
+    assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
+    assert "1_create_people.up.sql" in (main / "released.sum").read_text()
+    (main / "released.sum").unlink()
+
+    baseline = cli("lint", str(main), str(deferred), "--baseline", "--no-squawk", "--registry", str(registry))
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    assert "1_create_people.up.sql" in (main / "released.sum").read_text()
+    assert "2_index_names.sql" not in (main / "released.sum").read_text()
+    assert "2_index_names.sql" in (deferred / "released.sum").read_text()
