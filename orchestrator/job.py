@@ -112,6 +112,15 @@ class Job:
         )
         return extensions
 
+    def extensions_origin(self, tenant: Tenant) -> str | None:
+        """Where the school's extensions are configured, in words for the audit's findings (None: nowhere)."""
+        layers = (
+            (self.request.school, "--extension / --no-extensions"),
+            (tenant.settings, f"school {tenant.id}'s extensions in the registry"),
+            (self.defaults, "the registry's defaults.extensions"),
+        )
+        return next((f"configured by {where}" for layer, where in layers if layer.extensions is not None), None)
+
     def engine_options(self, tenant: Tenant) -> EngineOptions:
         return self._engine_options(self.settings_for(tenant))
 
@@ -213,9 +222,7 @@ def prepare(request: Request) -> Job:
 
         lint = gate.lint_up_to(source, request.target_version)
         if not request.gate.allow_unsafe:
-            gate.refuse_edits(lint)
-            if request.single and request.command is Command.PROVISION:
-                gate.refuse(lint, source)  # onboarding a school runs every file: no plan pass needed to know it
+            gate.refuse_edits(lint)  # the rest is judged where each file would run, after a plan pass (runner)
     return Job(request, source, tenants, defaults, lint, every_school)
 
 

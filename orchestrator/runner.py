@@ -227,8 +227,7 @@ def refuse_before_writing(job: Job, planned: RunReport) -> None:
     if job.lint is not None and job.lint.errors and not job.request.gate.allow_unsafe:
         from . import gate
 
-        versions = gate.versions_that_would_run(planned, job.source, job.request.target_version)
-        gate.refuse(job.lint, job.source, versions)
+        gate.refuse_where_it_runs(job, planned)  # each file judged by where it would run (new schools apart)
 
 
 def _restamped(job: Job) -> frozenset[int]:

@@ -4,7 +4,7 @@ The option groups (what the command line shows as panels, and what the Python AP
 - `Selection`: which schools (--tenant/--tag/--exclude/--shard/--resume);
 - `Budgets`: how hard to push (--concurrency/--retries) and when to stop (--canary/--max-failures);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
-  --statement-timeout/--lock-wait/--per-server/--template, and `extensions` from the registry or the API);
+  --statement-timeout/--lock-wait/--per-server/--template, --extension/--no-extensions);
 - `Outputs`: where results go (--report/--junit/--json/--no-progress);
 - `Gate`: the safety gate (--allow-unsafe/--rehearse/--reference-url).
 
@@ -73,7 +73,9 @@ class Resolved:
 
 
 BUILTIN = Resolved(
-    extensions=("uuid-ossp",),
+    # None: a school the tool builds is the one `sqlx migrate run` builds from the same files, unless the operator
+    # asks for extensions (registry `extensions`, --extension, the API's `extensions=`), as the example registry does.
+    extensions=(),
     connect_timeout=10.0,
     lock_timeout=5.0,
     statement_timeout=600.0,
