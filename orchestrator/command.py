@@ -22,13 +22,9 @@ class Command(StrEnum):
 
     @property
     def plans_first(self) -> bool:
-        """Over a registry: a read-only plan pass before writing, refusing a split fleet (unless --no-preflight)."""
+        """Over a registry: a read-only plan pass before writing, refusing a split fleet (unless --no-preflight); the
+        work it finds is then confirmed (a question on a terminal, else --yes)."""
         return self in (Command.MIGRATE, Command.REVERT, Command.RESOLVE, Command.PROVISION)
-
-    @property
-    def asks_first(self) -> bool:
-        """Over a registry, the work the plan pass found is confirmed first (a question on a terminal, else --yes)."""
-        return self in (Command.MIGRATE, Command.REVERT, Command.RESOLVE)
 
     @property
     def applies_migrations(self) -> bool:

@@ -1,10 +1,11 @@
 """What a write over a registry must have confirmed before it starts, and how to say it.
 
-Two things are confirmed: the work a rollout's plan pass found (migrate, revert, resolve; the schools `migrate
---create-missing` would create count as work), and any write over the whole registry (no --tenant, --tag, --exclude,
---shard or --resume), whatever it would do. The command line asks on a terminal and, without one, refuses unless
---yes (exit 2, nothing written). The Python API asks nothing: a call is its own confirmation. One database (-D) is
-never asked about.
+Two things are confirmed: the work a rollout's plan pass found (migrate, revert, resolve, provision; the schools
+`migrate --create-missing` and `provision` would create count as work), and any write over the whole registry,
+whatever it would do. The whole registry is judged by what was selected, not by the flags typed: `--shard 0/1`, a
+tag every school has or a --resume of a run where none ended ok select every school. The command line asks on a
+terminal and, without one, refuses unless --yes (exit 2, nothing written). The Python API asks nothing: a call is
+its own confirmation. One database (-D) is never asked about.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .outcome import Status
 from .report import RunReport
 
 NO_SELECTION = "no --tenant, --tag, --exclude, --shard or --resume"
+LEAVES_NONE_OUT = "the selection leaves none out"
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,15 @@ def to_confirm(job: Job, planned: RunReport | None) -> Confirmation | None:
     request = job.request
     if request.single or not job.writes or (planned is not None and planned.interrupted):
         return None  # interrupted during the plan pass: nothing will be written
-    work = _work(job, planned) if job.command.asks_first else None
-    whole = not request.selection.narrows
+    work = _work(job, planned) if job.command.plans_first else None
+    whole = job.every_school
     if work is None and not whole:
         return None
-    scope = f"every school of {request.registry} ({len(job.tenants)}; {NO_SELECTION})"
+    how = LEAVES_NONE_OUT if request.selection.narrows else NO_SELECTION
+    scope = f"every school of {request.registry} ({len(job.tenants)}; {how})"
     command = job.command.value
     if work is None:
-        nothing = "; its plan pass found nothing to write" if planned is not None and job.command.asks_first else ""
+        nothing = "; its plan pass found nothing to write" if planned is not None and job.command.plans_first else ""
         return Confirmation(f"{command} would act on {scope}{nothing}")
     return Confirmation(f"{command} would {work}" + (f", over {scope}" if whole else ""))
 
@@ -66,7 +69,8 @@ def _work(job: Job, planned: RunReport | None) -> str | None:
         return f"change the ledger of {n} school(s) (resolve --{how.replace('_', '-')} {version})"
     counts = planned.counts()
     to_do = counts.get(Status.PLANNED.value, 0)
-    to_create = counts.get(Status.NO_DATABASE.value, 0) if job.request.create_missing else 0
+    creates = job.request.create_missing or command is Command.PROVISION
+    to_create = counts.get(Status.NO_DATABASE.value, 0) if creates else 0
     verb = "revert migrations" if command is Command.REVERT else "apply migrations"
     parts = [f"{verb} on {to_do} school(s)"] if to_do else []
     if to_create:

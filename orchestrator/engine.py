@@ -22,7 +22,7 @@ import anyio
 import asyncpg
 
 from . import sqlx, tracing
-from .bootstrap import MAINTENANCE_DATABASE, create_database, ensure_extensions
+from .bootstrap import MAINTENANCE_DATABASE, create_database, drop_if_ours, ensure_extensions
 from .connection import (
     Session,
     SessionSettings,
@@ -42,6 +42,7 @@ from .history import (
     effect_check,
     ensure_history_table,
     forget,
+    has_own_tables,
     history_exists,
     in_progress,
     mark_done,
@@ -79,7 +80,8 @@ _SQLSTATE_HINTS = {
     "(or a superuser) must grant it, or put the owner's role in the URL; the file's transaction rolled back. Not "
     "retried: it fails the same way until granted",
     "42883": "a function is missing: is the extension it comes from installed? `orchestrator bootstrap` creates "
-    "the registry's `extensions` (default uuid-ossp)",
+    "the extensions the registry's `extensions` (or --extension NAME) asks for; none by default, as `sqlx migrate "
+    "run` creates none",
 }
 
 
@@ -340,6 +342,7 @@ async def run_session(
     result = DatabaseResult(database=target.database, server=target.server, status=Status.FAILED)
     bound = log.bind(database=target.database, server=target.server)
     conn: Session | None = None
+    created = Created.NOT_BY_US
     # An interrupt aborts the run's sessions by cancelling this scope (connection.SessionGroup).
     with current_group().abortable() as scope:
         try:
@@ -356,7 +359,6 @@ async def run_session(
                 result.created_database = created is not Created.NOT_BY_US
                 return created
 
-            created = Created.NOT_BY_US
             if create == "first":
                 # Onboarding: the school is expected new, so no connection attempt is spent finding out that its
                 # database is missing (create_database checks pg_database, and leaves an existing one alone).
@@ -396,6 +398,12 @@ async def run_session(
                     await close_quietly(conn)
     if scope.cancelled_caught and result.error is None:
         result.status, result.error = Status.FAILED, aborted(target)
+    elif created is Created.EMPTY and result.error is not None and not result.steps and not known_pooler(target):
+        # A database this call created, left useless by the failure (e.g. an extension the server lacks): dropped
+        # again when it provably holds nothing but our bootstrap (behind a pooler that cannot be proven).
+        dropped, note = await drop_if_ours(target, options.session)
+        result.notes.append(note)
+        result.created_database = not dropped
     result.duration_s = time.perf_counter() - started
     if result.error is not None:
         bound.warning("database.failed", status=result.status.value, code=result.error.code, error=result.error.message)
@@ -562,6 +570,8 @@ async def _inspect(
             hint="wait for it to finish, then run this again",
         )
     if plan:
+        if not applied:  # one more query, only where the ledger is empty: is it a new school, or one never migrated?
+            result.new_school = not await has_own_tables(conn, timeout=quick)
         result.steps = [MigrationStep(m.version, m.description, "up") for m in pending]
         result.status = Status.PLANNED if pending else Status.UP_TO_DATE
     else:

@@ -95,6 +95,28 @@ async def read_status(
     return applied
 
 
+# Tables, partitioned tables and materialized views outside the system schemas, other than the ledger and those an
+# extension owns (PostGIS's spatial_ref_sys): what holds a school's rows.
+_HAS_OWN_TABLES = f"""
+SELECT EXISTS (
+    SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+      AND NOT (n.nspname = current_schema() AND c.relname = '{sqlx.HISTORY_TABLE}')
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_depend AS d
+          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+      )
+)
+"""
+
+
+async def has_own_tables(conn: asyncpg.Connection, *, timeout: float | None = None) -> bool:
+    """Whether the database holds any table of its own (the ledger and extensions' tables aside). With no ledger
+    rows either, it is a new school: no rows, no traffic (the safety gate's busy-table rules do not apply there)."""
+    return bool(await conn.fetchval(_HAS_OWN_TABLES, timeout=timeout))
+
+
 async def mark_in_progress(conn: asyncpg.Connection, m: Migration, *, timeout: float | None = None) -> None:
     """Before a `-- no-transaction` file runs: SQLx's row with success = false (see sqlx.INSERT_IN_PROGRESS)."""
     await conn.execute(sqlx.INSERT_IN_PROGRESS, m.version, m.description, m.checksum, timeout=timeout)

@@ -90,6 +90,8 @@ class Job:
     tenants: list[Tenant]
     defaults: SchoolSettings = EMPTY  # the registry's `defaults:` (none for -D)
     lint: LintReport | None = None  # the safety gate's findings, for commands that apply migrations
+    # Over a registry: the selection left none of its schools out, whichever flags made it (a write then asks first).
+    every_school: bool = False
 
     @property
     def command(self) -> Command:
@@ -109,6 +111,15 @@ class Job:
             "extensions", self.request.school, tenant.settings, self.defaults
         )
         return extensions
+
+    def extensions_origin(self, tenant: Tenant) -> str | None:
+        """Where the school's extensions are configured, in words for the audit's findings (None: nowhere)."""
+        layers = (
+            (self.request.school, "--extension / --no-extensions"),
+            (tenant.settings, f"school {tenant.id}'s extensions in the registry"),
+            (self.defaults, "the registry's defaults.extensions"),
+        )
+        return next((f"configured by {where}" for layer, where in layers if layer.extensions is not None), None)
 
     def engine_options(self, tenant: Tenant) -> EngineOptions:
         return self._engine_options(self.settings_for(tenant))
@@ -191,6 +202,7 @@ def prepare(request: Request) -> Job:
             )
         tenants, defaults = [single_tenant(request.database_url)], EMPTY
         schools: Sequence[Tenant] = tenants
+        every_school = False
     else:
         registry = load_registry(request.registry)
         selection = request.selection
@@ -200,6 +212,7 @@ def prepare(request: Request) -> Job:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
         tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
+        every_school = {t.id for t in tenants} == {t.id for t in schools}
         if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
             tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
     check_templates(request.school, tenants, defaults, schools)
@@ -209,10 +222,8 @@ def prepare(request: Request) -> Job:
 
         lint = gate.lint_up_to(source, request.target_version)
         if not request.gate.allow_unsafe:
-            gate.refuse_edits(lint)
-            if request.single and request.command is Command.PROVISION:
-                gate.refuse(lint, source)  # onboarding a school runs every file: no plan pass needed to know it
-    return Job(request, source, tenants, defaults, lint)
+            gate.refuse_edits(lint)  # the rest is judged where each file would run, after a plan pass (runner)
+    return Job(request, source, tenants, defaults, lint, every_school)
 
 
 def check_resolve(request: Request, source: MigrationSource) -> None:

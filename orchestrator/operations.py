@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -16,6 +17,9 @@ from .fleet import Work
 from .job import Job
 from .outcome import DatabaseResult
 from .registry import Tenant
+
+if TYPE_CHECKING:
+    from .applied_bytes import AppliedBytes
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,16 @@ class Survey:
 SURVEY_MIN_SCHOOLS = 12
 
 
-def make_work(job: Job, schema_matches: Mapping[str, frozenset[int]] | None = None, survey: Survey = Survey()) -> Work:
+def make_work(
+    job: Job,
+    schema_matches: Mapping[str, frozenset[int]] | None = None,
+    survey: Survey = Survey(),
+    history: Mapping[bytes, AppliedBytes] | None = None,
+) -> Work:
     """`schema_matches`: for `resolve --restamp` and `--applied --schema-evidence`, the schools whose live schema is
     what their files produce, with the versions they were compared at (from an audit pass; see
-    runner._schema_matches). `survey`: what the servers said about the schools' databases."""
+    runner._schema_matches). `survey`: what the servers said about the schools' databases. `history`: for
+    `resolve --restamp`, the file's committed versions by checksum (applied_bytes.versions)."""
     matches = schema_matches or {}
     command, source = job.command, job.source
 
@@ -86,6 +96,7 @@ def make_work(job: Job, schema_matches: Mapping[str, frozenset[int]] | None = No
                         options,
                         schema_matches=tenant.id in matches,
                         allow_unverified=request.allow_unverified,
+                        history=history,
                     )
                 return await resolve.forget_version(tenant.target, version, options)
             case Command.AUDIT | Command.TEMPLATE:

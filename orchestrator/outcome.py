@@ -92,6 +92,8 @@ class DatabaseResult:
     notes: list[str] = field(default_factory=list)
     created_database: bool = False
     attempts: int = 1
+    # plan: no ledger rows and no tables of its own, a new school (the safety gate's busy-table rules do not apply)
+    new_school: bool = False
 
     @property
     def ok(self) -> bool:

@@ -32,7 +32,8 @@ the fix in the hint: a `direct_url`.
    Doubt refuses too: a probe without a server connection after PROBE_WAIT_S (a pool of one held by us, a full
    pool: a transaction pooler would have handed the idle X out at once), more backends than MAX_PROBES, X's
    activity hidden (track_activities off), a probe that cannot connect.
-   In session pooling the limits PgBouncer refused as startup parameters are then set as plain `SET`s.
+   Once proven, the limits are set as plain `SET`s: a pooler may have refused them as startup parameters, or
+   accepted and dropped them (`ignore_startup_parameters`).
 
 Probes end with a ROLLBACK before they close (a pooler closes a server connection whose client leaves inside a
 transaction, and with it any session lock a worker left there); a probe still waiting for a server connection is
@@ -139,8 +140,9 @@ async def prove_pinned(conn: asyncpg.Connection) -> None:
     if await conn.fetchval(_PID) != ours:
         raise _proven(conn)
     conn.pinned = True
-    if conn.behind_pooler:  # session pooling: the limits it refused at start-up hold for the session
-        await conn.execute(conn.settings.set_commands(local=False))
+    # Our limits, as SQL: whatever stands between (session pooling, a proxy) may have refused them at start-up, or
+    # accepted and dropped them (PgBouncer's ignore_startup_parameters), leaving lock_timeout and statement_timeout 0.
+    await conn.execute(conn.settings.set_commands(local=False))
 
 
 class _Probes:

@@ -528,19 +528,25 @@ class _Fleet:
                 )
             )
             return
-        other = self.databases.get(tenant.target.identity)
-        if other is not None:
-            self.problem(
-                RegistryError(
-                    f"tenants {other.id!r} ({self.ids[other.id]}) and {tenant.id!r} point at the same database "
-                    f"{excerpt(tenant.target.redacted, 200)}",
-                    location=where,
-                    hint="every school needs its own database (localhost, 127.0.0.1 and ::1 are one machine)",
+        # Both of a school's URLs name its database (direct_url: the same one, without the pooler): neither may be
+        # another school's url or direct_url.
+        targets = [tenant.target] if tenant.direct is None else [tenant.target, tenant.direct]
+        for target in targets:
+            other = self.databases.get(target.identity)
+            if other is not None:
+                self.problem(
+                    RegistryError(
+                        f"tenants {other.id!r} ({self.ids[other.id]}) and {tenant.id!r} point at the same database "
+                        f"{excerpt(target.redacted, 200)}",
+                        location=where,
+                        hint="every school needs its own database (localhost, any loopback address, 0.0.0.0 and a "
+                        "socket directory are one machine; url and direct_url both count)",
+                    )
                 )
-            )
-            return
+                return
         self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
-        self.databases[tenant.target.identity] = tenant
+        for target in targets:
+            self.databases[target.identity] = tenant
         self.tenants.append(tenant)
         self.template_at(tenant.settings.template, loader.at(_value_of(node, "template")))
 

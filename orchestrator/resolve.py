@@ -11,19 +11,20 @@ versions a school was found at when its live schema equalled what those files an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
 from . import sqlx
-from .audit.coverage import Unseen, unseen
+from .applied_bytes import AppliedBytes, unseen_changes
+from .audit.coverage import unseen
 from .engine import EngineOptions, check_target_version, run_session
 from .errors import ModifiedMigration
 from .history import AppliedMigration, ensure_history_table, forget, read_history
 from .lock import migration_lock
 from .outcome import DatabaseResult, Status
-from .source import Migration, MigrationSource
+from .source import CHECKSUM_BYTES, Migration, MigrationSource
 from .target import DatabaseTarget
 
 # What a resolve does on one school, holding SQLx's lock, from the ledger read under it (empty: no history table).
@@ -54,10 +55,14 @@ async def mark_applied(
 ) -> DatabaseResult:
     """The file took effect: its unfinished row becomes the one SQLx writes (success, the current file's checksum and
     description). A school with no row for it is left alone, unless `evidence` was sought and matched at exactly the
-    versions its ledger shows applied now. Raises UsageError before connecting if `version` has no file."""
+    versions its ledger shows applied now. An unfinished row holding another file's checksum is refused (`modified`):
+    the bytes that ran are not the current file's; a row holding no checksum (another tool's placeholder: ours holds
+    the file's) is resolved, with a note. Raises UsageError before connecting if `version` has no file."""
     check_target_version(source, version)
     migration = source.get(version)
     assert migration is not None
+    # The schema proves nothing about a file whose effect it cannot show (rows, code run, privileges, ...).
+    blind = unseen(migration.up_sql) if evidence is not None else ()
 
     async def decide(conn: asyncpg.Connection, ledger: dict[int, AppliedMigration], result: DatabaseResult) -> None:
         row = ledger.get(version)
@@ -71,12 +76,33 @@ async def mark_applied(
             return left_alone(result, f"version {version} is already recorded as applied: nothing written")
         if row is None:
             applied = frozenset(v for v, r in ledger.items() if r.success)
+            if evidence is not None and blind:
+                return left_alone(
+                    result,
+                    f"version {version} is pending here (no history row); the schema is no evidence that "
+                    f"{migration.filename} ran, it holds what the comparison cannot see "
+                    f"({'; '.join(map(str, blind[:3]))}): nothing recorded",
+                )
             if evidence is None or evidence.matched_at != applied:
                 return left_alone(result, _pending_note(version, evidence))
             await ensure_history_table(conn, timeout=options.session.bookkeeping_timeout)
             result.notes.append(f"recorded on evidence: {_evidence(version, applied, source)}")
+        elif len(row.checksum) == CHECKSUM_BYTES and row.checksum != migration.checksum:
+            raise ModifiedMigration(
+                sqlx.modified_message(version),
+                versions=[version],
+                hint=f"not resolved: {migration.filename} was edited since it ran here (its unfinished row holds the "
+                "checksum of other bytes), so recording it would claim the edited file ran. Restore the file that "
+                f"ran, then `orchestrator resolve --applied {version}`; or undo what it did and `orchestrator resolve "
+                f"--not-applied {version}`",
+            )
         else:
             result.notes.append(f"recorded {migration.filename} as applied")
+            if row.checksum != migration.checksum:
+                result.notes.append(
+                    "its unfinished row held no checksum (written by another tool): which bytes ran is unknown; "
+                    "recorded the current file's checksum"
+                )
         await _write(conn, options, sqlx.UPSERT_APPLIED, version, migration.description, migration.checksum)
         result.status = Status.APPLIED
 
@@ -131,15 +157,18 @@ async def restamp(
     *,
     schema_matches: bool,
     allow_unverified: bool = False,
+    history: Mapping[bytes, AppliedBytes] | None = None,
 ) -> DatabaseResult:
     """An applied file was edited without changing what it does: record the current file's checksum, so SQLx
     workers accept it again. Only where the school's live schema matches what the current files produce (the
-    audit's comparison, `schema_matches`), and only when that comparison can see everything the file does
-    (audit/coverage.py) or `allow_unverified` (the operator checked this school); otherwise the school is left
-    `modified`, untouched."""
+    audit's comparison, `schema_matches`), and only where the applied bytes were found (`history`: the file's
+    committed versions by checksum, applied_bytes.py) and hold the same statements the comparison cannot see as
+    the current file (audit/coverage.py), or `allow_unverified` (the operator checked this school); otherwise the
+    school is left `modified`, untouched."""
     migration = source.get(version)
     assert migration is not None
     blind = unseen(migration.up_sql)
+    known = history or {}
 
     async def decide(conn: asyncpg.Connection, ledger: dict[int, AppliedMigration], result: DatabaseResult) -> None:
         row = ledger.get(version)
@@ -148,8 +177,10 @@ async def restamp(
             return left_alone(result, f"version {version} {state} here: nothing to re-stamp")
         if row.checksum == migration.checksum:
             return left_alone(result, f"{migration.filename}: the recorded checksum is already the current file's")
-        if blind and not allow_unverified:
-            raise _unverifiable(migration, blind)
+        found = known.get(row.checksum)
+        changed = unseen_changes(found.text, migration.up_sql) if found else tuple(map(str, blind))
+        if (found is None or changed) and not allow_unverified:
+            raise _unverifiable(migration, found, changed)
         if not schema_matches:
             raise ModifiedMigration(
                 sqlx.modified_message(version),
@@ -160,21 +191,35 @@ async def restamp(
         await _write(conn, options, sqlx.RESTAMP, version, migration.checksum)
         result.status = Status.APPLIED
         result.notes.append(f"re-stamped {migration.filename} with the current file's checksum")
-        if blind:
+        result.notes.append(f"applied bytes found in git at {found.rev}" if found else "applied bytes not found")
+        if found is None or changed:
             result.notes.append(
-                "--allow-unverified: re-stamped although the schema comparison cannot see " + "; ".join(map(str, blind))
+                "--allow-unverified: re-stamped although "
+                + ("the applied bytes were not found" if found is None else "")
+                + (" and " if found is None and changed else "")
+                + (f"the schema comparison cannot see {'; '.join(changed)}" if changed else "")
             )
 
     return await _under_lock(target, options, decide)
 
 
-def _unverifiable(migration: Migration, blind: tuple[Unseen, ...]) -> ModifiedMigration:
-    listed = "; ".join(map(str, blind[:5])) + (f"; and {len(blind) - 5} more" if len(blind) > 5 else "")
+def _unverifiable(migration: Migration, found: AppliedBytes | None, changed: tuple[str, ...]) -> ModifiedMigration:
+    listed = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+    if found is None:
+        why = (
+            f"applied bytes not found: no commit of {migration.filename} in the git history of its directory has "
+            "the checksum recorded here, so what the edit removed or changed cannot be checked"
+            + (f"; the current file holds what the schema comparison cannot see ({listed})" if changed else "")
+        )
+    else:
+        why = (
+            f"applied bytes found in git at {found.rev}: they and the current file differ in what the schema "
+            f"comparison cannot see ({listed}), so the edit would not show"
+        )
     return ModifiedMigration(
         sqlx.modified_message(migration.version),
         versions=[migration.version],
-        hint=f"not re-stamped: {migration.filename} holds what the schema comparison cannot see ({listed}), so "
-        "an edit there would not show. Restore the applied file and put the change in a new migration; or, once "
+        hint=f"not re-stamped: {why}. Restore the applied file and put the change in a new migration; or, once "
         "you have checked a school yourself, re-stamp it by name: `orchestrator resolve --restamp "
         f"{migration.version} --allow-unverified --tenant ID`",
     )

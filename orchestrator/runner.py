@@ -4,9 +4,11 @@ included. The CLI and the Python API both go through here; neither holds logic o
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeAlias, cast
+
+import anyio
 
 from . import tracing
 from .command import Command
@@ -19,6 +21,7 @@ from .registry import Tenant
 from .report import RunReport
 
 if TYPE_CHECKING:
+    from .applied_bytes import AppliedBytes
     from .audit.model import AuditReport
     from .rehearsal import Rehearsal
     from .template_fleet import TemplateReport
@@ -90,7 +93,8 @@ async def _rehearse_and_run(
     if rehearsal is not None and not rehearsal.ok:
         reason = f"rehearsal failed, no school was touched: {rehearsal.error}"
         return skipped_run(job.tenants, reason, observer), rehearsal
-    work = make_work(job, await _schema_matches(job), await survey_servers(job))
+    history = await _restamp_history(job)
+    work = make_work(job, await _schema_matches(job, history), await survey_servers(job), history)
     options = job.fleet_options
     if planned is not None:
         work, options = _after_the_plan_pass(work, options, planned, job.command)
@@ -126,7 +130,21 @@ def _after_the_plan_pass(
     return once, options
 
 
-async def _schema_matches(job: Job) -> dict[str, frozenset[int]]:
+async def _restamp_history(job: Job) -> dict[bytes, AppliedBytes]:
+    """For `resolve --restamp V` only: V's committed versions by checksum, where the applied bytes are looked for
+    (applied_bytes.py; read once per run, in a thread: git is bounded in time but not instant)."""
+    request = job.request
+    if job.command is not Command.RESOLVE or request.resolve is None or request.resolve[0] != "restamp":
+        return {}
+    migration = job.source.get(request.resolve[1])
+    if migration is None:
+        return {}
+    from .applied_bytes import versions
+
+    return await anyio.to_thread.run_sync(versions, migration.up_path)
+
+
+async def _schema_matches(job: Job, history: Mapping[bytes, AppliedBytes]) -> dict[str, frozenset[int]]:
     """For `resolve --restamp` and `resolve --applied --schema-evidence` only: a read-only audit pass, and the
     schools whose live schema equals what their files produce (re-stamping anything else would hide a real
     difference), with the versions each was compared at. With --schema-evidence, the files are each school's
@@ -136,11 +154,8 @@ async def _schema_matches(job: Job) -> dict[str, frozenset[int]]:
         return {}
     how, version = request.resolve
     if how == "restamp":
-        from .audit.coverage import unseen
-
-        migration = job.source.get(version)
-        if migration is not None and unseen(migration.up_sql) and not request.allow_unverified:
-            return {}  # refused on every school that would need it, whatever the schemas
+        if not history and not request.allow_unverified:
+            return {}  # no applied bytes to find: refused on every school that would need it, whatever the schemas
         plus = None
     elif how == "applied" and request.schema_evidence:
         plus = version
@@ -212,8 +227,7 @@ def refuse_before_writing(job: Job, planned: RunReport) -> None:
     if job.lint is not None and job.lint.errors and not job.request.gate.allow_unsafe:
         from . import gate
 
-        versions = gate.versions_that_would_run(planned, job.source, job.request.target_version)
-        gate.refuse(job.lint, job.source, versions)
+        gate.refuse_where_it_runs(job, planned)  # each file judged by where it would run (new schools apart)
 
 
 def _restamped(job: Job) -> frozenset[int]:

@@ -4,7 +4,7 @@ The option groups (what the command line shows as panels, and what the Python AP
 - `Selection`: which schools (--tenant/--tag/--exclude/--shard/--resume);
 - `Budgets`: how hard to push (--concurrency/--retries) and when to stop (--canary/--max-failures);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
-  --statement-timeout/--lock-wait/--per-server/--template, and `extensions` from the registry or the API);
+  --statement-timeout/--lock-wait/--per-server/--template, --extension/--no-extensions);
 - `Outputs`: where results go (--report/--junit/--json/--no-progress);
 - `Gate`: the safety gate (--allow-unsafe/--rehearse/--reference-url).
 
@@ -32,6 +32,10 @@ DEFAULT_MIGRATIONS = Path("migrations")
 # (a rename). Each is a full copy of the template (8 MB and more on disk per server); 4 covers a burst of
 # onboardings between two runs (nightly, after a release); past them, onboarding copies the template as before.
 DEFAULT_SPARES = 4
+# `resolve --restamp`: how far back the migrations directory's git history is searched for the applied bytes of an
+# edited file (commits that touched it, and seconds in all; the search is local, never a fetch).
+GIT_HISTORY_DEPTH = 200
+GIT_HISTORY_SECONDS = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -69,7 +73,9 @@ class Resolved:
 
 
 BUILTIN = Resolved(
-    extensions=("uuid-ossp",),
+    # None: a school the tool builds is the one `sqlx migrate run` builds from the same files, unless the operator
+    # asks for extensions (registry `extensions`, --extension, the API's `extensions=`), as the example registry does.
+    extensions=(),
     connect_timeout=10.0,
     lock_timeout=5.0,
     statement_timeout=600.0,

@@ -184,6 +184,10 @@ class MigrationSource:
         return " + ".join(str(d) for d in self.directories)
 
 
+# SQLx's checksum: SHA-384 of the file's bytes. A ledger row holding anything shorter was written by another tool.
+CHECKSUM_BYTES = 48
+
+
 def checksum(data: bytes) -> bytes:
     return hashlib.sha384(data).digest()
 

@@ -24,6 +24,7 @@ _BLOCK_EDGE = re.compile(r"/\*|\*/")
 _E_STRING_STOP = re.compile(r"[\\']")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
 _NEWLINE = re.compile(r"\n")
+_LINE_END = re.compile(r"[\r\n]")
 _NON_SPACE = re.compile(r"\S")
 
 
@@ -76,8 +77,9 @@ def _token_at(sql: str, i: int) -> Token | None:
     if c == ";":
         return Token("semicolon", i, i + 1)
     if c == "-":
-        end = sql.find("\n", i)
-        return Token("line_comment", i, len(sql) if end < 0 else end)
+        # PostgreSQL ends a `--` comment at a carriage return too: `-- x\rINSERT ...` runs the INSERT.
+        m = _LINE_END.search(sql, i)
+        return Token("line_comment", i, m.start() if m else len(sql))
     if c == "/":
         return Token("block_comment", i, _block_comment_end(sql, i))
     if c == "'":

@@ -10,7 +10,9 @@ messages, tracebacks), and `redact_url()` shows any URL, even a malformed one, w
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
@@ -49,8 +51,9 @@ _CHOICES: dict[str, frozenset[str] | None] = {
 _HOST = re.compile(r"[A-Za-z0-9._:%-]+")  # a name, IPv4, or IPv6 (with a %zone) once its brackets are off
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# One machine, three spellings: the duplicate check sees through them.
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+# The duplicate check's name for "this machine": every loopback address, 0.0.0.0 / ::, localhost, a socket directory.
+THIS_MACHINE = "localhost"
+_LOCAL_NAMES = frozenset({"localhost", "localhost."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ class DatabaseTarget:
     password: str | None = field(repr=False, default=None)
     #: every secret in the URL (password, sslpassword), for scrubbing
     secrets: tuple[str, ...] = field(repr=False, default=())
-    #: (host, port) pairs with loopback spellings made one: what identifies the server whatever the spelling
+    #: (host, port) pairs, every spelling of "this machine" and of an IP address made one (see `canonical_host`)
     addresses: tuple[tuple[str, int], ...] = field(repr=False, default=())
 
     @classmethod
@@ -110,7 +113,7 @@ class DatabaseTarget:
             user=user or None,
             password=password or None,
             secrets=secrets,
-            addresses=tuple((_one_spelling(h), p) for h, p in addresses),
+            addresses=tuple((canonical_host(h), p) for h, p in addresses),
         )
 
     @property
@@ -272,8 +275,36 @@ def check_database_name(name: str, what: str) -> None:
         )
 
 
-def _one_spelling(host: str) -> str:
-    return "localhost" if host in _LOOPBACK else host
+def canonical_host(host: str) -> str:
+    """One spelling per host, worked out without DNS: an IP address in its canonical form (`127.1` and `0x7f.1` as
+    glibc's resolver reads them, an IPv4-mapped IPv6 address as its IPv4), and THIS_MACHINE for every way of
+    reaching a server on this machine: `localhost`, all of 127.0.0.0/8 and ::1 (Linux routes them to the local
+    stack), 0.0.0.0 and :: (Linux connects them locally) and any Unix socket directory (a local server listens on
+    its socket and on loopback TCP with one port number). Erring toward "same": a false duplicate is an exit-2
+    message the operator can read, a missed one applies every write twice. Other names are compared as written."""
+    if host.startswith("/") or host in _LOCAL_NAMES:
+        return THIS_MACHINE
+    address = _ip_address(host)
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback or address.is_unspecified:
+        return THIS_MACHINE
+    return str(address)
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[0-9a-fx.]+", host):  # only inet_aton's numbers-and-dots forms, never a name
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))  # 127.1, 0x7f.1, 2130706433: as getaddrinfo reads them
+    except OSError:
+        return None
 
 
 def scrub_secret(text: str, secret: str | None) -> str:

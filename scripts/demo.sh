@@ -30,13 +30,15 @@ step "Plan: where the fleet stands and what would run (read-only)" $BIN/orchestr
 step "Roll out: a read-only plan pass, then canary first and the rest; report and JUnit written" \
   $BIN/orchestrator migrate --yes --report .demo/report.json --junit .demo/junit.xml
 step "Status of the fleet after the rollout" $BIN/orchestrator status
+# The migrations call uuid_generate_v4(): -D asks for the extension the registry's defaults name (none by default).
 step "Onboard one new school in one idempotent call (the admin service's hook)" \
-  $BIN/orchestrator provision -D "postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_demo"
+  $BIN/orchestrator provision -D "postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_demo" \
+  --extension uuid-ossp
 SPARE_URL="postgresql://postgres:${SCHOOL_DB_PASSWORD}@127.0.0.1:${DEMO_PG_PORT}/school_new_from_spare"
 step "Keep a template and 2 ready copies of it on the server (nightly and after a release)" \
-  $BIN/orchestrator template -D "$SPARE_URL" --template school_template --spares 2
+  $BIN/orchestrator template -D "$SPARE_URL" --template school_template --spares 2 --extension uuid-ossp
 step "Onboard a school from a ready copy: a rename, not every migration file" \
-  $BIN/orchestrator provision -D "$SPARE_URL" --template school_template
+  $BIN/orchestrator provision -D "$SPARE_URL" --template school_template --extension uuid-ossp
 step "Nightly audit of a clean fleet (read-only)" $BIN/orchestrator audit --no-progress
 
 psql_echo() { PGPASSWORD=$SCHOOL_DB_PASSWORD psql -q -h 127.0.0.1 -p "$DEMO_PG_PORT" -U postgres -d school_echo -c "$1"; }

@@ -9,6 +9,8 @@ server of the system's version, `pg18` one of PostgreSQL 18.
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +28,11 @@ from pgfixtures import PG_PASSWORD, create_database, drop_database, run_sync, un
 from pgversions import PG18, VERSIONED_MODULES, MigrationSet, migration_set, system_major, versions_under_test  # noqa: E402
 
 from orchestrator.devserver import DevServer, DevServerError, create_server, free_port  # noqa: E402
+
+# The lint cache of this worker's runs (the CLI's subprocesses inherit it), never the user's ~/.cache.
+_LINT_CACHE = tempfile.mkdtemp(prefix="orchestrator-test-cache-")
+os.environ["ORCHESTRATOR_CACHE_DIR"] = _LINT_CACHE
+atexit.register(shutil.rmtree, _LINT_CACHE, True)
 
 
 class Servers:

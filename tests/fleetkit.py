@@ -38,6 +38,20 @@ def make_migrations(directory: Path, files: dict[str, str] | None = None) -> Pat
     return directory
 
 
+def git_commit(directory: Path, message: str = "migrations") -> str:
+    """Commit everything under `directory` (a git repository made there first, if need be); returns the commit."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+    if not (directory / ".git").exists():
+        git("init", "-q")
+    git("add", "-A", ".")
+    git("commit", "-q", "--allow-empty", "-m", message)
+    return git("rev-parse", "HEAD")
+
+
 def make_school(server: DevServer, label: str) -> str:
     """Create an empty school database; returns its name."""
     name = unique_db_name(label)

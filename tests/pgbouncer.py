@@ -20,7 +20,8 @@ from orchestrator.devserver import PG_OS_USER, DevServer, free_port
 
 class PgBouncer:
     """`round_robin`: PgBouncer's `server_round_robin = 1` (hand out server connections in turn; its default is
-    LIFO). `pool_size`: `default_pool_size`. `query_wait_timeout`: how long a client waits for a server connection."""
+    LIFO). `pool_size`: `default_pool_size`. `query_wait_timeout`: how long a client waits for a server connection.
+    `extra`: more lines for the [pgbouncer] section."""
 
     def __init__(
         self,
@@ -31,6 +32,7 @@ class PgBouncer:
         round_robin: bool = False,
         pool_size: int = 4,
         query_wait_timeout: int = 120,
+        extra: str = "",
     ) -> None:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         self.dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-pgbouncer-{mode}-"))
@@ -52,6 +54,7 @@ class PgBouncer:
             "max_client_conn = 200\n"
             f"logfile = {self.dir / 'pgbouncer.log'}\n"
             f"pidfile = {self.dir / 'pgbouncer.pid'}\n"
+            f"{extra}"
         )
         if os.geteuid() == 0:
             shutil.chown(self.dir, PG_OS_USER)

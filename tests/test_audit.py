@@ -68,6 +68,8 @@ def audit(
     tmp_path: Path, pg: DevServer, migrations: MigrationSet, schools: dict[str, str], defaults: str = "", **request: Any
 ) -> AuditReport:
     tenants = [(sid, registry_url(pg, db), []) for sid, db in schools.items()]
+    # The extensions the schools were set up with (nothing is expected of a school that nobody asked for).
+    defaults = defaults or f"defaults:\n  extensions: [{', '.join(migrations.extensions)}]\n"
     registry = write_registry(tmp_path / "t.yaml", tenants, defaults=defaults)
     os.environ["PGPW"] = PG_PASSWORD
     job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations.directory, **request))
@@ -122,8 +124,8 @@ def test_history_drift_is_found_and_described(tmp_path: Path, pg: DevServer, mig
     found = findings(report)
     assert f"migration {LATEST} is partially applied (success = false in the history)" in found["dirty"]
     assert "no _sqlx_migrations table: this school was never bootstrapped" in found["nohistory"]
-    assert "extension citext is not installed (the registry configures it)" in found["nohistory"]
-    assert "extension citext is not installed (the registry configures it)" not in found["dirty"]
+    missing = "extension citext is not installed (configured by the registry's defaults.extensions)"
+    assert missing in found["nohistory"] and missing not in found["dirty"]
 
 
 def test_edited_and_deleted_files_are_found(tmp_path: Path, pg: DevServer, migrations: MigrationSet) -> None:
@@ -171,9 +173,10 @@ def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
     registry = write_registry(tmp_path / "t.yaml", [("clean", registry_url(pg, clean), []),
                                                      ("drifted", registry_url(pg, drifted), [])])  # fmt: skip
     out = tmp_path / "out"
+    extensions = [flag for name in migrations.extensions for flag in ("--extension", name)]
     result = cli("audit", "--registry", str(registry), "--migrations", str(migrations.directory), "--no-progress",
                  "--report", str(out / "a.json"), "--junit", str(out / "a.xml"), "--metrics", str(out / "a.prom"),
-                 "--html", str(out / "a.html"))  # fmt: skip
+                 "--html", str(out / "a.html"), *extensions)  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "teachers: index idx_teachers_phone not in migrations" in result.stdout
     assert "live schemas: 1 alike, 1 differ from those; 1 of 2 as their migrations produce" in result.stdout
@@ -188,7 +191,8 @@ def test_the_audit_command_writes_its_outputs_and_exits_1_on_drift(
     assert PG_PASSWORD not in result.stdout + result.stderr
 
     execute_sync(pg.url(drifted), "DROP INDEX idx_teachers_phone")
-    again = cli("audit", "--registry", str(registry), "--migrations", str(migrations.directory), "--no-progress")
+    again = cli("audit", "--registry", str(registry), "--migrations", str(migrations.directory), "--no-progress",
+                *extensions)  # fmt: skip
     assert again.returncode == 0, again.stdout
     assert "clean" in again.stdout
 
@@ -203,6 +207,7 @@ def test_each_school_is_compared_with_its_own_extensions(
     registry = tmp_path / "t.yaml"
     extensions = ", ".join([*migrations.extensions, "citext"])
     registry.write_text(
+        f"defaults:\n  extensions: [{', '.join(migrations.extensions)}]\n"
         "tenants:\n"
         f"  - id: configured\n    url: {registry_url(pg, configured)}\n    extensions: [{extensions}]\n"
         f"  - id: unconfigured\n    url: {registry_url(pg, unconfigured)}\n"
@@ -211,7 +216,8 @@ def test_each_school_is_compared_with_its_own_extensions(
     job = prepare(Request(command=Command.AUDIT, registry=registry, migrations=migrations.directory))
     found = findings(run_sync(run_audit(job)))
     assert found["configured"] == []
-    assert found["unconfigured"] == ["extension citext not in migrations"]
+    expected = "extension citext not expected (no migration creates it and nothing configures it)"
+    assert found["unconfigured"] == [expected]
 
 
 def test_a_fleet_that_never_used_uuid_ossp_is_clean_when_the_registry_configures_none(

@@ -296,7 +296,7 @@ DRIFTS = {
     "extra extension": (
         "",
         "CREATE EXTENSION citext",
-        ["extension citext not in migrations"],
+        ["extension citext not expected (no migration creates it and nothing configures it)"],
     ),
     "dropped constraint": (
         "",

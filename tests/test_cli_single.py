@@ -23,6 +23,7 @@ from orchestrator.devserver import DevServer
 
 PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 V1, V2, V3 = 20250101000000, 20250115000000, 20250201000000
+UUID_OSSP = ("--extension", "uuid-ossp")  # the project's migrations call uuid_generate_v4(); none is the default
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +60,7 @@ def exists(pg: DevServer, name: str) -> bool:
 def test_provision_json_creates_the_database_and_names_the_three_applied_versions(
     pg: DevServer, fresh_url: str, db_name: str
 ) -> None:
-    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), "--json")
+    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--json")
 
     assert result.exit_code == 0, result.output
     data = report(result)
@@ -75,14 +76,14 @@ def test_provision_json_creates_the_database_and_names_the_three_applied_version
     # Human output went to stderr, so stdout is pure JSON.
     assert db_name in result.stderr
 
-    again = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), "--json")
+    again = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--json")
     assert again.exit_code == 0
     assert report(again)["schools"][0]["status"] == "up_to_date"
     assert report(again)["schools"][0]["applied"] == []
 
 
 def test_human_output_says_what_was_applied(fresh_url: str) -> None:
-    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS))
+    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP)
 
     assert result.exit_code == 0, result.output
     assert "applied" in result.stdout
@@ -93,7 +94,9 @@ def test_human_output_says_what_was_applied(fresh_url: str) -> None:
 def test_database_url_from_the_environment_is_used_when_d_is_absent(
     pg: DevServer, fresh_url: str, db_name: str, tmp_path: Path
 ) -> None:
-    result = invoke("provision", "--migrations", str(PROJECT_MIGRATIONS), "--json", env={"DATABASE_URL": fresh_url})
+    result = invoke(
+        "provision", "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--json", env={"DATABASE_URL": fresh_url}
+    )
 
     assert result.exit_code == 0, result.output
     assert report(result)["schools"][0]["database"] == db_name
@@ -106,7 +109,7 @@ def test_database_url_from_the_environment_is_used_when_d_is_absent(
 
 
 def test_migrate_target_applies_only_up_to_that_version(fresh_url: str) -> None:
-    assert invoke("bootstrap", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS)).exit_code == 0
+    assert invoke("bootstrap", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP).exit_code == 0
 
     result = invoke("migrate", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), "--target", str(V2), "--json")
 
@@ -181,7 +184,7 @@ def test_wrong_password_exits_1_without_printing_either_password(pg: DevServer) 
 def test_malformed_url_exits_2_with_the_password_redacted(pg: DevServer, db_name: str, make_url: Any) -> None:
     url = make_url(pg.port, db_name)
 
-    result = invoke("provision", "-D", url, "--migrations", str(PROJECT_MIGRATIONS))
+    result = invoke("provision", "-D", url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP)
 
     assert result.exit_code == 2
     assert "error [bad_usage]" in result.stderr
@@ -235,7 +238,7 @@ def test_unknown_target_version_exits_2_and_touches_nothing(db_url: str) -> None
 
 
 def test_unknown_revert_target_exits_2_and_touches_nothing(fresh_url: str) -> None:
-    assert invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS)).exit_code == 0
+    assert invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP).exit_code == 0
 
     result = invoke("revert", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), "--target", "5")
 
@@ -245,7 +248,7 @@ def test_unknown_revert_target_exits_2_and_touches_nothing(fresh_url: str) -> No
 
 
 def test_selection_flags_with_d_exit_2(fresh_url: str, pg: DevServer, db_name: str) -> None:
-    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), "--tenant", "x")
+    result = invoke("provision", "-D", fresh_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--tenant", "x")
 
     assert result.exit_code == 2
     assert not exists(pg, db_name)
@@ -253,7 +256,7 @@ def test_selection_flags_with_d_exit_2(fresh_url: str, pg: DevServer, db_name: s
 
 def test_a_deleted_applied_file_is_refused_unless_ignore_missing(fresh_url: str, tmp_path: Path) -> None:
     migrations = Path(shutil.copytree(PROJECT_MIGRATIONS, tmp_path / "m"))
-    assert invoke("provision", "-D", fresh_url, "--migrations", str(migrations)).exit_code == 0
+    assert invoke("provision", "-D", fresh_url, "--migrations", str(migrations), *UUID_OSSP).exit_code == 0
     for path in migrations.glob("20250201000000_*"):
         path.unlink()
     gated = invoke("migrate", "-D", fresh_url, "--migrations", str(migrations))

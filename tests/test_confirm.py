@@ -119,21 +119,30 @@ def test_a_write_to_every_school_of_the_registry_is_refused_without_yes(
     tmp_path: Path, pg: DevServer, command: str
 ) -> None:
     migrations = make_migrations(tmp_path / "migrations")
-    new, template = unique_db_name("whole_new"), unique_db_name("whole_tpl")
+    new, other, template = unique_db_name("whole_new"), make_school(pg, "whole_other"), unique_db_name("whole_tpl")
     registry = write_registry(
-        tmp_path / "t.yaml", [("new", registry_url(pg, new), [])], f"defaults:\n  template: {template}"
+        tmp_path / "t.yaml",
+        [("new", registry_url(pg, new), ["k12"]), ("other", registry_url(pg, other), ["k12"])],
+        f"defaults:\n  template: {template}",
     )
     args = (command, "--registry", str(registry), "--migrations", str(migrations))
     if command == "migrate":
         assert run_fleet_job(Command.PROVISION, registry, migrations).ok, "the Python API is not asked"
     refused = cli(*args)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert f"not confirmed: {command} would act on every school of {registry} (1; no --tenant, --tag" in (
-        " ".join(refused.stderr.split())
-    )
+    said = " ".join(refused.stderr.split())
+    assert f"not confirmed: {command} would " in said and f"every school of {registry} (2; no --tenant, --tag" in said
+    every = cli(*args, "--tag", "k12")  # a selection is judged by what it selected: here, every school
+    assert every.returncode == 2, every.stdout + every.stderr
+    assert "(2; the selection leaves none out)" in " ".join(every.stderr.split())
     assert run_sync(database_exists(pg.url(), new)) is (command == "migrate"), "nothing created"
     assert run_sync(database_exists(pg.url(), template)) is (command == "migrate"), "no template built"
     selected = cli(*args, "--tenant", "new")
+    if command == "provision":  # creating the school is work: confirmed like any other
+        assert selected.returncode == 2, selected.stdout + selected.stderr
+        assert "not confirmed: provision would create 1 school database(s)" in selected.stderr
+        assert not run_sync(database_exists(pg.url(), new))
+        selected = cli(*args, "--tenant", "new", "--yes")
     assert selected.returncode == 0, selected.stdout + selected.stderr
 
 

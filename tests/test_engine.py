@@ -792,13 +792,28 @@ def test_resolving_marks_a_dirty_version_applied_with_the_current_files_checksum
 
     result = run_sync(resolve.mark_applied, target, source, 2, options())
 
-    assert result.status is Status.APPLIED and result.notes == ["recorded 2_b.sql as applied"]
+    assert result.status is Status.APPLIED and result.notes[0] == "recorded 2_b.sql as applied"
+    assert "held no checksum" in result.notes[1], "another tool's placeholder: which bytes ran is unknown"
     row = history(db_url)[1]
     assert (row["success"], bytes(row["checksum"])) == (True, source.migrations[1].checksum)
     assert migrate(db_url, source).status is Status.UP_TO_DATE
     again = run_sync(resolve.mark_applied, target, source, 2, options())
     assert again.status is Status.SKIPPED and again.ok
     assert again.notes == ["version 2 is already recorded as applied: nothing written"]
+
+
+def test_resolving_refuses_a_dirty_row_that_ran_other_bytes(db_url: str, tmp_path: Path) -> None:
+    source = migrations_dir(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (id int);\n", "2_b.sql": "SELECT 2;\n"})
+    migrate(db_url, source)
+    ran = hashlib.sha384(b"SELECT 1;\n").digest()
+    execute_sync(db_url, "UPDATE _sqlx_migrations SET success = false, checksum = $1 WHERE version = 2", ran)
+
+    result = run_sync(resolve.mark_applied, DatabaseTarget.parse(db_url), source, 2, options())
+
+    assert result.status is Status.MODIFIED and result.error is not None
+    assert "edited since it ran here" in (result.error.hint or "")
+    row = history(db_url)[1]
+    assert (row["success"], bytes(row["checksum"])) == (False, ran)
 
 
 def test_resolving_leaves_a_pending_version_alone_and_refuses_one_that_was_edited(db_url: str, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -378,7 +379,8 @@ def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_a
     pg: DevServer, proxy: FaultProxy, fault: str
 ) -> None:
     source = load_migrations(ROOT / "migrations")
-    opts = options(connect_timeout=2, lock_timeout=2, statement_timeout=2)
+    # The project's migrations call uuid_generate_v4(): the extension, as a registry naming it would give.
+    opts = replace(options(connect_timeout=2, lock_timeout=2, statement_timeout=2), extensions=("uuid-ossp",))
     name = unique_db_name("tpl_fault")
     assert run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 1)).ok
     [spare] = spares_of(pg.url(), name)

@@ -7,11 +7,15 @@ real where it is installed (the squawk-cli wheel puts it next to the venv's pyth
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -426,7 +430,8 @@ def test_an_up_without_a_down_can_be_suppressed_or_renamed_to_a_plain_file(tmp_p
 
 def test_naming_warnings_of_released_files_are_not_repeated(tmp_path: Path) -> None:
     (tmp_path / "1_seed.up.sql").write_text("SELECT 1;\n")
-    baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=True)
+    applied = {(tmp_path / "1_seed.up.sql").resolve()}  # what the fleet's ledgers hold (adoption.read_applied)
+    baseline = lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False, baseline=applied)
     assert [f.rule for f in baseline.suppressed] == ["up-without-down"]
     assert lint_paths([tmp_path], released_file=tmp_path / SUM_FILENAME, use_squawk=False).findings == []
     # Adding the down file later is not an edit of anything released.
@@ -797,6 +802,98 @@ def test_the_projects_own_migrations_lint_clean() -> None:
     report = lint_paths([directory], released_file=directory / SUM_FILENAME)
     assert report.ok, render_text(report)
     assert report.warnings == [], render_text(report)
+
+
+# --- the lint cache -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rule_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times our rules and squawk ran (one item per run): what a cache hit must not do."""
+    from orchestrator.lint import rules
+
+    runs: list[int] = []
+    real_rules, real_squawk = rules.check_migrations, squawk_module.run_squawk
+
+    def counted_rules(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return real_rules(*args, **kwargs)
+
+    def counted_squawk(*args: Any, **kwargs: Any) -> Any:
+        runs.append(2)
+        return real_squawk(*args, **kwargs)
+
+    monkeypatch.setattr(rules, "check_migrations", counted_rules)
+    monkeypatch.setattr(squawk_module, "run_squawk", counted_squawk)
+    return runs
+
+
+def cache_entries(cache: Path) -> list[str]:
+    return sorted(p.name for p in (cache / "lint").iterdir()) if (cache / "lint").exists() else []
+
+
+def test_the_lint_cache_spares_linting_unchanged_files_and_an_edit_invalidates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule_runs: list[int]
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(cache))
+    m = tmp_path / "m"
+    write_migration(m, "ALTER TABLE students DROP COLUMN phone;\n")
+    first = lint_paths([m], released_file=m / SUM_FILENAME)
+    assert rule_runs == [1, 2] and len(cache_entries(cache)) == 1
+    again = lint_paths([m], released_file=m / SUM_FILENAME)
+    assert rule_runs == [1, 2], "a hit: neither our rules nor squawk ran again"
+    assert again.findings == first.findings and again.files_checked == first.files_checked
+
+    # The gate in front of `migrate` (same files, same released.sum): hits too.
+    for _ in range(3):
+        assert lint_migrations(load_migrations(m).migrations, directories=[m]).findings == first.findings
+    assert len(rule_runs) == 2
+
+    (m / UP).write_text("ALTER TABLE students DROP COLUMN email;\n")  # an edit
+    edited = lint_paths([m], released_file=m / SUM_FILENAME)
+    assert len(rule_runs) == 4 and "email" in edited.errors[0].message
+    (m / SUM_FILENAME).write_text(render_released({}))  # released.sum is part of the key too
+    lint_paths([m], released_file=m / SUM_FILENAME)
+    assert len(rule_runs) == 6
+    monkeypatch.setattr("orchestrator.lint.cache.linter_digest", lambda: "another version of the rules")
+    lint_paths([m], released_file=m / SUM_FILENAME)
+    assert len(rule_runs) == 8, "a new linter never trusts the old one's results"
+    assert not any(name.endswith(".tmp") for name in cache_entries(cache))
+
+
+def test_a_cache_that_cannot_be_used_is_no_cache_and_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule_runs: list[int]
+) -> None:
+    m = tmp_path / "m"
+    write_migration(m, "ALTER TABLE students DROP COLUMN phone;\n")
+    (tmp_path / "a_file").write_text("not a directory\n")
+    for where in (str(tmp_path / "a_file" / "cache"), str(m / "cache"), ""):  # unwritable, among the files, off
+        monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", where)
+        before = len(rule_runs)
+        for _ in range(2):
+            assert flagged(lint_paths([m], released_file=None, use_squawk=False)) == {("drop-column", 1)}
+        assert len(rule_runs) == before + 2, where
+    assert sorted(p.name for p in m.iterdir()) == sorted([UP, DOWN]), "nothing written among the migrations"
+
+    # A damaged entry is a miss, and is replaced.
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
+    lint_paths([m], released_file=None, use_squawk=False)
+    [entry] = (tmp_path / "cache" / "lint").iterdir()
+    entry.write_text('{"findings": [')
+    assert flagged(lint_paths([m], released_file=None, use_squawk=False)) == {("drop-column", 1)}
+    assert json.loads(entry.read_text())["findings"][0]["rule"] == "drop-column"
+
+
+def test_processes_linting_at_once_share_the_cache_safely(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    write_migration(m, "ALTER TABLE students DROP COLUMN phone;\n")
+    env = {**os.environ, "ORCHESTRATOR_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "orchestrator", "lint", str(m), "--format", "editor", "--no-squawk"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for _ in range(6)]
+    outputs = {proc.communicate(timeout=120)[0] for proc in procs}
+    assert len(outputs) == 1 and "drop-column" in outputs.pop()
+    assert [p.suffix for p in (tmp_path / "cache" / "lint").iterdir()] == [".json"], "one whole entry, no leftovers"
 
 
 # --- orchestrator new ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from orchestrator.devserver import DevServer
 from orchestrator.errors import UsageError
 from orchestrator.job import Command
 
+UUID_OSSP = ("uuid-ossp",)  # the project's migrations call uuid_generate_v4(); none is the default
 SPLIT = "applying them elsewhere would split the fleet. Nothing was written"
 
 
@@ -133,13 +134,16 @@ def test_onboarding_from_a_template_holding_other_bytes_is_refused(tmp_path: Pat
     # The project's schema without released.sum (which would refuse the edit before any connection).
     migrations = Path(shutil.copytree(ROOT / "migrations", tmp_path / "m", ignore=shutil.ignore_patterns("*.sum")))
     template = unique_db_name("tpl_split")
-    first = orchestrator.provision(pg.url(unique_db_name("from_tpl")), migrations=migrations, template=template)
+    first = orchestrator.provision(
+        pg.url(unique_db_name("from_tpl")), migrations=migrations, template=template, extensions=UUID_OSSP
+    )
     assert first.ok and first.notes[-1].startswith(f"created database {first.database} from template {template}")
     [edited] = migrations.glob("20250201000000_*.up.sql")
     edited.write_text(edited.read_text() + "\nCREATE TABLE edited_after_release (id int);\n")
 
     new = unique_db_name("onboard_split")
-    result = cli("provision", "-D", pg.url(new), "--migrations", str(migrations), "--template", template, "--json")
+    result = cli("provision", "-D", pg.url(new), "--migrations", str(migrations), "--template", template, "--json",
+                 "--extension", *UUID_OSSP)  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     assert "onboarding found migration files that differ from the bytes the template holds" in result.stderr
     assert f"version 20250201000000: the file differs from what template {template} on 127.0.0.1:{pg.port} holds" in (
@@ -153,7 +157,7 @@ def test_onboarding_from_a_template_holding_other_bytes_is_refused(tmp_path: Pat
     )
     assert fetchval_sync(pg.url(), builds) == 0, "the refresh's builds are dropped"
     with pytest.raises(UsageError, match="the template holds"):  # the admin service's hook
-        orchestrator.provision(pg.url(new), migrations=migrations, template=template)
+        orchestrator.provision(pg.url(new), migrations=migrations, template=template, extensions=UUID_OSSP)
     assert not run_sync(database_exists(pg.url(), new))
 
 
@@ -162,14 +166,17 @@ def test_in_a_run_that_wrote_elsewhere_a_refused_onboarding_is_a_modified_school
 ) -> None:
     migrations = Path(shutil.copytree(ROOT / "migrations", tmp_path / "m", ignore=shutil.ignore_patterns("*.sum")))
     template = unique_db_name("tpl_halt")
-    assert orchestrator.provision(pg.url(unique_db_name("built_it")), migrations=migrations, template=template).ok
+    built = orchestrator.provision(
+        pg.url(unique_db_name("built_it")), migrations=migrations, template=template, extensions=UUID_OSSP
+    )
+    assert built.ok
     [edited] = migrations.glob("20250201000000_*.up.sql")
     edited.write_text(edited.read_text() + "\nCREATE TABLE edited_after_release (id int);\n")
     behind, new = make_school(pg, "behind"), unique_db_name("new_halt")  # behind: no migration yet, no template
     execute_sync(pg.url(behind), 'CREATE EXTENSION "uuid-ossp"')
     registry = write_registry(
         tmp_path / "t.yaml", [("behind", registry_url(pg, behind), []), ("new", registry_url(pg, new), [])],
-        f"defaults:\n  template: {template}",
+        f"defaults:\n  template: {template}\n  extensions: [uuid-ossp]",
     )  # fmt: skip
 
     report = run_fleet_job(Command.MIGRATE, registry, migrations, create_missing=True)

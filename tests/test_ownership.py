@@ -37,6 +37,7 @@ from orchestrator import scratch
 from orchestrator.devserver import DevServer
 
 HANG_GUARD_S = 60
+UUID_OSSP = ("--extension", "uuid-ossp")  # the project's migrations call uuid_generate_v4(); none is the default
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def scratch_left(pg: DevServer) -> list[str]:
 def keep(pg: DevServer, migrations: Path, template: str, spares: int, *more: str) -> subprocess.CompletedProcess[str]:
     """`orchestrator template` in a subprocess (only the URL's server counts: nothing connects to its database)."""
     return cli("template", "-D", pg.url(unique_db_name("unused")), "--template", template, "--spares", str(spares),
-               "--migrations", str(migrations), *more)  # fmt: skip
+               "--migrations", str(migrations), *UUID_OSSP, *more)  # fmt: skip
 
 
 def until_building(pg: DevServer) -> str:
@@ -175,10 +176,11 @@ def test_databases_named_like_ours_without_our_mark_survive_audit_template_and_p
     execute_sync(pg.url(), f"ALTER DATABASE {lookalikes[1]} ALLOW_CONNECTIONS false")
     school = unique_db_name("lookalike_audited")
     try:
-        provisioned = cli("provision", "-D", pg.url(school), "--template", template, "--migrations", str(migrations))
+        provisioned = cli("provision", "-D", pg.url(school), "--template", template, "--migrations", str(migrations),
+                          *UUID_OSSP)  # fmt: skip
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
         registry = write_registry(tmp_path / "t.yaml", [("a", registry_url(pg, school), [])])
-        audited = cli("audit", "--registry", str(registry), "--migrations", str(migrations))
+        audited = cli("audit", "--registry", str(registry), "--migrations", str(migrations), *UUID_OSSP)
         assert audited.returncode == 0, audited.stdout + audited.stderr
         for spares in (2, 0):  # making spares, then dropping every spare of the template
             kept = keep(pg, migrations, template, spares)
@@ -303,7 +305,8 @@ def test_sigterm_stops_the_template_command_mid_build_with_the_report_written_an
 ) -> None:
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
     proc = popen("template", "-D", pg.url(unique_db_name("unused")), "--template", template, "--spares", "1",
-                 "--migrations", str(slow_migrations), "--report", str(report), "--junit", str(junit))  # fmt: skip
+                 "--migrations", str(slow_migrations), "--report", str(report), "--junit", str(junit),
+                 *UUID_OSSP)  # fmt: skip
     try:
         until_building(pg)
         proc.send_signal(signal.SIGTERM)
@@ -331,7 +334,7 @@ def test_two_sigterms_abort_provision_mid_build_with_the_report_written_and_noth
 ) -> None:
     report, school = tmp_path / "r.json", unique_db_name("interrupted_onboarding")
     proc = popen("provision", "-D", pg.url(school), "--template", template, "--migrations", str(slow_migrations),
-                 "--report", str(report))  # fmt: skip
+                 "--report", str(report), *UUID_OSSP)  # fmt: skip
     try:
         until_building(pg)
         proc.send_signal(signal.SIGTERM)  # the school would get the grace to finish; the second aborts it now
@@ -352,7 +355,7 @@ def test_a_build_left_by_kill_9_of_provision_is_dropped_by_the_next_provision_at
     pg: DevServer, slow_migrations: Path, slow_flag: str, template: str
 ) -> None:
     first = popen("provision", "-D", pg.url(unique_db_name("killed_onboarding")), "--template", template,
-                  "--migrations", str(slow_migrations))  # fmt: skip
+                  "--migrations", str(slow_migrations), *UUID_OSSP)  # fmt: skip
     try:
         build = until_building(pg)
     finally:
@@ -363,7 +366,8 @@ def test_a_build_left_by_kill_9_of_provision_is_dropped_by_the_next_provision_at
     run_sync(drop_database(pg.url(), slow_flag))  # the next build goes through at once
 
     school = unique_db_name("next_onboarding")
-    second = cli("provision", "-D", pg.url(school), "--template", template, "--migrations", str(slow_migrations))
+    second = cli("provision", "-D", pg.url(school), "--template", template, "--migrations", str(slow_migrations),
+                 *UUID_OSSP)  # fmt: skip
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert not run_sync(database_exists(pg.url(), build))

@@ -404,6 +404,15 @@ def test_secrets_in_the_query_string_are_scrubbed(tmp_path: Path) -> None:
         ("postgresql://u@127.0.0.1/school_a", "postgresql://u@LocalHost/school_a"),
         ("postgresql://u@db1.internal/school_a", "postgresql:///school_a?host=DB1.internal&port=5432"),
         ("postgresql://u@db1.internal:6432/school_a", "postgresql://u@db1.internal:6432?dbname=school_a"),
+        # A socket directory and loopback TCP with one port reach one local server (docs/registry.md).
+        ("postgresql://u@127.0.0.1:5432/school_a", "postgresql://u@%2Ftmp:5432/school_a"),
+        ("postgresql://u@localhost/school_a", "postgresql:///school_a?host=/var/run/postgresql"),
+        ("postgresql://u@127.0.0.1/school_a", "postgresql://u@0x7f.1/school_a"),
+        ("postgresql://u@127.0.0.1/school_a", "postgresql://u@2130706433/school_a"),
+        ("postgresql://u@[::1]/school_a", "postgresql://u@[0:0:0:0:0:0:0:1]/school_a"),
+        ("postgresql://u@[::1]/school_a", "postgresql://u@[::]/school_a"),
+        ("postgresql://u@10.0.0.7/school_a", "postgresql://u@10.7/school_a"),
+        ("postgresql://u@10.0.0.7/school_a", "postgresql://u@[::ffff:10.0.0.7]/school_a"),
     ],
 )
 def test_spellings_of_one_database_are_duplicates(tmp_path: Path, first: str, second: str) -> None:
@@ -423,3 +432,49 @@ def test_a_direct_url_must_name_the_same_school_database(tmp_path: Path) -> None
     ok = load_registry(write(tmp_path, text.replace("school_b", "school_a")), env={})
     direct = ok.tenants[0].direct
     assert direct is not None and (direct.server, ok.tenants[0].server) == ("db:5432", "h:6432")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("postgresql://u@localhost:5432/school_a", "postgresql://u@127.0.0.1:5433/school_a"),
+        ("postgresql://u@%2Ftmp:5432/school_a", "postgresql://u@127.0.0.1:5433/school_a"),
+        ("postgresql://u@127.0.0.1/school_a", "postgresql://u@10.0.0.1/school_a"),
+        ("postgresql://u@deadbeef/school_a", "postgresql://u@cafe/school_a"),  # names, not inet_aton's hex forms
+        ("postgresql://u@10.0.0.7/school_a", "postgresql://u@10.0.0.8/school_a"),
+    ],
+)
+def test_other_servers_are_not_duplicates(tmp_path: Path, first: str, second: str) -> None:
+    text = f"tenants:\n  - id: a\n    url: {first}\n  - id: b\n    url: {second}\n"
+    assert len(load_registry(write(tmp_path, text), env={})) == 2
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "url: postgresql://db1/school_a",
+            "url: postgresql://pool/school_a\n    direct_url: postgresql://db1/school_a",
+        ),
+        (
+            "url: postgresql://pool/school_a\n    direct_url: postgresql://db1/school_a",
+            "url: postgresql://db1:5432/school_a",
+        ),
+        (
+            "url: postgresql://pool1/school_a\n    direct_url: postgresql://db1/school_a",
+            "url: postgresql://pool2/school_a\n    direct_url: postgresql://DB1:5432/school_a",
+        ),
+    ],
+    ids=["direct-is-earlier-url", "url-is-earlier-direct", "direct-is-earlier-direct"],
+)
+def test_a_direct_url_counts_in_the_duplicate_check(tmp_path: Path, a: str, b: str) -> None:
+    path = write(tmp_path, f"tenants:\n  - id: a\n    {a}\n  - id: b\n    {b}\n")
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path, env={})
+    line = 4 if a.count("\n") == 0 else 5
+    assert f"{path}:{line}: tenants 'a' (line 2) and 'b' point at the same database" in str(caught.value)
+
+
+def test_a_schools_own_url_and_direct_url_may_name_one_database(tmp_path: Path) -> None:
+    text = "tenants:\n  - id: a\n    url: postgresql://db1/school_a\n    direct_url: postgresql://DB1:5432/school_a\n"
+    assert len(load_registry(write(tmp_path, text), env={})) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetkit import cli, fleet_registry, make_migrations, make_school, write_registry
+from fleetkit import cli, fleet_registry, git_commit, make_migrations, make_school, write_registry
 from pgfixtures import execute_sync, fetch_sync
 
 from orchestrator.devserver import DevServer
@@ -54,9 +54,24 @@ def test_resolve_applied_records_the_file_and_the_rollout_carries_on(tmp_path: P
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
     assert json.loads((tmp_path / "r.json").read_text())["command"] == "resolve"
     assert all(rows(pg, db) == [(1, True), (2, True)] for db in schools)
+    notes = json.loads((tmp_path / "r.json").read_text())["schools"][0]["notes"]
+    assert any("held no checksum" in n and "which bytes ran is unknown" in n for n in notes), notes
     migrated = cli("migrate", "--yes", *args)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert all(rows(pg, db) == [(1, True), (2, True), (3, True)] for db in schools)
+
+
+def test_resolve_applied_settles_our_own_in_progress_mark(tmp_path: Path, pg: DevServer) -> None:
+    # Our mark of a `-- no-transaction` file holds the file's checksum: unchanged file, resolved, no note about it.
+    args, [school] = fleet_at(tmp_path, pg, target=2, n=1)
+    execute_sync(pg.url(school), "UPDATE _sqlx_migrations SET success = false WHERE version = 2")  # the kill -9
+    report = tmp_path / "r.json"
+
+    resolved = cli("resolve", "--yes", "--applied", "2", *args, "--report", str(report))
+
+    assert resolved.returncode == 0, resolved.stdout + resolved.stderr
+    assert schools_of(report)["s0"]["notes"] == ["recorded 2_people_email.sql as applied"]
+    assert rows(pg, school) == [(1, True), (2, True)]
 
 
 def test_resolve_not_applied_drops_the_row_so_the_file_runs_again(tmp_path: Path, pg: DevServer) -> None:
@@ -91,6 +106,7 @@ def test_restamp_records_an_edit_that_changed_nothing_only_where_the_schema_matc
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert cli("migrate", "--yes", *args).returncode == 0
     execute_sync(pg.url(different), "ALTER TABLE more ADD COLUMN extra int")  # this school really differs
+    git_commit(migrations)  # the applied bytes, where resolve finds them
     edited = migrations / "3_more.sql"
     edited.write_text("-- a comment added after the release\n" + edited.read_text())
     before = fetch_sync(pg.url(same), "SELECT checksum FROM _sqlx_migrations WHERE version = 3")[0]["checksum"]
@@ -99,6 +115,7 @@ def test_restamp_records_an_edit_that_changed_nothing_only_where_the_schema_matc
     assert result.returncode == 1, result.stdout + result.stderr
     statuses = {s["id"]: s["status"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]}
     assert statuses == {"s0": "applied", "s1": "modified"}
+    assert "applied bytes found in git at " in json.loads((tmp_path / "r.json").read_text())["schools"][0]["notes"][1]
     after = fetch_sync(pg.url(same), "SELECT checksum FROM _sqlx_migrations WHERE version = 3")[0]["checksum"]
     assert after != before and bytes(after) == hashlib.sha384(edited.read_bytes()).digest()
     assert cli("status", *args, "--tenant", "s0").returncode == 0, "SQLx accepts the re-stamped school"
@@ -252,6 +269,7 @@ def checksum_of(pg: DevServer, db: str, version: int) -> bytes:
 def test_restamp_refuses_a_file_whose_rows_the_schema_cannot_show(tmp_path: Path, pg: DevServer) -> None:
     args, schools, seed = seeded_fleet(tmp_path, pg)
     applied = checksum_of(pg, schools[0], 2)
+    rev = git_commit(seed.parent)
     seed.write_text(seed.read_text().replace("'B'", "'B+'"))  # same schema, other rows on new schools
     report = tmp_path / "r.json"
 
@@ -261,7 +279,8 @@ def test_restamp_refuses_a_file_whose_rows_the_schema_cannot_show(tmp_path: Path
     for school in schools_of(report).values():
         assert school["status"] == "modified"
         hint = school["error"]["hint"]
-        assert "line 2: INSERT (changes rows" in hint and "--allow-unverified --tenant" in hint
+        assert f"applied bytes found in git at {rev}" in hint and "--allow-unverified --tenant" in hint
+        assert "applied file line 2: INSERT (changes rows" in hint and "current file line 2: INSERT" in hint
     assert all(checksum_of(pg, db, 2) == applied for db in schools)
     assert fetch_sync(pg.url(schools[0]), "SELECT label FROM grades ORDER BY id")[1]["label"] == "B"
 
@@ -272,6 +291,7 @@ def test_restamp_of_an_edit_to_comments_and_whitespace_goes_through(tmp_path: Pa
     registry = fleet_registry(tmp_path / "t.yaml", pg, [school])
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert cli("migrate", "--yes", *args).returncode == 0
+    git_commit(migrations)
     edited = migrations / "1_people.sql"
     edited.write_text("-- who is who\nCREATE TABLE people (\n    id int PRIMARY KEY,\n    email text\n);\n")
 
@@ -291,6 +311,7 @@ def test_restamp_of_a_function_body_is_left_to_the_schema_comparison(tmp_path: P
     args = ("--registry", str(registry), "--migrations", str(migrations), "--no-progress")
     assert cli("migrate", "--yes", *args).returncode == 0
     applied = checksum_of(pg, school, 1)
+    git_commit(migrations)
     (migrations / "1_grade_of.sql").write_text(body.replace("'A'", "'B'"))
     report = tmp_path / "r.json"
 
@@ -301,8 +322,41 @@ def test_restamp_of_a_function_body_is_left_to_the_schema_comparison(tmp_path: P
     assert checksum_of(pg, school, 1) == applied
 
 
-def test_restamp_of_unseen_statements_needs_the_named_schools_and_the_flag(tmp_path: Path, pg: DevServer) -> None:
+def test_restamp_of_a_comment_beside_unchanged_rows_goes_through(tmp_path: Path, pg: DevServer) -> None:
+    # The applied bytes are in git and hold the same INSERT as the current file: only the comment changed.
     args, schools, seed = seeded_fleet(tmp_path, pg)
+    rev = git_commit(seed.parent)
+    seed.write_text(seed.read_text().replace("-- the grading scale", "-- the grading scale (A best)"))
+    report = tmp_path / "r.json"
+
+    result = cli("resolve", "--yes", "--restamp", "2", *args, "--report", str(report))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for school in schools_of(report).values():
+        assert school["status"] == "applied" and f"applied bytes found in git at {rev}" in school["notes"]
+    assert all(checksum_of(pg, db, 2) == hashlib.sha384(seed.read_bytes()).digest() for db in schools)
+
+
+def test_restamp_without_the_applied_bytes_refuses_even_a_comment(tmp_path: Path, pg: DevServer) -> None:
+    # No git history: what the edit removed cannot be known (an INSERT taken out leaves nothing unseen).
+    migrations = make_migrations(tmp_path / "migrations", FILES)
+    school = make_school(pg, "restamp_nogit")
+    args = ("--registry", str(fleet_registry(tmp_path / "t.yaml", pg, [school])), "--migrations", str(migrations))
+    assert cli("migrate", "--yes", "--no-progress", *args).returncode == 0
+    applied = checksum_of(pg, school, 1)
+    (migrations / "1_people.sql").write_text("-- who is who\n" + FILES["1_people.sql"])
+    report = tmp_path / "r.json"
+
+    refused = cli("resolve", "--yes", "--no-progress", "--restamp", "1", *args, "--report", str(report))
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    hint = schools_of(report)["s0"]["error"]["hint"]
+    assert "applied bytes not found" in hint and "--allow-unverified --tenant" in hint
+    assert checksum_of(pg, school, 1) == applied
+
+
+def test_restamp_of_unseen_statements_needs_the_named_schools_and_the_flag(tmp_path: Path, pg: DevServer) -> None:
+    args, schools, seed = seeded_fleet(tmp_path, pg)  # no git history: the applied bytes are not found
     applied = checksum_of(pg, schools[0], 2)
     seed.write_text(seed.read_text().replace("-- the grading scale", "-- the grading scale (A best)"))
     report = tmp_path / "r.json"
@@ -316,6 +370,7 @@ def test_restamp_of_unseen_statements_needs_the_named_schools_and_the_flag(tmp_p
     assert data["options"]["resolve"]["allow_unverified"] is True
     [school] = data["schools"]
     assert school["id"] == "s0" and school["status"] == "applied"
+    assert "applied bytes not found" in school["notes"]
     assert any(n.startswith("--allow-unverified: re-stamped although") and "INSERT" in n for n in school["notes"])
     assert checksum_of(pg, schools[0], 2) == hashlib.sha384(seed.read_bytes()).digest()
     assert checksum_of(pg, schools[1], 2) == applied, "a school not named is not touched"

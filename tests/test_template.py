@@ -50,6 +50,7 @@ from orchestrator.template import SPARE_NAME_PREFIX, TEMPLATE_LOCK_CLASS, Server
 
 FIRST, SECOND, LATEST = 20250101000000, 20250115000000, 20250201000000
 SQLX = Path(sys.executable).parent / "sqlx"
+UUID_OSSP = ("uuid-ossp",)  # the schema calls uuid_generate_v4(): the extension is asked for (none is the default)
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ def onboard(pg: DevServer, migrations: Path, template: str | None, label: str, *
     """`provision` of a new school (its database does not exist yet), as the admin service's hook calls it."""
     if template is not None:
         settings["template"] = template
+    settings.setdefault("extensions", UUID_OSSP)
     return orchestrator.provision(pg.url(unique_db_name(label)), migrations=migrations, **settings)
 
 
@@ -127,7 +129,11 @@ def leftovers(pg: DevServer) -> list[str]:
 
 def keep_ready(pg: DevServer, migrations: Path, template: str, spares: int) -> ServerTemplate:
     ready = template_module.keep_ready(
-        DatabaseTarget.parse(pg.url()), template, load_migrations(migrations), EngineOptions(), spares
+        DatabaseTarget.parse(pg.url()),
+        template,
+        load_migrations(migrations),
+        EngineOptions(extensions=UUID_OSSP),
+        spares,
     )
     result = run_sync(ready)
     assert result.ok, result.error
@@ -152,7 +158,7 @@ def sqlx_info(migrations: Path, url: str, cwd: Path) -> dict[int, str]:
 
 def audit_clean(tmp_path: Path, pg: DevServer, migrations: Path, databases: list[str]) -> list[list[str]]:
     tenants = [(f"s{i}", registry_url(pg, db), []) for i, db in enumerate(databases)]
-    registry = write_registry(tmp_path / "audit.yaml", tenants)
+    registry = write_registry(tmp_path / "audit.yaml", tenants, defaults="defaults:\n  extensions: [uuid-ossp]\n")
     os.environ["PGPW"] = PG_PASSWORD
     report = run_sync(run_audit(prepare(Request(Command.AUDIT, registry=registry, migrations=migrations))))
     return [[f.text for f in school.findings] for school in report.schools]
@@ -195,7 +201,9 @@ def test_a_school_copied_from_the_template_equals_one_provisioned_from_the_files
     assert row["marker"]["version"] == LATEST and row["marker"]["extensions"] == ["uuid-ossp"]
     assert leftovers(pg) == []
     # Provisioning an existing school again is a no-op: the template is only for creating databases.
-    again = orchestrator.provision(pg.url(second.database), migrations=migrations, template=template)
+    again = orchestrator.provision(
+        pg.url(second.database), migrations=migrations, template=template, extensions=UUID_OSSP
+    )
     assert again.status is Status.UP_TO_DATE and again.notes == []
 
 
@@ -208,7 +216,7 @@ def test_a_template_behind_the_migrations_is_refreshed_and_left_unconnected(
 
     def onboard_as_role(label: str) -> DatabaseResult:
         url = pg.url(unique_db_name(label)).replace("//postgres:", f"//{role}:", 1)
-        return orchestrator.provision(url, migrations=migrations, template=template)
+        return orchestrator.provision(url, migrations=migrations, template=template, extensions=UUID_OSSP)
 
     held_back = hold_back_the_latest_file(migrations, tmp_path)
     early = onboard_as_role("early")
@@ -229,7 +237,7 @@ def test_a_template_behind_the_migrations_is_refreshed_and_left_unconnected(
     assert (row["datistemplate"], row["datallowconn"], row["sessions"]) == (True, False, 0)
     assert row["marker"]["version"] == LATEST
     assert leftovers(pg) == [], "the builds and the old template are dropped"
-    migrated = orchestrator.provision(pg.url(early.database), migrations=migrations)
+    migrated = orchestrator.provision(pg.url(early.database), migrations=migrations, extensions=UUID_OSSP)
     assert migrated.applied_versions == [LATEST]
     assert audit_clean(tmp_path, pg, migrations, [early.database, late.database]) == [[], []]
 
@@ -321,7 +329,9 @@ def test_a_busy_template_falls_back_to_the_migrations(
         intruder = await asyncpg.connect(pg.url(template))
         try:
             url = pg.url(unique_db_name("beside_a_session"))
-            return await orchestrator.provision_async(url, migrations=migrations, template=template)
+            return await orchestrator.provision_async(
+                url, migrations=migrations, template=template, extensions=UUID_OSSP
+            )
         finally:
             await intruder.close()
 
@@ -334,7 +344,9 @@ def test_a_busy_template_falls_back_to_the_migrations(
         try:
             async with template_lock(other, template, exclusive=True, wait_s=1):
                 url = pg.url(unique_db_name("beside_a_build"))
-                return await orchestrator.provision_async(url, migrations=migrations, template=template, lock_wait=0.3)
+                return await orchestrator.provision_async(
+                    url, migrations=migrations, template=template, lock_wait=0.3, extensions=UUID_OSSP
+                )
         finally:
             await other.close()
 
@@ -402,7 +414,7 @@ def test_migrate_create_missing_copies_the_registry_template_and_a_tenant_may_op
     copied, plain = unique_db_name("registry_copy"), unique_db_name("registry_plain")
     registry = tmp_path / "tenants.yaml"
     registry.write_text(
-        f"defaults:\n  template: {template}\n"
+        f"defaults:\n  template: {template}\n  extensions: [uuid-ossp]\n"
         f"tenants:\n  - id: copied\n    url: {registry_url(pg, copied)}\n"
         f"  - id: plain\n    url: {registry_url(pg, plain)}\n    template: ''\n"
     )
@@ -418,7 +430,7 @@ def test_migrate_create_missing_copies_the_registry_template_and_a_tenant_may_op
     bootstrapped = unique_db_name("bootstrapped")
     result = orchestrator.run(
         Request(Command.BOOTSTRAP, migrations=migrations, database_url=pg.url(bootstrapped),
-                school=SchoolSettings(template=template))
+                school=SchoolSettings(template=template, extensions=UUID_OSSP))
     ).outcomes[0].result  # fmt: skip
     assert result.notes[0] == f"created database {bootstrapped}"
     assert fetchval_sync(pg.url(bootstrapped), "SELECT count(*) FROM _sqlx_migrations") == 0
@@ -428,8 +440,9 @@ def test_a_target_before_the_latest_migration_does_not_use_the_template(
     pg: DevServer, migrations: Path, template: str
 ) -> None:
     url = pg.url(unique_db_name("targeted"))
+    school = SchoolSettings(template=template, extensions=UUID_OSSP)
     request = Request(Command.MIGRATE, migrations=migrations, database_url=url, create_missing=True,
-                      target_version=SECOND, school=SchoolSettings(template=template))  # fmt: skip
+                      target_version=SECOND, school=school)  # fmt: skip
     result = orchestrator.run(request).outcomes[0].result
     assert result.ok and result.notes[0].startswith(
         f"template {template} unavailable (it is kept at the latest migration, {LATEST}; --target {SECOND} stops"
@@ -610,7 +623,9 @@ def test_two_runs_keeping_spares_ready_at_once_make_the_number_asked_not_twice(
 
         async def one() -> None:
             server = DatabaseTarget.parse(pg.url())
-            results.append(await template_module.keep_ready(server, template, source, EngineOptions(), 2))
+            results.append(
+                await template_module.keep_ready(server, template, source, EngineOptions(extensions=UUID_OSSP), 2)
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(one)
@@ -628,14 +643,14 @@ def test_two_runs_keeping_spares_ready_at_once_make_the_number_asked_not_twice(
 def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrations: Path, template: str) -> None:
     keep_ready(pg, migrations, template, 1)
     source = load_migrations(migrations)
-    creator = template_module.creator(template, source, EngineOptions())
+    creator = template_module.creator(template, source, EngineOptions(extensions=UUID_OSSP))
 
     async def both() -> list[DatabaseResult]:
         results: list[DatabaseResult] = []
 
         async def one(label: str) -> None:
             target = DatabaseTarget.parse(pg.url(unique_db_name(label)))
-            results.append(await engine.provision(target, source, EngineOptions(), creator=creator))
+            results.append(await engine.provision(target, source, EngineOptions(extensions=UUID_OSSP), creator=creator))
 
         async with anyio.create_task_group() as tg:
             for label in ("racer_a", "racer_b"):

@@ -41,6 +41,10 @@ def _reset_logging() -> Iterator[None]:
     structlog.reset_defaults()  # the CLI pointed structlog at the runner's stream, closed once the call ends
 
 
+# The schema calls uuid_generate_v4(): the extension is asked for (none is the default).
+UUID_OSSP = ("--extension", "uuid-ossp")
+
+
 @pytest.fixture
 def migrations(tmp_path: Path) -> Path:
     """A private copy of the school schema (without released.sum), so a test can add a file."""
@@ -67,13 +71,14 @@ def invoke(*args: str) -> Result:
 def keep(pg: DevServer, migrations: Path, template: str, n: int, *more: str) -> Result:
     database = pg.url(unique_db_name("unused"))  # only its server counts: nothing connects to it
     return invoke("template", "-D", database, "--template", template, "--spares", str(n),
-                  "--migrations", str(migrations), *more)  # fmt: skip
+                  "--migrations", str(migrations), *UUID_OSSP, *more)  # fmt: skip
 
 
 def provision(pg: DevServer, migrations: Path, template: str) -> tuple[str, dict[str, Any]]:
     """A new school onboarded from `template`: its URL and its entry in provision's JSON report."""
     url = pg.url(unique_db_name("school"))
-    result = invoke("provision", "-D", url, "--template", template, "--migrations", str(migrations), "--json")
+    result = invoke("provision", "-D", url, "--template", template, "--migrations", str(migrations), "--json",
+                    *UUID_OSSP)  # fmt: skip
     assert result.exit_code == 0, result.output
     [school] = json.loads(result.stdout)["schools"]
     return url, school
@@ -117,7 +122,7 @@ def test_the_python_api_keeps_spares_ready_as_the_command_does(pg: DevServer, mi
         Command.TEMPLATE,
         database_url=pg.url(unique_db_name("unused")),
         migrations=migrations,
-        school=SchoolSettings(template=template),
+        school=SchoolSettings(template=template, extensions=("uuid-ossp",)),
         spares=2,
     )
 
@@ -202,7 +207,7 @@ def test_a_registry_template_over_two_schools_of_one_server_is_one_line_and_one_
     registry = write_registry(
         tmp_path / "tenants.yaml",
         [("a", registry_url(pg, unique_db_name("a")), []), ("b", registry_url(pg, unique_db_name("b")), [])],
-        defaults=f"defaults:\n  template: {template}",
+        defaults=f"defaults:\n  template: {template}\n  extensions: [uuid-ossp]",
     )
     junit = tmp_path / "template.xml"
 

@@ -236,8 +236,11 @@ def test_the_dry_run_plan_pass_of_the_gate_is_a_run_of_its_own_inside_the_migrat
     files = {"1_log.sql": "CREATE TABLE log (id int);\n", "2_index.sql": "CREATE INDEX log_idx ON log (id);\n"}
     migrations = make_migrations(tmp_path / "migrations", files)
     db = make_school(pg, "traced_gate")
+    registry = fleet_registry(tmp_path / "t.yaml", pg, [db])
+    assert run_fleet_job(Command.MIGRATE, registry, migrations, target_version=1).ok  # a school with data
+    spans.clear()
     with pytest.raises(UnsafeMigrations, match=r"2_index\.sql"):
-        run_fleet_job(Command.MIGRATE, fleet_registry(tmp_path / "t.yaml", pg, [db]), migrations)
+        run_fleet_job(Command.MIGRATE, registry, migrations)
     finished = spans.get_finished_spans()
     migrate, plan = only(finished, "orchestrator migrate"), only(finished, "orchestrator plan")
     assert plan.parent is not None and migrate.context is not None

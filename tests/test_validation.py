@@ -32,6 +32,7 @@ from orchestrator.operations import SURVEY_MIN_SCHOOLS, Survey, survey_servers
 from orchestrator.registry import shard_of
 
 PROJECT_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+UUID_OSSP = ("--extension", "uuid-ossp")  # the project's migrations call uuid_generate_v4(); none is the default
 
 
 @pytest.fixture(autouse=True)
@@ -224,7 +225,7 @@ def test_a_role_without_create_on_the_schema_is_denied_naming_the_grant(pg: DevS
 
 def test_status_for_a_role_that_cannot_read_the_history_says_denied(pg: DevServer, stranger: str) -> None:
     owner_url = with_database(pg.url(), stranger.rsplit("/", 1)[1])
-    assert invoke("provision", "-D", owner_url, "--migrations", str(PROJECT_MIGRATIONS)).exit_code == 0
+    assert invoke("provision", "-D", owner_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP).exit_code == 0
 
     result = invoke("status", "-D", stranger, "--migrations", str(PROJECT_MIGRATIONS), "--json", secrets=("Str4nger",))
 
@@ -237,7 +238,7 @@ def test_status_for_a_role_that_cannot_read_the_history_says_denied(pg: DevServe
 
 def test_an_audit_of_a_school_it_may_not_read_is_not_clean(pg: DevServer, stranger: str) -> None:
     owner_url = with_database(pg.url(), stranger.rsplit("/", 1)[1])
-    assert invoke("provision", "-D", owner_url, "--migrations", str(PROJECT_MIGRATIONS)).exit_code == 0
+    assert invoke("provision", "-D", owner_url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP).exit_code == 0
 
     result = invoke(
         "audit", "-D", stranger, "--migrations", str(PROJECT_MIGRATIONS), "--no-schema", "--json", secrets=("Str4nger",)
@@ -313,7 +314,7 @@ def test_a_password_variable_cannot_retarget_a_school_to_another_database(pg: De
 def test_a_password_in_the_query_string_connects_and_is_never_printed(pg: DevServer, school: str) -> None:
     url = f"postgresql://postgres@127.0.0.1:{pg.port}/{school}?password={PG_PASSWORD}&application_name=x"
 
-    result = invoke("--log-level", "debug", "provision", "-D", url, "--migrations", str(PROJECT_MIGRATIONS))
+    result = invoke("--log-level", "debug", "provision", "-D", url, "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP)
 
     assert result.exit_code == 0, result.output
     assert has_history(pg.url(school))

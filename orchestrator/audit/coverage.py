@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
 
-from ..sqltext import SqlText
+from ..sqltext import SqlText, strip_comments, tokens
 
 ROWS = "changes rows, which the schema comparison does not see"
 CODE = "runs code whose effects the schema comparison does not see"
@@ -26,6 +26,7 @@ PRIVILEGES = "privileges and owners are not compared"
 COMMENTS = "comments are not compared"
 NOT_COMPARED = "not in the schema comparison"
 
+_SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*|[(),]')
 
 
@@ -73,16 +74,33 @@ class Unseen:
         return f"line {self.line}: {self.what} ({self.why})"
 
 
-@cache
 def unseen(text: str) -> tuple[Unseen, ...]:
     """Every statement of a file's text whose effect the schema comparison cannot see, in order."""
+    return tuple(u for u, _ in unseen_statements(text))
+
+
+@cache
+def unseen_statements(text: str) -> tuple[tuple[Unseen, str], ...]:
+    """`unseen`, each with its statement's text, comments removed (to compare two versions of a file)."""
     sql = SqlText(text)
     found = []
     for statement in sql.statements:
         tokens = [(m.group().upper(), m.start()) for m in _TOKEN.finditer(sql.masked, statement.start, statement.end)]
         if tokens and (why := _why(_top_level(tokens), [t for t, _ in tokens])) is not None:
-            found.append(Unseen(statement.line, *why))
+            found.append((Unseen(statement.line, *why), _comparable(statement.text)))
     return tuple(found)
+
+
+def _comparable(statement: str) -> str:
+    """A statement as two versions of a file compare it: comments out, each run of whitespace outside quotes one
+    space (a literal's own spaces are its value)."""
+    text = strip_comments(statement)
+    parts, previous_end = [], 0
+    for _, start, end in tokens(text):
+        parts += [_SPACES.sub(" ", text[previous_end:start]), text[start:end]]
+        previous_end = end
+    parts.append(_SPACES.sub(" ", text[previous_end:]))
+    return "".join(parts).strip()
 
 
 def _top_level(tokens: list[tuple[str, int]]) -> list[str]:
@@ -158,7 +176,7 @@ def _altered(what: str, kind: str, top: list[str]) -> tuple[str, str] | None:
     for pair in pairwise(top):
         if pair in _ALTER_CLAUSES:
             return f"{what} ... {' '.join(pair)}", _ALTER_CLAUSES[pair]
-    if kind == "SEQUENCE" and "RESTART" in top:
+    if kind in ("SEQUENCE", "TABLE") and "RESTART" in top:  # a table's: an identity column's sequence
         return f"{what} ... RESTART", "a sequence's current value is " + NOT_COMPARED
     if kind == "TABLE":
         action: list[str] = []

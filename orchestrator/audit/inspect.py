@@ -61,13 +61,14 @@ async def inspect_school(
     options: EngineOptions,
     *,
     expected_extensions: tuple[str, ...] | None = None,
+    extensions_origin: str = "configured in the registry",
     schema: bool = True,
 ) -> LiveState:
     """History, extensions and (when `schema`) the live schema of one school, in one read-only transaction.
 
-    `expected_extensions`: what the registry (or a flag) configures; a missing one is a finding. None: nothing is
-    configured, so none is required, and the expected schema includes the built-in default extensions only where
-    the school has them."""
+    `expected_extensions`: what the registry (or a flag) configures, `extensions_origin` saying where; a missing one
+    is a finding. None: nothing is configured, so none is required (the expected schema then holds only the
+    extensions the migrations create)."""
     state = LiveState(DatabaseResult(database=target.database, server=target.server, status=Status.UP_TO_DATE))
 
     async def work(conn: asyncpg.Connection, result: DatabaseResult) -> None:
@@ -92,7 +93,7 @@ async def inspect_school(
         else:
             state.extensions = expected_extensions
             state.findings += [
-                Finding("extension_missing", f"extension {name} is not installed (the registry configures it)")
+                Finding("extension_missing", f"extension {name} is not installed ({extensions_origin})")
                 for name in expected_extensions
                 if name not in present
             ]

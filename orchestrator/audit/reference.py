@@ -14,6 +14,7 @@ that version, through the school's `direct_url` when it has one (building writes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -21,16 +22,18 @@ from .. import engine
 from ..bootstrap import scratch_database
 from ..connection import session
 from ..engine import EngineOptions
-from ..errors import DatabaseError
+from ..errors import DatabaseError, MigrationFailed
 from ..job import Job
 from ..logsetup import get_logger
 from ..serverversion import first_server_per_major
 from ..source import MigrationSource
+from ..sqltext import SqlText
 from ..target import DatabaseTarget
 from .inspect import LiveState
 from .schema import SchemaSnapshot, fingerprint, snapshot
 
 log = get_logger("orchestrator.audit")
+UNDEFINED_FUNCTION = "42883"
 
 # What a school's expected schema depends on: its server's major version, the migrations it applied, and the
 # extensions it is set up with.
@@ -42,6 +45,22 @@ class Reference:
     schema: SchemaSnapshot | None
     fingerprint: str | None
     error: str | None = None
+
+
+_CREATE_EXTENSION = re.compile(r'\bCREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[^\s;"]+)', re.I)
+
+
+def extensions_created(source: MigrationSource) -> dict[str, int]:
+    """Extension name -> the first migration whose up file creates it (outside comments and strings), so that a
+    finding about a missing extension says where the expectation comes from."""
+    found: dict[str, int] = {}
+    for m in source:
+        if "extension" not in m.up_sql.lower():
+            continue
+        for match in _CREATE_EXTENSION.finditer(SqlText(m.up_sql).masked):
+            raw = match.group(1)
+            found.setdefault(raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower(), m.version)
+    return found
 
 
 def reference_key(state: LiveState, source: MigrationSource) -> ReferenceKey:
@@ -118,6 +137,8 @@ async def build_expected(empty: DatabaseTarget, source: MigrationSource, options
     result = await engine.provision(empty, source, options)
     if not result.ok:
         message = result.error.message if result.error else result.status.value
+        if isinstance(result.error, MigrationFailed) and result.error.sqlstate == UNDEFINED_FUNCTION:
+            message += f" ({result.error.hint})"  # most often an extension the registry does not configure
         return Reference(None, None, f"applying the migrations to a scratch database failed: {message}")
     async with session(empty, options.session) as conn, conn.transaction(readonly=True):
         expected = await snapshot(conn)

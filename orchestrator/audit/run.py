@@ -21,7 +21,7 @@ from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 from .inspect import LiveState, inspect_school
 from .model import AuditReport, Finding, SchoolAudit
-from .reference import Reference, ReferenceKey, build_references, reference_key
+from .reference import Reference, ReferenceKey, build_references, extensions_created, reference_key
 from .schema import SchemaSnapshot, diff, fingerprint
 
 
@@ -31,8 +31,10 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
     fleet_run, states, fingerprints = await read_schools(job, observer)
 
     references: dict[ReferenceKey, Reference] = {}
+    created: dict[str, int] = {}
     if with_schema:
         references = await build_references(job, states)
+        created = extensions_created(job.source)
 
     schools = []
     for outcome in fleet_run.outcomes:
@@ -45,7 +47,8 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
             server_major=state.server_major,
         )
         if with_schema and state.schema is not None:
-            _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where)
+            origins = _extension_origins(job, outcome.tenant, state, created)
+            _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where, origins)
         if audit.findings and audit.result.status is Status.UP_TO_DATE:
             audit.result.status = Status.DRIFT
         schools.append(audit)
@@ -75,6 +78,7 @@ async def read_schools(
             job.source,
             job.engine_options(tenant),
             expected_extensions=job.configured_extensions(tenant),
+            extensions_origin=job.extensions_origin(tenant) or "",
             schema=with_schema,
         )
         if state.schema is not None:
@@ -115,7 +119,20 @@ async def matching_schemas(job: Job, *, plus: int | None = None) -> dict[str, fr
     return matches
 
 
-def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None, where: str) -> None:
+def _extension_origins(job: Job, tenant: Tenant, state: LiveState, created: dict[str, int]) -> dict[str, str]:
+    """Extension name -> where the school's expected schema gets it: configured (by which layer), or created by a
+    migration the school applied."""
+    origins = {name: f"created by migration {v}" for name, v in created.items() if v in state.applied}
+    configured = job.extensions_origin(tenant)
+    for name in state.extensions:
+        also = origins.get(name)
+        origins[name] = (configured or "configured") + (f"; {also}" if also else "")
+    return origins
+
+
+def _compare(
+    audit: SchoolAudit, state: LiveState, reference: Reference | None, where: str, origins: dict[str, str]
+) -> None:
     assert state.schema is not None
     if reference is None or reference.schema is None:
         why = reference.error if reference else "no reference was built"
@@ -133,4 +150,4 @@ def _compare(audit: SchoolAudit, state: LiveState, reference: Reference | None, 
             "as drift; give every --migrations directory for a full comparison"
         )
     if audit.fingerprint != reference.fingerprint:
-        audit.findings.extend(diff(reference.schema, state.schema, covered_only=bool(state.fileless)))
+        audit.findings.extend(diff(reference.schema, state.schema, origins, covered_only=bool(state.fileless)))

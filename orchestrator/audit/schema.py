@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,11 +295,20 @@ def fingerprint(s: SchemaSnapshot) -> str:
     return hashlib.sha256(s.to_json().encode()).hexdigest()[:16]
 
 
-def diff(expected: SchemaSnapshot, actual: SchemaSnapshot, *, covered_only: bool = False) -> list[Finding]:
+def diff(
+    expected: SchemaSnapshot,
+    actual: SchemaSnapshot,
+    extension_origins: Mapping[str, str] | None = None,
+    *,
+    covered_only: bool = False,
+) -> list[Finding]:
     """What `actual` (the live database) has that `expected` (what the migrations produce) does not, and the other
     way round, one finding per object or attribute, sorted. A schema or relation present on one side only is
-    reported once, not with every column, index or constraint in it. `covered_only`: objects only `actual` has are
-    not reported (the school applied versions whose files are not in the source: they may have made them)."""
+    reported once, not with every column, index or constraint in it. `extension_origins`: extension name -> where
+    the expected schema gets it (`configured by the registry's defaults.extensions`, `created by migration V`).
+    `covered_only`: objects only `actual` has are not reported (the school applied versions whose files are not in
+    the source: they may have made them)."""
+    origins = extension_origins or {}
     exp, act = expected.objects, actual.objects
     one_sided = [exp.get(k) or act[k] for k in exp.keys() ^ act.keys()]
     gone_schemas = {o["name"] for o in one_sided if o["kind"] == "schema"}
@@ -313,9 +323,14 @@ def diff(expected: SchemaSnapshot, actual: SchemaSnapshot, *, covered_only: bool
             continue
         if "table" in obj and (obj.get("schema"), obj["table"]) in gone_relations:
             continue
-        if e is None:
-            if not covered_only:
-                texts.append(_presence(obj, "not in migrations"))
+        if e is None and covered_only:
+            continue
+        if e is None and obj["kind"] == "extension":
+            texts.append(_presence(obj, "not expected (no migration creates it and nothing configures it)"))
+        elif e is None:
+            texts.append(_presence(obj, "not in migrations"))
+        elif a is None and obj["kind"] == "extension":
+            texts.append(_presence(obj, f"missing ({origins.get(obj['name'], 'migrations create it')})"))
         elif a is None:
             texts.append(_presence(obj, "missing (migrations create it)"))
         else:

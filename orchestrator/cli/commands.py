@@ -17,6 +17,7 @@ from . import app
 from .options import (
     CONFIRM,
     DATABASES,
+    EXTENSIONS,
     FLEET,
     GATE,
     JSON_OUT,
@@ -47,7 +48,7 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
@@ -79,13 +80,13 @@ def status(flags: Flags) -> None:
     execute(flags, Command.STATUS)
 
 
-@command(app, *FLEET, ROLLOUT, CONFIRM)
+@command(app, *FLEET, ROLLOUT, EXTENSIONS, CONFIRM)
 def bootstrap(flags: Flags) -> None:
     """Create what is missing (database, extensions, history table) without applying migrations."""
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, PREFLIGHT_AND_YES)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PREFLIGHT_AND_YES)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -164,7 +165,7 @@ def resolve(
     execute(flags, command, resolve=given[0], schema_evidence=schema_evidence, allow_unverified=allow_unverified)
 
 
-@command(app, *FLEET, LEDGER, AUDIT_REFERENCE)
+@command(app, *FLEET, LEDGER, AUDIT_REFERENCE, EXTENSIONS)
 def audit(
     flags: Flags,
     no_schema: Annotated[
@@ -189,7 +190,7 @@ def audit(
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, TEMPLATE_OUTPUTS, CONFIRM)
+@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS, CONFIRM)
 def template(
     flags: Flags,
     spares: Annotated[

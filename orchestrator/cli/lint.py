@@ -11,9 +11,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, UsageError
 from ..settings import DEFAULT_MIGRATIONS
-from .options import MIGRATIONS, Flags, command, fail_usage
+from .options import LEDGER, LEDGERS, MIGRATIONS, Flags, command, fail_usage
 
 
 class LintFormat(StrEnum):
@@ -25,7 +25,7 @@ class LintFormat(StrEnum):
 def register(app: typer.Typer) -> None:
     """Add `lint` and `new` to the main CLI."""
 
-    @command(app, name="lint")
+    @command(app, LEDGERS, LEDGER, name="lint")
     def lint_command(
         flags: Flags,
         paths: list[Path] | None = typer.Argument(
@@ -49,8 +49,11 @@ def register(app: typer.Typer) -> None:
         baseline: bool = typer.Option(
             False,
             "--baseline",
-            help="Record every current file as released as it is, its findings accepted: for a live fleet that "
-            "already applied them (adopting an existing SQLx project). Refused if a released file was edited.",
+            help="Record as released, as they are (their findings accepted), the files some school has already "
+            "applied: reads the ledgers of the registry's schools (or of -D URL), read-only, the paths' directories "
+            "forming one source over one ledger (as several --migrations do). For adopting an "
+            "existing SQLx project; a file no school has applied is not recorded. Refused if a released file was "
+            "edited.",
         ),
         no_squawk: bool = typer.Option(False, "--no-squawk", help="Run only the orchestrator's own rules."),
     ) -> None:
@@ -61,13 +64,26 @@ def register(app: typer.Typer) -> None:
         renderers = {LintFormat.text: render_text, LintFormat.json: render_json, LintFormat.editor: render_editor}
         targets = paths or [DEFAULT_MIGRATIONS]
         try:
-            report = lint_paths(
-                targets,
-                released_file=released or EACH_DIRECTORY,
-                use_squawk=not no_squawk,
-                release=release,
-                baseline=baseline,
-            )
+            if baseline:
+                from ..adoption import baseline as record_baseline
+
+                database_url, registry = flags.fleet_target()
+                report = record_baseline(
+                    targets,
+                    released_file=released or EACH_DIRECTORY,
+                    use_squawk=not no_squawk,
+                    database_url=database_url,
+                    registry=registry,
+                    ignore_missing=flags.values["ignore_missing"],
+                )
+            elif flags.given & {"database_url", "registry", "ignore_missing"}:
+                raise UsageError(
+                    "-D, --registry and --ignore-missing go with --baseline (lint alone reads no database)"
+                )
+            else:
+                report = lint_paths(
+                    targets, released_file=released or EACH_DIRECTORY, use_squawk=not no_squawk, release=release
+                )
         except InvalidInput as err:
             fail_usage(err)
         typer.echo(renderers[output_format](report), nl=False)

@@ -104,6 +104,8 @@ LEDGER = Group(
              "migrator's directory applied them.", False),
     ),
 )  # fmt: skip
+# `lint --baseline` reads the schools' ledgers: the same -D and --registry as every database command.
+LEDGERS = Group("Reading the fleet (--baseline)", DATABASES.flags[:2])
 SELECTION = Group(
     "Selecting schools",
     (
@@ -187,6 +189,17 @@ ONBOARDING = Group(
              "missing or behind); when it cannot be used, the files are applied instead and the report says why. "
              "Overrides the registry's template (\"\" = none).", show_default="the registry's, else none",
              metavar="<name>"),
+    ),
+)  # fmt: skip
+EXTENSIONS = Group(
+    "Extensions",
+    (
+        Flag("extension", list[str] | None, ("--extension",), "Create this extension in each school's database "
+             "(bootstrap, provision, new schools of migrate --create-missing, templates) and expect it in the audit; "
+             "repeatable. Overrides the registry's extensions.", show_default="the registry's, else none",
+             metavar="<name>"),
+        Flag("no_extensions", bool, ("--no-extensions",), "Create and expect no extension, whatever the registry "
+             "says (a school then is exactly what `sqlx migrate run` builds).", False),
     ),
 )  # fmt: skip
 DRY_RUN = Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False)
@@ -275,12 +288,28 @@ class Flags:
             if self.values["per_server"] < 1:
                 raise UsageError("--per-server must be at least 1")
             layer["per_server"] = self.values["per_server"]
+        extensions = self._extensions()
+        if extensions is not None:
+            layer["extensions"] = extensions
         if "template" in self.given:
             from ..registry import check_template_name  # the registry's machinery: only when the flag is typed
 
             check_template_name(self.values["template"], "--template")
             layer["template"] = self.values["template"]
         return SchoolSettings(**layer)
+
+    def _extensions(self) -> tuple[str, ...] | None:
+        """--extension NAME... or --no-extensions (a value: none), or None when neither was typed."""
+        named, none = self.values.get("extension") or [], self.values.get("no_extensions", False)
+        if named and none:
+            raise UsageError("--extension and --no-extensions contradict each other", hint="give one or the other")
+        if any(not name.strip() or not name.isprintable() for name in named):
+            raise UsageError("--extension needs an extension's name, e.g. --extension uuid-ossp")
+        return tuple(dict.fromkeys(named)) if named else (() if none else None)
+
+    def fleet_target(self) -> tuple[str | None, Path]:
+        """One database's URL (or None) and the registry, read as every database command reads them."""
+        return self._target()
 
     def _target(self) -> tuple[str | None, Path]:
         """-D wins; then an explicit --registry; then $DATABASE_URL; then the default registry."""

@@ -16,6 +16,8 @@ A run: our rules (rules.py) on every file, each directory's up files walked in v
 judged against the types the earlier files declared), the naming warnings (naming.py), the released record
 (released.py), squawk on the up files (squawk.py, duplicates of ours dropped), then in-file suppressions
 (suppress.py). `lint_migrations` is the same on already-loaded migrations, for the gate in front of `migrate`.
+Either way a result for exactly the same inputs comes from the lint cache (cache.py), and the rules are not even
+imported then.
 
 Each directory keeps its own `released.sum` (`EACH_DIRECTORY`, the default): a main directory and a deferred one are
 released, and checked, apart, as their migrators run apart; `--released PATH` names one record for every file.
@@ -23,25 +25,27 @@ released, and checked, apart, as their migrators run apart; `--released PATH` na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..errors import Location, MigrationSourceError, UsageError
 from ..source import Migration, MigrationFile, MigrationSource, SourceWarning, is_migration_name, load_migrations
+from . import cache
 from .findings import Finding, LintReport
-from .naming import ignored_findings, naming_findings
 from .released import SUM_FILENAME, check_released, digest, read_released, record_release
-from .rules import check_migrations
-from .squawk import drop_duplicates, run_squawk
-from .suppress import Suppression, apply_suppressions, parse_suppressions
+
+if TYPE_CHECKING:
+    from .suppress import Suppression
 
 __all__ = [
     "EACH_DIRECTORY",
     "SUM_FILENAME",
     "Finding",
     "LintReport",
+    "ReleasedFile",
     "lint_migrations",
     "lint_paths",
 ]
@@ -53,6 +57,8 @@ class _EachDirectory(Enum):
 
 #: `released_file=EACH_DIRECTORY`: every directory's files are checked against (and recorded in) `<dir>/released.sum`.
 EACH_DIRECTORY = _EachDirectory.EACH_DIRECTORY
+#: Where released files are recorded: one released.sum for every file, or EACH_DIRECTORY.
+ReleasedFile: TypeAlias = Path | _EachDirectory
 # A released.sum and the files it covers.
 _Record = tuple[Path, list[MigrationFile]]
 
@@ -129,23 +135,38 @@ def _collect(paths: Sequence[Path]) -> list[_Directory]:
     return [chosen for _, chosen in directories.values()]
 
 
-def _lint(
-    directories: Sequence[_Directory],
-    *,
-    records: Sequence[_Record],
-    use_squawk: bool,
-    exempt_released: bool = True,
-) -> LintReport:
+def _lint(directories: Sequence[_Directory], *, records: Sequence[_Record], use_squawk: bool) -> LintReport:
+    """`_lint_files`, or its result for exactly these inputs from the lint cache (cache.py)."""
+    linted = {f.path.parent for directory in directories for m in directory.migrations for f in m.files}
+    entry = cache.key(
+        ((d.migrations, d.files, d.ignored) for d in directories),
+        records=[(sum_file, [f.path for f in covered]) for sum_file, covered in records],
+        use_squawk=use_squawk,
+    )
+    cached = cache.load(entry, linted)
+    if cached is not None:
+        return cached
+    report = _lint_files(directories, records=records, use_squawk=use_squawk)
+    cache.store(entry, report, linted)
+    return report
+
+
+def _lint_files(directories: Sequence[_Directory], *, records: Sequence[_Record], use_squawk: bool) -> LintReport:
     """Rules on the files not yet released; released ones only for edits (they are applied: the rules can no longer
     change them, and a suppression comment would change their checksum)."""
+    # The rules load here, not with the package: a `migrate` whose files the cache knows never needs them.
+    from .naming import ignored_findings, naming_findings
+    from .rules import check_migrations
+    from .squawk import drop_duplicates, run_squawk
+    from .suppress import apply_suppressions, parse_suppressions
+
     files = [file for directory in directories for file in directory.files]
     ours: list[Finding] = []
     for sum_file, covered in records:
         released = read_released(sum_file)
         ours += check_released(released, covered)
-        if exempt_released:
-            unchanged = {f.path for f in covered if released.entries.get(f.path.name) == digest(f.raw)}
-            files = [f for f in files if f.path not in unchanged]
+        unchanged = {f.path for f in covered if released.entries.get(f.path.name) == digest(f.raw)}
+        files = [f for f in files if f.path not in unchanged]
     wanted = {f.path for f in files}
     cleared: list[tuple[Path, str, int]] = []
     for directory in directories:
@@ -172,18 +193,29 @@ def _lint(
 BASELINE_REASON = "accepted by `lint --baseline`: released as it was already applied (never edit it)"
 
 
-def _baseline(report: LintReport, records: Sequence[_Record]) -> LintReport:
-    """Record every current file as released, its rule findings accepted. An edited or deleted released file is
-    not a finding to accept: the baseline is then refused (restore the file first)."""
-    edits = [f for f in report.errors if f.rule.startswith("released-")]
-    if edits:
-        report.release_requested = True
+def _baseline(report: LintReport, records: Sequence[_Record], applied: Collection[Path]) -> LintReport:
+    """Record as released the files some school has applied (`applied`: their resolved paths), their findings
+    accepted, each in its directory's record. A new file is not recorded and keeps its findings: nothing has run it,
+    so it can still be fixed. An edited or deleted released file is not a finding to accept: the baseline is then
+    refused (restore the file first)."""
+    report.release_requested = True
+    if any(f.rule.startswith("released-") for f in report.errors):
         return report
-    accepted = [
-        replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON) for f in report.findings
+    adopted = [(sum_file, [f for f in files if f.path.resolve() in applied]) for sum_file, files in records]
+    adopted_paths = {f.path for _, files in adopted for f in files}
+    findings = [
+        replace(f, suppressed=True, suppression_reason=f.suppression_reason or BASELINE_REASON)
+        if f.path in adopted_paths
+        else f
+        for f in report.findings
     ]
-    baseline = LintReport(findings=accepted, files_checked=report.files_checked, release_requested=True)
-    baseline.released_recorded = _record(records)
+    baseline = LintReport(findings=findings, files_checked=report.files_checked, release_requested=True)
+    baseline.released_recorded = _record(adopted)
+    not_recorded: set[str] = set()
+    for sum_file, files in records:
+        entries = read_released(sum_file).entries
+        not_recorded.update(f.path.name for f in files if f.path.name not in entries)
+    baseline.not_recorded = sorted(not_recorded)
     return baseline
 
 
@@ -194,10 +226,10 @@ def _record(records: Sequence[_Record]) -> list[str]:
 def lint_paths(
     paths: Sequence[Path],
     *,
-    released_file: Path | _EachDirectory | None,
+    released_file: ReleasedFile | None,
     use_squawk: bool = True,
     release: bool = False,
-    baseline: bool = False,
+    baseline: Collection[Path] | None = None,
 ) -> LintReport:
     """Lint migration files and directories of them. Raises UsageError for a path that does not exist, and
     MigrationSourceError for a directory the loader refuses.
@@ -205,16 +237,16 @@ def lint_paths(
     `released_file`: the released.sum to check edits against (EACH_DIRECTORY: each directory's own; None: skip
     that check; missing file: nothing released yet). `release=True` then records every linted file in it, but only
     when the lint is clean.
-    `baseline=True` records every file as it is, its findings accepted: for a live fleet adopted mid-life.
+    `baseline`: the resolved paths of the files some school has applied (`adoption.read_applied`): those are
+    recorded as they are, their findings accepted (a live fleet adopted mid-life); the others are linted as usual.
     """
-    if (release or baseline) and released_file is None:
+    if (release or baseline is not None) and released_file is None:
         raise UsageError("--release and --baseline need a released.sum to record into", hint="pass --released PATH")
     directories = _collect(paths)
     records = _records(released_file, directories)
-    if baseline:
-        full = _lint(directories, records=records, use_squawk=use_squawk, exempt_released=False)
-        return _baseline(full, records)
     report = _lint(directories, records=records, use_squawk=use_squawk)
+    if baseline is not None:
+        return _baseline(report, records, baseline)
     report.release_requested = release
     if release and report.ok:
         report.released_recorded = _record(records)

@@ -1,6 +1,18 @@
 """The catalogue of our lint rules: each rule's severity, why it matters on a fleet of school databases, and what to
 do instead (with advice for a down file where it differs). rules.py, naming.py, released.py and suppress.py report
 findings through `finding()`.
+
+Two kinds of rule (`RuleInfo.busy_tables`), for the safety gate in front of `migrate`, which judges a file by where
+it will run (gate.py):
+- busy-table rules, about what a statement does to a table that has rows and traffic: the locks it takes (an index
+  built without CONCURRENTLY), the rewrite it forces (a type change), the rows it fails on (NOT NULL without a
+  default), and the application code still running against it (a column or table dropped or renamed). A new school
+  with no history (no ledger rows, no tables of its own) has no rows, no readers and no writers: applied there, in
+  order, each of these statements is instant and harmless, so the gate does not apply them to such a school;
+- the other rules are about the file or the schema it leaves, and hold wherever it runs: a statement that fails on
+  every database (CONCURRENTLY in a transaction, a byte-order mark), a foreign key without ON DELETE (a delete then
+  works in one school and fails in another, once the new school has rows too), released files, suppressions.
+`lint` itself reports every rule: it does not know where a file will run.
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .findings import Finding, Severity
+from .squawk import EQUIVALENT_RULES
 
 
 @dataclass(frozen=True)
@@ -20,6 +33,9 @@ class RuleInfo:
     suppressible: bool = True
     #: what to do instead when the finding is in a down file, where that differs
     down_instead: str | None = None
+    #: about tables with rows and traffic (locks, rewrites, rows, running code): not applied by the safety gate to a
+    #: school with no history, where the tables are new and empty (see the module's docstring)
+    busy_tables: bool = False
 
 
 _SUPPRESS_HINT = (
@@ -36,6 +52,7 @@ CATALOG: dict[str, RuleInfo] = {
         "the down migration",
         "ship code that stops using the column first, then drop it in a later release; "
         + _SUPPRESS_HINT.format(rule="drop-column"),
+        busy_tables=True,
     ),
     "drop-table": RuleInfo(
         "error",
@@ -43,6 +60,7 @@ CATALOG: dict[str, RuleInfo] = {
         "uses it may be running; the down migration can recreate the table but not its rows",
         "ship code that stops using the table first, then drop it in a later release (keep a backup); "
         + _SUPPRESS_HINT.format(rule="drop-table"),
+        busy_tables=True,
     ),
     "rename-column": RuleInfo(
         "error",
@@ -50,6 +68,7 @@ CATALOG: dict[str, RuleInfo] = {
         "the rollout across the fleet its queries fail on every database that has migrated",
         "expand and contract: add the new column, write to both, backfill, switch reads, and drop the old "
         "column in a later release; " + _SUPPRESS_HINT.format(rule="rename-column"),
+        busy_tables=True,
     ),
     "rename-table": RuleInfo(
         "error",
@@ -57,6 +76,7 @@ CATALOG: dict[str, RuleInfo] = {
         "the rollout across the fleet its queries fail on every database that has migrated",
         "create the new table (or keep a view under the old name during the transition) and drop the old one "
         "in a later release; " + _SUPPRESS_HINT.format(rule="rename-table"),
+        busy_tables=True,
     ),
     "change-column-type": RuleInfo(
         "error",
@@ -68,6 +88,7 @@ CATALOG: dict[str, RuleInfo] = {
         "precision with the same scale, a longer timestamp precision) are not reported when the column's type is "
         "known from the earlier migrations, without USING or COLLATE; for one whose type is declared elsewhere, "
         "suppress with a reason: `-- lint:ignore change-column-type reason: ...`",
+        busy_tables=True,
     ),
     "add-not-null-without-default": RuleInfo(
         "error",
@@ -78,6 +99,7 @@ CATALOG: dict[str, RuleInfo] = {
         "backfill it, and set NOT NULL in a later migration",
         down_instead="the rollback fails on every school with rows: re-add the column nullable (its old values are "
         "gone anyway) or with a DEFAULT",
+        busy_tables=True,
     ),
     "fk-without-on-delete": RuleInfo(
         "error",
@@ -95,6 +117,7 @@ CATALOG: dict[str, RuleInfo] = {
         down_instead="a down file has its own `-- no-transaction` first line, independent of its up: make that the "
         "down's first line and `CREATE INDEX CONCURRENTLY IF NOT EXISTS ...` its only statement, or suppress it "
         "with a reason if the table is small",
+        busy_tables=True,
     ),
     "concurrently-in-transaction": RuleInfo(
         "error",
@@ -203,6 +226,16 @@ CATALOG: dict[str, RuleInfo] = {
         suppressible=False,
     ),
 }
+
+
+def busy_tables(rule: str) -> bool:
+    """Whether `rule` (ours, or squawk's with the `squawk:` prefix) is about tables with rows and traffic. A squawk rule
+    counts as its equivalent of ours (squawk.EQUIVALENT_RULES); squawk's other rules, like unknown ones, hold
+    everywhere."""
+    if rule.startswith("squawk:"):
+        rule = EQUIVALENT_RULES.get(rule.removeprefix("squawk:"), rule)
+    info = CATALOG.get(rule)
+    return info is not None and info.busy_tables
 
 
 def finding(

@@ -64,6 +64,10 @@ class LintReport:
     released_recorded: list[str] | None = field(default=None)
     #: `--release` was asked for (and refused when released_recorded is None)
     release_requested: bool = False
+    #: `--baseline`: the linted files still not released (no school has applied them)
+    not_recorded: list[str] | None = None
+    #: `--baseline`: schools whose ledger could not be read (a file only they applied is not recorded)
+    unread: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -96,4 +100,6 @@ class LintReport:
             },
             "findings": [f.to_dict() for f in self.findings],
             "released_recorded": self.released_recorded,
+            "not_recorded": self.not_recorded,
+            "unread_schools": self.unread,
         }

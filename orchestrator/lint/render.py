@@ -42,19 +42,31 @@ def render_text(report: LintReport) -> str:
     out.append(summary(report))
     if report.errors and not report.release_requested:
         out.append(
-            "files already applied on a fleet must not be edited (not even a suppression comment: the checksum "
-            "would change and SQLx workers refuse to start): record them as they are with "
-            "`orchestrator lint --baseline`"
+            "a file no school has applied yet: fix it (or suppress a finding with a reason). A file some school "
+            "already applied must never be edited, not even for a suppression comment (its checksum would change "
+            "and SQLx workers refuse to start): `orchestrator lint --baseline --registry PATH` (or -D URL) reads the "
+            "fleet's ledgers and records those files, and only those, as released as they are"
         )
     if report.released_recorded is not None:
         recorded = report.released_recorded
         out.append(
             f"recorded as released: {', '.join(recorded)}" if recorded else "released.sum: nothing new to record"
         )
+        if report.not_recorded:
+            out.append(
+                f"not recorded (no school has applied them: fix their findings, then `--release`): "
+                f"{', '.join(report.not_recorded)}"
+            )
+        if report.unread:
+            out.append(
+                f"not read: {len(report.unread)} school(s), so a file only they applied is not recorded: "
+                + "; ".join(report.unread[:10])
+                + (" ..." if len(report.unread) > 10 else "")
+            )
     elif report.release_requested:
         out.append(
-            "nothing recorded as released: fix the errors first (in files no school has applied yet; files already "
-            "applied on a fleet are recorded as they are with `orchestrator lint --baseline`)"
+            "nothing recorded as released: fix the errors first (in files no school has applied yet; files some "
+            "school already applied are recorded as they are with `orchestrator lint --baseline`)"
         )
     return "\n".join(out) + "\n"
 
