@@ -149,14 +149,16 @@ async def make(conn: asyncpg.Connection, purpose: str, clause: str = "") -> Scra
     return made
 
 
-async def take_over(conn: asyncpg.Connection, name: str, purpose: str) -> Scratch:
-    """Rename an existing database of ours (the template being replaced) to a new scratch name, marked, in one
-    transaction: from then on it is scratch (dropped by `discard`, or by the clean-up if this process dies)."""
+async def take_over(conn: asyncpg.Connection, name: str, purpose: str, *, open_it: bool = False) -> Scratch:
+    """Rename an existing database of ours (the template being replaced, a spare being checked) to a new scratch
+    name, marked (and `open_it`: open to connections), in one transaction: from then on it is scratch (dropped by
+    `discard`, or by the clean-up if this process dies)."""
     made = Scratch(await _claim(conn, purpose))
+    opened = f"; ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS true" if open_it else ""
     try:
         await conn.execute(
             f"COMMENT ON DATABASE {quote_ident(name)} IS {literal(mark_text(purpose, backend(conn)))};"
-            f" ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(made.name)}"
+            f" ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(made.name)}{opened}"
         )
     except BaseException:
         await discard(conn, made)  # renamed after all (a cancel that came too late): dropped; else nothing is

@@ -24,7 +24,9 @@ by this process's maintenance session, dropped if the work stops, by the next ru
 Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`.
 Whenever the template cannot be used (busy, owned by another role, not one this tool built, built with other
 extensions, holding files this checkout lacks, a build that failed), the school is created by applying the
-migrations, and its report says why.
+migrations, and its report says why. Before any of these ways, a file whose bytes differ from what the template holds
+for its version (the marker keeps each version's checksum) refuses the onboarding: no way around the one checksum.
+A spare is read before it becomes the school (its ledger and catalog rows against its marker): see `_take_spare`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ from . import engine, scratch
 from .audit.reference import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
+from .catalog import catalog_digest
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
 from .errors import DatabaseError, ModifiedMigration, SplitOnboarding
-from .history import read_applied
+from .history import read_applied, read_history
 from .logsetup import get_logger
 from .outcome import DatabaseResult
 from .scratch import SCRATCH_SHAPE, Scratch, drop_abandoned, literal, maker_session
@@ -68,6 +71,9 @@ STRATEGY = "WAL_LOG"
 # SPARE_NAME_PREFIX + 16 hex digits, closed to connections, their comment saying which template and marker they copy.
 SPARE_NAME_PREFIX = "orchestrator_spare_"
 SPARE_MARKER_PREFIX = "orchestrator spare: "
+REJECTED_NAME_PREFIX = "orchestrator_rejected_"  # a spare found holding something else: set aside, never dropped
+REJECTED_MARKER_PREFIX = "orchestrator rejected spare: "
+CHECKSUM_HEX = 24
 _SESSIONS_GONE_WAIT_S = 5.0  # a closed session's backend exits on its own time; PostgreSQL itself waits 5 s too
 
 
@@ -87,11 +93,24 @@ class Marker:
     ledger: str  # ledger_digest() of its _sqlx_migrations rows
     extensions: tuple[str, ...]
     schema: str | None  # the audit's fingerprint of its schema
+    # (version, short_checksum()) of each row: which version's file was edited since, whatever the template's use.
+    # None: a marker of an older release (the template is rebuilt), or a spare's (its ledger digest is enough).
+    checksums: tuple[tuple[int, str], ...] | None = None
+    # catalog.catalog_digest() of the build: what a spare (a copy of it) must still hold. None: an older release's.
+    catalog: str | None = None
 
     @property
     def text(self) -> str:
-        fields = {"version": self.version, "ledger": self.ledger, "extensions": list(self.extensions)}
-        return MARKER_PREFIX + json.dumps({**fields, "schema": self.schema}, sort_keys=True)
+        fields: dict[str, object] = {
+            "version": self.version,
+            "ledger": self.ledger,
+            "extensions": list(self.extensions),
+        }
+        if self.checksums is not None:
+            fields["checksums"] = {str(v): c for v, c in self.checksums}
+        if self.catalog is not None:
+            fields["catalog"] = self.catalog
+        return MARKER_PREFIX + json.dumps({**fields, "schema": self.schema}, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def parse(cls, comment: str | None) -> Marker | None:
@@ -99,8 +118,11 @@ class Marker:
             return None
         try:
             data = json.loads(comment.removeprefix(MARKER_PREFIX))
-            return cls(data["version"], data["ledger"], tuple(data["extensions"]), data["schema"])
-        except (ValueError, KeyError, TypeError):
+            held = data.get("checksums")
+            checksums = None if held is None else tuple(sorted((int(v), str(c)) for v, c in held.items()))
+            fields = (data["version"], data["ledger"], tuple(data["extensions"]), data["schema"])
+            return cls(*fields, checksums, data.get("catalog"))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -115,6 +137,12 @@ class TemplateState:
     marker: Marker | None
     sessions: int  # sessions connected to it right now
     comment: str | None  # as written (given back if replacing it fails half-way)
+
+
+def short_checksum(checksum: bytes) -> str:
+    """A version's checksum as the marker keeps it: 96 bits of the SHA-384 tell an edited file (the ledger digest
+    covers the whole bytes), and 300 files stay a comment of about 13 kB."""
+    return checksum.hex()[:CHECKSUM_HEX]
 
 
 def ledger_digest(checksums: Mapping[int, bytes]) -> str:
@@ -192,7 +220,29 @@ def _is_current(state: TemplateState | None, wanted: _Wanted, name: str) -> bool
     if set(state.marker.extensions) != set(wanted.extensions):
         built, asked = (", ".join(e) or "none" for e in (state.marker.extensions, wanted.extensions))
         raise TemplateUnavailable(f"it was built with extensions [{built}], this school is set up with [{asked}]")
-    return state.marker.ledger == wanted.ledger
+    # A marker without per-version checksums (an older release's) is rebuilt once, to carry them.
+    return state.marker.ledger == wanted.ledger and state.marker.checksums is not None
+
+
+def refuse_other_bytes(state: TemplateState | None, source: MigrationSource, name: str, server: str) -> None:
+    """Raises SplitOnboarding when a file differs from what template `name` holds for its version: a school made
+    from these files, whichever way, would hold other bytes than the template and every school copied from it.
+    Only a template of ours (its owner is our role) is believed; one without per-version checksums cannot tell."""
+    if state is None or not state.ours or state.marker is None or state.marker.checksums is None:
+        return
+    held = dict(state.marker.checksums)
+    edited = [m.version for m in source if m.version in held and held[m.version] != short_checksum(m.checksum)]
+    if edited:
+        raise split_onboarding(name, server, edited)
+
+
+def split_onboarding(name: str, server: str, versions: list[int]) -> SplitOnboarding:
+    return SplitOnboarding(
+        [f"version {v}: the file differs from what template {name} on {server} holds" for v in versions],
+        versions=versions,
+        hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
+        "(`orchestrator new ...`); schools onboarded from the template hold the applied bytes too",
+    )
 
 
 # Sessions on the template are counted before the copy: CREATE DATABASE would wait 5 s for them to leave before
@@ -230,7 +280,6 @@ class _Copied:
 async def _copy(
     target: DatabaseTarget, name: str, source: MigrationSource, options: EngineOptions, notes: list[str]
 ) -> _Copied:
-    wanted = _wanted(source, options)
     maintenance = target.with_database(MAINTENANCE_DATABASE)
     try:
         async with maker_session(maintenance, options.session) as conn:
@@ -238,7 +287,10 @@ async def _copy(
             await drop_abandoned(conn, rows)  # what a killed or interrupted maker left: found by the same query
             if any(row["datname"] == target.database for row in rows):
                 return _Copied(False)  # the school exists (a repeated provision): no template work for it
-            taken = await _take_spare(conn, target, name, wanted, rows)
+            # Before any way of creating the school (a spare, the template, or the files when neither can be used).
+            refuse_other_bytes(await read_state(conn, name), source, name, target.server)
+            wanted = _wanted(source, options)
+            taken = await _take_spare(conn, target, name, wanted, rows, options, notes)
             if taken is not None:
                 return taken
             async with _current_template(conn, target, name, wanted, source, options, notes) as state:
@@ -267,6 +319,7 @@ async def _current_template(
     while True:
         async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
             state = await read_state(conn, name)
+            refuse_other_bytes(state, source, name, server.server)
             if not _is_current(state, wanted, name):
                 if not exclusive:
                     exclusive = True  # let go of the shared lock, wait for the exclusive one, look again
@@ -341,7 +394,10 @@ ORDER BY datname
 
 
 def spare_comment(name: str, marker: Marker) -> str:
-    return SPARE_MARKER_PREFIX + json.dumps({"template": name, "marker": marker.text}, sort_keys=True)
+    """Without the per-version checksums: every onboarding reads every spare's comment; the ledger digest says
+    which files it holds."""
+    copied = replace(marker, checksums=None)
+    return SPARE_MARKER_PREFIX + json.dumps({"template": name, "marker": copied.text}, sort_keys=True)
 
 
 def parse_spare(comment: str | None) -> tuple[str, Marker] | None:
@@ -368,27 +424,94 @@ def _holds(marker: Marker, ledger: str, extensions: tuple[str, ...]) -> bool:
 
 
 async def _take_spare(
-    conn: asyncpg.Connection, target: DatabaseTarget, name: str, wanted: _Wanted, rows: list[asyncpg.Record]
+    conn: asyncpg.Connection,
+    target: DatabaseTarget,
+    name: str,
+    wanted: _Wanted,
+    rows: list[asyncpg.Record],
+    options: EngineOptions,
+    notes: list[str],
 ) -> _Copied | None:
-    """Rename a ready copy of the template to the school's database: one catalog change instead of a copy. None:
-    no spare holds exactly the files (the template is then copied)."""
-    school = quote_ident(target.database)
+    """Give a ready copy of the template to the school: claimed (made scratch under a new name, open to connections
+    under that name only, which no worker knows), read (does it hold what its mark says?), then renamed to the
+    school's database and unmarked in one transaction. The mark alone proves nothing: anyone may read it, and the
+    spare's owner may open it and change it. None: no spare holds exactly the files, or the one claimed holds
+    something else (set aside, the note says why): the template is then copied."""
     for row in rows:
         marker = _spare_of(row["comment"], name)
         if marker is None or not _holds(marker, wanted.ledger, wanted.extensions):
             continue
         try:
-            # One implicit transaction: the school appears open to connections and unmarked, or not at all.
-            await conn.execute(
-                f"ALTER DATABASE {quote_ident(row['datname'])} RENAME TO {school};"
-                f" ALTER DATABASE {school} ALLOW_CONNECTIONS true; COMMENT ON DATABASE {school} IS NULL"
-            )
+            made = await scratch.take_over(conn, row["datname"], "taking", open_it=True)
         except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError):
             continue  # another onboarding took it first (or something holds it): the next one
-        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-            return _Copied(False)  # another process created the school's database meanwhile
-        return _Copied(True, marker.version, row["datname"])
+        try:
+            wrong = await _wrong_content(target.with_database(made.name), marker, options)
+            await _wait_until_unused(conn, made.name)
+            if wrong is not None:
+                aside = await _set_aside(conn, made, name, row["datname"], wrong)
+                notes.append(
+                    f"ready copy {row['datname']} of template {name} not used: {wrong}; set aside as {aside} "
+                    "(look at it, then drop it)"
+                )
+                return None
+            school = quote_ident(target.database)
+            try:
+                await conn.execute(
+                    f"ALTER DATABASE {quote_ident(made.name)} RENAME TO {school}; COMMENT ON DATABASE {school} IS NULL"
+                )
+            except asyncpg.ObjectInUseError:
+                continue  # someone connected to it under its passing name: dropped, the next one
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                return _Copied(False)  # another process created the school's database meanwhile
+            made.kept = True
+            return _Copied(True, marker.version, row["datname"])
+        finally:
+            await scratch.discard(conn, made)
     return None
+
+
+async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineOptions) -> str | None:
+    """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and its catalog rows:
+    an untouched copy of the build the template is; a spare of an older release, its schema's fingerprint)."""
+    catalog = schema = None
+    try:
+        async with session(spare, options.session) as conn:
+            applied = await read_history(conn)
+            if applied is not None and marker.catalog is not None:
+                catalog = await catalog_digest(conn)
+            elif applied is not None:
+                schema = fingerprint(await snapshot(conn))
+    except DatabaseError as exc:
+        raise TemplateUnavailable(f"a ready copy could not be checked: {exc}") from None
+    if applied is None:
+        return "it has no _sqlx_migrations table"
+    if not all(row.success for row in applied.values()):
+        return "its _sqlx_migrations holds a failed migration"
+    if ledger_digest({v: row.checksum for v, row in applied.items()}) != marker.ledger:
+        return "its _sqlx_migrations rows are not the template's"
+    if marker.catalog is not None and catalog != marker.catalog:
+        return "its catalogs are not the template's: something was defined, dropped or altered in it since it was made"
+    if marker.catalog is None and schema != marker.schema:
+        return "its schema is not the template's"
+    return None
+
+
+async def _set_aside(conn: asyncpg.Connection, made: Scratch, name: str, spare: str, why: str) -> str:
+    """A claimed spare that holds something else: closed, marked with why, renamed out of the spares' and the
+    scratch databases' ways in one transaction. Never dropped: it is not what the tool made, so nothing proves that
+    what it holds is nobody's."""
+    aside = REJECTED_NAME_PREFIX + secrets.token_hex(8)
+    record = {"template": name, "was": spare, "why": why, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    comment = REJECTED_MARKER_PREFIX + json.dumps(record, sort_keys=True)
+    await conn.execute(
+        f"ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
+        f" COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
+        f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(aside)}"
+    )
+    made.kept = True
+    log.warning("template.spare_set_aside", template=name, spare=spare, database=aside, reason=why)
+    return aside
 
 
 @dataclass
@@ -596,13 +719,7 @@ async def _refreshed_build(
     result = await engine.migrate(build.target, source, options)
     if isinstance(result.error, ModifiedMigration):
         # Not a reason to fall back to the files: they are the edited bytes. The template holds what was applied.
-        raise SplitOnboarding(
-            [f"version {v}: the file differs from what template {name} on {server.server} holds"
-             for v in result.error.versions],
-            versions=result.error.versions,
-            hint="restore each file as it was applied (`git log -p -- FILE`) and put the change in a new migration "
-            "(`orchestrator new ...`); schools onboarded from the template hold the applied bytes too",
-        )  # fmt: skip
+        raise split_onboarding(name, server.server, result.error.versions)
     if not result.ok:
         why = result.error.message if result.error else result.status.value
         raise TemplateUnavailable(f"stale, and applying the migrations to a copy of it failed: {why}")
@@ -628,11 +745,14 @@ async def _mark(build: _Build, options: EngineOptions, source: MigrationSource) 
         applied = await read_applied(conn)
         if build.schema is None:
             build.schema = await snapshot(conn)
+        catalog = await catalog_digest(conn)
     checksums = {v: row.checksum for v, row in applied.items() if row.success}
     ledger = ledger_digest(checksums)
     if ledger != ledger_digest({m.version: m.checksum for m in source}):
         raise TemplateUnavailable("after building it, its _sqlx_migrations rows do not match the migration files")
-    build.marker = Marker(max(checksums, default=None), ledger, options.extensions, fingerprint(build.schema))
+    held = tuple((v, short_checksum(c)) for v, c in sorted(checksums.items()))
+    schema = fingerprint(build.schema)
+    build.marker = Marker(max(checksums, default=None), ledger, options.extensions, schema, held, catalog)
 
 
 def _first_difference(expected: _Build, actual: _Build) -> str:

@@ -374,10 +374,14 @@ def test_a_refused_login_is_not_retried(tmp_path: Path, db_name: str, db_url: st
 # --- onboarding from a spare: the rename's connection lost ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["reply lost after the rename", "cut before the server sees it"])
+@pytest.mark.parametrize(
+    "fault", ["cut while claiming the spare", "reply lost after the rename", "cut before the server sees the rename"]
+)
 def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_and_a_rerun_finishes(
     pg: DevServer, proxy: FaultProxy, fault: str
 ) -> None:
+    """A spare is claimed (taken over as scratch under a passing name), read, then renamed to the school with its
+    comment cleared (`... IS NULL`): each step one transaction."""
     source = load_migrations(ROOT / "migrations")
     # The project's migrations call uuid_generate_v4(): the extension, as a registry naming it would give.
     opts = replace(options(connect_timeout=2, lock_timeout=2, statement_timeout=2), extensions=("uuid-ossp",))
@@ -394,21 +398,25 @@ def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_a
 
         return run_sync(guarded)
 
-    if fault == "reply lost after the rename":
-        proxy.drop_after_reply("RENAME TO")
+    if fault == "cut while claiming the spare":
+        proxy.freeze_on("RENAME TO")  # the first rename: the spare taken over as scratch
+    elif fault == "reply lost after the rename":
+        proxy.drop_after_reply("IS NULL")
     else:
-        proxy.freeze_on("RENAME TO")
+        proxy.freeze_on("IS NULL")
     first = provision(proxy.url(pg.url(school)))
-    proxy.cut_all()  # a held rename never reaches the server
+    proxy.cut_all()  # a held statement never reaches the server
 
     assert not first.ok and first.error is not None and first.error.code == "interrupted"
     renamed = fault == "reply lost after the rename"
-    # One implicit transaction: the spare became the school (open to connections), or nothing happened.
+    # The spare as it was; or the school (open to connections); or a claimed copy, scratch whose maker is gone.
     assert bool(run_sync(database_exists(pg.url(), school))) is renamed
-    assert spares_of(pg.url(), name) == ([] if renamed else [spare])
+    assert spares_of(pg.url(), name) == ([spare] if fault == "cut while claiming the spare" else [])
     again = provision(pg.url(school))
     assert again.ok, again.error
     assert again.status is (Status.UP_TO_DATE if renamed else Status.APPLIED)
     assert fetch_sync(pg.url(school), "SELECT version FROM _sqlx_migrations ORDER BY 1")[-1][0] == source.latest
     assert spares_of(pg.url(), name) == []
+    claimed = "SELECT count(*) FROM pg_database WHERE datname LIKE 'orchestrator\\_taking\\_%'"
+    assert fetchval_sync(pg.url(), claimed) == 0, "a claimed copy whose maker is gone is dropped by the rerun"
     run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 0))

@@ -187,3 +187,29 @@ def test_in_a_run_that_wrote_elsewhere_a_refused_onboarding_is_a_modified_school
     assert f"version 20250201000000: the file differs from what template {template}" in results["new"].error.message
     assert not run_sync(database_exists(pg.url(), new))
     assert report.run.halted and "new is modified" in report.run.halted
+
+
+def test_an_edited_file_is_refused_whichever_way_the_school_would_be_made(tmp_path: Path, pg: DevServer) -> None:
+    """The template's marker keeps each version's checksum: a ready copy, or the files when the template cannot be
+    used (here `--target` before its version), are no way around the refusal either."""
+    migrations = make_migrations(tmp_path / "m")
+    template = unique_db_name("tpl_every_way")
+    kept = cli("template", "--yes", "-D", pg.url(unique_db_name("unused")), "--spares", "1", "--template", template,
+               "--migrations", str(migrations))  # fmt: skip
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    spares = "SELECT count(*) FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE $1"
+    assert fetchval_sync(pg.url(), spares, f'%"template": "{template}"%') == 1
+    edited = migrations / "1_create_log.sql"
+    edited.write_text(edited.read_text() + "-- edited\n")
+
+    new = unique_db_name("every_way")
+    common = ("-D", pg.url(new), "--migrations", str(migrations), "--template", template)
+    # A ready copy; the files (the template is kept at the latest, --target stops before).
+    for command in (("provision",), ("migrate", "--create-missing", "--target", "2", "--yes")):
+        result = cli(*command, *common)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"version 1: the file differs from what template {template} on 127.0.0.1:{pg.port} holds" in (
+            result.stderr
+        ), command
+        assert not run_sync(database_exists(pg.url(), new)), "no database created"
+    assert fetchval_sync(pg.url(), spares, f'%"template": "{template}"%') == 1, "the spare is left as it was"

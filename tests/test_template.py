@@ -43,6 +43,7 @@ from orchestrator.engine import EngineOptions
 from orchestrator.errors import InvalidInput
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import DatabaseResult, Status
+from orchestrator.scratch import COMMENT_OF, literal
 from orchestrator.settings import SchoolSettings, Selection
 from orchestrator.source import load_migrations
 from orchestrator.target import DatabaseTarget
@@ -663,3 +664,31 @@ def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrati
     paths = sorted("a ready copy" in r.notes[0] for r in results)
     assert paths == [False, True], [r.notes for r in results]
     assert spares_of(pg.url(), template) == []
+
+
+def test_a_template_and_spare_of_an_older_release_are_still_checked_and_the_template_is_rebuilt(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    """Markers written before per-version checksums and catalog digests: the spare is read against its schema
+    fingerprint instead, and the template is rebuilt once to carry them (it could not tell an edited file)."""
+    keep_ready(pg, migrations, template, 1)
+    [spare] = spares_of(pg.url(), template)
+    for database, prefix in ((template, "orchestrator template: "), (spare, "orchestrator spare: ")):
+        comment = fetchval_sync(pg.url(), COMMENT_OF, database)
+        if database == template:
+            old = json.loads(comment.removeprefix(prefix))
+            del old["checksums"], old["catalog"]
+        else:
+            old = json.loads(comment.removeprefix(prefix))
+            marker = json.loads(old["marker"].removeprefix("orchestrator template: "))
+            del marker["catalog"]
+            old["marker"] = "orchestrator template: " + json.dumps(marker, sort_keys=True)
+        execute_sync(pg.url(), f'COMMENT ON DATABASE "{database}" IS {literal(prefix + json.dumps(old))}')
+
+    from_spare = onboard(pg, migrations, template, "old_spare")
+    from_template = onboard(pg, migrations, template, "old_template")
+
+    assert from_spare.ok and "from a ready copy" in from_spare.notes[0], from_spare.notes
+    assert from_template.ok and from_template.notes[0].startswith(f"refreshed template {template}"), from_template.notes
+    marker = template_row(pg, template)["marker"]
+    assert set(marker["checksums"]) == {str(FIRST), str(SECOND), str(LATEST)} and len(marker["catalog"]) == 32
