@@ -114,3 +114,16 @@ def popen(*args: str) -> subprocess.Popen[str]:
 
 def by_id(report: RunReport) -> dict[str, Any]:
     return {o.tenant.id: o.result for o in report.outcomes}
+
+
+SQLX = Path(sys.executable).parent / "sqlx"  # the real CLI, installed with the dev extras
+
+
+def sqlx_info(migrations: Path, url: str) -> dict[int, str]:
+    """`sqlx migrate info` of the real CLI: each version's state (installed, pending, ...)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    info = subprocess.run(
+        [str(SQLX), "migrate", "info", "--no-dotenv", "--source", str(migrations), "-D", url],
+        check=True, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    return {int(line.split("/")[0]): line.split("/")[1].split()[0] for line in info.stdout.splitlines()}

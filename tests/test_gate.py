@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
+from fleetkit import (
+    ROOT,
+    SQLX,
+    cli,
+    fleet_registry,
+    make_migrations,
+    make_school,
+    registry_url,
+    sqlx_info,
+    write_registry,
+)
 from pgfixtures import PG_PASSWORD, database_exists, execute_sync, fetch_sync, fetchval_sync, run_sync, unique_db_name
 
 from orchestrator import sqlx
@@ -20,8 +30,6 @@ from orchestrator.errors import UnsafeMigrations
 from orchestrator.job import Request, prepare
 from orchestrator.outcome import Status
 from orchestrator.runner import plan_first, run
-
-SQLX = Path(sys.executable).parent / "sqlx"
 
 SAFE = {
     "1_create_people.up.sql": "CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL DEFAULT '');\n",
@@ -120,15 +128,6 @@ BUSY_ONLY = {
     "4_scratch.sql": "CREATE TABLE scratch (id int);\nDROP TABLE scratch;\nALTER TABLE people DROP COLUMN born;\n",
 }
 ALL_VERSIONS = [1, 2, 3, 4]
-
-
-def sqlx_info(migrations: Path, url: str) -> dict[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    info = subprocess.run(
-        [str(SQLX), "migrate", "info", "--no-dotenv", "--source", str(migrations), "-D", url],
-        check=True, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-    return {int(line.split("/")[0]): line.split("/")[1].split()[0] for line in info.stdout.splitlines()}
 
 
 @pytest.mark.sqlx

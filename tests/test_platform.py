@@ -7,16 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fleetkit import cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
+from fleetkit import SQLX, cli, fleet_registry, make_migrations, make_school, registry_url, sqlx_info, write_registry
 from pgfixtures import PG_PASSWORD, database_exists, execute_sync, fetch_sync, run_sync, unique_db_name
 
 from orchestrator.devserver import DevServer
-
-SQLX = Path(sys.executable).parent / "sqlx"
 
 
 def versions(pg: DevServer, db: str) -> list[int]:
@@ -126,15 +123,6 @@ WIDENING = {
     "20250102000000_bigger_fees.sql": "ALTER TABLE students ALTER COLUMN fee TYPE numeric(9,2), "
     "ALTER COLUMN name TYPE text;\n",
 }
-
-
-def sqlx_info(migrations: Path, url: str) -> dict[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    info = subprocess.run(
-        [str(SQLX), "migrate", "info", "--no-dotenv", "--source", str(migrations), "-D", url],
-        check=True, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-    return {int(line.split("/")[0]): line.split("/")[1].split()[0] for line in info.stdout.splitlines()}
 
 
 @pytest.mark.sqlx
