@@ -1,0 +1,1 @@
+"""`orchestrator serve`: the provisioning service (the HTTP API, the dashboard)."""
