@@ -22,6 +22,7 @@ from fleetkit import ROOT
 from kubernetes_validate import utils as kubernetes_schemas
 
 from orchestrator.devserver import free_port
+from orchestrator.stopping import ABORT_GRACE_S
 
 K8S = ROOT / "deploy" / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
@@ -63,8 +64,9 @@ def workloads() -> list[tuple[str, dict[str, Any]]]:
 
 
 def config_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    """What config.yaml defines, by (kind, name)."""
-    return {(d["kind"], d["metadata"]["name"]): d for d in documents(K8S / "config.yaml")}
+    """What config.yaml and the Secrets' files define, by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for _, d in all_documents() if d["kind"] in ("ConfigMap", "Secret",
+            "PersistentVolumeClaim")}  # fmt: skip
 
 
 # --- 1. valid Kubernetes objects ------------------------------------------------------------------------------
@@ -72,8 +74,9 @@ def config_objects() -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_there_are_manifests_to_check() -> None:
     names = {path.name for path in MANIFESTS}
-    assert {"config.yaml", "rollout-job.yaml", "audit-cronjob.yaml", "template-cronjob.yaml"} <= names
-    assert len(workloads()) >= 5
+    assert {"config.yaml", "rollout-job.yaml", "audit-cronjob.yaml", "template-cronjob.yaml", "serve.yaml",
+            "serve-token.yaml"} <= names  # fmt: skip
+    assert len(workloads()) >= 6
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -213,13 +216,14 @@ def test_the_pod_security_check_sees_each_broken_rule(breakage: str) -> None:
 # --- 3. the containers' args, run -------------------------------------------------------------------------------
 
 
-def orchestrator_containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(id, workload, container) for every container that runs the orchestrator's image."""
+def orchestrator_containers(service: bool = False) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(id, workload, container) for every container that runs the orchestrator's image: the commands that run to
+    an end, or (`service`) those that run `orchestrator serve`."""
     for name, document in workloads():
         template = pod_template(document)
         assert template is not None
         for container in template["spec"]["containers"]:
-            if container["image"].startswith(ORCHESTRATOR_IMAGE):
+            if container["image"].startswith(ORCHESTRATOR_IMAGE) and ("serve" in container["args"]) == service:
                 yield f"{name}:{container['name']}", document, container
 
 
@@ -257,6 +261,9 @@ class Pod:
         for variable in container.get("env", []):
             if "value" in variable:
                 self.env[variable["name"]] = variable["value"]
+            elif "secretKeyRef" in variable["valueFrom"]:
+                ref = variable["valueFrom"]["secretKeyRef"]
+                self.env[variable["name"]] = defined[("Secret", ref["name"])]["stringData"][ref["key"]]
             else:
                 self.env[variable["name"]] = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
         self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", [])]
@@ -350,3 +357,53 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
     for output in outputs:
         assert output.is_file(), f"{output} was not written"
     assert not any(p in done.stderr for p in passwords.values())
+
+
+# --- 4. the service: orchestrator serve --------------------------------------------------------------------------
+
+SERVICES = list(orchestrator_containers(service=True))
+
+
+def _serve() -> tuple[dict[str, Any], dict[str, Any]]:
+    [(_, deployment, container)] = SERVICES
+    return deployment, container
+
+
+def test_the_service_is_a_deployment_behind_a_service() -> None:
+    deployment, container = _serve()
+    assert deployment["kind"] == "Deployment"
+    [service] = [
+        d for _, d in all_documents() if d["kind"] == "Service" and d["metadata"]["name"] == "orchestrator-serve"
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    [port] = service["spec"]["ports"]
+    assert port["targetPort"] in ports
+    # It listens on every address of the pod, at the port the Service and the probes name.
+    [listen] = [a.partition("=")[2] for a in container["args"] if a.startswith("--listen=")]
+    assert listen == f"0.0.0.0:{ports[port['targetPort']]}"
+
+
+def test_the_service_s_probes_and_grace() -> None:
+    deployment, container = _serve()
+    ports = {p["name"] for p in container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert container[probe]["httpGet"]["path"] == path
+        assert container[probe]["httpGet"]["port"] in ports
+    # Kubernetes kills the pod terminationGracePeriodSeconds after SIGTERM: later than the tool's own grace for
+    # running onboardings, with room for the abort and the shutdown.
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > ABORT_GRACE_S + 10
+
+
+def test_the_service_s_token_comes_from_its_secret() -> None:
+    _, container = _serve()
+    [token] = [e for e in container["env"] if e["name"] == "ORCHESTRATOR_API_TOKEN"]
+    ref = token["valueFrom"]["secretKeyRef"]
+    secret = config_objects()[("Secret", ref["name"])]
+    assert ref["key"] in secret["stringData"]
+    # The placeholder is no token anyone could use: empty, so the service refuses to start until it is filled in.
+    assert secret["stringData"][ref["key"]] == ""
+    assert not any(a.startswith("--token") for a in container["args"])  # never on a command line (ps shows it)
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["school-db-passwords"]
