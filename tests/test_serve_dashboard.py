@@ -322,6 +322,7 @@ def test_a_401_forgets_the_token_and_asks_again(tab: Tab, stand_in: StandIn) -> 
     tab.state("login")
     page.fill("#token-input", "not-the-token")
     page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#token-error", state="visible", timeout=WAIT_MS)
     tab.state("login")
     assert page.is_visible("#token-error") and "refused" in (page.text_content("#token-error") or "")
     assert tab.token_stored() is None and not page.is_visible("#dashboard")
