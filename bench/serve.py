@@ -23,7 +23,6 @@ they are measured against; it never fails on a figure.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
@@ -45,7 +44,6 @@ from onboarding import generate_migrations
 from bench import (
     PASSWORD_VAR,
     ROOT,
-    create_databases,
     environment,
     orchestrator_exe,
     run_timed,
@@ -110,7 +108,7 @@ def _interrupted(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=60, help="generated migration files (default 60)")
-    p.add_argument("--spares", type=int, default=10, help="spares kept ready by `serve --spares` (default 10)")
+    p.add_argument("--spares", type=int, default=30, help="spares kept ready by `serve --spares` (default 30)")
     p.add_argument("--onboardings", type=int, default=30, help="paced onboardings through the API (default 30)")
     p.add_argument("--pace-ms", type=float, default=100.0, help="between two paced onboardings (default 100)")
     p.add_argument("--cli-rounds", type=int, default=5, help="onboardings through the CLI; median (default 5)")
@@ -139,19 +137,18 @@ def _bench(args: argparse.Namespace, workdir: Path, server: DevServer, password:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     migrations = generate_migrations(workdir / "migrations", args.files)
     registry = workdir / "tenants.yaml"
-    url_of = {"seed": f"postgresql://postgres:${{{PASSWORD_VAR}}}@{server.host}:{server.port}/serve_seed"}
+    seed = f"postgresql://postgres:${{{PASSWORD_VAR}}}@{server.host}:{server.port}/serve_seed"
     registry.write_text(
         "defaults:\n  extensions: [uuid-ossp]\n  per_server: 8\n"
-        f"  template: {TEMPLATE}\ntenants:\n  - id: serve-seed\n    url: {url_of['seed']}\n"
+        f"  template: {TEMPLATE}\ntenants:\n  - id: serve-seed\n    url: {seed}\n"
     )
-    asyncio.run(create_databases(server, ["serve_seed"], 1))
     orchestrator = orchestrator_exe()
     common = ["--registry", str(registry), "--migrations", str(migrations)]
     setup = [
         # Adopted as a real project is: applied once with --allow-unsafe, then recorded as released.
-        [orchestrator, "migrate", *common, "--allow-unsafe", "--yes", "--no-progress"],
+        [orchestrator, "migrate", *common, "--create-missing", "--allow-unsafe", "--yes", "--no-progress"],
         [orchestrator, "lint", str(migrations), "--baseline", "--registry", str(registry)],
-        [orchestrator, "template", *common, "--spares", str(args.spares), "--yes", "--no-progress"],
+        [orchestrator, "template", *common, "--spares", str(args.spares), "--yes"],
     ]
     for command in setup:
         done = run_timed(command, env=env)

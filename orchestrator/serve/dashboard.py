@@ -37,6 +37,7 @@ header { display: flex; align-items: baseline; gap: 16px; flex-wrap: wrap; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 16px; margin: 28px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 .meta { color: var(--muted); margin: 0 0 16px; flex: 1; }
+td.mono { white-space: nowrap; }
 code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px; }
 button { font: inherit; padding: 4px 12px; border: 1px solid var(--line); border-radius: 6px; background: var(--soft);
   cursor: pointer; }
@@ -47,6 +48,7 @@ button { font: inherit; padding: 4px 12px; border: 1px solid var(--line); border
 #token-form label { display: block; font-weight: 600; margin-bottom: 8px; }
 #token-form input { width: 100%; padding: 6px 8px; font: inherit; border: 1px solid var(--line); border-radius: 6px;
   margin-bottom: 10px; }
+#token-form .hint { margin: 8px 0 0; font-size: 12.5px; }
 #token-error { color: var(--bad); margin: 8px 0 0; font-weight: 600; }
 #counts { display: flex; flex-wrap: wrap; gap: 12px; }
 .card { min-width: 120px; padding: 10px 14px; border: 1px solid var(--line); border-left: 6px solid var(--c);
@@ -164,6 +166,7 @@ _SCRIPT = r"""
     clearTimeout(timer);
     const token = getToken();
     if (!token) { showForm(""); return; }
+    if (document.hidden && fleet) return;  // a tab in the background asks nothing; visibilitychange resumes
     if (running) running.abort();
     const controller = new AbortController();
     running = controller;
@@ -266,7 +269,7 @@ _SCRIPT = r"""
       el("td", {class: "mono", text: s.tenant}),
       el("td", {class: "mono", text: s.server}),
       el("td", {}, [badge(String(s.status))]),
-      el("td", {class: "mono", text: versionText(s.version)}),
+      el("td", {class: "mono", text: s.version === null || s.version === undefined ? "\u2014" : String(s.version)}),
       el("td", {class: "num", text: String(num(s.pending))}),
       el("td", {}, [el("div", {class: "message", text: s.message || ""}),
         el("div", {class: "hint", text: s.hint || ""})]),
@@ -319,6 +322,7 @@ latest migration <code id="latest-version"></code>; page updated <span id="updat
 <label for="token-input">API token</label>
 <input id="token-input" name="token" type="password" autocomplete="off" spellcheck="false" required>
 <button type="submit">Show the fleet</button>
+<p class="hint">Kept for this browser tab only, and sent to this service alone.</p>
 <p id="token-error" role="alert" hidden></p></form>
 <main id="dashboard" hidden>
 <section id="counts" aria-label="fleet summary"></section>
