@@ -18,12 +18,13 @@ import anyio
 
 from .connection import SessionGroup, session_group
 from .logsetup import get_logger
+from .settings import DEFAULT_GRACE
 
 log = get_logger("orchestrator.fleet")
 
 # After the first interrupt, how long running work may go on before it is aborted. It fits inside Kubernetes' default
 # 30 s between SIGTERM and SIGKILL, with room for the abort (connection.ABORT_CANCEL_S, twice) and the report.
-ABORT_GRACE_S = 20.0
+ABORT_GRACE_S = DEFAULT_GRACE
 
 
 @dataclass

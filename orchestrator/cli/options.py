@@ -248,11 +248,11 @@ class Flags:
             database_url=database_url,
             registry=registry,
             selection=Selection(
-                ids=tuple(v["tenant"] or ()),
-                tags=tuple(v["tag"] or ()),
-                exclude=tuple(v["exclude"] or ()),
-                shard=parse_shard(v["shard"]) if v["shard"] else None,
-                resume=v["resume"],
+                ids=tuple(v.get("tenant") or ()),
+                tags=tuple(v.get("tag") or ()),
+                exclude=tuple(v.get("exclude") or ()),
+                shard=parse_shard(v["shard"]) if v.get("shard") else None,
+                resume=v.get("resume"),
             ),
             # A group a command does not take: its settings' defaults (e.g. no rollout group: no waves).
             budgets=Budgets(

@@ -1,0 +1,53 @@
+"""Running the service: uvicorn on the CLI's event loop choice, SIGTERM/SIGINT handled so the process exits 0."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from ..eventloop import USE_UVLOOP
+from ..logsetup import get_logger
+from ..settings import DEFAULT_GRACE
+from .app import make_app
+from .state import Service
+
+log = get_logger("orchestrator.serve")
+
+
+class _Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM / SIGINT: stop accepting, let running requests finish within the grace, then exit 0. uvicorn's own
+        version raises the signal again once it is done, which would end the process by it (143), not with 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(service: Service, token: str, host: str, port: int, *, grace: float = DEFAULT_GRACE) -> bool:
+    """Serve until SIGTERM / SIGINT. False when it could not start (e.g. the port is taken)."""
+    config = uvicorn.Config(
+        make_app(service, token),
+        host=host,
+        port=port,
+        loop="uvloop" if USE_UVLOOP else "asyncio",
+        lifespan="on",
+        log_config=None,  # our logging (logsetup): uvicorn's loggers go through the standard library's defaults
+        access_log=False,  # a request line per onboarding is the service's own log event
+        timeout_graceful_shutdown=math.ceil(grace),
+        server_header=False,
+    )
+    server = _Server(config)
+    server.run()
+    return server.started
