@@ -1,10 +1,11 @@
 """The dashboard (`GET /` of `orchestrator serve`) in a real browser: Debian's Chromium driven by Playwright.
 
-Here the page is served by a small stand-in for the service (the standard library's HTTP server in a thread, serving
-`render_dashboard()` and a fixed `/v1/fleet` answer behind a bearer token), so what the page does with hostile text,
-a refused token, a service that stops answering or a fleet that changes can be set up exactly.
+First against a small stand-in for the service (the standard library's HTTP server in a thread, serving
+`render_dashboard()` and a fixed `/v1/fleet` answer behind a bearer token), so that what the page does with hostile
+text, a refused token, a service that stops answering or a fleet that changes can be set up exactly; then against
+the real `orchestrator serve` (uvicorn) over a registry on a real PostgreSQL server, schools not ok included.
 
-Every page is opened with route interception: a request to any origin but the stand-in's fails the test, and so do
+Every page is opened with route interception: a request to any origin but the service's fails the test, and so do
 console errors and uncaught exceptions.
 """
 
@@ -15,17 +16,25 @@ import html
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from fleetkit import cli, make_migrations, make_school, registry_url, write_registry
+from pgfixtures import PG_PASSWORD, drop_database, execute_sync, run_sync, unique_db_name
+from pgversions import system_major
+from servekit import TOKEN, Service, start
 
+from orchestrator.devserver import DevServer, free_port
 from orchestrator.serve.dashboard import render_dashboard
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[dev]')")
 
+T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
 # Nothing that reaches the network by itself; --no-sandbox because CI runs as root.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,7 +46,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)"),
 ]
 
-TOKEN = "s3cret-token-for-the-dashboard"
 LATEST, OLDER = 20240301000000, 20240101000000
 # Text as a live database or a registry could hand it over: if the page ever parsed it as markup, the image would
 # be fetched from another origin (refused and reported below) and the script would run.
@@ -364,3 +372,107 @@ def test_a_service_in_trouble_keeps_the_last_answer_on_screen(tab: Tab, stand_in
         stand_in.failing = False
     page.wait_for_selector("#problem[hidden]", state="attached", timeout=WAIT_MS)
     assert [e for e in tab.errors if "500" not in e] == [] and tab.outside == []
+
+
+# --- the real service ------------------------------------------------------------------------------------------------
+# `orchestrator serve` (uvicorn) over a registry on a real server: one school up to date, one dirty (its last file
+# marked failed in the ledger), one behind, one on a server where nothing listens. What the page shows is what the
+# service surveyed.
+
+
+def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a database helper in a thread of its own: Playwright's sync API keeps an event loop running in this one,
+    and the helpers start their own."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@dataclass
+class Live:
+    service: Service
+    pg: DevServer
+    databases: list[str]  # to drop at the end
+
+
+@pytest.fixture(scope="module")
+def live(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    pg: DevServer = servers.get(f"pg{system_major()}", system_major())
+    tmp = tmp_path_factory.mktemp("dashboard")
+    migrations = make_migrations(tmp / "migrations")
+    ok, dirty, behind = (off_loop(make_school, pg, label) for label in ("dash_ok", "dash_dirty", "dash_behind"))
+    nowhere = f"postgresql://postgres:${{PGPW}}@127.0.0.1:{free_port()}/dash_down"
+    tenants = [("ok-a", registry_url(pg, ok), []), ("dirty-b", registry_url(pg, dirty), []),
+               ("behind-c", registry_url(pg, behind), []), ("down-d", nowhere, [])]  # fmt: skip
+    registry = write_registry(tmp / "tenants.yaml", tenants)
+    for tenant, target in (("ok-a", None), ("dirty-b", None), ("behind-c", "2")):
+        done = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--tenant", tenant,
+                   *(["--target", target] if target else []), "--yes")  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    # A file that failed halfway, as SQLx leaves it: success false in the ledger.
+    off_loop(execute_sync, pg.url(dirty), "UPDATE _sqlx_migrations SET success = false WHERE version = 3")
+    service = start(tmp / "serve.log", "--registry", str(registry), "--migrations", str(migrations), "--spares", "0",
+                    "--retries", "0", "--connect-timeout", "2s")  # fmt: skip
+    live = Live(service, pg, [ok, dirty, behind])
+    try:
+        yield live
+    finally:
+        code = service.stop()
+        for database in live.databases:
+            off_loop(run_sync, drop_database, pg.url(), database)
+        assert code == 0, service.log_text()
+
+
+def test_the_real_service_s_fleet_on_the_page(browser: Any, live: Live) -> None:
+    tab = Tab(browser, live.service.base)
+    try:
+        page = tab.open()
+        tab.log_in(TOKEN)
+        schools = tab.rows("schools-table", "school")
+        assert set(schools) == {"dirty-b", "down-d"}, schools
+        assert schools["dirty-b"]["attrs"]["status"] == "dirty"
+        assert schools["down-d"]["attrs"]["status"] == "unreachable"
+        fleet = live.service.call("GET", "/v1/fleet").body
+        dirty = next(s for s in fleet["schools"] if s["tenant"] == "dirty-b")
+        assert dirty["hint"] and dirty["hint"] in schools["dirty-b"]["cells"][5]  # the hint, as the service said it
+        bars = page.eval_on_selector_all(
+            "#histogram .bar", "bars => bars.map(b => [b.dataset.version, b.dataset.count])"
+        )
+        assert bars == [[str(row["version"]) if row["version"] is not None else "no history", str(row["schools"])]
+                        for row in fleet["histogram"]]  # fmt: skip
+        assert {"3", "2"} <= {version for version, _ in bars}  # ok-a (and dirty-b) at 3, behind-c at 2
+        servers_shown = tab.rows("servers-table", "server")
+        assert {s["server"] for s in fleet["servers"]} == set(servers_shown)
+        assert sorted(s["attrs"]["healthy"] for s in servers_shown.values()) == ["false", "true"]
+        assert page.get_attribute("#surveyed-at", "datetime") == fleet["surveyed_at"]
+        # The page never shows a password: not the server's, not the token.
+        assert PG_PASSWORD not in page.content() and TOKEN not in page.content()
+
+        # An onboarding through the API shows up among the recent ones (the page reloaded: the tab keeps the token).
+        new = unique_db_name("dash_new")
+        live.databases.append(new)
+        put = live.service.call("PUT", "/v1/schools/new-e", {"url": live.pg.url(new)})
+        assert put.status == 200, put.text
+        page.reload()
+        tab.state("ready")
+        onboardings = tab.rows("onboardings-table", "school")
+        assert onboardings["new-e"]["attrs"]["status"] == "applied"
+        tab.clean()
+    finally:
+        tab.context.close()
+
+
+def test_the_real_service_refuses_a_wrong_token_and_the_form_comes_back(browser: Any, live: Live) -> None:
+    tab = Tab(browser, live.service.base)
+    try:
+        page = tab.open()
+        tab.state("login")
+        page.fill("#token-input", "not-the-token")
+        page.click("#token-form button[type=submit]")
+        page.wait_for_selector("#token-error", state="visible", timeout=WAIT_MS)
+        tab.state("login")
+        assert page.is_visible("#token-error") and not page.is_visible("#dashboard")
+        assert tab.token_stored() is None
+        tab.log_in(TOKEN)
+        assert [e for e in tab.errors if "401" not in e] == [] and tab.outside == []
+    finally:
+        tab.context.close()
