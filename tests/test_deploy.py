@@ -7,11 +7,16 @@ Offline: the API schemas come inside the kubernetes-validate wheel (a dev depend
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -308,6 +313,20 @@ class Pod:
         return arg
 
 
+def registry_nowhere(pod: Pod, container: dict[str, Any]) -> dict[str, str]:
+    """Point the pod's registry (the ConfigMap's) at local ports where nothing listens (no name is looked up);
+    returns the password variables it refers to, each with a made-up value."""
+    [registry_arg] = [a for a in container["args"] if a.startswith("--registry=")]
+    registry = Path(pod.local(registry_arg.partition("=")[2])[0])
+    text = registry.read_text()
+    servers = sorted(set(re.findall(r"@([\w.-]+):\d+/", text)))
+    assert servers, "the registry names no server"
+    for server in servers:
+        text = re.sub(rf"@{re.escape(server)}:\d+/", f"@127.0.0.1:{free_port()}/", text)
+    registry.write_text(text)
+    return {name: f"pw-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
+
+
 def test_every_orchestrator_container_is_run_below() -> None:
     assert {cid.split("[")[0] for cid, *_ in RUNS} >= {
         "rollout-job.yaml:Job:orchestrator",
@@ -327,16 +346,7 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
     whose input is valid ends 1 (no school reached) and still writes its outputs onto the pod's writable volumes."""
     pod = Pod(tmp_path, document, container, index)
     assert pod.secrets == ["school-db-passwords"]  # created out of band (deploy/README.md)
-    [registry_arg] = [a for a in container["args"] if a.startswith("--registry=")]
-    registry = Path(pod.local(registry_arg.partition("=")[2])[0])
-    text = registry.read_text()
-    # The registry's servers, each at a local port where nothing listens (no name is looked up).
-    servers = sorted(set(re.findall(r"@([\w.-]+):\d+/", text)))
-    assert servers, "the registry names no server"
-    for server in servers:
-        text = re.sub(rf"@{re.escape(server)}:\d+/", f"@127.0.0.1:{free_port()}/", text)
-    registry.write_text(text)
-    passwords = {name: f"pw-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
+    passwords = registry_nowhere(pod, container)
 
     outputs = []
     for arg in container["args"]:
@@ -407,3 +417,52 @@ def test_the_service_s_token_comes_from_its_secret() -> None:
     assert secret["stringData"][ref["key"]] == ""
     assert not any(a.startswith("--token") for a in container["args"])  # never on a command line (ps shows it)
     assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["school-db-passwords"]
+
+
+def _get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_service_s_args_serve_and_answer_the_probes(tmp_path: Path) -> None:
+    """The container's args with the shipped registry (its servers: ports where nothing listens) and a token in
+    place of the Secret's placeholder: the service starts, /healthz (liveness) answers 200 while /readyz (readiness)
+    says 503 (no server answered), SIGTERM ends it with 0. The shipped placeholder itself is refused (exit 2)."""
+    deployment, container = _serve()
+    pod = Pod(tmp_path, deployment, container, "0")
+    passwords = registry_nowhere(pod, container)
+    port = free_port()
+    # Here on the loopback and a free port, where the pod has 0.0.0.0:8080 (test_the_service_is_a_deployment_...).
+    args = [f"--listen=127.0.0.1:{port}" if a.startswith("--listen=") else pod.arg(a) for a in container["args"]]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL", "ORCHESTRATOR_API"))}
+    env = {**clean, **pod.env, **passwords}
+    assert env["ORCHESTRATOR_API_TOKEN"] == ""  # the Secret as shipped
+    refused = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    assert refused.returncode == 2 and "API token" in refused.stderr, refused.stderr[-2000:]
+
+    token = "t" * 32
+    log = (tmp_path / "serve.log").open("wb")
+    env["ORCHESTRATOR_API_TOKEN"] = token
+    service = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=log, stderr=subprocess.STDOUT,
+                               cwd=ROOT, stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert service.poll() is None, (tmp_path / "serve.log").read_text()
+            with contextlib.suppress(OSError):
+                if _get(port, container["livenessProbe"]["httpGet"]["path"]) == 200:
+                    break
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        assert _get(port, container["readinessProbe"]["httpGet"]["path"]) == 503
+        assert _get(port, container["startupProbe"]["httpGet"]["path"]) == 200
+    finally:
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()
+    assert not any(p in (tmp_path / "serve.log").read_text() for p in [token, *passwords.values()])
