@@ -335,6 +335,9 @@ def test_a_401_forgets_the_token_and_asks_again(tab: Tab, stand_in: StandIn) -> 
     assert page.is_visible("#token-error") and "refused" in (page.text_content("#token-error") or "")
     assert tab.token_stored() is None and not page.is_visible("#dashboard")
     assert stand_in.fleet_requests() == ["Bearer not-the-token"]
+    # The form stays as it is: no more reads without a new token (a few refresh periods of the stand-in's page).
+    page.wait_for_timeout(1000)
+    assert stand_in.fleet_requests() == ["Bearer not-the-token"] and page.is_visible("#token-error")
 
     tab.log_in()
     # The token is rotated on the service: the next refresh is refused, the data goes, the form comes back.

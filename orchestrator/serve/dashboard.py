@@ -145,6 +145,7 @@ _SCRIPT = r"""
   function showForm(message) {
     clearTimeout(timer);
     if (running) running.abort();
+    running = null;
     fleet = null;
     $("dashboard").hidden = true;
     $("survey").hidden = true;
@@ -190,7 +191,8 @@ _SCRIPT = r"""
         + (fleet ? "; showing the answer of " + when(new Date(fetchedAt).toISOString()) : ""));
       if (!fleet) setState("error");
     } finally {
-      if (running === controller) { running = null; schedule(); }
+      // No next read while the form is up (a refused or forgotten token): the next one follows a new token.
+      if (running === controller) { running = null; if (getToken()) schedule(); }
     }
   }
 
