@@ -249,3 +249,19 @@ def test_the_spares_are_topped_up_after_an_onboarding(fleet: Fleet, new_db: str)
     while len(spares_of(fleet.pg.url(), fleet.template)) < 2:
         assert time.monotonic() < deadline, "the spare used was not replaced"
         time.sleep(0.2)
+
+
+def test_onboardings_share_one_maintenance_session(fleet: Fleet, new_db: str) -> None:
+    """The service keeps its session to the server's `postgres` open between onboardings (a login per school costs
+    more than taking a spare): the same backend serves the next one."""
+    sessions = "SELECT pid FROM pg_stat_activity WHERE datname = 'postgres' AND application_name = 'orchestrator'"
+    postgres = with_database(fleet.pg.url(), "postgres")
+    assert put(fleet, "kept-1", {"url": fleet.url(new_db)}).status == 200
+    first = {r["pid"] for r in fetch_sync(postgres, sessions)}
+    other = unique_db_name("serve_kept")
+    try:
+        assert put(fleet, "kept-2", {"url": fleet.url(other)}).status == 200
+        second = {r["pid"] for r in fetch_sync(postgres, sessions)}
+    finally:
+        run_sync(drop_database(fleet.pg.url(), other))
+    assert first & second, (first, second)

@@ -60,6 +60,7 @@ def make_app(service: Service, token: str) -> Starlette:
             tg.start_soon(_reload_on_sighup, service)
             yield
             tg.cancel_scope.cancel()
+        service.kept.close()
 
     def authorized(request: Request) -> None:
         auth.check(request.headers.get("authorization"), token)

@@ -28,6 +28,7 @@ from ..outcome import Status
 from ..registry import Tenant, caller_tenant, check_tenant_id
 from ..report import RunReport
 from ..runner import run
+from ..scratch import KeptSessions, keeping
 from ..settings import SERVE_RECENT_ONBOARDINGS
 from ..target import DatabaseTarget
 from ..template import made_from
@@ -83,6 +84,7 @@ class Service:
     onboardings: deque[Onboarding] = field(default_factory=lambda: deque(maxlen=SERVE_RECENT_ONBOARDINGS))
     refill: anyio.Event = field(default_factory=anyio.Event)  # set when an onboarding used up a spare
     stamp: tuple[Any, ...] = ()
+    kept: KeptSessions = field(default_factory=KeptSessions)
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
     _school_locks: dict[str, anyio.Lock] = field(default_factory=dict)
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
@@ -208,7 +210,8 @@ class Service:
         started = time.perf_counter()
         async with self._lock_of(tenant), self._limits(tenant, job):
             try:
-                report = await run(for_schools(job, [tenant], job.tenants, Command.PROVISION))
+                with keeping(self.kept):  # one open maintenance session per server, not one per school
+                    report = await run(for_schools(job, [tenant], job.tenants, Command.PROVISION))
             except UnsafeMigrations as error:
                 raise Refused(error, 422) from None
             except InvalidInput as error:  # the files differ from what the template or the fleet holds

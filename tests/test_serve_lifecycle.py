@@ -1,0 +1,135 @@
+"""`orchestrator serve` starting, reloading and stopping: refused without a token or on bad input (exit 2, before
+listening); the files read again when they change (a new file is applied, an unsafe one refused with 422, an edited
+one refused with 409, nothing written); a new registry entry found without a restart; SIGTERM while a school is
+being onboarded lets it finish, then exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import cli, make_migrations, registry_url, write_registry
+from pgfixtures import PG_PASSWORD, database_exists, drop_database, ledger, run_sync, unique_db_name
+from servekit import Answer, Service, start
+
+from orchestrator.devserver import DevServer
+
+
+@pytest.fixture
+def schools(pg: DevServer) -> Iterator[list[str]]:
+    """Database names a test creates (dropped afterwards)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        run_sync(drop_database(pg.url(), name))
+
+
+def serve(tmp_path: Path, pg: DevServer, *more: str, tenants: list[tuple[str, str]] | None = None) -> Service:
+    migrations = tmp_path / "migrations"
+    if not migrations.exists():
+        make_migrations(migrations)
+    listed = tenants or [("listed", "serve_listed_never_made")]  # a registry lists at least one school
+    registry = write_registry(tmp_path / "tenants.yaml", [(i, registry_url(pg, db), []) for i, db in listed])
+    return start(
+        tmp_path / "serve.log", "--registry", str(registry), "--migrations", str(migrations), "--spares", "0",
+        "--retries", "0", "--log-format", "json", "--log-level", "info", *more,
+    )  # fmt: skip
+
+
+def one_school(tmp_path: Path, pg: DevServer, schools: list[str], label: str = "serve_life") -> tuple[str, str]:
+    name = unique_db_name(label)
+    schools.append(name)
+    return name, registry_url(pg, name)
+
+
+def test_refuses_to_start_without_a_token_or_with_bad_input(tmp_path: Path, pg: DevServer) -> None:
+    registry = write_registry(tmp_path / "tenants.yaml", [("a", registry_url(pg, "serve_never"), [])])
+    migrations = make_migrations(tmp_path / "migrations")
+    base = ("serve", "--registry", str(registry), "--migrations", str(migrations), "--listen", "127.0.0.1:1")
+    no_token = cli(*base, env={"ORCHESTRATOR_API_TOKEN": ""})
+    assert no_token.returncode == 2 and "ORCHESTRATOR_API_TOKEN" in no_token.stderr, no_token.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("short\n")
+    assert cli(*base, "--token-file", str(token_file)).returncode == 2
+    missing = cli(*base, "--token-file", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "--token-file" in missing.stderr
+    token = {"ORCHESTRATOR_API_TOKEN": "a-token-long-enough-1234"}
+    single = cli("serve", "-D", pg.url("serve_never"), "--listen", "127.0.0.1:1", env=token)
+    assert single.returncode == 2 and "registry" in single.stderr
+    assert PG_PASSWORD not in single.stderr
+    assert cli(*base[:-2], "--listen", "nowhere", env=token).returncode == 2
+    assert cli(*base, "--survey-every", "0s", env=token).returncode == 2
+    (tmp_path / "bad.yaml").write_text("tenants:\n  - id: Not A Slug\n    url: postgresql://x@h/d\n")
+    bad = cli("serve", "--registry", str(tmp_path / "bad.yaml"), "--listen", "127.0.0.1:1", env=token)
+    assert bad.returncode == 2 and "bad.yaml:2" in bad.stderr, bad.stderr
+    assert not run_sync(database_exists(pg.url(), "serve_never"))
+
+
+def test_sigterm_lets_an_onboarding_finish_then_exits_0(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    name, _ = one_school(tmp_path, pg, schools, "serve_slow")  # `slow`: its second file sleeps 1.5 s
+    service = serve(tmp_path, pg)
+    answers: list[Answer] = []
+    thread = threading.Thread(target=lambda: answers.append(service.call("PUT", "/v1/schools/slow-one",
+                                                                          {"url": pg.url(name)})))  # fmt: skip
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not run_sync(database_exists(pg.url(), name)):  # the onboarding has started
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    service.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(OSError):
+        service.call("GET", "/healthz", token=None, timeout=2)  # no longer accepting
+    thread.join(30)
+    assert service.process.wait(30) == 0, service.log_text()
+    assert answers and answers[0].status == 200 and answers[0].body["status"] == "applied", answers
+    assert [(v, ok) for v, _, ok, _ in ledger(pg.url(name))] == [(1, True), (2, True), (3, True)]
+    assert PG_PASSWORD not in service.log_text()
+
+
+def test_changed_files_are_read_again(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    name, _ = one_school(tmp_path, pg, schools)
+    service = serve(tmp_path, pg)
+    try:
+        assert service.call("PUT", "/v1/schools/grows", {"url": pg.url(name)}).body["version_after"] == 3
+        migrations = tmp_path / "migrations"
+        (migrations / "4_four.sql").write_text("CREATE TABLE four (id int);\n")
+        four = service.call("PUT", "/v1/schools/grows")
+        assert four.status == 200 and four.body["status"] == "applied" and four.body["applied"] == [4], four.text
+        # An unsafe file (an index built without CONCURRENTLY on a table in use): refused where it would run.
+        (migrations / "5_index.sql").write_text("CREATE INDEX log_note_idx ON log (note);\n")
+        unsafe = service.call("PUT", "/v1/schools/grows")
+        assert unsafe.status == 422 and unsafe.body["error"]["code"] == "unsafe_migrations", unsafe.text
+        assert [row[0] for row in ledger(pg.url(name))] == [1, 2, 3, 4]
+        (migrations / "5_index.sql").unlink()
+        # An applied file edited: the school is `modified`, 409, nothing applied.
+        (migrations / "1_create_log.sql").write_text("CREATE TABLE log (id bigserial PRIMARY KEY);\n")
+        edited = service.call("PUT", "/v1/schools/grows")
+        assert edited.status == 409 and edited.body["status"] == "modified", edited.text
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_new_registry_entry_is_found_without_a_restart(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    first, first_url = one_school(tmp_path, pg, schools)
+    service = serve(tmp_path, pg, tenants=[("first", first)])
+    try:
+        assert service.call("PUT", "/v1/schools/later").status == 404
+        later, later_url = one_school(tmp_path, pg, schools)
+        write_registry(tmp_path / "tenants.yaml", [("first", first_url, []), ("later", later_url, [])])
+        answer = service.call("PUT", "/v1/schools/later")
+        assert answer.status == 200 and answer.body["database"] == later, answer.text
+        assert service.call("GET", "/v1/schools/later").body["status"] == "up_to_date"
+        os.kill(service.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while '"serve.sighup"' not in service.log_text():
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.1)
+        assert service.call("GET", "/healthz", token=None).status == 200
+    finally:
+        assert service.stop() == 0
