@@ -12,7 +12,7 @@ same kind of school as the onboarding figure), adopts them the way a real projec
   the request to the end of the answer (HTTP included, one kept-alive connection as an admin service would hold);
 - the same onboarding through the CLI, `orchestrator provision -D URL --template T`, a spare ready each time
   (`--cli-rounds`, median): what calling the CLI per school costs;
-- a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet?refresh=1` is
+- a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` is
   polled until the spares are back to N.
 
 Context: `GET /healthz` on the same connection (the HTTP round trip alone, the floor of any API call) and the path
@@ -196,7 +196,7 @@ def _wait_ready(service: subprocess.Popen[bytes], port: int, token: str) -> bool
 
 
 def _spares_ready(client: Client) -> int:
-    fleet = client.call("GET", "/v1/fleet?refresh=1").body
+    fleet = client.call("GET", "/v1/fleet").body  # spares_ready is live (not from the survey): no new survey
     return sum(int(s.get("spares_ready") or 0) for s in fleet.get("servers", []))
 
 
