@@ -261,6 +261,13 @@ def test_the_page_is_self_contained() -> None:
     assert 'data-refresh-ms="5000"' in page  # the shipped refresh
 
 
+def test_the_harness_sees_a_request_off_the_origin(tab: Tab) -> None:
+    # The checks below would pass anything if requests elsewhere were not routed through Tab._route.
+    with pytest.raises(playwright_api.Error):
+        tab.page.goto("http://203.0.113.9/elsewhere.js")
+    assert tab.outside == ["http://203.0.113.9/elsewhere.js"]
+
+
 def test_the_token_form_then_the_fleet(tab: Tab, stand_in: StandIn) -> None:
     page = tab.open()
     tab.state("login")
