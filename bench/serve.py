@@ -10,8 +10,8 @@ same kind of school as the onboarding figure), adopts them the way a real projec
 
 - `--onboardings` new schools through `PUT /v1/schools/{id}`, one every `--pace-ms`, each timed by the client from
   the request to the end of the answer (HTTP included, one kept-alive connection as an admin service would hold);
-- the same onboarding through the CLI, `orchestrator provision -D URL --template T`, a spare ready each time
-  (`--cli-rounds`, median): what calling the CLI per school costs;
+- the same onboarding through the CLI, `orchestrator provision -D URL --template T --extension uuid-ossp`, a spare
+  ready each time (`--cli-rounds`, median): what calling the CLI per school costs;
 - a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` is
   polled until the spares are back to N.
 
@@ -261,17 +261,23 @@ def _against(
     paced_paths = _paths(client, paced_tenants)
 
     cli: list[float] = []
-    for _ in range(args.cli_rounds):
+    cli_paths: Counter[str] = Counter()
+    for round_ in range(args.cli_rounds):
         _wait_spares(client, 1)
         _, url = new_school("cli")
+        report = migrations.parent / f"cli-{round_}.json"
         done = run_timed(
-            [orchestrator_exe(), "provision", "-D", url, "--template", TEMPLATE, "--migrations", str(migrations),
-             "--no-progress"],
+            # The registry's school settings on the command line (the template's extensions: else no spare fits).
+            [orchestrator_exe(), "provision", "-D", url, "--template", TEMPLATE, "--extension", "uuid-ossp",
+             "--migrations", str(migrations), "--no-progress", "--report", str(report)],
             env=env,
         )  # fmt: skip
         cli.append(done.seconds * 1000)
         if done.returncode != 0:
             problems.append(f"provision -D: exit {done.returncode}\n{tail(done.stdout + done.stderr)}")
+        elif report.exists():
+            notes = " ".join(n for school in json.loads(report.read_text())["schools"] for n in school["notes"])
+            cli_paths["spare" if "ready copy" in notes else "no spare"] += 1
 
     _wait_spares(client, args.spares)
     before = _spares_ready(client)
@@ -303,7 +309,7 @@ def _against(
     say(f"    p95 {p95:8.1f} ms   target <= {TARGET_P95_MS:g} ms   {verdict(p95 <= TARGET_P95_MS)}")
     say(f"    min {min(paced):8.1f} ms, max {max(paced):.1f} ms; paths: {_counted(paced_paths)}")
     say(f"  CLI, orchestrator provision -D URL --template T, a spare ready (median of {args.cli_rounds})")
-    say(f"        {cli_ms:8.1f} ms   (runs: {', '.join(f'{t:.0f}' for t in cli)})")
+    say(f"        {cli_ms:8.1f} ms   (runs: {', '.join(f'{t:.0f}' for t in cli)}); paths: {_counted(cli_paths)}")
     say(f"  CLI / API p50 {ratio:6.1f}x      target >= {TARGET_CLI_RATIO:g}x  {verdict(ratio >= TARGET_CLI_RATIO)}")
     say(f"  burst of {args.burst} PUTs at once: {burst_ok}/{args.burst} ok in {burst_s:.2f} s "
         f"{verdict(burst_ok == args.burst)}; paths: {_counted(burst_paths)}")  # fmt: skip
