@@ -12,12 +12,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import asyncpg
 import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
+from pgbouncer import PgBouncer
 from pgfixtures import PG_PASSWORD, database_exists, drop_database, ledger, run_sync, unique_db_name
 from servekit import Answer, Service, start
 
 from orchestrator.devserver import DevServer
+from orchestrator.sqlx import advisory_lock_key
 
 
 @pytest.fixture
@@ -131,5 +135,38 @@ def test_a_new_registry_entry_is_found_without_a_restart(tmp_path: Path, pg: Dev
             assert time.monotonic() < deadline, service.log_text()
             time.sleep(0.1)
         assert service.call("GET", "/healthz", token=None).status == 200
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_locked_school_is_409_and_a_transaction_pooler_503(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    name, _ = one_school(tmp_path, pg, schools)
+    service = serve(tmp_path, pg, "--lock-wait", "500ms")
+    try:
+        assert service.call("PUT", "/v1/schools/held", {"url": pg.url(name)}).status == 200
+        locked, release = threading.Event(), threading.Event()
+
+        async def hold() -> None:  # a starting SQLx worker holding the migration lock
+            conn = await asyncpg.connect(pg.url(name))
+            await conn.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(name))
+            locked.set()
+            await anyio.to_thread.run_sync(release.wait)
+            await conn.close()
+
+        holder = threading.Thread(target=anyio.run, args=(hold,))
+        holder.start()
+        try:
+            assert locked.wait(10)
+            answer = service.call("PUT", "/v1/schools/held")
+            assert answer.status == 409 and answer.body["status"] == "locked", answer.text
+        finally:
+            release.set()
+            holder.join(10)
+        with PgBouncer(pg, PG_PASSWORD, "transaction") as bouncer:
+            pooled_db, _ = one_school(tmp_path, pg, schools)
+            pooled = service.call("PUT", "/v1/schools/pooled", {"url": bouncer.url(PG_PASSWORD, pooled_db)})
+            assert pooled.status == 503 and pooled.body["status"] == "pooled", pooled.text
+            assert not run_sync(database_exists(pg.url(), pooled_db))
+            assert PG_PASSWORD not in pooled.text
     finally:
         assert service.stop() == 0
