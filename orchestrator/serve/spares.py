@@ -33,7 +33,7 @@ async def keep_spares(service: Service) -> None:
 async def top_up(service: Service) -> None:
     job = service.ready_job
     try:
-        template_job = for_schools(job, service.tenants, job.tenants, Command.TEMPLATE)
+        template_job = for_schools(job, service.tenants, (), Command.TEMPLATE)
         groups = template_groups(template_job)
     except InvalidInput:
         return  # no school onboards from a template: no spares to keep

@@ -85,6 +85,8 @@ class Service:
     refill: anyio.Event = field(default_factory=anyio.Event)  # set when an onboarding used up a spare
     stamp: tuple[Any, ...] = ()
     kept: KeptSessions = field(default_factory=KeptSessions)
+    _listed: dict[str, Tenant] = field(default_factory=dict)  # the registry's schools by id
+    _identities: tuple[Job | None, dict[Any, str]] | None = None
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
     _school_locks: dict[str, anyio.Lock] = field(default_factory=dict)
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
@@ -118,8 +120,8 @@ class Service:
     def _use(self, job: Job, stamp: tuple[Any, ...]) -> None:
         self.job, self.stamp, self.source_error = job, stamp, None
         register_secrets(s for t in job.tenants for s in t.target.secrets)
-        known = {t.id for t in job.tenants}
-        self.extra = {k: t for k, t in self.extra.items() if k not in known}  # listed now: the registry's entry wins
+        self._listed = {t.id: t for t in job.tenants}  # a fleet of 100,000: one look-up per request, not a scan
+        self.extra = {k: t for k, t in self.extra.items() if k not in self._listed}  # listed now: the registry wins
         for tenant in self.tenants:
             self.servers.setdefault(tenant.server, ServerHealth())
 
@@ -184,19 +186,21 @@ class Service:
                     hint="leave the URL out to use the registry's, or change the registry first",
                 )
             return known
-        for other in self.tenants:
-            if given.target.identity in {t.identity for t in _targets(other)}:
-                raise SchoolConflict(
-                    f"{given.target.redacted} is the database of school {other.id}",
-                    hint="every school needs its own database",
-                )
+        other = self._databases().get(given.target.identity)
+        if other is not None:
+            raise SchoolConflict(
+                f"{given.target.redacted} is the database of school {other}", hint="every school needs its own database"
+            )
         return given
 
+    def _databases(self) -> dict[Any, str]:
+        """Each known school's database (url and direct_url, by identity) -> its id."""
+        if self._identities is None or self._identities[0] is not self.job:
+            self._identities = (self.job, {t.identity: s.id for s in self.ready_job.tenants for t in _targets(s)})
+        return {**self._identities[1], **{t.identity: s.id for s in self.extra.values() for t in _targets(s)}}
+
     def _known(self, tenant_id: str) -> Tenant | None:
-        for tenant in self.ready_job.tenants:
-            if tenant.id == tenant_id:
-                return tenant
-        return self.extra.get(tenant_id)
+        return self._listed.get(tenant_id) or self.extra.get(tenant_id)
 
     # --- onboarding and status ------------------------------------------------------------------------------------
 
@@ -211,13 +215,13 @@ class Service:
         async with self._lock_of(tenant), self._limits(tenant, job):
             try:
                 with keeping(self.kept):  # one open maintenance session per server, not one per school
-                    report = await run(for_schools(job, [tenant], job.tenants, Command.PROVISION))
+                    report = await run(for_schools(job, [tenant], (), Command.PROVISION))
             except UnsafeMigrations as error:
                 raise Refused(error, 422) from None
             except InvalidInput as error:  # the files differ from what the template or the fleet holds
                 raise Refused(error, 409) from None
         outcome = report.outcomes[0]
-        if tenant.id not in {t.id for t in job.tenants} and outcome.result.status not in _NOT_THERE:
+        if tenant.id not in self._listed and outcome.result.status not in _NOT_THERE:
             self.extra[tenant.id] = tenant  # known from now on (GET, the survey), until the registry lists it
             self.servers.setdefault(tenant.server, ServerHealth())
         ms = (time.perf_counter() - started) * 1000
@@ -236,7 +240,7 @@ class Service:
     async def status(self, tenant: Tenant) -> TenantOutcome:
         job = self.ready_job
         async with self._limits(tenant, job):
-            report = await run(for_schools(job, [tenant], job.tenants, Command.STATUS))
+            report = await run(for_schools(job, [tenant], (), Command.STATUS))
         self._heard(report)
         return report.outcomes[0]
 
@@ -244,7 +248,7 @@ class Service:
         """`status` over every school the service knows (the registry read again first, when it changed)."""
         await self.reload()
         job = self.ready_job
-        report = await run(for_schools(job, self.tenants, job.tenants, Command.STATUS))
+        report = await run(for_schools(job, self.tenants, (), Command.STATUS))
         self._heard(report)
         return report
 
