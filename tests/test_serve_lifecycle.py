@@ -111,6 +111,13 @@ def test_changed_files_are_read_again(tmp_path: Path, pg: DevServer, schools: li
         assert unsafe.status == 422 and unsafe.body["error"]["code"] == "unsafe_migrations", unsafe.text
         assert [row[0] for row in ledger(pg.url(name))] == [1, 2, 3, 4]
         (migrations / "5_index.sql").unlink()
+        # Files the loader refuses (a down file without its up): no onboarding until they are fixed, not ready.
+        (migrations / "6_orphan.down.sql").write_text("DROP TABLE four;\n")
+        broken = service.call("PUT", "/v1/schools/grows")
+        assert broken.status == 503 and broken.body["error"]["code"] == "bad_migration_source", broken.text
+        assert service.call("GET", "/readyz", token=None).status == 503
+        (migrations / "6_orphan.down.sql").unlink()
+        assert service.call("PUT", "/v1/schools/grows").body["status"] == "up_to_date"
         # An applied file edited: the school is `modified`, 409, nothing applied.
         (migrations / "1_create_log.sql").write_text("CREATE TABLE log (id bigserial PRIMARY KEY);\n")
         edited = service.call("PUT", "/v1/schools/grows")

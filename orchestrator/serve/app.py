@@ -98,12 +98,13 @@ def make_app(service: Service, token: str) -> Starlette:
     async def dashboard(_: Request) -> Response:
         return HTMLResponse(_render_dashboard())
 
-    async def refused(_: Request, exc: Exception) -> Response:
+    async def refused(request: Request, exc: Exception) -> Response:
         if isinstance(exc, Refused):
             error, status = exc.error, exc.status
         else:
             assert isinstance(exc, InvalidInput)
             error, status = exc, _REFUSED_HTTP.get(type(exc), 400)
+        log.info("serve.refused", method=request.method, path=request.url.path, status=status, code=error.code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"error": error.to_dict()}, status_code=status, headers=headers)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -88,7 +89,7 @@ class Service:
     _listed: dict[str, Tenant] = field(default_factory=dict)  # the registry's schools by id
     _identities: tuple[Job | None, dict[Any, str]] | None = None
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
-    _school_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    _school_locks: dict[str, list[Any]] = field(default_factory=dict)  # school -> [its lock, holders and waiters]
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     _total: anyio.CapacityLimiter | None = None
 
@@ -212,7 +213,7 @@ class Service:
             raise Refused(self.source_error, 503)
         job = self.ready_job
         started = time.perf_counter()
-        async with self._lock_of(tenant), self._limits(tenant, job):
+        async with self._one_at_a_time(tenant), self._limits(tenant, job):
             try:
                 with keeping(self.kept):  # one open maintenance session per server, not one per school
                     report = await run(for_schools(job, [tenant], (), Command.PROVISION))
@@ -258,13 +259,20 @@ class Service:
         self.metrics.spares(server, health.spares_ready)
         self.refill.set()
 
-    def _lock_of(self, tenant: Tenant) -> anyio.Lock:
-        """Two PUTs of one school at once: the second waits and finds it made (one database, two answers)."""
+    @asynccontextmanager
+    async def _one_at_a_time(self, tenant: Tenant) -> AsyncIterator[None]:
+        """Two PUTs of one school at once: the second waits and finds it made (one database, two answers). A lock
+        lives while someone holds or waits for it (a fleet's worth of them would otherwise pile up)."""
         key = tenant.target.database + "@" + tenant.server
-        lock = self._school_locks.get(key)
-        if lock is None:
-            lock = self._school_locks[key] = anyio.Lock()
-        return lock
+        entry = self._school_locks.setdefault(key, [anyio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._school_locks[key]
 
     def _limits(self, tenant: Tenant, job: Job) -> _Limits:
         """The per-server session budget (as in `migrate`: the smallest `per_server` among its schools) and the
