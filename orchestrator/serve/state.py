@@ -37,6 +37,8 @@ from .metrics import Metrics
 
 log = get_logger("orchestrator.serve")
 
+RETRY_REFUSED_S = 10.0  # a refused reload (bad files, an admin source that did not answer) is tried again after this
+
 
 @dataclass(frozen=True)
 class Onboarding:
@@ -92,6 +94,8 @@ class Service:
     _school_locks: dict[str, list[Any]] = field(default_factory=dict)  # school -> [its lock, holders and waiters]
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     _total: anyio.CapacityLimiter | None = None
+    _refused_at: float = 0.0  # time.monotonic() of the last refused reload
+    _read_at: float = 0.0  # ... of the last reading of the files and the registry, refused or not
 
     # --- loading -----------------------------------------------------------------------------------------------
 
@@ -104,15 +108,20 @@ class Service:
         """Read the files and the registry again when they changed (or `force`: SIGHUP, an unknown id). A refused
         reload keeps the last good job for reads and refuses onboardings until it is fixed."""
         stamp = self._stamp()
-        if not force and stamp == self.stamp and self.source_error is None:
+        # A refusal is tried again after a while even if no file changed: an admin-database source may have been
+        # down for a moment.
+        force = force or (self.source_error is not None and time.monotonic() - self._refused_at > RETRY_REFUSED_S)
+        if not force and stamp == self.stamp:
             return
+        asked = time.monotonic()
         async with self._reloading:
-            if not force and stamp == self.stamp:
+            if (not force and stamp == self.stamp) or self._read_at > asked:  # read while this one waited
                 return
             try:
                 job = await anyio.to_thread.run_sync(prepare, self.request)
             except InvalidInput as error:
                 self.source_error, self.stamp = error, stamp
+                self._read_at = self._refused_at = time.monotonic()
                 log.error("serve.reload_refused", code=error.code, error=error.message)
                 return
             self._use(job, stamp)
@@ -120,6 +129,7 @@ class Service:
 
     def _use(self, job: Job, stamp: tuple[Any, ...]) -> None:
         self.job, self.stamp, self.source_error = job, stamp, None
+        self._read_at = time.monotonic()
         register_secrets(s for t in job.tenants for s in t.target.secrets)
         self._listed = {t.id: t for t in job.tenants}  # a fleet of 100,000: one look-up per request, not a scan
         self.extra = {k: t for k, t in self.extra.items() if k not in self._listed}  # listed now: the registry wins
