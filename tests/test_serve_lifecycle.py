@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -177,3 +178,17 @@ def test_a_locked_school_is_409_and_a_transaction_pooler_503(tmp_path: Path, pg:
             assert PG_PASSWORD not in pooled.text
     finally:
         assert service.stop() == 0
+
+
+def test_a_port_in_use_is_exit_1(tmp_path: Path, pg: DevServer) -> None:
+    registry = write_registry(tmp_path / "tenants.yaml", [("a", registry_url(pg, "serve_never"), [])])
+    migrations = make_migrations(tmp_path / "migrations")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        token = {"ORCHESTRATOR_API_TOKEN": "a-token-long-enough-1234"}
+        listen = f"127.0.0.1:{port}"
+        result = cli("serve", "--registry", str(registry), "--migrations", str(migrations), "--listen", listen,
+                     env=token)  # fmt: skip
+    assert result.returncode == 1 and "address already in use" in result.stderr, result.stderr

@@ -49,5 +49,8 @@ def serve(service: Service, token: str, host: str, port: int, *, grace: float = 
         server_header=False,
     )
     server = _Server(config)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way of saying it could not start (its message is logged): our exit 1, not its 3
+        return False
     return server.started
