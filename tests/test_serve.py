@@ -291,3 +291,9 @@ def test_a_burst_of_onboardings_all_end_ok_and_the_spares_are_refilled(fleet: Fl
     finally:
         for name in names:
             run_sync(drop_database(fleet.pg.url(), name))
+
+
+def test_the_status_of_an_unknown_school_is_404(fleet: Fleet) -> None:
+    answer = fleet.service.call("GET", "/v1/schools/nobody-has-it")
+    assert answer.status == 404 and answer.body["error"]["code"] == "unknown_school", answer.text
+    assert fleet.service.call("GET", "/v1/schools/Not_A_Slug").status == 400

@@ -18,7 +18,17 @@ import asyncpg
 import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
 from pgbouncer import PgBouncer
-from pgfixtures import PG_PASSWORD, database_exists, drop_database, ledger, run_sync, unique_db_name
+from pgfixtures import (
+    PG_PASSWORD,
+    database_exists,
+    drop_database,
+    execute_sync,
+    ledger,
+    quote_ident,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 from servekit import Answer, Service, start
 
 from orchestrator.devserver import DevServer
@@ -192,3 +202,30 @@ def test_a_port_in_use_is_exit_1(tmp_path: Path, pg: DevServer) -> None:
         result = cli("serve", "--registry", str(registry), "--migrations", str(migrations), "--listen", listen,
                      env=token)  # fmt: skip
     assert result.returncode == 1 and "address already in use" in result.stderr, result.stderr
+
+
+def test_a_file_edited_since_the_template_was_built_is_409_and_creates_nothing(
+    tmp_path: Path, pg: DevServer, schools: list[str]
+) -> None:
+    template = unique_db_name("serve_tpl_edit")
+    schools.append(template)
+    make_migrations(tmp_path / "migrations")
+    defaults = f"defaults:\n  template: {template}\n"
+    registry = write_registry(tmp_path / "tenants.yaml", [("listed", registry_url(pg, "serve_never"), [])], defaults)
+    made = cli("template", "--registry", str(registry), "--migrations", str(tmp_path / "migrations"), "--spares", "1",
+               "--yes")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    schools.extend(spares_of(pg.url(), template))
+    service = start(tmp_path / "serve.log", "--registry", str(registry), "--migrations", str(tmp_path / "migrations"),
+                    "--spares", "0")  # fmt: skip
+    try:
+        (tmp_path / "migrations" / "2_slow_step.sql").write_text("CREATE TABLE two (id bigint);\n")
+        name, _ = one_school(tmp_path, pg, schools)
+        answer = service.call("PUT", "/v1/schools/edited", {"url": pg.url(name)})
+        assert answer.status == 409, answer.text
+        assert answer.body["error"]["code"] == "bad_usage" and "template" in answer.body["error"]["message"]
+        assert not run_sync(database_exists(pg.url(), name))
+    finally:
+        assert service.stop() == 0
+        for database in [template, *spares_of(pg.url(), template)]:
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
