@@ -289,7 +289,7 @@ class Service:
         total one (--concurrency), shared by every request."""
         limit = self._server_limits.get(tenant.server)
         if limit is None:
-            per_server = job.settings_for(tenant).per_server
+            per_server = job.per_server.get(tenant.server) or job.settings_for(tenant).per_server
             limit = self._server_limits[tenant.server] = anyio.CapacityLimiter(per_server)
         if self._total is None:
             self._total = anyio.CapacityLimiter(job.request.budgets.concurrency)
