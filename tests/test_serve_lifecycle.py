@@ -229,3 +229,24 @@ def test_a_file_edited_since_the_template_was_built_is_409_and_creates_nothing(
         assert service.stop() == 0
         for database in [template, *spares_of(pg.url(), template)]:
             execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+
+
+def test_onboardings_on_one_server_stay_within_per_server(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    """--per-server 1: two slow onboardings (their second file sleeps 1.5 s) on one server run one after the other."""
+    service = serve(tmp_path, pg, "--per-server", "1")
+    names = [one_school(tmp_path, pg, schools, "serve_slow")[0] for _ in range(2)]
+    answers: list[Answer] = []
+    threads = [threading.Thread(target=lambda i=i, n=n: answers.append(service.call("PUT", f"/v1/schools/slow-{i}",
+                                                                                    {"url": pg.url(n)})))
+               for i, n in enumerate(names)]  # fmt: skip
+    try:
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - started
+        assert [a.status for a in answers] == [200, 200], answers
+        assert elapsed >= 3.0, f"two 1.5 s onboardings overlapped: {elapsed:.2f}s"
+    finally:
+        assert service.stop() == 0
