@@ -54,6 +54,8 @@ def make_app(service: Service, token: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        job = service.ready_job
+        log.info("serve.started", schools=len(job.tenants), servers=len(job.servers), latest_version=job.source.latest)
         async with anyio.create_task_group() as tg:
             tg.start_soon(surveyor.keep_fresh)
             tg.start_soon(keep_spares, service)
@@ -61,6 +63,7 @@ def make_app(service: Service, token: str) -> Starlette:
             yield
             tg.cancel_scope.cancel()
         service.kept.close()
+        log.info("serve.stopped")
 
     def authorized(request: Request) -> None:
         auth.check(request.headers.get("authorization"), token)
