@@ -234,7 +234,7 @@ def direct(tenants: Sequence[Tenant]) -> list[Tenant]:
 def for_schools(job: Job, tenants: Sequence[Tenant], schools: Sequence[Tenant], command: Command | None = None) -> Job:
     """The job's loaded source, lint and settings over other schools, for `command` (default: the job's). The
     service prepares once and makes one of these per request: the files are not read and linted again. `schools`:
-    every school the registry knows (a template is no school's database)."""
+    schools besides `tenants` whose database --template must not be (prepare() checked the registry's already)."""
     request = job.request if command is None else replace(job.request, command=command)
     chosen = direct(tenants) if request.command.writes else list(tenants)
     check_templates(request.school, chosen, job.defaults, schools)

@@ -265,3 +265,35 @@ def test_onboardings_share_one_maintenance_session(fleet: Fleet, new_db: str) ->
     finally:
         run_sync(drop_database(fleet.pg.url(), other))
     assert first & second, (first, second)
+
+
+def test_a_burst_of_onboardings_all_end_ok_and_the_spares_are_refilled(fleet: Fleet) -> None:
+    import time
+
+    names = [unique_db_name("serve_burst") for _ in range(12)]
+    answers: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda i=i, n=n: answers.__setitem__(n, put(fleet, f"burst-{i}",
+                                                                                   {"url": fleet.url(n)})))
+               for i, n in enumerate(names)]  # fmt: skip
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for name in names:
+            answer = answers[name]
+            assert answer.status == 200 and answer.body["status"] == "applied", answer.text  # type: ignore[attr-defined]
+            assert [v for v, _, ok, _ in ledger(fleet.url(name)) if ok] == [1, 2, 3]
+        deadline = time.monotonic() + 60
+        while len(spares_of(fleet.pg.url(), fleet.template)) < 2:
+            assert time.monotonic() < deadline, "the spares were not refilled after the burst"
+            time.sleep(0.2)
+    finally:
+        for name in names:
+            run_sync(drop_database(fleet.pg.url(), name))
+
+
+def test_the_status_of_an_unknown_school_is_404(fleet: Fleet) -> None:
+    answer = fleet.service.call("GET", "/v1/schools/nobody-has-it")
+    assert answer.status == 404 and answer.body["error"]["code"] == "unknown_school", answer.text
+    assert fleet.service.call("GET", "/v1/schools/Not_A_Slug").status == 400

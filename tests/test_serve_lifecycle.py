@@ -7,17 +7,32 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import asyncpg
 import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, database_exists, drop_database, ledger, run_sync, unique_db_name
+from pgbouncer import PgBouncer
+from pgfixtures import (
+    PG_PASSWORD,
+    database_exists,
+    drop_database,
+    execute_sync,
+    ledger,
+    quote_ident,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 from servekit import Answer, Service, start
 
 from orchestrator.devserver import DevServer
+from orchestrator.sqlx import advisory_lock_key
 
 
 @pytest.fixture
@@ -107,6 +122,13 @@ def test_changed_files_are_read_again(tmp_path: Path, pg: DevServer, schools: li
         assert unsafe.status == 422 and unsafe.body["error"]["code"] == "unsafe_migrations", unsafe.text
         assert [row[0] for row in ledger(pg.url(name))] == [1, 2, 3, 4]
         (migrations / "5_index.sql").unlink()
+        # Files the loader refuses (a down file without its up): no onboarding until they are fixed, not ready.
+        (migrations / "6_orphan.down.sql").write_text("DROP TABLE four;\n")
+        broken = service.call("PUT", "/v1/schools/grows")
+        assert broken.status == 503 and broken.body["error"]["code"] == "bad_migration_source", broken.text
+        assert service.call("GET", "/readyz", token=None).status == 503
+        (migrations / "6_orphan.down.sql").unlink()
+        assert service.call("PUT", "/v1/schools/grows").body["status"] == "up_to_date"
         # An applied file edited: the school is `modified`, 409, nothing applied.
         (migrations / "1_create_log.sql").write_text("CREATE TABLE log (id bigserial PRIMARY KEY);\n")
         edited = service.call("PUT", "/v1/schools/grows")
@@ -131,5 +153,100 @@ def test_a_new_registry_entry_is_found_without_a_restart(tmp_path: Path, pg: Dev
             assert time.monotonic() < deadline, service.log_text()
             time.sleep(0.1)
         assert service.call("GET", "/healthz", token=None).status == 200
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_locked_school_is_409_and_a_transaction_pooler_503(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    name, _ = one_school(tmp_path, pg, schools)
+    service = serve(tmp_path, pg, "--lock-wait", "500ms")
+    try:
+        assert service.call("PUT", "/v1/schools/held", {"url": pg.url(name)}).status == 200
+        locked, release = threading.Event(), threading.Event()
+
+        async def hold() -> None:  # a starting SQLx worker holding the migration lock
+            conn = await asyncpg.connect(pg.url(name))
+            await conn.execute("SELECT pg_advisory_lock($1)", advisory_lock_key(name))
+            locked.set()
+            await anyio.to_thread.run_sync(release.wait)
+            await conn.close()
+
+        holder = threading.Thread(target=anyio.run, args=(hold,))
+        holder.start()
+        try:
+            assert locked.wait(10)
+            answer = service.call("PUT", "/v1/schools/held")
+            assert answer.status == 409 and answer.body["status"] == "locked", answer.text
+        finally:
+            release.set()
+            holder.join(10)
+        with PgBouncer(pg, PG_PASSWORD, "transaction") as bouncer:
+            pooled_db, _ = one_school(tmp_path, pg, schools)
+            pooled = service.call("PUT", "/v1/schools/pooled", {"url": bouncer.url(PG_PASSWORD, pooled_db)})
+            assert pooled.status == 503 and pooled.body["status"] == "pooled", pooled.text
+            assert not run_sync(database_exists(pg.url(), pooled_db))
+            assert PG_PASSWORD not in pooled.text
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_port_in_use_is_exit_1(tmp_path: Path, pg: DevServer) -> None:
+    registry = write_registry(tmp_path / "tenants.yaml", [("a", registry_url(pg, "serve_never"), [])])
+    migrations = make_migrations(tmp_path / "migrations")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        token = {"ORCHESTRATOR_API_TOKEN": "a-token-long-enough-1234"}
+        listen = f"127.0.0.1:{port}"
+        result = cli("serve", "--registry", str(registry), "--migrations", str(migrations), "--listen", listen,
+                     env=token)  # fmt: skip
+    assert result.returncode == 1 and "address already in use" in result.stderr, result.stderr
+
+
+def test_a_file_edited_since_the_template_was_built_is_409_and_creates_nothing(
+    tmp_path: Path, pg: DevServer, schools: list[str]
+) -> None:
+    template = unique_db_name("serve_tpl_edit")
+    schools.append(template)
+    make_migrations(tmp_path / "migrations")
+    defaults = f"defaults:\n  template: {template}\n"
+    registry = write_registry(tmp_path / "tenants.yaml", [("listed", registry_url(pg, "serve_never"), [])], defaults)
+    made = cli("template", "--registry", str(registry), "--migrations", str(tmp_path / "migrations"), "--spares", "1",
+               "--yes")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    schools.extend(spares_of(pg.url(), template))
+    service = start(tmp_path / "serve.log", "--registry", str(registry), "--migrations", str(tmp_path / "migrations"),
+                    "--spares", "0")  # fmt: skip
+    try:
+        (tmp_path / "migrations" / "2_slow_step.sql").write_text("CREATE TABLE two (id bigint);\n")
+        name, _ = one_school(tmp_path, pg, schools)
+        answer = service.call("PUT", "/v1/schools/edited", {"url": pg.url(name)})
+        assert answer.status == 409, answer.text
+        assert answer.body["error"]["code"] == "bad_usage" and "template" in answer.body["error"]["message"]
+        assert not run_sync(database_exists(pg.url(), name))
+    finally:
+        assert service.stop() == 0
+        for database in [template, *spares_of(pg.url(), template)]:
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+
+
+def test_onboardings_on_one_server_stay_within_per_server(tmp_path: Path, pg: DevServer, schools: list[str]) -> None:
+    """--per-server 1: two slow onboardings (their second file sleeps 1.5 s) on one server run one after the other."""
+    service = serve(tmp_path, pg, "--per-server", "1")
+    names = [one_school(tmp_path, pg, schools, "serve_slow")[0] for _ in range(2)]
+    answers: list[Answer] = []
+    threads = [threading.Thread(target=lambda i=i, n=n: answers.append(service.call("PUT", f"/v1/schools/slow-{i}",
+                                                                                    {"url": pg.url(n)})))
+               for i, n in enumerate(names)]  # fmt: skip
+    try:
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - started
+        assert [a.status for a in answers] == [200, 200], answers
+        assert elapsed >= 3.0, f"two 1.5 s onboardings overlapped: {elapsed:.2f}s"
     finally:
         assert service.stop() == 0

@@ -54,6 +54,8 @@ def make_app(service: Service, token: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        job = service.ready_job
+        log.info("serve.started", schools=len(job.tenants), servers=len(job.servers), latest_version=job.source.latest)
         async with anyio.create_task_group() as tg:
             tg.start_soon(surveyor.keep_fresh)
             tg.start_soon(keep_spares, service)
@@ -61,6 +63,7 @@ def make_app(service: Service, token: str) -> Starlette:
             yield
             tg.cancel_scope.cancel()
         service.kept.close()
+        log.info("serve.stopped")
 
     def authorized(request: Request) -> None:
         auth.check(request.headers.get("authorization"), token)
@@ -98,12 +101,13 @@ def make_app(service: Service, token: str) -> Starlette:
     async def dashboard(_: Request) -> Response:
         return HTMLResponse(_render_dashboard())
 
-    async def refused(_: Request, exc: Exception) -> Response:
+    async def refused(request: Request, exc: Exception) -> Response:
         if isinstance(exc, Refused):
             error, status = exc.error, exc.status
         else:
             assert isinstance(exc, InvalidInput)
             error, status = exc, _REFUSED_HTTP.get(type(exc), 400)
+        log.info("serve.refused", method=request.method, path=request.url.path, status=status, code=error.code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"error": error.to_dict()}, status_code=status, headers=headers)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -11,12 +12,34 @@ from contextlib import contextmanager
 import uvicorn
 
 from ..eventloop import USE_UVLOOP
-from ..logsetup import get_logger
+from ..logsetup import get_logger, register_secrets
 from ..settings import DEFAULT_GRACE
 from .app import make_app
 from .state import Service
 
 log = get_logger("orchestrator.serve")
+
+
+class _ToOurLog(logging.Handler):
+    """uvicorn's own log records (started, listening, shutting down, a port in use) as our log events: with
+    --log-format json stderr stays JSON lines only, and the scrubber sees them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower() if record.levelname.lower() in _LEVELS else "info"
+            getattr(log, level)("serve.uvicorn", message=record.getMessage())
+        except Exception:  # logging must never stop the service
+            self.handleError(record)
+
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _route_uvicorn_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [_ToOurLog()]
+        logger.propagate = False
 
 
 class _Server(uvicorn.Server):
@@ -37,6 +60,8 @@ class _Server(uvicorn.Server):
 
 def serve(service: Service, token: str, host: str, port: int, *, grace: float = DEFAULT_GRACE) -> bool:
     """Serve until SIGTERM / SIGINT. False when it could not start (e.g. the port is taken)."""
+    register_secrets([token])  # never logged; scrubbed anyway should a message ever carry it
+    _route_uvicorn_logs()
     config = uvicorn.Config(
         make_app(service, token),
         host=host,
@@ -49,5 +74,8 @@ def serve(service: Service, token: str, host: str, port: int, *, grace: float = 
         server_header=False,
     )
     server = _Server(config)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way of saying it could not start (its message is logged): our exit 1, not its 3
+        return False
     return server.started

@@ -1,6 +1,7 @@
-"""Each server's spares kept topped up in the background (--spares N): `template.keep_ready` per (server, template,
-extensions) group, as `orchestrator template --spares N` does, at start, after an onboarding used a spare (or copied
-the template), and every --survey-every. Cancelled at shutdown: a spare half-made is dropped (scratch.py)."""
+"""Each server's spares kept topped up in the background (--spares N): `orchestrator template --spares N`'s own run
+(`template_fleet.keep_templates`, through the runner) over every school the service knows, at start, after an
+onboarding used a spare (or copied the template), and every --survey-every. Cancelled at shutdown: a spare
+half-made is dropped (scratch.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from ..command import Command
 from ..errors import InvalidInput
 from ..job import for_schools
 from ..logsetup import get_logger
-from ..template import keep_ready
-from ..template_fleet import TemplateGroup, template_groups
+from ..runner import run_any
+from ..template_fleet import TemplateReport
 from .state import ServerHealth, Service
 
 log = get_logger("orchestrator.serve")
@@ -31,26 +32,18 @@ async def keep_spares(service: Service) -> None:
 
 
 async def top_up(service: Service) -> None:
-    job = service.ready_job
     try:
-        template_job = for_schools(job, service.tenants, job.tenants, Command.TEMPLATE)
-        groups = template_groups(template_job)
+        report = await run_any(for_schools(service.ready_job, service.tenants, (), Command.TEMPLATE))
     except InvalidInput:
         return  # no school onboards from a template: no spares to keep
-
-    async def keep(group: TemplateGroup) -> None:
-        first = group.tenants[0]
-        options = template_job.engine_options(first)
-        result = await keep_ready(first.target, group.template, job.source, options, service.request.spares)
-        health = service.servers.setdefault(group.server, ServerHealth())
-        health.template = group.template
-        if result.ok:
-            service.heard(group.server, datetime.now(UTC), None)
-            health.spares_ready = result.spares
-            service.metrics.spares(group.server, result.spares)
+    assert isinstance(report, TemplateReport)
+    now = datetime.now(UTC)
+    for server in report.servers:
+        health = service.servers.setdefault(server.server, ServerHealth())
+        health.template = server.template
+        if server.ok:
+            service.heard(server.server, now, None)
+            health.spares_ready = server.spares
+            service.metrics.spares(server.server, server.spares)
         else:
-            health.error = result.error
-
-    async with anyio.create_task_group() as tg:
-        for group in groups:
-            tg.start_soon(keep, group)
+            health.error = server.error

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ from ..template import made_from
 from .metrics import Metrics
 
 log = get_logger("orchestrator.serve")
+
+RETRY_REFUSED_S = 10.0  # a refused reload (bad files, an admin source that did not answer) is tried again after this
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,14 @@ class Service:
     refill: anyio.Event = field(default_factory=anyio.Event)  # set when an onboarding used up a spare
     stamp: tuple[Any, ...] = ()
     kept: KeptSessions = field(default_factory=KeptSessions)
+    _listed: dict[str, Tenant] = field(default_factory=dict)  # the registry's schools by id
+    _identities: tuple[Job | None, dict[Any, str]] | None = None
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
-    _school_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    _school_locks: dict[str, list[Any]] = field(default_factory=dict)  # school -> [its lock, holders and waiters]
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     _total: anyio.CapacityLimiter | None = None
+    _refused_at: float = 0.0  # time.monotonic() of the last refused reload
+    _read_at: float = 0.0  # ... of the last reading of the files and the registry, refused or not
 
     # --- loading -----------------------------------------------------------------------------------------------
 
@@ -101,15 +108,20 @@ class Service:
         """Read the files and the registry again when they changed (or `force`: SIGHUP, an unknown id). A refused
         reload keeps the last good job for reads and refuses onboardings until it is fixed."""
         stamp = self._stamp()
-        if not force and stamp == self.stamp and self.source_error is None:
+        # A refusal is tried again after a while even if no file changed: an admin-database source may have been
+        # down for a moment.
+        force = force or (self.source_error is not None and time.monotonic() - self._refused_at > RETRY_REFUSED_S)
+        if not force and stamp == self.stamp:
             return
+        asked = time.monotonic()
         async with self._reloading:
-            if not force and stamp == self.stamp:
+            if (not force and stamp == self.stamp) or self._read_at > asked:  # read while this one waited
                 return
             try:
                 job = await anyio.to_thread.run_sync(prepare, self.request)
             except InvalidInput as error:
                 self.source_error, self.stamp = error, stamp
+                self._read_at = self._refused_at = time.monotonic()
                 log.error("serve.reload_refused", code=error.code, error=error.message)
                 return
             self._use(job, stamp)
@@ -117,9 +129,10 @@ class Service:
 
     def _use(self, job: Job, stamp: tuple[Any, ...]) -> None:
         self.job, self.stamp, self.source_error = job, stamp, None
+        self._read_at = time.monotonic()
         register_secrets(s for t in job.tenants for s in t.target.secrets)
-        known = {t.id for t in job.tenants}
-        self.extra = {k: t for k, t in self.extra.items() if k not in known}  # listed now: the registry's entry wins
+        self._listed = {t.id: t for t in job.tenants}  # a fleet of 100,000: one look-up per request, not a scan
+        self.extra = {k: t for k, t in self.extra.items() if k not in self._listed}  # listed now: the registry wins
         for tenant in self.tenants:
             self.servers.setdefault(tenant.server, ServerHealth())
 
@@ -184,19 +197,21 @@ class Service:
                     hint="leave the URL out to use the registry's, or change the registry first",
                 )
             return known
-        for other in self.tenants:
-            if given.target.identity in {t.identity for t in _targets(other)}:
-                raise SchoolConflict(
-                    f"{given.target.redacted} is the database of school {other.id}",
-                    hint="every school needs its own database",
-                )
+        other = self._databases().get(given.target.identity)
+        if other is not None:
+            raise SchoolConflict(
+                f"{given.target.redacted} is the database of school {other}", hint="every school needs its own database"
+            )
         return given
 
+    def _databases(self) -> dict[Any, str]:
+        """Each known school's database (url and direct_url, by identity) -> its id."""
+        if self._identities is None or self._identities[0] is not self.job:
+            self._identities = (self.job, {t.identity: s.id for s in self.ready_job.tenants for t in _targets(s)})
+        return {**self._identities[1], **{t.identity: s.id for s in self.extra.values() for t in _targets(s)}}
+
     def _known(self, tenant_id: str) -> Tenant | None:
-        for tenant in self.ready_job.tenants:
-            if tenant.id == tenant_id:
-                return tenant
-        return self.extra.get(tenant_id)
+        return self._listed.get(tenant_id) or self.extra.get(tenant_id)
 
     # --- onboarding and status ------------------------------------------------------------------------------------
 
@@ -208,16 +223,16 @@ class Service:
             raise Refused(self.source_error, 503)
         job = self.ready_job
         started = time.perf_counter()
-        async with self._lock_of(tenant), self._limits(tenant, job):
+        async with self._one_at_a_time(tenant), self._limits(tenant, job):
             try:
                 with keeping(self.kept):  # one open maintenance session per server, not one per school
-                    report = await run(for_schools(job, [tenant], job.tenants, Command.PROVISION))
+                    report = await run(for_schools(job, [tenant], (), Command.PROVISION))
             except UnsafeMigrations as error:
                 raise Refused(error, 422) from None
             except InvalidInput as error:  # the files differ from what the template or the fleet holds
                 raise Refused(error, 409) from None
         outcome = report.outcomes[0]
-        if tenant.id not in {t.id for t in job.tenants} and outcome.result.status not in _NOT_THERE:
+        if tenant.id not in self._listed and outcome.result.status not in _NOT_THERE:
             self.extra[tenant.id] = tenant  # known from now on (GET, the survey), until the registry lists it
             self.servers.setdefault(tenant.server, ServerHealth())
         ms = (time.perf_counter() - started) * 1000
@@ -236,7 +251,7 @@ class Service:
     async def status(self, tenant: Tenant) -> TenantOutcome:
         job = self.ready_job
         async with self._limits(tenant, job):
-            report = await run(for_schools(job, [tenant], job.tenants, Command.STATUS))
+            report = await run(for_schools(job, [tenant], (), Command.STATUS))
         self._heard(report)
         return report.outcomes[0]
 
@@ -244,7 +259,7 @@ class Service:
         """`status` over every school the service knows (the registry read again first, when it changed)."""
         await self.reload()
         job = self.ready_job
-        report = await run(for_schools(job, self.tenants, job.tenants, Command.STATUS))
+        report = await run(for_schools(job, self.tenants, (), Command.STATUS))
         self._heard(report)
         return report
 
@@ -254,20 +269,27 @@ class Service:
         self.metrics.spares(server, health.spares_ready)
         self.refill.set()
 
-    def _lock_of(self, tenant: Tenant) -> anyio.Lock:
-        """Two PUTs of one school at once: the second waits and finds it made (one database, two answers)."""
+    @asynccontextmanager
+    async def _one_at_a_time(self, tenant: Tenant) -> AsyncIterator[None]:
+        """Two PUTs of one school at once: the second waits and finds it made (one database, two answers). A lock
+        lives while someone holds or waits for it (a fleet's worth of them would otherwise pile up)."""
         key = tenant.target.database + "@" + tenant.server
-        lock = self._school_locks.get(key)
-        if lock is None:
-            lock = self._school_locks[key] = anyio.Lock()
-        return lock
+        entry = self._school_locks.setdefault(key, [anyio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._school_locks[key]
 
     def _limits(self, tenant: Tenant, job: Job) -> _Limits:
         """The per-server session budget (as in `migrate`: the smallest `per_server` among its schools) and the
         total one (--concurrency), shared by every request."""
         limit = self._server_limits.get(tenant.server)
         if limit is None:
-            per_server = job.settings_for(tenant).per_server
+            per_server = job.per_server.get(tenant.server) or job.settings_for(tenant).per_server
             limit = self._server_limits[tenant.server] = anyio.CapacityLimiter(per_server)
         if self._total is None:
             self._total = anyio.CapacityLimiter(job.request.budgets.concurrency)
