@@ -80,8 +80,17 @@ class Client:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Answer:
         payload = json.dumps(body).encode() if body is not None else None
         started = time.perf_counter()
-        self.connection.request(method, path, body=payload, headers=self.headers)
-        answer = self.connection.getresponse()
+        try:
+            self.connection.request(method, path, body=payload, headers=self.headers)
+            answer = self.connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if method != "GET":
+                raise
+            # The server closed the kept-alive connection while it sat idle (uvicorn's keep-alive timeout): again.
+            self.connection.close()
+            started = time.perf_counter()
+            self.connection.request(method, path, body=payload, headers=self.headers)
+            answer = self.connection.getresponse()
         data = answer.read()
         ms = (time.perf_counter() - started) * 1000
         try:
