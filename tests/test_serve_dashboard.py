@@ -135,7 +135,7 @@ class StandIn:
                     token, fleet, failing = stand_in.token, copy.deepcopy(stand_in.fleet), stand_in.failing
                 if self.path == "/":
                     self._send(200, "text/html; charset=utf-8", stand_in.page.encode())
-                elif self.path == "/v1/fleet":
+                elif self.path in ("/v1/fleet", "/v1/fleet?refresh=1"):
                     if self.headers.get("Authorization") != f"Bearer {token}":
                         self._send(401, "application/json", b'{"code": "unauthorized"}')
                     elif failing:
@@ -162,7 +162,7 @@ class StandIn:
 
     def fleet_requests(self) -> list[str | None]:
         with self.lock:
-            return [auth for path, auth in self.requests if path == "/v1/fleet"]
+            return [auth for path, auth in self.requests if path.startswith("/v1/fleet")]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -332,6 +332,19 @@ def test_the_page_refreshes_itself(tab: Tab, stand_in: StandIn) -> None:
     tab.clean()
 
 
+def test_survey_now_asks_for_a_new_survey(tab: Tab, stand_in: StandIn) -> None:
+    page = tab.open()
+    tab.log_in()
+    with stand_in.lock:
+        assert all(path == "/v1/fleet" for path, _ in stand_in.requests if path.startswith("/v1/"))
+    before = int(page.get_attribute("body", "data-refreshes") or 0)
+    page.click("#survey-now")
+    page.wait_for_function("n => Number(document.body.dataset.refreshes) > n", arg=before, timeout=WAIT_MS)
+    with stand_in.lock:
+        assert ("/v1/fleet?refresh=1", f"Bearer {TOKEN}") in stand_in.requests
+    tab.clean()
+
+
 def test_a_401_forgets_the_token_and_asks_again(tab: Tab, stand_in: StandIn) -> None:
     page = tab.open()
     tab.state("login")
@@ -466,6 +479,12 @@ def test_the_real_service_s_fleet_on_the_page(browser: Any, live: Live) -> None:
         tab.state("ready")
         onboardings = tab.rows("onboardings-table", "school")
         assert onboardings["new-e"]["attrs"]["status"] == "applied"
+        # "Survey now": a new survey, which knows the new school.
+        surveyed = page.get_attribute("#surveyed-at", "datetime")
+        page.click("#survey-now")
+        page.wait_for_function("t => document.getElementById('surveyed-at').dateTime !== t", arg=surveyed,
+                               timeout=WAIT_MS)  # fmt: skip
+        assert page.get_attribute("#count-schools", "data-count") == "5"
         tab.clean()
     finally:
         tab.context.close()

@@ -150,6 +150,7 @@ _SCRIPT = r"""
     $("dashboard").hidden = true;
     $("survey").hidden = true;
     $("change-token").hidden = true;
+    $("survey-now").hidden = true;
     problem("");
     $("token-error").textContent = message || "";
     $("token-error").hidden = !message;
@@ -163,7 +164,7 @@ _SCRIPT = r"""
     timer = setTimeout(load, REFRESH_MS);
   }
 
-  async function load() {
+  async function load(fresh) {
     clearTimeout(timer);
     const token = getToken();
     if (!token) { showForm(""); return; }
@@ -172,8 +173,10 @@ _SCRIPT = r"""
     const controller = new AbortController();
     running = controller;
     if (!fleet) setState("loading");
+    if (fresh === true) $("survey-now").disabled = true;  // a survey can take a while over a large fleet
     try {
-      const answer = await fetch("v1/fleet", {
+      // ?refresh=1: a new survey now (the button), else the service's, no older than its --survey-every.
+      const answer = await fetch(fresh === true ? "v1/fleet?refresh=1" : "v1/fleet", {
         headers: {"Authorization": "Bearer " + token, "Accept": "application/json"},
         cache: "no-store", credentials: "omit", redirect: "error", signal: controller.signal,
       });
@@ -192,7 +195,11 @@ _SCRIPT = r"""
       if (!fleet) setState("error");
     } finally {
       // No next read while the form is up (a refused or forgotten token): the next one follows a new token.
-      if (running === controller) { running = null; if (getToken()) schedule(); }
+      if (running === controller) {
+        running = null;
+        $("survey-now").disabled = false;
+        if (getToken()) schedule();
+      }
     }
   }
 
@@ -295,6 +302,7 @@ _SCRIPT = r"""
     document.body.dataset.refreshes = String(refreshes);
     $("survey").hidden = false;
     $("change-token").hidden = false;
+    $("survey-now").hidden = false;
     $("token-form").hidden = true;
     $("dashboard").hidden = false;
   }
@@ -309,6 +317,7 @@ _SCRIPT = r"""
     load();
   });
   $("change-token").addEventListener("click", () => { forget(); showForm(""); });
+  $("survey-now").addEventListener("click", () => load(true));
   document.addEventListener("visibilitychange", () => { if (!document.hidden && !running) load(); });
   ticker = setInterval(tick, 1000);
   load();
@@ -318,6 +327,7 @@ _SCRIPT = r"""
 _BODY = """<header><h1>Fleet</h1>
 <p class="meta" id="survey" hidden>Surveyed <time id="surveyed-at"></time>, <span id="survey-age"></span> ago;
 latest migration <code id="latest-version"></code>; page updated <span id="updated"></span>.</p>
+<button type="button" id="survey-now" hidden>Survey now</button>
 <button type="button" id="change-token" hidden>Change token</button></header>
 <div id="problem" role="alert" hidden></div>
 <form id="token-form" method="post" autocomplete="off" hidden>
