@@ -12,7 +12,8 @@ Stable hooks for tests and scrapers: `body[data-state]` (`login`, `loading`, `re
 `body[data-refreshes]` (fleet answers rendered), `id="token-form"`, `id="counts"` (cards `id="count-<key>"` with
 `data-count`), `id="histogram"` (rows `class="bar"` with `data-version`/`data-count`), `id="servers-table"` (rows
 with `data-server`), `id="schools-table"` (the schools not ok, rows with `data-school`/`data-status`),
-`id="onboardings-table"` (rows with `data-school`), `id="surveyed-at"`, `id="survey-age"`, `id="problem"`.
+`id="onboardings-table"` (rows with `data-school`), `id="surveyed-at"`, `id="survey-age"`, `id="problem"`,
+`id="survey-now"` (a new survey: `?refresh=1`), `id="change-token"`.
 """
 
 from __future__ import annotations
