@@ -10,6 +10,8 @@ same kind of school as the onboarding figure), adopts them the way a real projec
 
 - `--onboardings` new schools through `PUT /v1/schools/{id}`, one every `--pace-ms`, each timed by the client from
   the request to the end of the answer (HTTP included, one kept-alive connection as an admin service would hold);
+- the floor: as many onboardings in this process (`engine.provision` taking a spare, no HTTP, no service), paced
+  alike; the API's figures are printed as ratios to it;
 - the same onboarding through the CLI, `orchestrator provision -D URL --template T --extension uuid-ossp`, a spare
   ready each time (`--cli-rounds`, median): what calling the CLI per school costs;
 - a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` is
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from onboarding import generate_migrations
 
 from bench import (
@@ -53,7 +56,11 @@ from bench import (
     verdict,
     warn_if_busy,
 )
+from orchestrator import engine, eventloop, template
 from orchestrator.devserver import DevServer, free_port
+from orchestrator.engine import EngineOptions
+from orchestrator.source import load_migrations
+from orchestrator.target import DatabaseTarget
 
 TARGET_P50_MS = 20.0
 TARGET_P95_MS = 60.0
@@ -225,6 +232,25 @@ def _paths(client: Client, tenants: set[str]) -> tuple[Counter[str], list[float]
     return Counter(str(o.get("path")) for o in onboardings), [float(o.get("ms") or 0) for o in onboardings]
 
 
+async def _engine_floor(urls: list[str], migrations: Path, pace_s: float) -> tuple[list[float], Counter[str]]:
+    """The same onboardings in this process, no HTTP and no service: `engine.provision` with the template's creator
+    (a spare taken), paced alike: the floor of the API's figure (the service adds HTTP, the job, its budgets)."""
+    source = load_migrations(migrations)
+    options = EngineOptions(extensions=("uuid-ossp",))  # the registry's: the template's extensions
+    create = template.creator(TEMPLATE, source, options)
+    times: list[float] = []
+    paths: Counter[str] = Counter()
+    started = time.perf_counter()
+    for i, url in enumerate(urls):
+        await anyio.sleep(max(0.0, started + i * pace_s - time.perf_counter()))
+        began = time.perf_counter()
+        done = await engine.provision(DatabaseTarget.parse(url), source, options, creator=create)
+        times.append((time.perf_counter() - began) * 1000)
+        spare = done.ok and any("from a ready copy (" in note for note in done.notes)
+        paths["spare" if spare else f"{done.status.value}, no spare"] += 1
+    return times, paths
+
+
 def _against(
     args: argparse.Namespace,
     server: DevServer,
@@ -269,6 +295,12 @@ def _against(
         paced.append(answer.ms)
         paced_tenants.add(tenant)
     paced_paths, inside = _paths(client, paced_tenants)
+
+    # The floor, in this process, the spares first back to N (the service tops them up).
+    _wait_spares(client, args.spares)
+    floor, floor_paths = eventloop.run(
+        _engine_floor, [new_school("floor")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000
+    )
 
     cli: list[float] = []
     cli_paths: Counter[str] = Counter()
@@ -321,6 +353,10 @@ def _against(
     if inside:
         say(f"    inside the service (its own timing, /v1/fleet): p50 {statistics.median(inside):.1f} ms, "
             f"p95 {percentile(inside, 95):.1f} ms")  # fmt: skip
+    floor_p50 = statistics.median(floor)
+    say(f"  floor: engine.provision in-process (no HTTP, no service), paced alike: p50 {floor_p50:.1f} ms, "
+        f"p95 {percentile(floor, 95):.1f} ms; paths: {_counted(floor_paths)}")  # fmt: skip
+    say(f"    API p50 / floor p50 {p50 / floor_p50:.2f}x, API p95 / floor p95 {p95 / percentile(floor, 95):.2f}x")
     say(f"  CLI, orchestrator provision -D URL --template T, a spare ready (median of {args.cli_rounds})")
     say(f"        {cli_ms:8.1f} ms   (runs: {', '.join(f'{t:.0f}' for t in cli)}); paths: {_counted(cli_paths)}")
     say(f"  CLI / API p50 {ratio:6.1f}x      target >= {TARGET_CLI_RATIO:g}x  {verdict(ratio >= TARGET_CLI_RATIO)}")
