@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 from onboarding import generate_migrations
 
 from bench import (
@@ -232,11 +233,33 @@ def _paths(client: Client, tenants: set[str]) -> tuple[Counter[str], list[float]
     return Counter(str(o.get("path")) for o in onboardings), [float(o.get("ms") or 0) for o in onboardings]
 
 
+def _options() -> EngineOptions:
+    return EngineOptions(extensions=("uuid-ossp",))  # the registry's: the template's extensions
+
+
+async def _top_up(server: DevServer, migrations: Path, spares: int) -> None:
+    ready = await template.keep_ready(
+        DatabaseTarget.parse(server.url()), TEMPLATE, load_migrations(migrations), _options(), spares
+    )
+    if ready.error is not None:
+        say(f"  note: making spares: {ready.error}")
+
+
+async def _spares_in_database(server: DevServer) -> int:
+    """The ready copies of the template that exist, whoever made or took them."""
+    conn = await asyncpg.connect(server.url())
+    try:
+        comments = await conn.fetch("SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database")
+    finally:
+        await conn.close()
+    return sum(1 for row in comments if (template.parse_spare(row["comment"]) or ("",))[0] == TEMPLATE)
+
+
 async def _engine_floor(urls: list[str], migrations: Path, pace_s: float) -> tuple[list[float], Counter[str]]:
     """The same onboardings in this process, no HTTP and no service: `engine.provision` with the template's creator
     (a spare taken), paced alike: the floor of the API's figure (the service adds HTTP, the job, its budgets)."""
     source = load_migrations(migrations)
-    options = EngineOptions(extensions=("uuid-ossp",))  # the registry's: the template's extensions
+    options = _options()
     create = template.creator(TEMPLATE, source, options)
     times: list[float] = []
     paths: Counter[str] = Counter()
@@ -296,31 +319,8 @@ def _against(
         paced_tenants.add(tenant)
     paced_paths, inside = _paths(client, paced_tenants)
 
-    # The floor, in this process, the spares first back to N (the service tops them up).
-    _wait_spares(client, args.spares)
-    floor, floor_paths = eventloop.run(
-        _engine_floor, [new_school("floor")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000
-    )
-
-    cli: list[float] = []
-    cli_paths: Counter[str] = Counter()
-    for round_ in range(args.cli_rounds):
-        _wait_spares(client, 1)
-        _, url = new_school("cli")
-        report = migrations.parent / f"cli-{round_}.json"
-        done = run_timed(
-            # The registry's school settings on the command line (the template's extensions: else no spare fits).
-            [orchestrator_exe(), "provision", "-D", url, "--template", TEMPLATE, "--extension", "uuid-ossp",
-             "--migrations", str(migrations), "--no-progress", "--report", str(report)],
-            env=env,
-        )  # fmt: skip
-        cli.append(done.seconds * 1000)
-        if done.returncode != 0:
-            problems.append(f"provision -D: exit {done.returncode}\n{tail(done.stdout + done.stderr)}")
-        elif report.exists():
-            notes = " ".join(n for school in json.loads(report.read_text())["schools"] for n in school["notes"])
-            cli_paths["spare" if "ready copy" in notes else "no spare"] += 1
-
+    # The burst, the spares back to N first (the service's own phases come first: its count of spares is right only
+    # while nobody else takes them).
     _wait_spares(client, args.spares)
     before = _spares_ready(client)
 
@@ -339,8 +339,43 @@ def _against(
         check(tenant, answer)
     burst_ok = sum(1 for _, a in burst if a.status == 200 and a.body.get("status") in ("applied", "up_to_date"))
     burst_paths, _ = _paths(client, {t for t, _ in burst})
-    refilled = _wait_spares(client, args.spares, timeout=600)
+    said_after, counted_after = _spares_ready(client), eventloop.run(_spares_in_database, server)
+    # Refilled: the service says N again, and N exist in pg_database (its count is its own bookkeeping).
+    refill_started = time.monotonic()
+    refilled: float | None = None
+    while time.monotonic() - refill_started < 600:
+        if _spares_ready(client) >= args.spares and eventloop.run(_spares_in_database, server) >= args.spares:
+            refilled = time.monotonic() - refill_started
+            break
+        time.sleep(0.25)
     client.close()
+
+    # The floor, in this process; the spares made first as `orchestrator template --spares N` would (untimed).
+    eventloop.run(_top_up, server, migrations, args.spares)
+    floor, floor_paths = eventloop.run(
+        _engine_floor, [new_school("floor")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000
+    )
+
+    cli: list[float] = []
+    cli_paths: Counter[str] = Counter()
+    for round_ in range(args.cli_rounds):
+        eventloop.run(_top_up, server, migrations, args.spares)  # a spare ready, whatever the service does
+        _, url = new_school("cli")
+        report = migrations.parent / f"cli-{round_}.json"
+        done = run_timed(
+            # The registry's school settings on the command line (the template's extensions: else no spare fits).
+            [orchestrator_exe(), "provision", "-D", url, "--template", TEMPLATE, "--extension", "uuid-ossp",
+             "--migrations", str(migrations), "--no-progress", "--report", str(report)],
+            env=env,
+        )  # fmt: skip
+        cli.append(done.seconds * 1000)
+        if done.returncode != 0:
+            problems.append(f"provision -D: exit {done.returncode}\n{tail(done.stdout + done.stderr)}")
+        elif report.exists():
+            notes = " ".join(n for school in json.loads(report.read_text())["schools"] for n in school["notes"])
+            cli_paths["spare" if "ready copy" in notes else "no spare"] += 1
+            if "ready copy" not in notes:
+                problems.append(f"provision -D took no spare: {notes[:400]}")
 
     p50, p95 = statistics.median(paced), percentile(paced, 95)
     cli_ms = statistics.median(cli)
@@ -362,8 +397,10 @@ def _against(
     say(f"  CLI / API p50 {ratio:6.1f}x      target >= {TARGET_CLI_RATIO:g}x  {verdict(ratio >= TARGET_CLI_RATIO)}")
     say(f"  burst of {args.burst} PUTs at once: {burst_ok}/{args.burst} ok in {burst_s:.2f} s "
         f"{verdict(burst_ok == args.burst)}; paths: {_counted(burst_paths)}")  # fmt: skip
+    say(f"    spares: {before} before it; right after it the service said {said_after}, pg_database held "
+        f"{counted_after}")  # fmt: skip
     say(
-        f"    spares {before} before it; back to {args.spares} "
+        f"    back to {args.spares} (the service's figure and pg_database's) "
         + (f"{refilled:.1f} s after it   met" if refilled is not None else "not within 600 s   MISSED")
     )
     say(f"  context: GET /healthz on the same connection (HTTP alone), p50 {statistics.median(healthz):.2f} ms")
