@@ -10,12 +10,12 @@ same kind of school as the onboarding figure), adopts them the way a real projec
 
 - `--onboardings` new schools through `PUT /v1/schools/{id}`, one every `--pace-ms`, each timed by the client from
   the request to the end of the answer (HTTP included, one kept-alive connection as an admin service would hold);
+- a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` and
+  `pg_database` are polled until the spares are back to N;
 - the floor: as many onboardings in this process (`engine.provision` taking a spare, no HTTP, no service), paced
-  alike; the API's figures are printed as ratios to it;
+  alike, on spares made in-process; the API's figures are printed as ratios to it;
 - the same onboarding through the CLI, `orchestrator provision -D URL --template T --extension uuid-ossp`, a spare
-  ready each time (`--cli-rounds`, median): what calling the CLI per school costs;
-- a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` is
-  polled until the spares are back to N.
+  ready each time (`--cli-rounds`, median): what calling the CLI per school costs.
 
 Context: `GET /healthz` on the same connection (the HTTP round trip alone, the floor of any API call) and the path
 each onboarding took (spare, template copy, files) as the service reports it. It prints figures and the targets
