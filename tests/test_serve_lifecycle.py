@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-from fleetkit import cli, make_migrations, registry_url, write_registry
+from fleetkit import ROOT, cli, make_migrations, registry_url, write_registry
 from pgbouncer import PgBouncer
 from pgfixtures import (
     PG_PASSWORD,
@@ -250,3 +252,15 @@ def test_onboardings_on_one_server_stay_within_per_server(tmp_path: Path, pg: De
         assert elapsed >= 3.0, f"two 1.5 s onboardings overlapped: {elapsed:.2f}s"
     finally:
         assert service.stop() == 0
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("provision", "--help")])
+def test_other_commands_never_import_the_service(args: tuple[str, ...]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "orchestrator", *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    modules = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "orchestrator.cli.serve" in modules  # the command is registered
+    assert not {m for m in modules if m.split(".")[0] in ("starlette", "uvicorn") or m.startswith("orchestrator.serve")}

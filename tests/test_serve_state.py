@@ -11,10 +11,20 @@ from pathlib import Path
 import anyio
 import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, drop_database, execute_sync, quote_ident, run_sync, spares_of, unique_db_name
+from pgfixtures import (
+    PG_PASSWORD,
+    database_exists,
+    drop_database,
+    execute_sync,
+    quote_ident,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 
 from orchestrator.command import Command
 from orchestrator.devserver import DevServer
+from orchestrator.errors import SchoolConflict
 from orchestrator.job import Request
 from orchestrator.registry import caller_tenant
 from orchestrator.serve.state import Service, service_request
@@ -89,3 +99,32 @@ def test_two_onboardings_of_one_school_share_a_lock_that_goes_away(tmp_path: Pat
         assert "twice" in svc.extra  # known from now on
     finally:
         run_sync(drop_database(pg.url(), name))
+
+
+def test_one_database_under_two_ids_at_once_is_refused(tmp_path: Path, pg: DevServer) -> None:
+    svc = service(tmp_path, pg)
+    name, other = unique_db_name("state_claim"), unique_db_name("state_claim")
+    outcomes: dict[str, object] = {}
+
+    async def main() -> None:
+        async def one(tenant_id: str, database: str) -> None:
+            try:
+                outcomes[tenant_id] = (await svc.onboard(caller_tenant(tenant_id, pg.url(database), "test"))).result
+            except SchoolConflict as error:
+                outcomes[tenant_id] = error
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "first", name)
+            tg.start_soon(one, "second", name)  # the same database under another id
+            tg.start_soon(one, "first", other)  # the same id on another database
+        svc.kept.close()
+
+    try:
+        anyio.run(main)
+        assert isinstance(outcomes["second"], SchoolConflict)
+        assert [o.tenant for o in svc.onboardings] == ["first"]
+        assert not run_sync(database_exists(pg.url(), other))
+        assert svc._claims == {}
+    finally:
+        run_sync(drop_database(pg.url(), name))
+        run_sync(drop_database(pg.url(), other))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,7 @@ class Service:
     _listed: dict[str, Tenant] = field(default_factory=dict)  # the registry's schools by id
     _identities: tuple[Job | None, dict[Any, str]] | None = None
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
+    _claims: dict[str, list[Any]] = field(default_factory=dict)  # id -> [school given by URL, requests onboarding it]
     _school_locks: dict[str, list[Any]] = field(default_factory=dict)  # school -> [its lock, holders and waiters]
     _server_limits: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     _total: anyio.CapacityLimiter | None = None
@@ -223,14 +224,15 @@ class Service:
             raise Refused(self.source_error, 503)
         job = self.ready_job
         started = time.perf_counter()
-        async with self._one_at_a_time(tenant), self._limits(tenant, job):
-            try:
-                with keeping(self.kept):  # one open maintenance session per server, not one per school
-                    report = await run(for_schools(job, [tenant], (), Command.PROVISION))
-            except UnsafeMigrations as error:
-                raise Refused(error, 422) from None
-            except InvalidInput as error:  # the files differ from what the template or the fleet holds
-                raise Refused(error, 409) from None
+        with self._claimed(tenant):
+            async with self._one_at_a_time(tenant), self._limits(tenant, job):
+                try:
+                    with keeping(self.kept):  # one open maintenance session per server, not one per school
+                        report = await run(for_schools(job, [tenant], (), Command.PROVISION))
+                except UnsafeMigrations as error:
+                    raise Refused(error, 422) from None
+                except InvalidInput as error:  # the files differ from what the template or the fleet holds
+                    raise Refused(error, 409) from None
         outcome = report.outcomes[0]
         if tenant.id not in self._listed and outcome.result.status not in _NOT_THERE:
             self.extra[tenant.id] = tenant  # known from now on (GET, the survey), until the registry lists it
@@ -268,6 +270,30 @@ class Service:
         health.spares_ready = max(0, health.spares_ready - 1)
         self.metrics.spares(server, health.spares_ready)
         self.refill.set()
+
+    @contextmanager
+    def _claimed(self, tenant: Tenant) -> Iterator[None]:
+        """A school given by URL is held by its id and its database while it is onboarded: another request naming
+        the same id with another database, or the same database under another id, is refused (409) instead of
+        racing it. The same school twice is not (the second waits: `_one_at_a_time`)."""
+        if tenant.id in self._listed:
+            yield
+            return
+        mine = tenant.target.identity
+        for other, (held, _) in self._claims.items():
+            if (other == tenant.id) != (held.target.identity == mine):
+                raise SchoolConflict(
+                    f"school {other} is being onboarded on {held.target.redacted} right now",
+                    hint="one school, one database: wait for that request, then check the id and the URL",
+                )
+        entry = self._claims.setdefault(tenant.id, [tenant, 0])
+        entry[1] += 1
+        try:
+            yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._claims[tenant.id]
 
     @asynccontextmanager
     async def _one_at_a_time(self, tenant: Tenant) -> AsyncIterator[None]:
