@@ -36,8 +36,7 @@ def serve(
         int,
         typer.Option(
             "--spares",
-            help="Ready copies of the template to keep on each server, topped up in the background (0 drops "
-            "them all).",
+            help="Ready copies of the template to keep on each server, topped up in the background (0 drops them all).",
             rich_help_panel=ONBOARDING.panel,
         ),
     ] = DEFAULT_SPARES,
