@@ -449,9 +449,14 @@ def test_a_collector_that_never_answers_delays_the_exit_by_the_export_budget_at_
     waited = time.monotonic() - started
 
     assert waited < 0.3 + 2, f"the exit waited {waited:.1f}s for a collector that never answers"
-    assert [(level, event) for level, event, _ in recorder.said] == [("warning", "tracing.export")]
-    time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more
-    assert len(recorder.said) == 1
+    # Said once: one warning. The SDK's retry message may or may not arrive before the exit (a race between its
+    # export thread and the budget); it is relayed at debug level, which an operator sees only when asking for it.
+    warnings = [(event, values) for level, event, values in recorder.said if level != "debug"]
+    assert [event for event, _ in warnings] == ["tracing.export"], recorder.said
+    assert "not delivered within 0.3s" in warnings[0][1]["reason"]
+    said_by_the_exit = len(recorder.said)
+    time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more, not even at debug level
+    assert len(recorder.said) == said_by_the_exit, recorder.said[said_by_the_exit:]
 
 
 @pytest.mark.parametrize(
