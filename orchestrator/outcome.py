@@ -21,9 +21,9 @@ class Status(StrEnum):
     REVERTED = "reverted"  # down files ran
     FAILED = "failed"  # a migration or bootstrap step failed; its transaction rolled back
     LOCKED = "locked"  # another migrator held the SQLx lock longer than --lock-wait
-    UNREACHABLE = "unreachable"  # no connection (server down, auth failed)
+    UNREACHABLE = "unreachable"  # no connection (server down, no answer, no free slot)
     NO_DATABASE = "no_database"  # the server is up, the school's database does not exist (new, or lost)
-    DENIED = "denied"  # the URL's role lacks a privilege (SQLSTATE 42501); not retried
+    DENIED = "denied"  # the login was refused (28P01, 28000) or the role lacks a privilege (42501); not retried
     POOLED = "pooled"  # refused: the URL leads through a transaction-mode pooler; SQLx's lock is meaningless there
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
@@ -48,6 +48,7 @@ _ERROR_STATUS: dict[str, Status] = {
     "modified": Status.MODIFIED,
     "missing": Status.MISSING,
     "permission_denied": Status.DENIED,
+    "auth_failed": Status.DENIED,
 }
 _INSUFFICIENT_PRIVILEGE = "42501"
 

@@ -307,7 +307,7 @@ def test_a_password_variable_cannot_retarget_a_school_to_another_database(pg: De
 
     assert result.exit_code == 1, "the whole value is the password, and it is the wrong one"
     [outcome] = json.loads(result.stdout)["schools"]
-    assert (outcome["database"], outcome["status"]) == (target, "unreachable")
+    assert (outcome["database"], outcome["status"]) == (target, "denied")
     assert not has_history(pg.url(other)) and not has_history(pg.url(target))
 
 
