@@ -31,6 +31,9 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed); resolve: left alone
     DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
     UNREADABLE = "unreadable"  # audit only: connected, but the school could not be read (lock, grant, timeout)
+    # audit only: read, but its expected schema could not be built (no CREATEDB where references are built, no server
+    # of its version, its files failing in a scratch database), so its schema was not compared: not drift, not clean
+    NO_REFERENCE = "no_reference"
 
     @property
     def ok(self) -> bool:

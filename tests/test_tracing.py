@@ -163,7 +163,7 @@ def test_an_audit_is_a_run_span_with_a_span_per_school_and_its_counts(
     assert run.parent is None and attrs(run)["orchestrator.command"] == "audit"
     assert (attrs(run)["orchestrator.schools.clean"], attrs(run)["orchestrator.schools.schema_drift"]) == (1, 1)
     assert run.status.status_code is StatusCode.ERROR
-    assert run.status.description == "1 school(s) with drift or not read"
+    assert run.status.description == "1 school(s) with drift"
     per_school = [s for s in children(finished, run) if s.name == "audit school"]
     assert sorted(attrs(s)["orchestrator.school.id"] for s in per_school) == ["s0", "s1"]
     assert all(attrs(s)["orchestrator.status"] == "up_to_date" for s in per_school), "the ledgers agree"
@@ -449,11 +449,11 @@ def test_a_collector_that_never_answers_delays_the_exit_by_the_export_budget_at_
     waited = time.monotonic() - started
 
     assert waited < 0.3 + 2, f"the exit waited {waited:.1f}s for a collector that never answers"
-    # Said once: one warning. The SDK's retry message may or may not arrive before the exit (a race between its
-    # export thread and the budget); it is relayed at debug level, which an operator sees only when asking for it.
+    # Said once: one warning. Which comes first, the export's own timeout or the exit's budget, and whether the
+    # SDK's retry message arrives before the exit, is a race between threads; the SDK's messages are relayed at
+    # debug level, which an operator sees only when asking for it.
     warnings = [(event, values) for level, event, values in recorder.said if level != "debug"]
     assert [event for event, _ in warnings] == ["tracing.export"], recorder.said
-    assert "not delivered within 0.3s" in warnings[0][1]["reason"]
     said_by_the_exit = len(recorder.said)
     time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more, not even at debug level
     assert len(recorder.said) == said_by_the_exit, recorder.said[said_by_the_exit:]
