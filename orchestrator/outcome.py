@@ -29,7 +29,7 @@ class Status(StrEnum):
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
     SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed); resolve: left alone
-    DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
+    DRIFT = "drift"  # audit only: findings (history, extensions, a live schema unlike what the migrations make)
     UNREADABLE = "unreadable"  # audit only: connected, but the school could not be read (lock, grant, timeout)
     # audit only: read, but its expected schema could not be built (no CREATEDB where references are built, no server
     # of its version, its files failing in a scratch database), so its schema was not compared: not drift, not clean
