@@ -36,6 +36,7 @@ from orchestrator.errors import UnsafeMigrations
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import Status
 from orchestrator.runner import run_any
+from orchestrator.settings import Gate
 
 REVERSIBLE = {
     "1_people.up.sql": "CREATE TABLE people (id int);\n",
@@ -171,6 +172,26 @@ def test_an_audit_is_a_run_span_with_a_span_per_school_and_its_counts(
     built = [s for s in children(finished, run) if s.kind is SpanKind.CLIENT]  # the expected schema, built
     assert [attrs(s)["orchestrator.migration.version"] for s in built] == [1, 2, 3]
     assert not any(PG_PASSWORD in every_text(s) for s in finished)
+
+
+def test_an_audit_that_could_not_compare_its_schools_ends_its_span_saying_so_not_drift(
+    tmp_path: Path, pg: DevServer, spans: InMemorySpanExporter, unreachable_url: str
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    registry = fleet_registry(
+        tmp_path / "t.yaml", pg, [make_school(pg, "uncompared_a"), make_school(pg, "uncompared_b")]
+    )
+    assert run_fleet_job(Command.MIGRATE, registry, migrations).ok
+    spans.clear()
+
+    gate = Gate(reference_url=(unreachable_url,))  # no server to build the expected schema on
+    report = run_sync(run_any(prepare(Request(Command.AUDIT, registry=registry, migrations=migrations, gate=gate))))
+
+    assert report.verdict == "not_audited"
+    run = only(spans.get_finished_spans(), "orchestrator audit")
+    assert (attrs(run)["orchestrator.schools.drift"], attrs(run)["orchestrator.schools.no_reference"]) == (0, 2)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "2 school(s) not audited"
 
 
 def test_a_failing_file_carries_its_sqlstate_and_no_span_carries_the_password(
