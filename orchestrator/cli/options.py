@@ -165,6 +165,17 @@ JSON_OUT = Flag("json_out", bool, ("--json",), "Print the JSON report on stdout 
 NO_PROGRESS = Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
                    not _outputs.progress)  # fmt: skip
 OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS))
+# The run's outcome for Prometheus (docs/metrics.md): commands that change the fleet, and the audit.
+METRICS = Group(
+    "Metrics",
+    (
+        Flag("metrics", Path | None, ("--metrics",), "Write the run's Prometheus metrics here (a textfile for "
+             "node_exporter's textfile collector, replaced atomically).", show_default=False),
+        Flag("pushgateway", str | None, ("--pushgateway",), "Push the same metrics to this Prometheus Pushgateway "
+             "(job `orchestrator`, grouping key `command`). A failed push is a warning: the exit code stays the "
+             "run's.", show_default=False, metavar="<url>"),
+    ),
+)  # fmt: skip
 REFERENCE_URL = Flag(
     "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
     "repeatable: one per PostgreSQL major version in the fleet.",
@@ -268,6 +279,8 @@ class Flags:
                 junit=v.get("junit", _outputs.junit),
                 json=v.get("json_out", _outputs.json),
                 progress=not v.get("no_progress", not _outputs.progress),
+                metrics=v.get("metrics", _outputs.metrics),
+                pushgateway=v.get("pushgateway", _outputs.pushgateway),
             ),
             gate=Gate(
                 **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
