@@ -171,7 +171,13 @@ def check_pushgateway(url: str) -> None:
         )
 
 
-def push(registry: CollectorRegistry, url: str, command: str, timeout: float = PUSH_TIMEOUT_S) -> None:
-    """PUT the registry to the Pushgateway: it replaces this command's group (job `orchestrator`, command=...).
+def grouping_key(command: str, shard: tuple[int, int] | None = None) -> dict[str, str]:
+    """The Pushgateway group a run replaces: its command's, and with --shard its shard's (the shards of one
+    rollout push at once; each must not wipe out the others' metrics)."""
+    return {"command": command, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})}
+
+
+def push(registry: CollectorRegistry, url: str, group: dict[str, str], timeout: float = PUSH_TIMEOUT_S) -> None:
+    """PUT the registry to the Pushgateway: it replaces the metrics of its group (job `orchestrator`, `group`).
     Raises OSError when the gateway cannot be reached or refuses the push."""
-    push_to_gateway(url, job=JOB, registry=registry, grouping_key={"command": command}, timeout=timeout)
+    push_to_gateway(url, job=JOB, registry=registry, grouping_key=group, timeout=timeout)

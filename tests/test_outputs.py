@@ -267,6 +267,21 @@ def test_a_push_that_fails_is_a_warning_and_the_exit_code_stays_the_run_s(
     assert refused.returncode == 0 and "warning: metrics not pushed" in refused.stdout, refused.stdout
 
 
+def test_the_pushgateway_may_come_from_the_environment_and_a_shard_pushes_to_its_own_group(
+    fleet: tuple[Path, Path, list[str]],
+) -> None:
+    registry, migrations, _ = fleet
+    args = ("--yes", "--no-progress", "--registry", str(registry), "--migrations", str(migrations))
+    with Gateway() as gateway:
+        result = cli("migrate", *args, "--shard", "0/1", env={"ORCHESTRATOR_PUSHGATEWAY": gateway.url})
+        unset = cli("status", *args[1:], env={"ORCHESTRATOR_PUSHGATEWAY": gateway.url})  # status pushes nothing
+    assert result.returncode == 0 and unset.returncode == 0, result.stdout + result.stderr
+    [(method, path, body)] = gateway.requests
+    # prometheus_client writes a value holding `/` in base64: "0/1" -> MC8x
+    assert (method, path) == ("PUT", "/metrics/job/orchestrator/command/migrate/shard@base64/MC8x")
+    assert samples(body)[("orchestrator_schools", (("command", "migrate"), ("status", "applied")))] == 3
+
+
 def test_revert_and_audit_metrics_carry_their_command(
     tmp_path: Path, pg: DevServer, fleet: tuple[Path, Path, list[str]]
 ) -> None:

@@ -50,6 +50,7 @@ class Flag:
     default: Any = None
     show_default: bool | str = True
     metavar: str | None = None  # e.g. <duration>; None: typer's, from the type
+    envvar: str | None = None  # read when the flag is not typed (an empty value counts as unset)
 
     def parameter(self, panel: str) -> inspect.Parameter:
         is_flag = self.type is bool
@@ -59,6 +60,7 @@ class Flag:
             rich_help_panel=panel,
             show_default=False if is_flag else self.show_default,
             metavar=self.metavar,
+            envvar=self.envvar,
         )
         return inspect.Parameter(
             self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=Annotated[self.type, option]
@@ -172,8 +174,9 @@ METRICS = Group(
         Flag("metrics", Path | None, ("--metrics",), "Write the run's Prometheus metrics here (a textfile for "
              "node_exporter's textfile collector, replaced atomically).", show_default=False),
         Flag("pushgateway", str | None, ("--pushgateway",), "Push the same metrics to this Prometheus Pushgateway "
-             "(job `orchestrator`, grouping key `command`). A failed push is a warning: the exit code stays the "
-             "run's.", show_default=False, metavar="<url>"),
+             "(job `orchestrator`, grouping key `command`, and `shard` with --shard). A failed push is a warning: "
+             "the exit code stays the run's.", show_default=False, metavar="<url>",
+             envvar="ORCHESTRATOR_PUSHGATEWAY"),
     ),
 )  # fmt: skip
 REFERENCE_URL = Flag(

@@ -159,7 +159,8 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Sequenc
             human.print(f"wrote {path}")
     if outputs.pushgateway and registry is not None:
         try:
-            metrics.push(registry, outputs.pushgateway, metrics.command_of(report))
+            group = metrics.grouping_key(metrics.command_of(report), job.request.selection.shard)
+            metrics.push(registry, outputs.pushgateway, group)
         except (OSError, ValueError) as exc:
             render.print_push_failed(human, outputs.pushgateway, exc)
         else:
