@@ -21,15 +21,19 @@ from .settings import Outputs
 
 @dataclass(frozen=True)
 class OutputFile:
+    """A path named by a flag (an output, or an input it must not land on)."""
+
     flag: str  # e.g. "--report": the message names what the operator typed
     path: Path
 
 
-def check_outputs(outputs: Outputs, extra: Sequence[OutputFile] = ()) -> None:
-    """Before the first connection: every output file of the run can be written, and the Pushgateway's URL is one.
-    Raises InvalidInput (exit 2)."""
+def check_outputs(outputs: Outputs, extra: Sequence[OutputFile] = (), inputs: Sequence[OutputFile] = ()) -> None:
+    """Before the first connection: every output file of the run can be written, lands on none of the `inputs` (the
+    registry, a migrations directory), and the Pushgateway's URL is one. Raises InvalidInput (exit 2)."""
     named = (("--report", outputs.report), ("--junit", outputs.junit), ("--metrics", outputs.metrics))
-    check_writable([*(OutputFile(flag, path) for flag, path in named if path is not None), *extra])
+    files = [*(OutputFile(flag, path) for flag, path in named if path is not None), *extra]
+    check_writable(files)
+    _refuse_inputs(files, inputs)
     if outputs.pushgateway is not None:
         from .metrics import check_pushgateway  # prometheus_client: only when a push is asked for
 
@@ -53,6 +57,20 @@ def check_writable(files: Sequence[OutputFile]) -> None:
             )
         seen[resolved] = file.flag
         _check_one(file)
+
+
+def _refuse_inputs(files: Sequence[OutputFile], inputs: Sequence[OutputFile]) -> None:
+    """A typo such as `--report tenants.yaml` would replace the registry with a report."""
+    for file in files:
+        resolved = Path(os.path.realpath(file.path))
+        for given in inputs:
+            source = Path(os.path.realpath(given.path))
+            if resolved == source or (source.is_dir() and resolved.is_relative_to(source)):
+                what = "would replace" if resolved == source else "would land in"
+                raise UnwritableOutput(
+                    f"{file.flag} {file.path} {what} the input {given.flag} {given.path}",
+                    hint="write the outputs somewhere else, e.g. ./reports/",
+                )
 
 
 def _check_one(file: OutputFile) -> None:

@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.devserver import DevServer, free_port
 from orchestrator.errors import InvalidInput, UnwritableOutput
 from orchestrator.metrics import check_pushgateway
-from orchestrator.output_files import OutputFile, check_writable, write_atomically
+from orchestrator.output_files import OutputFile, check_outputs, check_writable, write_atomically
+from orchestrator.settings import Outputs
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -66,6 +67,17 @@ def test_two_flags_naming_one_file_are_refused(tmp_path: Path) -> None:
     same = [OutputFile("--report", tmp_path / "r.out"), OutputFile("--junit", tmp_path / "sub" / ".." / "r.out")]
     with pytest.raises(UnwritableOutput, match="--report and --junit both name"):
         check_writable(same)
+
+
+def test_an_output_never_lands_on_an_input(tmp_path: Path) -> None:
+    registry, migrations = tmp_path / "tenants.yaml", make_migrations(tmp_path / "migrations")
+    registry.write_text("tenants: []\n")
+    inputs = [OutputFile("--registry", registry), OutputFile("--migrations", migrations)]
+    for output, said in [(registry, "would replace the input --registry"),
+                         (migrations / "r.json", "would land in the input --migrations")]:  # fmt: skip
+        with pytest.raises(UnwritableOutput, match=said):
+            check_outputs(Outputs(report=output), inputs=inputs)
+    check_outputs(Outputs(report=tmp_path / "r.json"), inputs=inputs)
 
 
 def test_a_writable_path_passes_and_the_check_leaves_nothing_behind(tmp_path: Path) -> None:

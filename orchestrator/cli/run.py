@@ -17,7 +17,7 @@ from .. import eventloop
 from ..command import Command
 from ..confirm import to_confirm
 from ..errors import InvalidInput
-from ..job import Job, prepare
+from ..job import Job, Request, prepare
 from ..logsetup import json_logs, register_secrets
 from ..output_files import OutputFile, check_outputs, write_atomically
 from ..report import RunReport
@@ -45,7 +45,7 @@ def execute(
     (`confirm.py`): asked on a terminal (stdin), refused without one unless --yes."""
     try:
         request = flags.request(command, **specific)
-        check_outputs(request.outputs, [OutputFile(flag, path) for flag, path, _ in extra_files])
+        check_outputs(request.outputs, [OutputFile(f, path) for f, path, _ in extra_files], inputs_of(request))
         job = prepare(request)
     except InvalidInput as error:
         fail_usage(error)
@@ -112,7 +112,7 @@ def execute_template(flags: Flags, spares: int) -> None:
 
     try:
         request = flags.request(Command.TEMPLATE, spares=spares)
-        check_outputs(request.outputs)
+        check_outputs(request.outputs, inputs=inputs_of(request))
         job = prepare(request)
         groups = template_groups(job)
     except InvalidInput as error:
@@ -125,6 +125,12 @@ def execute_template(flags: Flags, spares: int) -> None:
     render.print_templates(human, report)
     written = write_outputs(human, report, job, ())
     raise typer.Exit(exit_code(report, written))
+
+
+def inputs_of(request: Request) -> list[OutputFile]:
+    """What the run reads, which no output may replace."""
+    registry = [] if request.single else [OutputFile("--registry", request.registry)]
+    return [*registry, *(OutputFile("--migrations", d) for d in request.migrations)]
 
 
 def register_job_secrets(job: Job) -> None:
