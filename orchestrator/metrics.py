@@ -166,7 +166,7 @@ def check_pushgateway(url: str) -> None:
             problem = "its port is not a number from 1 to 65535"
     if problem:
         raise UsageError(
-            f"--pushgateway {'<hidden>' if parts.password else url}: {problem}",
+            f"--pushgateway {url.replace(parts.password, '***') if parts.password else url}: {problem}",
             hint="give the Pushgateway's address, e.g. --pushgateway http://pushgateway.monitoring:9091",
         )
 

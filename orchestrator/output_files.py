@@ -96,8 +96,9 @@ def _check_one(file: OutputFile) -> None:
     try:
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".orchestrator-probe.", suffix=".tmp")
     except OSError as exc:
+        missing = "" if directory == path.parent else f"its directory {path.parent} does not exist, and "
         raise UnwritableOutput(
-            f"{where}: cannot create a file in {directory} ({exc.strerror})",
+            f"{where}: {missing}cannot create a file in {directory} ({exc.strerror})",
             hint="name a file in a directory you can write (a reports volume, the working directory), "
             "or make that directory writable for this user",
         ) from None
