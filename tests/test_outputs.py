@@ -298,12 +298,18 @@ def test_the_pushgateway_may_come_from_the_environment_and_a_shard_pushes_to_its
     assert samples(body)[("orchestrator_schools", (("command", "migrate"), ("status", "applied")))] == 3
 
 
-def test_revert_and_audit_metrics_carry_their_command(
+def test_provision_revert_and_audit_metrics_carry_their_command(
     tmp_path: Path, pg: DevServer, fleet: tuple[Path, Path, list[str]]
 ) -> None:
     registry, migrations, _ = fleet
     args = ("--no-progress", "--registry", str(registry), "--migrations", str(migrations))
     assert cli("migrate", "--yes", *args).returncode == 0
+    new = cli("provision", "-D", pg.url(unique_db_name("outnew")), "--migrations", str(migrations), "--metrics",
+              str(tmp_path / "provision.prom"))  # fmt: skip
+    assert new.returncode == 0, new.stdout + new.stderr
+    provisioned = samples((tmp_path / "provision.prom").read_text())
+    assert provisioned[("orchestrator_schools", (("command", "provision"), ("status", "applied")))] == 1
+    assert provisioned[("orchestrator_schools_at_latest", (("command", "provision"),))] == 1
     with Gateway() as gateway:
         reverted = cli("revert", "--yes", "--target", "1", *args, "--metrics", str(tmp_path / "revert.prom"))
         audited = cli("audit", *args, "--metrics", str(tmp_path / "audit.prom"), "--pushgateway", gateway.url)
