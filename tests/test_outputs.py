@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, registry_url, write_registry
+from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, popen, registry_url, write_registry
 from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -321,6 +323,34 @@ def test_provision_revert_and_audit_metrics_carry_their_command(
     assert audit[("orchestrator_audit_schools", (("state", "clean"),))] == 3
     [(method, path, body)] = gateway.requests
     assert (method, path) == ("PUT", "/metrics/job/orchestrator/command/audit") and samples(body) == audit
+
+
+def test_an_interrupted_rollout_writes_and_pushes_metrics_that_say_so(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    schools = [make_school(pg, f"slow_outsig_{i}") for i in range(3)]  # slow_: the second file sleeps 1.5 s
+    registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
+    with Gateway() as gateway:
+        proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations),
+                     "--concurrency", "1", "--no-progress", "--metrics", str(tmp_path / "m.prom"), "--pushgateway",
+                     gateway.url)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while fetchval_sync(
+            pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
+            "AND datname LIKE 't_slow_outsig%' AND query LIKE '%pg_sleep%'"
+        ) == 0:  # fmt: skip
+            assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    got = samples((tmp_path / "m.prom").read_text())
+    cmd = (("command", "migrate"),)
+    assert got[("orchestrator_run_interrupted", cmd)] == 1 and got[("orchestrator_run_ok", cmd)] == 0
+    assert got[("orchestrator_schools", (*cmd, ("status", "applied")))] == 1
+    assert got[("orchestrator_schools", (*cmd, ("status", "skipped")))] == 2
+    assert got[("orchestrator_school_duration_seconds_count", cmd)] == 1, "skipped schools were not attempted"
+    [(_, _, body)] = gateway.requests
+    assert samples(body) == got
 
 
 @pytest.fixture
