@@ -1,9 +1,9 @@
 """`orchestrator template`: keep each server's template current and its spares ready, for the selected schools.
 
 The schools are grouped by (server, the template they onboard from, its extensions): one `template.keep_ready` per
-group, the groups at once up to `--concurrency`. A school without a template takes no part; when none of the
-selected schools has one, the command is refused before any connection. The template's own work (lock, build,
-refresh, spares) is `template.py`'s; this module only fans it out and reports.
+group, the groups at once up to `--concurrency` in all and `--per-server` on one server. A school without a template
+takes no part; when none of the selected schools has one, the command is refused before any connection. The
+template's own work (lock, build, refresh, spares) is `template.py`'s; this module only fans it out and reports.
 
 Ctrl-C / SIGTERM (the CLI): no new group starts and running ones stop at once (a build or a spare is worth nothing
 half-made), each dropping what it half-made on its way out (stopping.py: within the grace); the report says so and
@@ -141,12 +141,13 @@ async def keep_templates(job: Job) -> TemplateReport:
     started = datetime.now(UTC)
     results: list[ServerTemplate | None] = [None] * len(groups)  # in the order of the groups
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
+    on_server = {server: anyio.CapacityLimiter(n) for server, n in job.per_server.items()}
     stop = Stop("servers", cancel_at_once=True)
 
     async def keep(i: int, group: TemplateGroup) -> None:
         first, began = group.tenants[0], False
         try:
-            async with limiter:
+            async with limiter, on_server[group.server]:
                 if not stop.requested:
                     began = True
                     options = job.engine_options(first)
