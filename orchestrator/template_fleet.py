@@ -142,7 +142,7 @@ async def keep_templates(job: Job) -> TemplateReport:
     results: list[ServerTemplate | None] = [None] * len(groups)  # in the order of the groups
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
     on_server = {server: anyio.CapacityLimiter(n) for server, n in job.per_server.items()}
-    stop = Stop("servers", cancel_at_once=True)
+    stop = Stop("servers", job.request.budgets.grace, cancel_at_once=True)
 
     async def keep(i: int, group: TemplateGroup) -> None:
         first, began = group.tenants[0], False

@@ -134,6 +134,9 @@ BUDGETS = Group(
              "one server (connection refused, timed out or reset, or a reply deadline passed), its other schools end "
              "unreachable at once (0 = never).",
              _budgets.server_down_after),
+        _duration("grace", "--grace", "After the first Ctrl-C or SIGTERM (nothing new starts), how long running "
+                  "work may go on before it is aborted (a second signal aborts at once). Give a pod's "
+                  "terminationGracePeriodSeconds (systemd: TimeoutStopSec) this plus a margin.", _budgets.grace),
     ),
 )  # fmt: skip
 ROLLOUT = Group(
@@ -261,6 +264,7 @@ class Flags:
                 server_down_after=v.get("server_down_after", _budgets.server_down_after),
                 canary=v.get("canary", _budgets.canary),
                 max_failures=FailureBudget.parse(v.get("max_failures")),
+                grace=parse_duration(v.get("grace", _budgets.grace), "--grace"),
             ),
             school=self.school_settings(),
             outputs=Outputs(
