@@ -631,8 +631,8 @@ def select(registry: Registry, selection: Selection) -> list[Tenant]:
                 hint="`orchestrator status` lists the registered tenants",
             )
     known_tags = {tag for t in tenants for tag in t.tags}
-    for tag in selection.tags:
-        if tag not in known_tags:
+    for tag in (*selection.tags, *selection.exclude_tags):
+        if tag not in known_tags:  # a misspelt --exclude-tag would leave in what it meant to keep out
             raise UsageError(
                 f"no tenant is tagged {excerpt(tag)}", hint=f"tags in the registry: {some(sorted(known_tags))}"
             )
@@ -642,7 +642,7 @@ def select(registry: Registry, selection: Selection) -> list[Tenant]:
             continue
         if selection.tags and not set(selection.tags) & set(t.tags):
             continue
-        if t.id in selection.exclude:
+        if t.id in selection.exclude or set(selection.exclude_tags) & set(t.tags):
             continue
         if selection.shard and shard_of(t.id, selection.shard[1]) != selection.shard[0]:
             continue
@@ -661,6 +661,7 @@ def _describe(selection: Selection) -> str:
     filters = [f"--tenant {excerpt(i, 40)}" for i in selection.ids]
     filters += [f"--tag {excerpt(t, 40)}" for t in selection.tags]
     filters += [f"--exclude {excerpt(i, 40)}" for i in selection.exclude]
+    filters += [f"--exclude-tag {excerpt(t, 40)}" for t in selection.exclude_tags]
     if selection.shard:
         filters.append(f"--shard {selection.shard[0]}/{selection.shard[1]}")
     if selection.only is not None:

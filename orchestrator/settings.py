@@ -1,7 +1,7 @@
 """Every option of the tool as a typed value, each built-in default written once, and the one resolver.
 
 The option groups (what the command line shows as panels, and what the Python API takes):
-- `Selection`: which schools (--tenant/--tag/--exclude/--shard/--resume);
+- `Selection`: which schools (--tenant/--tag/--exclude/--exclude-tag/--shard/--resume);
 - `Budgets`: how hard to push (--concurrency/--retries), when to stop (--canary/--max-failures) and how long
   running work may go on after Ctrl-C / SIGTERM (--grace);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
@@ -175,6 +175,7 @@ class Selection:
     ids: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()  # leave out every school with any of these tags (wins over tags and ids)
     shard: tuple[int, int] | None = None  # (index, count), index 0-based
     resume: Path | None = None  # an earlier --report: only its schools that did not end ok
     only: frozenset[str] | None = None  # ids chosen by the caller (the runner fills it from `resume`)

@@ -488,3 +488,19 @@ def test_grace_is_a_duration_checked_before_any_connection(tmp_path: Path) -> No
     for bad in ("soon", "-1s"):
         result = cli("migrate", "--yes", "-D", "postgresql://u@127.0.0.1:1/x", "--grace", bad)
         assert result.returncode == 2 and "--grace" in result.stderr, (bad, result.stderr)
+
+
+def test_exclude_tag_leaves_the_tagged_schools_untouched(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations", {"1_create_a.sql": "CREATE TABLE a (id int);\n"})
+    schools = [make_school(pg, f"xtag_{i}") for i in range(3)]
+    registry = write_registry(tmp_path / "t.yaml", [
+        ("open", registry_url(pg, schools[0]), ["north"]),
+        ("paused", registry_url(pg, schools[1]), ["north", "paused"]),
+        ("other", registry_url(pg, schools[2]), []),
+    ])  # fmt: skip
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+                 "--tag", "north", "--exclude-tag", "paused", "--report", str(tmp_path / "r.json"))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [s["id"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]] == ["open"]
+    assert history(pg, schools[0]) == [1]
+    assert "_sqlx_migrations" not in tables(pg, schools[1]) and "_sqlx_migrations" not in tables(pg, schools[2])

@@ -115,6 +115,8 @@ SELECTION = Group(
              metavar="<tag>"),
         Flag("exclude", list[str] | None, ("--exclude",), "Leave this school out (repeatable).", show_default=False,
              metavar="<id>"),
+        Flag("exclude_tag", list[str] | None, ("--exclude-tag",), "Leave out schools with this tag (repeatable; "
+             "wins over --tenant and --tag).", show_default=False, metavar="<tag>"),
         Flag("shard", str | None, ("--shard",), "I/N: this process's share of the fleet, 0 <= I < N "
              "(N processes cover every school exactly once).", show_default=False, metavar="<I/N>"),
         Flag("resume", Path | None, ("--resume",), "Only the schools that did not end ok in this earlier --report.",
@@ -254,6 +256,7 @@ class Flags:
                 ids=tuple(v["tenant"] or ()),
                 tags=tuple(v["tag"] or ()),
                 exclude=tuple(v["exclude"] or ()),
+                exclude_tags=tuple(v["exclude_tag"] or ()),
                 shard=parse_shard(v["shard"]) if v["shard"] else None,
                 resume=v["resume"],
             ),
