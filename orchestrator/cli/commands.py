@@ -184,7 +184,8 @@ def audit(
 
 
 # The shared groups too, so one script's flags work on every command: --concurrency and --per-server bound the
-# builds (template_fleet.py); --no-progress has nothing to turn off (one line per server, at the end).
+# builds and --retries retries a server's transient failure (template_fleet.py); --no-progress and
+# --server-down-after have nothing to act on (one line per server, at the end; each server is tried once).
 @command(app, *FLEET, ONBOARDING, EXTENSIONS, CONFIRM)
 def template(
     flags: Flags,
