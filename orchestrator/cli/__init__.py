@@ -17,7 +17,7 @@ from .options import LOGGING, Flags, apply_flags_logging, with_flags
 app = typer.Typer(
     name="orchestrator",
     help="Fleet migration orchestrator for per-school PostgreSQL databases (SQLx-compatible).\n\n"
-    "Work on one database with -D URL (or DATABASE_URL), or on the schools of a registry (tenants.yaml).",
+    "Work on one database with -D URL (-D - for $DATABASE_URL), or on the schools of a registry (tenants.yaml).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,

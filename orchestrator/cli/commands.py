@@ -16,22 +16,16 @@ from ..settings import DEFAULT_SPARES
 from . import app
 from .options import (
     CONFIRM,
-    DATABASES,
     EXTENSIONS,
     FLEET,
     GATE,
-    JSON_OUT,
-    JUNIT,
     LEDGER,
     METRICS,
     ONBOARDING,
     PLAN_FIRST,
     PREFLIGHT_AND_YES,
     REFERENCE_URL,
-    REPORT,
     ROLLOUT,
-    SELECTION,
-    SESSION,
     Flags,
     Group,
     command,
@@ -40,7 +34,6 @@ from .options import (
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
-TEMPLATE_OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT))  # one line per server: no progress to turn off
 
 
 def execute(flags: Flags, command: Command, **specific: Any) -> None:
@@ -184,7 +177,10 @@ def audit(
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS, CONFIRM, METRICS)
+# The shared groups too, so one script's flags work on every command: --concurrency and --per-server bound the
+# builds and --retries retries a server's transient failure (template_fleet.py); --no-progress and
+# --server-down-after have nothing to act on (one line per server, at the end; each server is tried once).
+@command(app, *FLEET, ONBOARDING, EXTENSIONS, CONFIRM, METRICS)
 def template(
     flags: Flags,
     spares: Annotated[
