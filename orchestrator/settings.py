@@ -37,6 +37,8 @@ DEFAULT_SPARES = 4
 # edited file (commits that touched it, and seconds in all; the search is local, never a fetch).
 GIT_HISTORY_DEPTH = 200
 GIT_HISTORY_SECONDS = 10.0
+# `--pushgateway`: how long the push of a run's metrics may take; a slow or absent gateway costs no more than this.
+PUSH_TIMEOUT_S = 5.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -191,6 +193,8 @@ class Outputs:
     junit: Path | None = None
     json: bool = False  # the JSON report on stdout, human output on stderr
     progress: bool = True  # a live bar on a terminal, one line per school elsewhere
+    metrics: Path | None = None  # Prometheus text file (node_exporter's textfile collector)
+    pushgateway: str | None = None  # the same metrics pushed to this Prometheus Pushgateway
 
 
 @dataclass(frozen=True, slots=True)

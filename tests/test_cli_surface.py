@@ -93,6 +93,19 @@ def test_migrations_is_repeatable_on_every_database_command(captured: Captured) 
     assert captured.requests[-1].migrations == (Path("migrations"),), "the default: one directory"
 
 
+def test_metrics_flags_are_one_group_with_one_meaning_on_the_commands_that_take_them() -> None:
+    def panel(command: str) -> str:
+        text = help_text(command)
+        return text[text.index("╭─ Metrics") :].split("╰")[0] if "╭─ Metrics" in text else ""
+
+    panels = {command: panel(command) for command in ALL_COMMANDS}
+    takers = {"migrate", "revert", "resolve", "provision", "template", "audit"}
+    assert {command for command, text in panels.items() if text} == takers
+    assert len({panels[command] for command in takers}) == 1, "the same flags and help everywhere"
+    assert "--metrics" in panels["audit"] and "--pushgateway" in panels["audit"]
+    assert help_text("audit").count("--metrics") == 1, "the audit's --metrics is the shared one"
+
+
 @pytest.mark.parametrize("command", ALL_COMMANDS)
 def test_help_shows_no_value_for_flags(command: str) -> None:
     assert "<bool>" not in help_text(command)

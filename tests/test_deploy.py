@@ -261,7 +261,10 @@ class Pod:
                 self.env[variable["name"]] = variable["value"]
             else:
                 self.env[variable["name"]] = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
-        self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", [])]
+        self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                self.env.update(defined[("ConfigMap", source["configMapRef"]["name"])]["data"])
         self.mounts: dict[str, tuple[Path, bool]] = {}  # mountPath -> (directory, read-only)
         self.registry_text = ""
         for mount in container.get("volumeMounts", []):
@@ -303,6 +306,15 @@ class Pod:
         return arg
 
 
+def test_the_rollouts_and_the_template_job_push_their_metrics() -> None:
+    pushing = {cid for cid, _, container in orchestrator_containers()
+               if any(s.get("configMapRef", {}).get("name") == "orchestrator-metrics"
+                      for s in container.get("envFrom", []))}  # fmt: skip
+    assert pushing == {"rollout-job.yaml:Job:orchestrator", "rollout-indexed-job.yaml:Job:orchestrator",
+                       "template-cronjob.yaml:CronJob:template"}  # fmt: skip
+    assert config_objects()[("ConfigMap", "orchestrator-metrics")]["data"]["ORCHESTRATOR_PUSHGATEWAY"]
+
+
 def test_every_orchestrator_container_is_run_below() -> None:
     assert {cid.split("[")[0] for cid, *_ in RUNS} >= {
         "rollout-job.yaml:Job:orchestrator",
@@ -341,7 +353,10 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
             assert read_only is False, f"{flag} {value} is not on a writable volume (the root filesystem is read-only)"
             outputs.append(Path(local))
     args = [pod.arg(a) for a in container["args"]]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL"))}
+    pushes = bool(pod.env.get("ORCHESTRATOR_PUSHGATEWAY"))
+    if pushes:  # the shipped Pushgateway, at a local port where nothing listens: the push is tried and fails
+        pod.env["ORCHESTRATOR_PUSHGATEWAY"] = f"http://127.0.0.1:{free_port()}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL", "ORCHESTRATOR_PUSH"))}
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -351,6 +366,8 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
     assert "cannot connect to" in done.stdout + done.stderr, "the run did try the (absent) servers"
     for output in outputs:
         assert output.is_file(), f"{output} was not written"
+    if pushes:
+        assert "metrics_not_pushed" in done.stderr, "the metrics were pushed to the ConfigMap's Pushgateway"
     assert not any(p in done.stderr for p in passwords.values())
 
 

@@ -50,6 +50,7 @@ class Flag:
     default: Any = None
     show_default: bool | str = True
     metavar: str | None = None  # e.g. <duration>; None: typer's, from the type
+    envvar: str | None = None  # read when the flag is not typed (an empty value counts as unset)
 
     def parameter(self, panel: str) -> inspect.Parameter:
         is_flag = self.type is bool
@@ -59,6 +60,7 @@ class Flag:
             rich_help_panel=panel,
             show_default=False if is_flag else self.show_default,
             metavar=self.metavar,
+            envvar=self.envvar,
         )
         return inspect.Parameter(
             self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=Annotated[self.type, option]
@@ -170,6 +172,18 @@ JSON_OUT = Flag("json_out", bool, ("--json",), "Print the JSON report on stdout 
 NO_PROGRESS = Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
                    not _outputs.progress)  # fmt: skip
 OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS))
+# The run's outcome for Prometheus (docs/metrics.md): commands that change the fleet, and the audit.
+METRICS = Group(
+    "Metrics",
+    (
+        Flag("metrics", Path | None, ("--metrics",), "Write the run's Prometheus metrics here (a textfile for "
+             "node_exporter's textfile collector, replaced atomically).", show_default=False),
+        Flag("pushgateway", str | None, ("--pushgateway",), "Push the same metrics to this Prometheus Pushgateway "
+             "(job `orchestrator`, grouping key `command`, and `shard` with --shard). A failed push is a warning: "
+             "the exit code stays the run's.", show_default=False, metavar="<url>",
+             envvar="ORCHESTRATOR_PUSHGATEWAY"),
+    ),
+)  # fmt: skip
 REFERENCE_URL = Flag(
     "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
     "repeatable: one per PostgreSQL major version in the fleet.",
@@ -275,6 +289,8 @@ class Flags:
                 junit=v.get("junit", _outputs.junit),
                 json=v.get("json_out", _outputs.json),
                 progress=not v.get("no_progress", not _outputs.progress),
+                metrics=v.get("metrics", _outputs.metrics),
+                pushgateway=v.get("pushgateway", _outputs.pushgateway),
             ),
             gate=Gate(
                 **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
