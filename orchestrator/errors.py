@@ -89,6 +89,13 @@ class UsageError(InvalidInput):
     code = "bad_usage"
 
 
+class UnwritableOutput(InvalidInput):
+    """An output file (--report, --junit, --metrics, --html) could not be written where it is named: found before
+    the first connection, so a run never ends without the record of what it did."""
+
+    code = "unwritable_output"
+
+
 class UnsafeMigrations(InvalidInput):
     """The safety gate refused the pending migrations (lint errors) and --allow-unsafe was not given."""
 

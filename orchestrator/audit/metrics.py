@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge
 
-from ..report import write_atomically
+from .. import metrics
+from ..output_files import write_atomically
 from .model import AuditReport
 
 _PREFIX = "orchestrator_audit_"
@@ -27,14 +28,17 @@ STATES = ("clean", "drift", "schema_drift", "pending", "not_audited", "unreachab
 
 
 def _gauge(registry: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-    return Gauge(_PREFIX + name, doc, labelnames=labels, registry=registry)
+    return metrics.gauge(registry, _PREFIX + name, doc, labels)
 
 
 def render_prometheus(report: AuditReport) -> str:
     """The report in the Prometheus text exposition format (version 0.0.4)."""
-    # A private registry: the process-wide default one would add python_* / process_* metrics and collide across
-    # calls.
-    registry = CollectorRegistry(auto_describe=True)
+    return metrics.render(audit_registry(report))
+
+
+def audit_registry(report: AuditReport) -> CollectorRegistry:
+    """The audit's metrics (the textfile's and what `--pushgateway` pushes)."""
+    registry = metrics.new_registry()
 
     drift = _gauge(
         registry,
@@ -92,7 +96,7 @@ def render_prometheus(report: AuditReport) -> str:
     _gauge(registry, "schema_fingerprints", "Distinct live-schema fingerprints across the fleet.").set(
         len(report.fingerprint_groups())
     )
-    return generate_latest(registry).decode("utf-8")
+    return registry
 
 
 def write_prometheus(report: AuditReport, path: Path | str) -> None:

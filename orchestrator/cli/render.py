@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -310,6 +311,30 @@ def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> N
             console.print(f"  {escape(line)}", highlight=False)
     for line in report.rehearsal or []:
         console.print(f"rehearsal: {escape(line)}", highlight=False)
+
+
+def print_unwritten(console: Console, flag: str, path: Path, error: OSError) -> None:
+    """An output file the run could not write although it was checked before (a full disk, a volume gone). The
+    run's result was shown above; the exit code says the run's record is missing."""
+    reason = error.strerror or str(error)
+    hint = f"the previous {path} (if any) is left as it was; free space or fix the volume, then run again"
+    if json_logs():
+        get_logger("orchestrator.cli").error("output_not_written", flag=flag, path=str(path), reason=reason, hint=hint)
+        return
+    console.print(f"[red]error[/]: {flag} {escape(str(path))} was not written: {escape(reason)}", highlight=False)
+    console.print(f"  what to do: {escape(hint)}", highlight=False)
+
+
+def print_push_failed(console: Console, url: str, error: Exception) -> None:
+    """A Pushgateway that could not take the metrics: a warning, the exit code stays the run's."""
+    reason = str(getattr(error, "reason", None) or error)
+    if json_logs():
+        get_logger("orchestrator.cli").warning("metrics_not_pushed", pushgateway=url, reason=reason)
+        return
+    console.print(
+        f"[yellow]warning[/]: metrics not pushed to {escape(url)}: {escape(reason)} (the exit code is the run's)",
+        highlight=False,
+    )
 
 
 def print_no_preflight(console: Console) -> None:
