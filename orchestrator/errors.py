@@ -135,6 +135,14 @@ class ConnectFailed(Unreachable):
     no_answer = True
 
 
+class AuthFailed(DatabaseError):
+    """The server refused the login (SQLSTATE 28P01 wrong password, 28000 no such role or a pg_hba.conf rule): an
+    answer, so never counted as a server down; not retried, since the same credentials fail again and repeated
+    failures can lock the account."""
+
+    code = "auth_failed"
+
+
 class DatabaseMissing(DatabaseError):
     """The database does not exist and we were not asked to create it."""
 

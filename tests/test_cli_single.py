@@ -192,7 +192,7 @@ def test_wrong_password_exits_1_without_printing_either_password(pg: DevServer) 
     result = invoke("status", "-D", url, "--migrations", str(PROJECT_MIGRATIONS), "--json")
 
     assert result.exit_code == 1
-    assert report(result)["schools"][0]["status"] == "unreachable"
+    assert report(result)["schools"][0]["status"] == "denied"
     assert wrong not in result.stdout and wrong not in result.stderr
 
 

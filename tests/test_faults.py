@@ -368,7 +368,7 @@ def test_a_refused_login_is_not_retried(tmp_path: Path, db_name: str, db_url: st
     report = run_fleet_job(Command.MIGRATE, registry, migrations, budgets=Budgets(retries=2, retry_backoff=0.01))
 
     school = report.outcomes[0].result
-    assert school.status is Status.UNREACHABLE and school.error is not None
+    assert school.status is Status.DENIED and school.error is not None and school.error.code == "auth_failed"
     assert "password authentication failed" in school.error.message
     assert not school.error.retryable and school.attempts == 1
     assert proxy.logins == 1, "a wrong password is tried once: repeated failures can lock the account"

@@ -225,7 +225,7 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
         assert PG_PASSWORD not in text
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["schema_version"] == 1
-    assert data["summary"]["by_status"] == {"applied": 1, "failed": 1, "unreachable": 1}
+    assert data["summary"]["by_status"] == {"applied": 1, "failed": 1, "denied": 1}  # the wrong password
     schools = {s["id"]: s for s in data["schools"]}
     assert schools["ok"]["applied"] == [1, 2, 3] and schools["ok"]["version_after"] == 3
     assert schools["ok"]["tags"] == ["north"]

@@ -169,8 +169,11 @@ def audit(
         Path | None, typer.Option("--html", help="One self-contained HTML page.", rich_help_panel="Audit")
     ] = None,
 ) -> None:
-    """Nightly drift audit, read-only: pending, edited, missing or half-applied migrations, and live schemas that
-    differ from what their migrations produce. Exit 1 when anything drifts."""
+    """Nightly drift audit, read-only on schools: pending, edited, missing or half-applied migrations, and live
+    schemas that differ from what their migrations produce (built in scratch databases on the first school's server
+    unless --reference-url is given). Exit 0 clean; 1 drift found (even if some schools could not be audited); 3
+    some school could not be audited (unreachable, denied, unreadable, no_reference) and none drifted; 2 invalid
+    input; 130 interrupted."""
     from ..audit.html import render_html
 
     extra = [("--html", html, render_html)] if html else []

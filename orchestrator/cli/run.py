@@ -25,7 +25,7 @@ from ..runner import Report, plan_first, plans_first, preflight_skipped, refuse_
 from ..target import DatabaseTarget
 from . import render
 from .options import Flags
-from .render import EXIT_INTERRUPTED, EXIT_NOT_OK, EXIT_OK, fail_usage
+from .render import EXIT_INTERRUPTED, EXIT_NOT_AUDITED, EXIT_NOT_OK, EXIT_OK, fail_usage
 
 # Extra files a command writes from its report (the audit's HTML page): (flag, path, contents).
 ExtraFile = tuple[str, Path, Callable[[Any], str | Iterable[str]]]
@@ -54,6 +54,7 @@ def execute(
     outputs = request.outputs
     human = render.make_console(stderr=outputs.json)
     render.print_plan(human, job)
+    render.print_scratch_notice(job)
     progress_console = render.make_console(stderr=True)
     show_progress = outputs.progress and not request.single and not json_logs()  # JSON logs: per-school events
     planned = plan_pass(job, human, progress_console, show_progress)
@@ -179,7 +180,13 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Sequenc
 
 
 def exit_code(report: Report, written: bool = True) -> int:
-    """An output that could not be written fails an otherwise ok run (the run's record is missing)."""
+    """Every command's exit code, here only: 0 ok, 1 not ok (the audit: drift found; or an output that could not be
+    written after an otherwise ok run: the run's record is missing), 3 the audit could not audit some school and
+    found no drift, 130 interrupted (2, invalid input, is raised before anything runs)."""
+    from ..audit.model import AuditReport
+
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if report.ok and written else EXIT_NOT_OK
+    if report.ok:
+        return EXIT_OK if written else EXIT_NOT_OK
+    return EXIT_NOT_AUDITED if isinstance(report, AuditReport) and report.verdict == "not_audited" else EXIT_NOT_OK
