@@ -13,7 +13,6 @@ import uvicorn
 
 from ..eventloop import USE_UVLOOP
 from ..logsetup import get_logger, register_secrets
-from ..settings import DEFAULT_GRACE
 from .app import make_app
 from .state import Service
 
@@ -58,8 +57,10 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(service: Service, token: str, host: str, port: int, *, grace: float = DEFAULT_GRACE) -> bool:
-    """Serve until SIGTERM / SIGINT. False when it could not start (e.g. the port is taken)."""
+def serve(service: Service, token: str, host: str, port: int) -> bool:
+    """Serve until SIGTERM / SIGINT (running onboardings get the run's --grace). False when it could not start
+    (e.g. the port is taken)."""
+    grace = service.request.budgets.grace
     register_secrets([token])  # never logged; scrubbed anyway should a message ever carry it
     _route_uvicorn_logs()
     config = uvicorn.Config(
