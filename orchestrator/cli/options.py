@@ -221,6 +221,16 @@ EXTENSIONS = Group(
              "says (a school then is exactly what `sqlx migrate run` builds).", False),
     ),
 )  # fmt: skip
+# `template` keeps them; `serve` keeps them topped up in the background. One flag, one help.
+Spares = Annotated[
+    int,
+    typer.Option(
+        "--spares",
+        help="Ready copies of the template to keep on each server (0 drops them all); `serve` tops them up in the "
+        "background as onboardings take them.",
+        rich_help_panel=ONBOARDING.panel,
+    ),
+]
 DRY_RUN = Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False)
 PREFLIGHT = Flag(
     "preflight", bool, ("--preflight/--no-preflight",), "Over a registry, first a read-only plan pass (the "

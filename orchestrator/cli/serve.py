@@ -10,7 +10,7 @@ import typer
 
 from ..settings import DEFAULT_LISTEN, DEFAULT_SPARES, DEFAULT_SURVEY_EVERY, format_duration
 from . import app
-from .options import BUDGETS, DATABASES, EXTENSIONS, GATE, ONBOARDING, SESSION, Flags, Group, command
+from .options import BUDGETS, DATABASES, EXTENSIONS, GATE, ONBOARDING, SESSION, Flags, Group, Spares, command
 
 SERVICE_PANEL = "Service"
 SERVE_GATE = Group(GATE.panel, (GATE.flags[0],))  # --allow-unsafe: a rehearsal per onboarding would cost seconds
@@ -32,14 +32,7 @@ def serve(
             rich_help_panel=SERVICE_PANEL,
         ),
     ] = None,
-    spares: Annotated[
-        int,
-        typer.Option(
-            "--spares",
-            help="Ready copies of the template to keep on each server, topped up in the background (0 drops them all).",
-            rich_help_panel=ONBOARDING.panel,
-        ),
-    ] = DEFAULT_SPARES,
+    spares: Spares = DEFAULT_SPARES,
     survey_every: Annotated[
         str,
         typer.Option(
