@@ -516,7 +516,7 @@ class _Fleet:
         self.problems: list[RegistryError] = []
         self.problem_count = 0
         self.ids: dict[str, str] = {}  # id -> where it was first seen, for messages
-        self.databases: dict[tuple[tuple[tuple[str, int], ...], str], Tenant] = {}
+        self.databases: dict[tuple[tuple[str, int], str], Tenant] = {}  # by each (address, database) it reaches
         self.templates: dict[str, Location] = {}  # template name -> where it is first given
 
     def add(self, node: yaml.Node, loader: _Loader | None = None) -> None:
@@ -540,7 +540,7 @@ class _Fleet:
         # another school's url or direct_url.
         targets = [tenant.target] if tenant.direct is None else [tenant.target, tenant.direct]
         for target in targets:
-            other = self.databases.get(target.identity)
+            other = next((o for o in map(self.databases.get, target.places) if o is not None), None)
             if other is not None:
                 self.problem(
                     RegistryError(
@@ -554,7 +554,7 @@ class _Fleet:
                 return
         self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
         for target in targets:
-            self.databases[target.identity] = tenant
+            self.databases.update(dict.fromkeys(target.places, tenant))
         self.tenants.append(tenant)
         self.template_at(tenant.settings.template, loader.at(_value_of(node, "template")))
 

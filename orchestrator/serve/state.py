@@ -198,7 +198,7 @@ class Service:
                     hint="leave the URL out to use the registry's, or change the registry first",
                 )
             return known
-        other = self._databases().get(given.target.identity)
+        other = next((o for o in map(self._databases().get, given.target.places) if o is not None), None)
         if other is not None:
             raise SchoolConflict(
                 f"{given.target.redacted} is the database of school {other}", hint="every school needs its own database"
@@ -208,8 +208,11 @@ class Service:
     def _databases(self) -> dict[Any, str]:
         """Each known school's database (url and direct_url, by identity) -> its id."""
         if self._identities is None or self._identities[0] is not self.job:
-            self._identities = (self.job, {t.identity: s.id for s in self.ready_job.tenants for t in _targets(s)})
-        return {**self._identities[1], **{t.identity: s.id for s in self.extra.values() for t in _targets(s)}}
+            self._identities = (
+                self.job,
+                {p: s.id for s in self.ready_job.tenants for t in _targets(s) for p in t.places},
+            )
+        return {**self._identities[1], **{p: s.id for s in self.extra.values() for t in _targets(s) for p in t.places}}
 
     def _known(self, tenant_id: str) -> Tenant | None:
         return self._listed.get(tenant_id) or self.extra.get(tenant_id)
@@ -279,9 +282,9 @@ class Service:
         if tenant.id in self._listed:
             yield
             return
-        mine = tenant.target.identity
+        mine = set(tenant.target.places)
         for other, (held, _) in self._claims.items():
-            if (other == tenant.id) != (held.target.identity == mine):
+            if (other == tenant.id) != bool(mine & set(held.target.places)):
                 raise SchoolConflict(
                     f"school {other} is being onboarded on {held.target.redacted} right now",
                     hint="one school, one database: wait for that request, then check the id and the URL",

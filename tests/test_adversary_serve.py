@@ -1,0 +1,96 @@
+"""Adversary: `orchestrator serve`'s PUT must never write into a database that is not a school's (the registry's
+template, a database another school owns under another spelling), on a real server; asserting the databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fleetkit import cli, make_migrations, registry_url, write_registry
+from pgfixtures import (
+    PG_PASSWORD,
+    execute_sync,
+    fetch_sync,
+    quote_ident,
+    spares_of,
+    unique_db_name,
+    with_database,
+)
+from pgversions import system_major
+from servekit import Service, start
+
+from orchestrator.devserver import DevServer
+
+
+@dataclass
+class Fleet:
+    pg: DevServer
+    migrations: Path
+    template: str
+    known: str
+    service: Service
+
+
+@pytest.fixture(scope="module")
+def fleet(servers: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    pg: DevServer = servers.get(f"pg{system_major()}", system_major())  # type: ignore[attr-defined]
+    tmp = tmp_path_factory.mktemp("advserve")
+    migrations = make_migrations(tmp / "migrations")
+    template, known = unique_db_name("advtpl"), unique_db_name("adv_known")
+    registry = write_registry(
+        tmp / "tenants.yaml",
+        [("known-a", registry_url(pg, known), [])],
+        defaults=f"defaults:\n  template: {template}\n",
+    )
+    made = cli("template", "--registry", str(registry), "--migrations", str(migrations), "--spares", "1", "--yes")
+    assert made.returncode == 0, made.stdout + made.stderr
+    service = start(
+        tmp / "serve.log",
+        "--registry", str(registry), "--migrations", str(migrations), "--spares", "0", "--survey-every", "1m",
+        "--retries", "0", "--log-format", "json", "--log-level", "info",
+    )  # fmt: skip
+    try:
+        yield Fleet(pg, migrations, template, known, service)
+    finally:
+        code = service.stop()
+        log = service.log_text()
+        assert code == 0, log
+        assert PG_PASSWORD not in log
+        for database in [*spares_of(pg.url(), template), template]:
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+
+
+def _ledger_rows(pg: DevServer, database: str) -> list[object]:
+    return [tuple(r) for r in fetch_sync(with_database(pg.url(), database),
+            "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")]  # fmt: skip
+
+
+def test_a_put_naming_the_registrys_template_is_refused_and_leaves_it_alone(fleet: Fleet) -> None:
+    answer = fleet.service.call("PUT", "/v1/schools/steal-template", {"url": fleet.pg.url(fleet.template)})
+    assert answer.status in (400, 409), answer.text
+    assert fleet.service.call("GET", "/v1/schools/steal-template").status == 404
+
+
+def _spellings(pg: DevServer, database: str) -> list[str]:
+    """Other URLs of the same database: a second host after the first (asyncpg connects to the first that answers),
+    the host in ?host=, a Unix socket."""
+    user = f"postgres:{PG_PASSWORD}"
+    return [
+        f"postgresql://{user}@127.0.0.1:{pg.port},192.0.2.1:5432/{database}",
+        f"postgresql://{user}@localhost:{pg.port},127.0.0.1:{pg.port}/{database}",
+        f"postgresql:///{database}?host=127.0.0.1&port={pg.port}&user=postgres&password={PG_PASSWORD}",
+    ]
+
+
+def test_a_known_schools_database_under_another_id_and_spelling_is_409(fleet: Fleet) -> None:
+    made = fleet.service.call("PUT", "/v1/schools/known-a")
+    assert made.status == 200, made.text
+    before = _ledger_rows(fleet.pg, fleet.known)
+    for index, url in enumerate(_spellings(fleet.pg, fleet.known)):
+        answer = fleet.service.call("PUT", f"/v1/schools/alias-{index}", {"url": url})
+        assert answer.status == 409, (url.replace(PG_PASSWORD, "***"), answer.text)
+        assert fleet.service.call("GET", f"/v1/schools/alias-{index}").status == 404
+    assert _ledger_rows(fleet.pg, fleet.known) == before
