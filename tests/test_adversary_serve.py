@@ -3,6 +3,7 @@ template, a database another school owns under another spelling), on a real serv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,12 @@ import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
 from pgfixtures import (
     PG_PASSWORD,
+    database_exists,
+    drop_database,
     execute_sync,
     fetch_sync,
     quote_ident,
+    run_sync,
     spares_of,
     unique_db_name,
     with_database,
@@ -94,3 +98,43 @@ def test_a_known_schools_database_under_another_id_and_spelling_is_409(fleet: Fl
         assert answer.status == 409, (url.replace(PG_PASSWORD, "***"), answer.text)
         assert fleet.service.call("GET", f"/v1/schools/alias-{index}").status == 404
     assert _ledger_rows(fleet.pg, fleet.known) == before
+
+
+def test_an_applied_file_edited_while_serving_refuses_new_schools(fleet: Fleet) -> None:
+    """The template and its spare hold the files as they were: a school made from them now would carry a ledger
+    whose checksums no longer match the files. The PUT is refused (409), creating nothing, the spare left."""
+    first = sorted(fleet.migrations.glob("*.sql"))[0]
+    original = first.read_text()
+    spares = spares_of(fleet.pg.url(), fleet.template)
+    name = unique_db_name("adv_edited")
+    try:
+        first.write_text(original + "\n-- edited after the template was made\n")
+        answer = fleet.service.call("PUT", "/v1/schools/edited", {"url": fleet.pg.url(name)})
+        assert answer.status == 409, answer.text
+        assert answer.body["error"]["code"] == "bad_usage"
+        assert not run_sync(database_exists(fleet.pg.url(), name))
+        assert spares_of(fleet.pg.url(), fleet.template) == spares
+    finally:
+        first.write_text(original)
+        run_sync(drop_database(fleet.pg.url(), name))
+
+
+def test_an_edit_that_keeps_the_size_and_the_mtime_is_still_seen(fleet: Fleet) -> None:
+    """`cp -p`, `rsync -t` or a tar extraction keep a file's mtime; a one-character edit keeps its size. The service
+    must still read the files again (the ctime changes whatever the writer does), and refuse the PUT."""
+    first = sorted(fleet.migrations.glob("*.sql"))[0]
+    original = first.read_bytes()
+    assert fleet.service.call("PUT", "/v1/schools/known-a").status == 200  # the service has read the files as they are
+    before = first.stat()
+    name = unique_db_name("adv_forged")
+    try:
+        edited = original.replace(b"id", b"ID", 1)
+        assert edited != original and len(edited) == len(original)
+        first.write_bytes(edited)
+        os.utime(first, ns=(before.st_atime_ns, before.st_mtime_ns))
+        answer = fleet.service.call("PUT", "/v1/schools/forged", {"url": fleet.pg.url(name)})
+        assert answer.status == 409, answer.text
+        assert not run_sync(database_exists(fleet.pg.url(), name))
+    finally:
+        first.write_bytes(original)
+        run_sync(drop_database(fleet.pg.url(), name))

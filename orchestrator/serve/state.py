@@ -138,7 +138,8 @@ class Service:
             self.servers.setdefault(tenant.server, ServerHealth())
 
     def _stamp(self) -> tuple[Any, ...]:
-        """What the files and the registry file look like (names, sizes, times): a change means a reload."""
+        """What the files and the registry file look like (names, sizes, times): a change means a reload. The ctime
+        and the inode too: `cp -p`, `rsync -t` and tar keep the mtime, and an edit may keep the size."""
         entries: list[Any] = []
         for path in (*self.request.migrations, self.request.registry):
             try:
@@ -146,10 +147,10 @@ class Service:
                     with os.scandir(path) as it:
                         for e in it:
                             st = e.stat()
-                            entries.append((str(path), e.name, st.st_mtime_ns, st.st_size))
+                            entries.append((str(path), e.name, *_looks(st)))
                 else:
                     st = path.stat()
-                    entries.append((str(path), st.st_mtime_ns, st.st_size))
+                    entries.append((str(path), *_looks(st)))
             except OSError:
                 entries.append((str(path), None))
         return tuple(sorted(entries, key=repr))
@@ -339,6 +340,10 @@ class Service:
             health.last_answer_at, health.error = at, None
         else:
             health.error = error
+
+
+def _looks(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 # A school PUT with its URL whose server could not be reached safely: not remembered (its server is not the fleet's).
