@@ -180,20 +180,7 @@ SLOW = {
 }
 
 
-@pytest.mark.parametrize(
-    "grace",
-    [
-        "20s",
-        pytest.param(
-            "1s",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="open: a request cut by the grace leaves the database it created, empty (the engine's "
-                "drop-again rule does not run on cancellation)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("grace", ["20s", "1s"])
 def test_sigterm_during_a_burst_leaves_no_school_claiming_what_it_does_not_hold(
     servers: object, tmp_path: Path, grace: str
 ) -> None:
