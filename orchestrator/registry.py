@@ -76,6 +76,7 @@ class Registry:
     path: Path
     tenants: tuple[Tenant, ...]
     defaults: SchoolSettings = EMPTY  # the registry's `defaults:`
+    source: DatabaseTarget | None = None  # the admin database of a `source:` registry: never a school's
 
     def __len__(self) -> int:
         return len(self.tenants)
@@ -374,6 +375,18 @@ def _from_source(source: RegistrySource, fleet: _Fleet) -> None:
     for row in rows:
         label = f"source row id={excerpt(str(row.get('id')), 60)}"
         fleet.add(row_node(row), _RowLoader(fleet.loader.path, label))
+    admin = set(source.target.places)
+    for tenant in fleet.tenants:
+        if any(
+            admin & set(t.places)
+            for t in ((tenant.target,) if tenant.direct is None else (tenant.target, tenant.direct))
+        ):
+            raise RegistryError(
+                f"school {tenant.id!r} names the admin database {excerpt(source.target.redacted, 200)}, the one "
+                "`source:` reads the schools from",
+                location=source.where,
+                hint="every school needs its own database; the admin database is never migrated",
+            )
 
 
 def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Registry:
@@ -502,7 +515,7 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
             "the registry has no `tenants:` list (nor a `source:`)", location=Location(path, start_line)
         )
     fleet.check(tenants_line, from_source=source is not None)
-    return Registry(path, tuple(fleet.tenants), defaults)
+    return Registry(path, tuple(fleet.tenants), defaults, None if source is None else source.target)
 
 
 class _Fleet:

@@ -14,6 +14,7 @@ import pytest
 from fleetkit import cli, make_migrations, registry_url, write_registry
 from pgfixtures import (
     PG_PASSWORD,
+    create_database,
     database_exists,
     drop_database,
     execute_sync,
@@ -227,3 +228,58 @@ def test_sigterm_during_a_burst_leaves_no_school_claiming_what_it_does_not_hold(
     finally:
         for name in names:
             run_sync(drop_database(pg.url(), name))
+
+
+def test_a_put_naming_the_admin_source_database_writes_nothing_there(servers: object, tmp_path: Path) -> None:
+    """The registry's `source:` database (the admin service's) is no school's: a PUT naming it must not create
+    the ledger nor run the files in it."""
+    pg: DevServer = servers.get(f"pg{system_major()}", system_major())  # type: ignore[attr-defined]
+    admin = unique_db_name("adv_admin")
+    run_sync(create_database(pg.url(), admin))
+    school = unique_db_name("adv_src_school")
+    try:
+        execute_sync(pg.url(admin), "CREATE TABLE schools (slug text, db_url text)")
+        execute_sync(pg.url(admin), "INSERT INTO schools VALUES ('src-a', $1)", registry_url(pg, school))
+        registry = tmp_path / "tenants.yaml"
+        registry.write_text(
+            "source:\n  url: ${ADMIN_DATABASE_URL}\n  query: SELECT slug AS id, db_url AS url FROM schools\n"
+        )
+        migrations = make_migrations(tmp_path / "migrations")
+        service = start(
+            tmp_path / "serve.log", "--registry", str(registry), "--migrations", str(migrations),
+            "--survey-every", "1m", env={"ADMIN_DATABASE_URL": pg.url(admin)},
+        )  # fmt: skip
+        try:
+            answer = service.call("PUT", "/v1/schools/sneaky", {"url": pg.url(admin)})
+            assert answer.status == 409, answer.text
+        finally:
+            assert service.stop() == 0
+        tables = fetch_sync(pg.url(admin), "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert {r["tablename"] for r in tables} == {"schools"}
+    finally:
+        for name in (admin, school):
+            run_sync(drop_database(pg.url(), name))
+
+
+def test_a_source_row_naming_the_admin_database_is_exit_2_and_writes_nothing(servers: object, tmp_path: Path) -> None:
+    pg: DevServer = servers.get(f"pg{system_major()}", system_major())  # type: ignore[attr-defined]
+    admin = unique_db_name("adv_admin_row")
+    run_sync(create_database(pg.url(), admin))
+    try:
+        execute_sync(pg.url(admin), "CREATE TABLE schools (slug text, db_url text)")
+        # The same database spelled with localhost: still the admin database.
+        row_url = f"postgresql://postgres:${{PGPW}}@localhost:{pg.port}/{admin}"
+        execute_sync(pg.url(admin), "INSERT INTO schools VALUES ('self', $1)", row_url.replace("${PGPW}", "x"))
+        registry = tmp_path / "tenants.yaml"
+        registry.write_text(
+            "source:\n  url: ${ADMIN_DATABASE_URL}\n  query: SELECT slug AS id, db_url AS url FROM schools\n"
+        )
+        migrations = make_migrations(tmp_path / "migrations")
+        done = cli("migrate", "--registry", str(registry), "--migrations", str(migrations), "--yes",
+                   env={"ADMIN_DATABASE_URL": pg.url(admin)})  # fmt: skip
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "admin database" in done.stderr
+        tables = fetch_sync(pg.url(admin), "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert {r["tablename"] for r in tables} == {"schools"}
+    finally:
+        run_sync(drop_database(pg.url(), admin))

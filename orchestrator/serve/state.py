@@ -199,6 +199,12 @@ class Service:
                     hint="leave the URL out to use the registry's, or change the registry first",
                 )
             return known
+        admin = self.ready_job.registry_source
+        if admin is not None and set(admin.places) & set(given.target.places):
+            raise SchoolConflict(
+                f"{given.target.redacted} is the registry's admin database (its `source:`), not a school's",
+                hint="every school needs its own database",
+            )
         other = next((o for o in map(self._databases().get, given.target.places) if o is not None), None)
         if other is not None:
             raise SchoolConflict(
