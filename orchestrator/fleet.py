@@ -140,7 +140,7 @@ async def run_fleet(
             failed = [o.tenant.id for o in state.results.values() if o.wave == name and not o.result.ok]
             if name == "canary" and failed and not state.halted:
                 state.halted = f"canary wave failed ({', '.join(failed)}): the rest was not started"
-                log.warning("fleet.halted", reason=state.halted)
+                log.info("fleet.halted", reason=state.halted)
     outcomes = []
     wave_of = {t.id: name for name, group in waves for t in group}
     for t in tenants:
@@ -201,13 +201,13 @@ async def _worker(
         if result.status in state.options.halt_on and not state.halted:
             why = result.error.message if result.error else result.status.value
             state.halted = f"{tenant.id} is {result.status.value} ({why}): no new school was started"
-            log.warning("fleet.halted", reason=state.halted)
+            log.info("fleet.halted", reason=state.halted)
         if not result.ok:
             state.failures += 1
             budget = state.options.budgets.max_failures
             if budget and state.failures >= budget.limit(state.total) and not state.halted:
                 state.halted = f"{state.failures} schools failed, reaching --max-failures {budget}"
-                log.warning("fleet.halted", reason=state.halted)
+                log.info("fleet.halted", reason=state.halted)
         if observer:
             observer(outcome)
 

@@ -26,6 +26,7 @@ from .options import (
     ONBOARDING,
     PLAN_FIRST,
     PREFLIGHT_AND_YES,
+    QUIET,
     REFERENCE_URL,
     REPORT,
     ROLLOUT,
@@ -39,7 +40,7 @@ from .options import (
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
-TEMPLATE_OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT))  # one line per server: no progress to turn off
+TEMPLATE_OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, QUIET))  # one line per server: no progress to turn off
 
 
 def execute(flags: Flags, command: Command, **specific: Any) -> None:

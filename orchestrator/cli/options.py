@@ -164,7 +164,10 @@ JSON_OUT = Flag("json_out", bool, ("--json",), "Print the JSON report on stdout 
                 _outputs.json)  # fmt: skip
 NO_PROGRESS = Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
                    not _outputs.progress)  # fmt: skip
-OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS))
+QUIET = Flag("quiet", bool, ("--quiet",), "Only what is not ok (each such school with its hint), the summary "
+             "and errors: no plan, no progress, no ok schools. --json's stdout is the same.",
+             _outputs.quiet)  # fmt: skip
+OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS, QUIET))
 REFERENCE_URL = Flag(
     "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
     "repeatable: one per PostgreSQL major version in the fleet.",
@@ -268,6 +271,7 @@ class Flags:
                 junit=v.get("junit", _outputs.junit),
                 json=v.get("json_out", _outputs.json),
                 progress=not v.get("no_progress", not _outputs.progress),
+                quiet=v.get("quiet", _outputs.quiet),
             ),
             gate=Gate(
                 **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
@@ -379,8 +383,11 @@ def apply_flags_logging(flags: Flags) -> None:
 
 def apply_logging(log_format: str, log_level: str | None) -> None:
     if log_format not in LOG_FORMATS:
-        raise UsageError(f"--log-format {log_format!r} is not {' or '.join(LOG_FORMATS)}")
+        raise UsageError(
+            f"--log-format {log_format!r} is not {' or '.join(LOG_FORMATS)}", hint="e.g. --log-format json"
+        )
     level = log_level or ("info" if log_format == "json" else "warning")
     if level not in LOG_LEVELS:
-        raise UsageError(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        configure_logging(log_format, "info")  # the refusal itself in the format asked for
+        raise UsageError(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}", hint="e.g. --log-level debug")
     configure_logging(log_format, level)

@@ -52,16 +52,17 @@ def execute(
     outputs = request.outputs
     human = render.make_console(stderr=outputs.json)
     render.print_plan(human, job)
-    progress_console = render.make_console(stderr=True)
-    show_progress = outputs.progress and not request.single and not json_logs()  # JSON logs: per-school events
+    progress_console = render.progress_console(human)
+    show_progress = outputs.progress and not outputs.quiet and not request.single and not json_logs()
     planned = plan_pass(job, human, progress_console, show_progress)
     confirm_writing(job, planned, human, assume_yes=flags.values.get("yes", False))
+    outcomes = command is not Command.AUDIT  # the audit's outcome per school is its verdict, rendered at the end
     try:
-        with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+        with render.progress(progress_console, len(job.tenants), show_progress, outcomes=outcomes) as observer:
             report = eventloop.run(functools.partial(run_any, planned=planned), job, observer)
     except InvalidInput as error:  # the safety gate, after its read-only plan pass: nothing was written
         fail_usage(error)
-    progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
+    progress_lines = show_progress and outcomes and not progress_console.is_terminal  # each school's line shown
     render.print_report(human, job, report, progress_lines=progress_lines)
     write_outputs(human, report, job, extra_files)
     raise typer.Exit(exit_code(report))
@@ -73,9 +74,9 @@ def plan_pass(job: Job, human: Console, progress_console: Console, show_progress
         if preflight_skipped(job):
             render.print_no_preflight(human)
         return None
-    with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+    with render.progress(progress_console, len(job.tenants), show_progress, outcomes=False) as observer:
         planned = eventloop.run(plan_first, job, observer)
-    render.print_preflight(human, planned)
+    render.print_preflight(human, job, planned)
     try:
         refuse_before_writing(job, planned)
     except InvalidInput as error:
@@ -85,14 +86,14 @@ def plan_pass(job: Job, human: Console, progress_console: Console, show_progress
 
 def confirm_writing(job: Job, planned: RunReport | None, human: Console, *, assume_yes: bool) -> None:
     """Ask on a terminal (the question on stderr: --json and a piped stdout neither skip nor pollute it); without
-    one, refuse (exit 2, nothing written) unless --yes."""
+    one, or with JSON logs (stderr holds JSON only), refuse (exit 2, nothing written) unless --yes."""
     confirmation = to_confirm(job, planned)
     if confirmation is None or assume_yes:
         return
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty() or json_logs():
         fail_usage(confirmation.refusal())
     if not ask(confirmation.question):
-        human.print("aborted: nothing was written")
+        render.print_aborted(human)
         raise typer.Exit(EXIT_NOT_OK)
 
 
@@ -118,7 +119,7 @@ def execute_template(flags: Flags, spares: int) -> None:
     render.print_template_plan(human, job, groups)
     confirm_writing(job, None, human, assume_yes=flags.values.get("yes", False))
     report = eventloop.run(keep_templates, job)
-    render.print_templates(human, report)
+    render.print_templates(human, report, quiet=job.request.outputs.quiet)
     write_outputs(human, report, job, ())
     raise typer.Exit(exit_code(report))
 
@@ -138,8 +139,8 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterabl
         files.append((outputs.junit, lambda r: r.junit_xml()))
     for path, contents in [*files, *extra_files]:
         write_atomically(path, contents(report))
-        human.print(f"wrote {path}")
-    render.print_next_steps(human, report, str(outputs.report) if outputs.report else None)
+        render.print_wrote(human, job, path)
+    render.print_next_steps(human, job, report)
     if outputs.json:
         sys.stdout.writelines(report.json_chunks())
 
