@@ -17,7 +17,7 @@ from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync
 
 from orchestrator.devserver import DevServer
 
-ROLLOUT_JOB = ROOT / "deploy" / "k8s" / "rollout-job.yaml"
+K8S = ROOT / "deploy" / "k8s"
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -30,12 +30,17 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def rollout_job_args(registry: Path, reports: Path) -> list[str]:
-    """The rollout Job's container args, as shipped, pointed at this test's registry and reports directory."""
-    manifest = yaml.safe_load(ROLLOUT_JOB.read_text())
-    args: list[str] = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+def rollout_job_args(manifest: str, registry: Path, reports: Path) -> list[str]:
+    """A rollout Job's container args, as shipped, pointed at this test's registry and reports directory (an
+    Indexed Job's as its only shard)."""
+    job = yaml.safe_load((K8S / manifest).read_text())
+    args: list[str] = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--log-format=json" in args and "--no-progress" in args, "the Job as shipped"
-    return [a.replace("/config/tenants.yaml", str(registry)).replace("/reports", str(reports)) for a in args]
+    substitutions = {"/config/tenants.yaml": str(registry), "/reports": str(reports), "$(JOB_COMPLETION_INDEX)": "0",
+                     "$(SHARD_COUNT)": "1"}  # fmt: skip
+    for old, new in substitutions.items():
+        args = [a.replace(old, new) for a in args]
+    return args
 
 
 def small_fleet(tmp_path: Path, pg: DevServer, label: str) -> tuple[Path, Path, list[str]]:
@@ -49,9 +54,10 @@ def small_fleet(tmp_path: Path, pg: DevServer, label: str) -> tuple[Path, Path, 
     return migrations, registry, dbs
 
 
-def test_the_rollout_jobs_own_arguments_log_json_lines_only(tmp_path: Path, pg: DevServer) -> None:
+@pytest.mark.parametrize("manifest", ["rollout-job.yaml", "rollout-indexed-job.yaml"])
+def test_the_rollout_jobs_own_arguments_log_json_lines_only(tmp_path: Path, pg: DevServer, manifest: str) -> None:
     migrations, registry, _ = small_fleet(tmp_path, pg, "jobjson")
-    args = [*rollout_job_args(registry, tmp_path), "--migrations", str(migrations)]
+    args = [*rollout_job_args(manifest, registry, tmp_path), "--migrations", str(migrations)]
     done = cli(*args)
     assert done.returncode == 1, done.stderr  # `bad` failed, and 2% of 4 halts at the first failure
     assert done.stdout == "", "nothing human on stdout"
@@ -71,9 +77,8 @@ def test_the_rollout_jobs_own_arguments_log_json_lines_only(tmp_path: Path, pg: 
     assert "database.failed" not in names, "the engine's own line is debug: the outcome is said once"
     summary = next(e for e in events if e["event"] == "summary")
     assert summary["ok"] is False and summary["counts"]["failed"] == 1 and "halted" in summary
-    assert sorted(e["path"] for e in events if e["event"] == "wrote") == [
-        str(tmp_path / "junit.xml"), str(tmp_path / "report.json"),
-    ]  # fmt: skip
+    outputs = [a.split("=", 1)[1] for a in args if a.startswith(("--report=", "--junit="))]
+    assert sorted(e["path"] for e in events if e["event"] == "wrote") == sorted(outputs) and len(outputs) == 2
 
     # --json with JSON logs: stdout holds exactly the report, stderr JSON lines only.
     again = cli(*args, "--json", "--report", str(tmp_path / "again.json"))
