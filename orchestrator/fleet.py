@@ -108,7 +108,7 @@ class _State:
         threshold = self.options.budgets.server_down_after
         if threshold and count >= threshold and server not in self.servers_down:
             self.servers_down[server] = f"server down: {count} connection attempts in a row failed"
-            log.warning("fleet.server_down", server=server, failed_attempts=count)
+            log.info("fleet.server_down", server=server, failed_attempts=count)  # the summary says it (once)
 
     @property
     def accepting(self) -> bool:

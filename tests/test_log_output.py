@@ -15,7 +15,7 @@ import yaml
 from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, popen, registry_url, write_registry
 from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync
 
-from orchestrator.devserver import DevServer
+from orchestrator.devserver import DevServer, free_port
 
 K8S = ROOT / "deploy" / "k8s"
 
@@ -265,3 +265,21 @@ def test_no_progress_lists_each_school_once_at_the_end(tmp_path: Path, pg: DevSe
     for school in ("ok0", "bad", "ok1", "ok2"):
         assert len(lines_naming(done.stdout, school)) == 1
     assert done.stdout.index("ok0 (") > done.stdout.index("would get"), "the results come after the plan"
+
+
+def test_a_server_found_down_by_the_plan_pass_says_why_once(tmp_path: Path) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    port = free_port()  # nothing listens there
+    registry = write_registry(
+        tmp_path / "t.yaml", [(f"d{i}", f"postgresql://postgres:${{PGPW}}@127.0.0.1:{port}/d{i}", []) for i in range(4)]
+    )
+    done = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations))
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    # The schools' results say `server down` (not attempted again); the cause is said once, with the plan pass.
+    assert output.count("cannot connect to") == 1, output
+    assert f"server down: 127.0.0.1:{port}: cannot connect to" in output
+    assert "fleet.server_down" not in output, "the summary says it: no log line at the default level"
+    logged = cli("--log-format=json", "migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations))
+    [preflight] = [e for e in json_lines(logged.stderr) if e["event"] == "preflight"]
+    assert "cannot connect to" in preflight["servers_down"][f"127.0.0.1:{port}"]

@@ -82,7 +82,19 @@ def preflight(planned: RunReport) -> None:
         versions=histogram(planned),
         would_get=[{"versions": list(k), "schools": n} for k, n in sorted(would_get.items(), key=lambda kv: -kv[1])],
         counts=planned.counts(),
+        servers_down=servers_found_down(planned),
     )
+
+
+def servers_found_down(planned: RunReport) -> dict[str, str]:
+    """Each server the plan pass found down, with the first error that said so (the rollout's results for its
+    schools say only `server down`: the cause is said here, once)."""
+    down: dict[str, str] = {}
+    for o in planned.outcomes:
+        r = o.result
+        if r.server in planned.run.servers_down and r.error is not None and r.error.no_answer:
+            down.setdefault(r.server, r.error.message.splitlines()[0])
+    return down
 
 
 def histogram(report: RunReport) -> dict[str, int]:

@@ -362,6 +362,8 @@ def print_preflight(console: Console, job: Job, planned: RunReport) -> None:
     others = {k: v for k, v in counts.items() if k not in (Status.PLANNED.value,)}
     if others:
         console.print("  " + ", ".join(f"{n} {status}" for status, n in sorted(others.items())))
+    for server, why in events.servers_found_down(planned).items():
+        console.print(f"  [red]server down[/]: {escape(server)}: {escape(why)}", highlight=False)
 
 
 def print_summary(console: Console, report: RunReport) -> None:
