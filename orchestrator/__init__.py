@@ -16,6 +16,9 @@ Any command over a registry or one database: build a `Request` (the same value t
 
     report = orchestrator.run(orchestrator.Request(orchestrator.Command.STATUS, registry=Path("tenants.yaml")))
 
+The Request's option groups are exported too: `orchestrator.Selection`, `Budgets`, `SchoolSettings`, `Outputs`,
+`Gate` (what the command line's panels build).
+
 `migrations` (of `provision` and of a `Request`) is one directory or several sharing one ledger (an application's
 main directory and its deferred one): `migrations=("migrations", "deferred")`; with `Request(...,
 ignore_missing=True)` applied versions with no file in them are not an error, as with `sqlx --ignore-missing`.
@@ -29,7 +32,7 @@ With a template, `orchestrator template --spares N` keeps ready copies of it (sp
 a rename. A hook can top them up itself after an onboarding, off its request path (e.g. in a background task):
 
     orchestrator.run(orchestrator.Request(orchestrator.Command.TEMPLATE, database_url=url,
-                                          school=SchoolSettings(template="school_template"), spares=4))
+                                          school=orchestrator.SchoolSettings(template="school_template"), spares=4))
 
 Inside an event loop, await `provision_async` / `run_async` instead. Bad input (a malformed URL or registry, a bad
 migration file) raises `orchestrator.errors.InvalidInput` before any connection, and the refusals above raise it
@@ -46,15 +49,21 @@ from typing import TYPE_CHECKING, Any
 
 from .command import Command
 from .outcome import DatabaseResult, Status
+from .settings import Budgets, Gate, Outputs, SchoolSettings, Selection
 
 if TYPE_CHECKING:
     from .job import Request
     from .runner import Report
 
 __all__ = [
+    "Budgets",
     "Command",
     "DatabaseResult",
+    "Gate",
+    "Outputs",
     "Request",
+    "SchoolSettings",
+    "Selection",
     "Status",
     "__version__",
     "provision",

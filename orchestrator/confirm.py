@@ -18,7 +18,7 @@ from .job import Job
 from .outcome import Status
 from .report import RunReport
 
-NO_SELECTION = "no --tenant, --tag, --exclude, --shard or --resume"
+NO_SELECTION = "no --tenant, --tag, --exclude, --exclude-tag, --shard or --resume"
 LEAVES_NONE_OUT = "the selection leaves none out"
 
 

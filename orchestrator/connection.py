@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 
 from . import scram
-from .errors import ConnectFailed, DatabaseError, DatabaseMissing, Interrupted, Unreachable
+from .errors import AuthFailed, ConnectFailed, DatabaseError, DatabaseMissing, Interrupted, Unreachable
 from .privileges import permission_denied
 from .settings import BUILTIN, Resolved
 from .target import DatabaseTarget
@@ -185,12 +185,11 @@ async def open_session(target: DatabaseTarget, settings: SessionSettings, *, rea
     except asyncpg.InvalidCatalogNameError:
         raise _missing(target) from None
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
-        refused = Unreachable(
+        raise AuthFailed(
             f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
-            hint="check the user and password in the URL (or the ${VAR} it comes from)",
-        )
-        refused.retryable = False  # the same password fails again, and repeated failures can lock the account
-        raise refused from None
+            hint="check the role and password in the school's URL (its registry entry, or -D; or the ${VAR} it "
+            "comes from), and that the server's pg_hba.conf lets that role in from here",
+        ) from None
     except asyncpg.InsufficientPrivilegeError as exc:  # e.g. no CONNECT on the database
         raise permission_denied(target, exc) from None
     except asyncpg.TooManyConnectionsError as exc:

@@ -89,6 +89,13 @@ class UsageError(InvalidInput):
     code = "bad_usage"
 
 
+class UnwritableOutput(InvalidInput):
+    """An output file (--report, --junit, --metrics, --html) could not be written where it is named: found before
+    the first connection, so a run never ends without the record of what it did."""
+
+    code = "unwritable_output"
+
+
 class UnsafeMigrations(InvalidInput):
     """The safety gate refused the pending migrations (lint errors) and --allow-unsafe was not given."""
 
@@ -126,6 +133,14 @@ class ConnectFailed(Unreachable):
     or a full server is not a server down)."""
 
     no_answer = True
+
+
+class AuthFailed(DatabaseError):
+    """The server refused the login (SQLSTATE 28P01 wrong password, 28000 no such role or a pg_hba.conf rule): an
+    answer, so never counted as a server down; not retried, since the same credentials fail again and repeated
+    failures can lock the account."""
+
+    code = "auth_failed"
 
 
 class DatabaseMissing(DatabaseError):

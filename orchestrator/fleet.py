@@ -1,9 +1,9 @@
 """Fan one operation out over many schools: global and per-server budgets, canary waves, a failure budget,
 retries, and a clean stop on Ctrl-C / SIGTERM. Sends no SQL: the work per school is a callable handed in.
 
-Stopping (stopping.py): the first SIGINT/SIGTERM starts no new school and gives running ones ABORT_GRACE_S to finish;
-then (or at a second signal) they are aborted through the run's SessionGroup: their statements cancelled and their
-connections closed, even on a frozen server. Either way the report is written and the process exits 130.
+Stopping (stopping.py): the first SIGINT/SIGTERM starts no new school and gives running ones the grace (--grace) to
+finish; then (or at a second signal) they are aborted through the run's SessionGroup: their statements cancelled and
+their connections closed, even on a frozen server. Either way the report is written and the process exits 130.
 
 Scheduling: each server gets `per_server` workers pulling from that server's queue, and every worker needs one of
 the `concurrency` global slots to run. So a server never sees more than `per_server` of our sessions, a busy
@@ -91,10 +91,13 @@ class _State:
     options: FleetOptions
     failures: int = 0
     halted: str | None = None
-    stop: Stop = field(default_factory=lambda: Stop("schools"))  # Ctrl-C / SIGTERM
+    stop: Stop = field(init=False)  # Ctrl-C / SIGTERM, with the run's grace
     results: dict[str, TenantOutcome] = field(default_factory=dict)
     failed_connects: dict[str, int] = field(default_factory=dict)  # server -> attempts in a row with no answer
     servers_down: dict[str, str] = field(default_factory=dict)  # server -> why its breaker is open
+
+    def __post_init__(self) -> None:
+        self.stop = Stop("schools", self.options.budgets.grace)
 
     def observe(self, server: str, result: DatabaseResult) -> None:
         """The per-server breaker: N attempts in a row that got no answer (connection refused or timed out, or a

@@ -197,7 +197,8 @@ def prepare(request: Request) -> Job:
     if request.database_url is not None:
         if request.selection.narrows:
             raise UsageError(
-                "--tenant/--tag/--exclude/--shard/--resume select schools from a registry; they do not go with -D",
+                "--tenant/--tag/--exclude/--exclude-tag/--shard/--resume select schools from a registry; they do "
+                "not go with -D",
                 hint="drop -D to work on the registry, or drop the selection flags",
             )
         tenants, defaults = [single_tenant(request.database_url)], EMPTY

@@ -21,16 +21,19 @@ class Status(StrEnum):
     REVERTED = "reverted"  # down files ran
     FAILED = "failed"  # a migration or bootstrap step failed; its transaction rolled back
     LOCKED = "locked"  # another migrator held the SQLx lock longer than --lock-wait
-    UNREACHABLE = "unreachable"  # no connection (server down, auth failed)
+    UNREACHABLE = "unreachable"  # no connection (server down, no answer, no free slot)
     NO_DATABASE = "no_database"  # the server is up, the school's database does not exist (new, or lost)
-    DENIED = "denied"  # the URL's role lacks a privilege (SQLSTATE 42501); not retried
+    DENIED = "denied"  # the login was refused (28P01, 28000) or the role lacks a privilege (42501); not retried
     POOLED = "pooled"  # refused: the URL leads through a transaction-mode pooler; SQLx's lock is meaningless there
     DIRTY = "dirty"  # a history row says success = false
     MODIFIED = "modified"  # an applied file's checksum changed
     MISSING = "missing"  # an applied version has no file
     SKIPPED = "skipped"  # fleet: not attempted (failure budget, interrupted, canary failed); resolve: left alone
-    DRIFT = "drift"  # audit only: the live schema differs from what the migrations say
+    DRIFT = "drift"  # audit only: findings (history, extensions, a live schema unlike what the migrations make)
     UNREADABLE = "unreadable"  # audit only: connected, but the school could not be read (lock, grant, timeout)
+    # audit only: read, but its expected schema could not be built (no CREATEDB where references are built, no server
+    # of its version, its files failing in a scratch database), so its schema was not compared: not drift, not clean
+    NO_REFERENCE = "no_reference"
 
     @property
     def ok(self) -> bool:
@@ -48,6 +51,7 @@ _ERROR_STATUS: dict[str, Status] = {
     "modified": Status.MODIFIED,
     "missing": Status.MISSING,
     "permission_denied": Status.DENIED,
+    "auth_failed": Status.DENIED,
 }
 _INSUFFICIENT_PRIVILEGE = "42501"
 

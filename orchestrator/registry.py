@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, Se
 
 from .bootstrap import MAINTENANCE_DATABASE
 from .errors import Location, RegistryError, UsageError, excerpt, some
-from .registry_source import RegistrySource, check_columns, fetch_rows, row_node
+from .registry_source import RegistrySource, check_columns, check_query_text, fetch_rows, row_node
 from .scratch import TOOL_PREFIX, is_reserved
 from .settings import BUILTIN, EMPTY, SETTING_NAMES, SchoolSettings, Selection, parse_duration
 from .target import DatabaseTarget, check_database_name, check_not_control
@@ -41,6 +41,7 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # The only numbers: plain decimal, as JSON writes them. YAML 1.1 also reads 0123 (octal), 0x1F, 1_000 and 12:30
 # (base 60) as numbers; here they stay text, so an id or a duration is never silently converted.
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+TextCheck = Callable[[str, str], None]  # (value, what) -> None, or UsageError
 # A value landing in the host part of a URL may not bring URL structure of its own.
 _URL_STRUCTURE = re.compile(r"[@/?#\s]")
 # The server's maintenance database and its templates: migrating template1 would put the school schema into every
@@ -222,20 +223,20 @@ class _Loader:
         except UsageError as exc:
             raise RegistryError(exc.message, location=self.at(node), hint=exc.hint) from None
 
-    def written(self, node: yaml.Node, what: str) -> str:
+    def written(self, node: yaml.Node, what: str, check: TextCheck = check_not_control) -> str:
         """A scalar's text exactly as written in the file, before `${VAR}` expansion."""
         if not isinstance(node, yaml.ScalarNode):
             raise RegistryError(f"{what} must be a single value", location=self.at(node))
         text: str = node.value
         with self.located(node):
-            check_not_control(text, what)
+            check(text, what)
         return text
 
-    def text(self, node: yaml.Node, what: str) -> str:
+    def text(self, node: yaml.Node, what: str, check: TextCheck = check_not_control) -> str:
         """A scalar as written, `${VAR}`s expanded; never converted (`0123` stays `0123`, `12:30` stays `12:30`)."""
-        value = expand_env(self.written(node, what), self.env, self.at(node))
+        value = expand_env(self.written(node, what, check), self.env, self.at(node))
         with self.located(node):
-            check_not_control(value, what)
+            check(value, what)
         return value
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
@@ -245,8 +246,8 @@ class _Loader:
             return float(written) if "." in written else int(written)
         return self.text(node, what)
 
-    def string(self, node: yaml.Node, what: str) -> str:
-        value = self.text(node, what)
+    def string(self, node: yaml.Node, what: str, check: TextCheck = check_not_control) -> str:
+        value = self.text(node, what, check)
         if not value.strip():
             raise RegistryError(f"{what} must be a non-empty string", location=self.at(node))
         return value
@@ -337,8 +338,8 @@ class _RowLoader(_Loader):
     def at(self, node: yaml.Node) -> Location:
         return self.place
 
-    def text(self, node: yaml.Node, what: str) -> str:
-        return self.written(node, what)
+    def text(self, node: yaml.Node, what: str, check: TextCheck = check_not_control) -> str:
+        return self.written(node, what, check)
 
     def url_text(self, node: yaml.Node) -> str:
         return self.written(node, "url")
@@ -357,7 +358,8 @@ def _read_source(loader: _Loader, node: yaml.Node) -> RegistrySource:
         if key in fields:
             with loader.located(fields[key][1]):
                 timeouts[key] = parse_duration(loader.scalar(fields[key][1], f"source.{key}"), f"source.{key}")
-    return RegistrySource(target, loader.string(fields["query"][1], "source.query"), where=loader.at(node), **timeouts)
+    query = loader.string(fields["query"][1], "source.query", check_query_text)
+    return RegistrySource(target, query, where=loader.at(node), **timeouts)
 
 
 def _from_source(source: RegistrySource, fleet: _Fleet) -> None:
@@ -629,8 +631,8 @@ def select(registry: Registry, selection: Selection) -> list[Tenant]:
                 hint="`orchestrator status` lists the registered tenants",
             )
     known_tags = {tag for t in tenants for tag in t.tags}
-    for tag in selection.tags:
-        if tag not in known_tags:
+    for tag in (*selection.tags, *selection.exclude_tags):
+        if tag not in known_tags:  # a misspelt --exclude-tag would leave in what it meant to keep out
             raise UsageError(
                 f"no tenant is tagged {excerpt(tag)}", hint=f"tags in the registry: {some(sorted(known_tags))}"
             )
@@ -640,7 +642,7 @@ def select(registry: Registry, selection: Selection) -> list[Tenant]:
             continue
         if selection.tags and not set(selection.tags) & set(t.tags):
             continue
-        if t.id in selection.exclude:
+        if t.id in selection.exclude or set(selection.exclude_tags) & set(t.tags):
             continue
         if selection.shard and shard_of(t.id, selection.shard[1]) != selection.shard[0]:
             continue
@@ -659,6 +661,7 @@ def _describe(selection: Selection) -> str:
     filters = [f"--tenant {excerpt(i, 40)}" for i in selection.ids]
     filters += [f"--tag {excerpt(t, 40)}" for t in selection.tags]
     filters += [f"--exclude {excerpt(i, 40)}" for i in selection.exclude]
+    filters += [f"--exclude-tag {excerpt(t, 40)}" for t in selection.exclude_tags]
     if selection.shard:
         filters.append(f"--shard {selection.shard[0]}/{selection.shard[1]}")
     if selection.only is not None:

@@ -2,17 +2,21 @@
 
     source:
       url: ${ADMIN_DATABASE_URL}
-      query: SELECT slug AS id, db_url AS url, labels AS tags FROM schools WHERE active
+      query: |
+        SELECT slug AS id, db_url AS url, labels AS tags
+        FROM schools WHERE active
 
 The query runs once, in a read-only session with a statement timeout. Each row becomes a tenant entry read exactly
 like a YAML one (registry.py validates it), its columns named by registry key: `id` and `url` required, `tags`
 (text[]) and any per-school setting (`lock_timeout`, `per_server`, ...) optional; NULL means "not set". Values are
 taken as data: no `${VAR}` expansion (a row must not be able to pull the orchestrator's environment into a URL).
+The query may span lines (a YAML block scalar) and hold tabs; any other control character is refused (exit 2).
 URLs without a password use PostgreSQL's own mechanisms (`PGPASSWORD`, `PGPASSFILE` / `~/.pgpass`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +29,11 @@ import asyncpg
 import yaml
 
 from .connection import APPLICATION_NAME, close_quietly, describe
-from .errors import Location, RegistryError
+from .errors import Location, RegistryError, UsageError
 from .target import DatabaseTarget
+
+# A control character other than the layout of SQL text (tab, newline, carriage return): NUL and the like.
+_NOT_LAYOUT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
@@ -40,6 +47,15 @@ class RegistrySource:
     statement_timeout: float  # seconds
     connect_timeout: float  # seconds
     where: Location  # the `source:` block, for messages
+
+
+def check_query_text(query: str, what: str) -> None:
+    """A query may be laid out over lines with tabs; any other control character is refused (not echoed)."""
+    if match := _NOT_LAYOUT.search(query):
+        raise UsageError(
+            f"{what} contains a control character (U+{ord(match.group()):04X})",
+            hint="remove it: the query's newlines and tabs are fine, other control characters are not",
+        )
 
 
 def fetch_rows(source: RegistrySource) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import anyio
 
 from . import tracing
 from .command import Command
-from .errors import ModifiedMigration, SplitOnboarding, Unreachable, UsageError, some
+from .errors import AuthFailed, ModifiedMigration, SplitOnboarding, UsageError, some
 from .fleet import FleetOptions, FleetRun, Observer, Work, run_fleet, skipped_run
 from .job import Job
 from .operations import make_work, survey_servers
@@ -113,7 +113,7 @@ def _after_the_plan_pass(
         options = replace(options, servers_down=down)
     settled: dict[str, tuple[DatabaseResult, str]] = {}
     for o in planned.outcomes:
-        if isinstance(o.result.error, Unreachable) and not o.result.error.retryable:
+        if isinstance(o.result.error, AuthFailed):
             settled[o.tenant.id] = (o.result, "not tried again: the plan pass's login was refused")
         elif command is Command.MIGRATE and o.result.status is Status.UP_TO_DATE and o.result.error is None:
             settled[o.tenant.id] = (o.result, "up to date in the read-only plan pass: not opened again")

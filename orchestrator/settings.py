@@ -1,8 +1,9 @@
 """Every option of the tool as a typed value, each built-in default written once, and the one resolver.
 
 The option groups (what the command line shows as panels, and what the Python API takes):
-- `Selection`: which schools (--tenant/--tag/--exclude/--shard/--resume);
-- `Budgets`: how hard to push (--concurrency/--retries) and when to stop (--canary/--max-failures);
+- `Selection`: which schools (--tenant/--tag/--exclude/--exclude-tag/--shard/--resume);
+- `Budgets`: how hard to push (--concurrency/--retries), when to stop (--canary/--max-failures) and how long
+  running work may go on after Ctrl-C / SIGTERM (--grace);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
   --statement-timeout/--lock-wait/--per-server/--template, --extension/--no-extensions);
 - `Outputs`: where results go (--report/--junit/--json/--no-progress/--quiet);
@@ -36,6 +37,8 @@ DEFAULT_SPARES = 4
 # edited file (commits that touched it, and seconds in all; the search is local, never a fetch).
 GIT_HISTORY_DEPTH = 200
 GIT_HISTORY_SECONDS = 10.0
+# `--pushgateway`: how long the push of a run's metrics may take; a slow or absent gateway costs no more than this.
+PUSH_TIMEOUT_S = 5.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -153,10 +156,16 @@ class Budgets:
     canary: int = 0  # when no school is tagged `canary`: the first N selected schools go first, alone
     max_failures: FailureBudget | None = None  # None: never halt
     server_down_after: int = 3  # attempts in a row with no answer from one server before its other schools skip it
+    # After the first Ctrl-C / SIGTERM, seconds running work may go on before it is aborted (stopping.py). 20 s fits
+    # Kubernetes' default 30 s between SIGTERM and SIGKILL, with room for the abort (connection.ABORT_CANCEL_S, twice)
+    # and the report; a pod that should let long migrations finish raises both (deploy/k8s: --grace=600s, 660 s).
+    grace: float = 20.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
+        if not 0 <= self.grace < math.inf:
+            raise UsageError(f"--grace {self.grace:g}: must be a finite number of seconds >= 0", hint="e.g. 600s")
         if self.retries < 0 or self.canary < 0 or self.server_down_after < 0:
             raise UsageError("--retries, --canary and --server-down-after must not be negative")
 
@@ -168,6 +177,7 @@ class Selection:
     ids: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()  # leave out every school with any of these tags (wins over tags and ids)
     shard: tuple[int, int] | None = None  # (index, count), index 0-based
     resume: Path | None = None  # an earlier --report: only its schools that did not end ok
     only: frozenset[str] | None = None  # ids chosen by the caller (the runner fills it from `resume`)
@@ -184,6 +194,8 @@ class Outputs:
     json: bool = False  # the JSON report on stdout, human output on stderr
     progress: bool = True  # a live bar on a terminal, one line per school elsewhere
     quiet: bool = False  # only what is not ok, the summary and errors (no plan, no progress, no ok schools)
+    metrics: Path | None = None  # Prometheus text file (node_exporter's textfile collector)
+    pushgateway: str | None = None  # the same metrics pushed to this Prometheus Pushgateway
 
 
 @dataclass(frozen=True, slots=True)

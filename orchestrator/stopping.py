@@ -1,10 +1,11 @@
 """Ctrl-C and SIGTERM, for the runs that handle them (the CLI's fleet commands and `orchestrator template`).
 
-The first signal starts nothing new. Running work then gets ABORT_GRACE_S: a school to finish its migrations (a
-file cut half-way may leave work for a human), or, for work that is only worth something once finished (a template
-build, a spare: `cancel_at_once`), the time to drop what it half-made, its work being stopped at once. When the
-grace is over, or at a second signal, the run is aborted through its SessionGroup: statements cancelled and
-connections closed, even on a frozen server. Either way the report is written and the CLI exits 130.
+The first signal starts nothing new. Running work then gets the run's grace (`Budgets.grace`, --grace): a school to
+finish its migrations (a file cut half-way may leave work for a human), or, for work that is only worth something
+once finished (a template build, a spare: `cancel_at_once`), the time to drop what it half-made, its work being
+stopped at once. When the grace is over, or at a second signal, the run is aborted through its SessionGroup:
+statements cancelled and connections closed, even on a frozen server. Either way the report is written and the CLI
+exits 130.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ from .logsetup import get_logger
 
 log = get_logger("orchestrator.fleet")
 
-# After the first interrupt, how long running work may go on before it is aborted. It fits inside Kubernetes' default
-# 30 s between SIGTERM and SIGKILL, with room for the abort (connection.ABORT_CANCEL_S, twice) and the report.
-ABORT_GRACE_S = 20.0
-
 
 @dataclass
 class Stop:
     """Whether and how a run is being stopped."""
 
     what: str  # what the run starts, for the log lines: "schools", "servers"
+    grace: float  # seconds running work may go on after the first signal (settings.Budgets.grace)
     cancel_at_once: bool = False  # the first signal stops running work too (its clean-up then has the grace)
     requested: bool = False  # a signal came: start nothing new
     aborted: bool = False  # the run's sessions were aborted (second signal, or grace over)
@@ -70,7 +68,7 @@ async def _watch(stop: Stop) -> None:
             async for signum in signals:
                 if not stop.requested:
                     _first(stop, signum)
-                    grace.start_soon(_abort_after, stop, ABORT_GRACE_S)
+                    grace.start_soon(_abort_after, stop, stop.grace)
                 else:
                     await stop.abort("a second interrupt")
 
@@ -80,12 +78,12 @@ def _first(stop: Stop, signum: int) -> None:
     if stop.cancel_at_once:
         stop.cancel_work()
         message = (
-            f"no new {stop.what} will start; running work stops now and gets {ABORT_GRACE_S:g}s to drop what it "
+            f"no new {stop.what} will start; running work stops now and gets {stop.grace:g}s to drop what it "
             "half-made, then its connections are closed (send again to close them now)"
         )
     else:
         message = (
-            f"no new {stop.what} will start; running ones get {ABORT_GRACE_S:g}s to finish, then are aborted (send "
+            f"no new {stop.what} will start; running ones get {stop.grace:g}s to finish, then are aborted (send "
             "again to abort them now)"
         )
     log.warning("fleet.stopping", signal=signal.Signals(signum).name, message=message)

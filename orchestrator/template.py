@@ -526,6 +526,8 @@ class ServerTemplate:
     dropped: int = 0  # stale copies (of an older template) and copies beyond the number asked for
     notes: list[str] = field(default_factory=list)  # built or refreshed
     error: str | None = None
+    retryable: bool = False  # the error was transient (a connection lost or refused): worth another attempt
+    attempts: int = 1
     duration_s: float = 0.0
 
     @property
@@ -548,9 +550,9 @@ async def keep_ready(
     except TemplateUnavailable as exc:
         result.error = exc.reason
     except DatabaseError as exc:
-        result.error = str(exc)
+        result.error, result.retryable = str(exc), exc.retryable
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        result.error = server.scrub(describe(exc))
+        result.error, result.retryable = server.scrub(describe(exc)), is_connection_lost(exc)
     if result.error:
         log.warning("template.not_ready", template=name, server=server.server, error=result.error)
     result.duration_s = time.perf_counter() - started

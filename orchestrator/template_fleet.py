@@ -1,9 +1,11 @@
 """`orchestrator template`: keep each server's template current and its spares ready, for the selected schools.
 
 The schools are grouped by (server, the template they onboard from, its extensions): one `template.keep_ready` per
-group, the groups at once up to `--concurrency`. A school without a template takes no part; when none of the
-selected schools has one, the command is refused before any connection. The template's own work (lock, build,
-refresh, spares) is `template.py`'s; this module only fans it out and reports.
+group, the groups at once up to `--concurrency` in all and `--per-server` on one server; a group that failed for a
+transient reason (a connection lost or refused) is tried again up to `--retries` times, with exponential backoff
+(keeping a template ready is idempotent: each attempt first drops what an earlier one half-made). A school without a
+template takes no part; when none of the selected schools has one, the command is refused before any connection. The
+template's own work (lock, build, refresh, spares) is `template.py`'s; this module only fans it out and reports.
 
 Ctrl-C / SIGTERM (the CLI): no new group starts and running ones stop at once (a build or a spare is worth nothing
 half-made), each dropping what it half-made on its way out (stopping.py: within the grace); the report says so and
@@ -105,6 +107,7 @@ class TemplateReport:
                     "dropped": s.dropped,
                     "notes": s.notes,
                     "error": s.error,
+                    "attempts": s.attempts,
                     "duration_s": round(s.duration_s, 3),
                 }
                 for s in self.servers
@@ -141,16 +144,26 @@ async def keep_templates(job: Job) -> TemplateReport:
     started = datetime.now(UTC)
     results: list[ServerTemplate | None] = [None] * len(groups)  # in the order of the groups
     limiter = anyio.CapacityLimiter(job.request.budgets.concurrency)
-    stop = Stop("servers", cancel_at_once=True)
+    on_server = {server: anyio.CapacityLimiter(n) for server, n in job.per_server.items()}
+    stop = Stop("servers", job.request.budgets.grace, cancel_at_once=True)
+
+    budgets = job.request.budgets
 
     async def keep(i: int, group: TemplateGroup) -> None:
         first, began = group.tenants[0], False
         try:
-            async with limiter:
+            async with limiter, on_server[group.server]:
                 if not stop.requested:
                     began = True
                     options = job.engine_options(first)
-                    results[i] = await keep_ready(first.target, group.template, job.source, options, spares)
+                    result = await keep_ready(first.target, group.template, job.source, options, spares)
+                    for attempt in range(1, budgets.retries + 1):
+                        if not result.retryable or stop.requested:
+                            break
+                        await anyio.sleep(budgets.retry_backoff * 2 ** (attempt - 1))
+                        result = await keep_ready(first.target, group.template, job.source, options, spares)
+                        result.attempts = attempt + 1
+                    results[i] = result
         finally:
             if results[i] is None:  # stopped by an interrupt
                 why = "stopped while working on it; what it had half-made is dropped" if began else "not started"

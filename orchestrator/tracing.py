@@ -150,7 +150,8 @@ class RunSpan:
         elif isinstance(report, TemplateReport):
             failed, what = report.counts()["not_ok"], "server(s) without a ready template"
         else:
-            failed, what = sum(1 for s in report.schools if s.drift), "school(s) with drift or not read"
+            drift, not_audited = report.counts()["drift"], report.counts()["not_audited"]
+            failed, what = (drift, "school(s) with drift") if drift else (not_audited, "school(s) not audited")
         self.span.set_attributes(attributes)
         if not report.ok:
             from opentelemetry.trace import StatusCode

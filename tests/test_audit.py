@@ -262,16 +262,18 @@ def test_a_school_the_audit_could_not_read_is_never_clean(
 
     report = anyio.run(audit_while_locked)
     locked = next(s for s in report.schools if s.tenant.id == "locked")
-    assert locked.result.status is Status.UNREADABLE and locked.drift and not locked.readable
+    assert locked.result.status is Status.UNREADABLE and not locked.readable and not locked.clean
+    assert not locked.drift and locked.not_audited is Status.UNREADABLE, "not read is not drift"
     assert locked.result.error is not None
-    assert not report.clean
-    assert report.counts()["unreadable"] == 1 and report.counts()["clean"] == 1
+    assert not report.clean and report.verdict == "not_audited"
+    counts = report.counts()
+    assert (counts["unreadable"], counts["not_audited"], counts["clean"], counts["drift"]) == (1, 1, 1, 0)
     assert report.to_dict()["clean"] is False
-    assert 'orchestrator_audit_school_readable{school="locked"' in render_prometheus(report)
-    assert 'orchestrator_audit_school_drift{school="locked",server="127.0.0.1:' in render_prometheus(report)
-    prom_lines = render_prometheus(report).splitlines()
-    assert any(line.startswith('orchestrator_audit_school_drift{school="locked"') and line.endswith(" 1.0")
-               for line in prom_lines)  # fmt: skip
+    prom = render_prometheus(report)
+    assert 'orchestrator_audit_school_readable{school="locked"' in prom
+    assert 'orchestrator_audit_school_drift{school="locked"' not in prom, "no drift page for a school not read"
+    assert any(line.startswith('orchestrator_audit_school_not_audited{reason="unreadable",school="locked"')
+               and line.endswith(" 1.0") for line in prom.splitlines())  # fmt: skip
     assert 'failures="1"' in report.junit_xml()
     assert "All 2 schools are clean" not in render_html(report)
 

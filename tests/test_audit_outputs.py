@@ -124,7 +124,13 @@ def test_prometheus_text_parses_with_the_right_values() -> None:
     assert s[("orchestrator_audit_school_drift", _school_labels("school_a"))] == 0
     assert s[("orchestrator_audit_school_drift", _school_labels("school_schema"))] == 1
     assert s[("orchestrator_audit_school_drift", _school_labels("school_pending"))] == 1
-    assert s[("orchestrator_audit_school_drift", _school_labels("school_down", "db3.internal"))] == 1
+    # Not audited is not drift: no drift series (it would page as drift), a series of its own saying why.
+    assert ("orchestrator_audit_school_drift", _school_labels("school_down", "db3.internal")) not in s
+    down = (*_school_labels("school_down", "db3.internal"), ("reason", "unreachable"))
+    assert s[("orchestrator_audit_school_not_audited", tuple(sorted(down)))] == 1
+    assert [k for k in s if k[0] == "orchestrator_audit_school_not_audited"] == [
+        ("orchestrator_audit_school_not_audited", tuple(sorted(down)))
+    ]
     assert s[("orchestrator_audit_school_pending_migrations", _school_labels("school_pending"))] == 1
     assert s[("orchestrator_audit_school_pending_migrations", _school_labels("school_a"))] == 0
     assert s[("orchestrator_audit_school_reachable", _school_labels("school_c", "db2.internal"))] == 1
@@ -140,7 +146,8 @@ def test_prometheus_text_parses_with_the_right_values() -> None:
     assert s[("orchestrator_audit_interrupted", ())] == 0
     assert s[("orchestrator_audit_latest_migration_version", ())] == LATEST
     states = {k[1][0][1]: v for k, v in s.items() if k[0] == "orchestrator_audit_schools"}
-    assert states == {"clean": 3, "drift": 2, "schema_drift": 1, "pending": 1, "unreachable": 1, "unreadable": 0}
+    assert states == {"clean": 3, "drift": 2, "schema_drift": 1, "pending": 1, "not_audited": 1, "unreachable": 1,
+                      "unreadable": 0, "no_reference": 0}  # fmt: skip
     assert s[("orchestrator_audit_schema_fingerprints", ())] == 3  # fp-main, fp-odd, fp-older
 
     # The exact lines node_exporter will read (with a float-formatted value, as the client library writes them).
@@ -244,8 +251,10 @@ def test_html_content() -> None:
         "count-drift": "2",
         "count-schema_drift": "1",
         "count-pending": "1",
+        "count-not_audited": "1",
         "count-unreachable": "1",
         "count-unreadable": "0",
+        "count-no_reference": "0",
     }
     bars = {a["data-version"]: a["data-count"] for _, a in page.elements if "bar" in str(a.get("class", "")).split()}
     assert bars == {str(LATEST): "4", str(OLDER): "1"}
@@ -256,9 +265,12 @@ def test_html_content() -> None:
     rows = {a["data-school"] for tag, a in page.with_attr("data-school") if tag == "tr"}
     assert rows == {"school_schema", "school_pending", "school_down"}
     table = page.text("drift-table")
-    assert SCHEMA_FINDING in table and "connection refused by db3.internal:5432" in table
-    assert "schema drift" in table and "unreachable" in table
+    assert SCHEMA_FINDING in table and "schema drift" in table
+    assert "school_down" not in table, "a school not audited is listed apart from drift"
     assert table.count("PostgreSQL 15") == 2, "the server's version, where the school was reached"
+    apart = page.text("not-audited-table")
+    assert "school_down" in apart and "unreachable" in apart and "connection refused by db3.internal:5432" in apart
+    assert page.text("verdict") == "2 of 6 schools drifted; 1 could not be audited."
     assert "3 clean schools" in page.text("clean-schools")
 
 

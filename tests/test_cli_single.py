@@ -1,5 +1,5 @@
-"""The `orchestrator` command on one database (-D URL or $DATABASE_URL): output, exit codes, nothing touched on bad
-input, and no password in anything it prints.
+"""The `orchestrator` command on one database (-D URL, or -D - for $DATABASE_URL): output, exit codes, nothing
+touched on bad input, and no password in anything it prints.
 
 typer's CliRunner (typer >= 0.20 vendors click) always keeps stdout and stderr apart: `result.stdout` and
 `result.stderr` are separate, `result.output` is both interleaved.
@@ -91,21 +91,48 @@ def test_human_output_says_what_was_applied(fresh_url: str) -> None:
         assert f"applied {version} {description}" in result.stdout
 
 
-def test_database_url_from_the_environment_is_used_when_d_is_absent(
+def test_d_dash_takes_the_database_url_from_the_environment(
     pg: DevServer, fresh_url: str, db_name: str, tmp_path: Path
 ) -> None:
-    result = invoke(
-        "provision", "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--json", env={"DATABASE_URL": fresh_url}
-    )
+    env: dict[str, str | None] = {"DATABASE_URL": fresh_url}
+    result = invoke("provision", "-D", "-", "--migrations", str(PROJECT_MIGRATIONS), *UUID_OSSP, "--json", env=env)
 
     assert result.exit_code == 0, result.output
     assert report(result)["schools"][0]["database"] == db_name
     assert report(result)["schools"][0]["applied"] == [V1, V2, V3]
     assert exists(pg, db_name)
 
-    status = invoke("status", "--migrations", str(PROJECT_MIGRATIONS), "--json", env={"DATABASE_URL": fresh_url})
+    status = invoke("status", "-D", "-", "--migrations", str(PROJECT_MIGRATIONS), "--json", env=env)
     assert status.exit_code == 0
     assert report(status)["schools"][0]["status"] == "up_to_date"
+
+
+def test_an_exported_database_url_is_ignored_without_d_dash_and_the_warning_names_it(
+    pg: DevServer, fresh_url: str, db_name: str, tmp_path: Path
+) -> None:
+    # sqlx's habit: DATABASE_URL exported. Without -D - the registry is what runs (here one that names no server
+    # of ours), and the run says once that the variable was ignored, never showing its value.
+    (tmp_path / "tenants.yaml").write_text("tenants:\n  - id: a\n    url: postgresql://u@127.0.0.1:1/a\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = invoke("status", "--migrations", str(PROJECT_MIGRATIONS), "--json", env={"DATABASE_URL": fresh_url})
+
+    assert result.exit_code == 1, result.output  # the registry's school, unreachable
+    assert [s["id"] for s in report(result)["schools"]] == ["a"]
+    warning = "DATABASE_URL is set but ignored: the registry tenants.yaml is used; pass -D - to use it"
+    assert result.stderr.count(warning) == 1, result.stderr
+    assert db_name not in result.stderr
+    assert not exists(pg, db_name), "the exported database was not touched"
+    explicit = invoke("status", "--registry", str(tmp_path / "tenants.yaml"), "--migrations",
+                      str(PROJECT_MIGRATIONS), env={"DATABASE_URL": fresh_url})  # fmt: skip
+    assert "DATABASE_URL" not in explicit.stderr, "an explicit --registry is not a surprise: no warning"
+
+
+def test_d_dash_without_database_url_exits_2_before_any_connection() -> None:
+    result = invoke("migrate", "-D", "-", "--migrations", str(PROJECT_MIGRATIONS))
+
+    assert result.exit_code == 2, result.output
+    assert "-D - takes the database's URL from $DATABASE_URL, which is not set" in result.stderr
 
 
 def test_migrate_target_applies_only_up_to_that_version(fresh_url: str) -> None:
@@ -165,7 +192,7 @@ def test_wrong_password_exits_1_without_printing_either_password(pg: DevServer) 
     result = invoke("status", "-D", url, "--migrations", str(PROJECT_MIGRATIONS), "--json")
 
     assert result.exit_code == 1
-    assert report(result)["schools"][0]["status"] == "unreachable"
+    assert report(result)["schools"][0]["status"] == "denied"
     assert wrong not in result.stdout and wrong not in result.stderr
 
 

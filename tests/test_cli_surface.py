@@ -21,8 +21,8 @@ from orchestrator.job import Command, Request
 from orchestrator.settings import BUILTIN, Budgets, format_duration
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
-FLEET_COMMANDS = ["migrate", "plan", "status", "bootstrap", "provision", "revert", "resolve", "audit"]
-ALL_COMMANDS = [*FLEET_COMMANDS, "template", "lint", "new"]
+FLEET_COMMANDS = ["migrate", "plan", "status", "bootstrap", "provision", "revert", "resolve", "audit", "template"]
+ALL_COMMANDS = [*FLEET_COMMANDS, "lint", "new"]
 EVERY_FLEET_COMMAND_TAKES = [
     "--concurrency", "--per-server", "--retries", "--no-progress", "--report", "--junit", "--json", "--tenant",
     "--tag", "--exclude", "--shard", "--resume", "--connect-timeout", "--lock-timeout", "--statement-timeout",
@@ -61,7 +61,7 @@ def test_every_fleet_command_takes_the_shared_groups(command: str) -> None:
     text = help_text(command)
     missing = [flag for flag in EVERY_FLEET_COMMAND_TAKES if not re.search(rf"{flag}\b", text)]
     assert not missing, f"{command} lacks {missing}"
-    if command not in ("plan", "status", "audit"):
+    if command not in ("plan", "status", "audit", "template"):
         assert all(flag in text for flag in WRITING_COMMANDS_TAKE), command
     if command in ("migrate", "provision"):
         assert all(flag in text for flag in APPLYING_COMMANDS_TAKE), command
@@ -91,6 +91,19 @@ def test_migrations_is_repeatable_on_every_database_command(captured: Captured) 
     assert captured.requests[-1].migrations == (Path("main"), Path("deferred"))
     assert CliRunner().invoke(app, ["status"]).exit_code == 0
     assert captured.requests[-1].migrations == (Path("migrations"),), "the default: one directory"
+
+
+def test_metrics_flags_are_one_group_with_one_meaning_on_the_commands_that_take_them() -> None:
+    def panel(command: str) -> str:
+        text = help_text(command)
+        return text[text.index("╭─ Metrics") :].split("╰")[0] if "╭─ Metrics" in text else ""
+
+    panels = {command: panel(command) for command in ALL_COMMANDS}
+    takers = {"migrate", "revert", "resolve", "provision", "template", "audit"}
+    assert {command for command, text in panels.items() if text} == takers
+    assert len({panels[command] for command in takers}) == 1, "the same flags and help everywhere"
+    assert "--metrics" in panels["audit"] and "--pushgateway" in panels["audit"]
+    assert help_text("audit").count("--metrics") == 1, "the audit's --metrics is the shared one"
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)

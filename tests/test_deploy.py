@@ -21,7 +21,9 @@ import yaml
 from fleetkit import ROOT
 from kubernetes_validate import utils as kubernetes_schemas
 
+from orchestrator.connection import ABORT_CANCEL_S
 from orchestrator.devserver import free_port
+from orchestrator.settings import BUILTIN, Budgets, parse_duration
 
 K8S = ROOT / "deploy" / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
@@ -259,7 +261,10 @@ class Pod:
                 self.env[variable["name"]] = variable["value"]
             else:
                 self.env[variable["name"]] = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
-        self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", [])]
+        self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                self.env.update(defined[("ConfigMap", source["configMapRef"]["name"])]["data"])
         self.mounts: dict[str, tuple[Path, bool]] = {}  # mountPath -> (directory, read-only)
         self.registry_text = ""
         for mount in container.get("volumeMounts", []):
@@ -301,6 +306,15 @@ class Pod:
         return arg
 
 
+def test_the_rollouts_and_the_template_job_push_their_metrics() -> None:
+    pushing = {cid for cid, _, container in orchestrator_containers()
+               if any(s.get("configMapRef", {}).get("name") == "orchestrator-metrics"
+                      for s in container.get("envFrom", []))}  # fmt: skip
+    assert pushing == {"rollout-job.yaml:Job:orchestrator", "rollout-indexed-job.yaml:Job:orchestrator",
+                       "template-cronjob.yaml:CronJob:template"}  # fmt: skip
+    assert config_objects()[("ConfigMap", "orchestrator-metrics")]["data"]["ORCHESTRATOR_PUSHGATEWAY"]
+
+
 def test_every_orchestrator_container_is_run_below() -> None:
     assert {cid.split("[")[0] for cid, *_ in RUNS} >= {
         "rollout-job.yaml:Job:orchestrator",
@@ -317,7 +331,8 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
     """The container's args, on this machine: its mounts are directories, the ConfigMap's registry is the one
     `--registry` reads. Exit 2 would be invalid input (a flag that does not exist, a registry the command refuses,
     an empty shard), found before any connection; the database servers are ports where nothing listens, so a run
-    whose input is valid ends 1 (no school reached) and still writes its outputs onto the pod's writable volumes."""
+    whose input is valid ends 1 (no school reached; the audit: 3, none could be audited) and still writes its
+    outputs onto the pod's writable volumes."""
     pod = Pod(tmp_path, document, container, index)
     assert pod.secrets == ["school-db-passwords"]  # created out of band (deploy/README.md)
     [registry_arg] = [a for a in container["args"] if a.startswith("--registry=")]
@@ -339,14 +354,65 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
             assert read_only is False, f"{flag} {value} is not on a writable volume (the root filesystem is read-only)"
             outputs.append(Path(local))
     args = [pod.arg(a) for a in container["args"]]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL"))}
+    pushes = bool(pod.env.get("ORCHESTRATOR_PUSHGATEWAY"))
+    if pushes:  # the shipped Pushgateway, at a local port where nothing listens: the push is tried and fails
+        pod.env["ORCHESTRATOR_PUSHGATEWAY"] = f"http://127.0.0.1:{free_port()}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL", "ORCHESTRATOR_PUSH"))}
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
         env={**clean, **pod.env, **passwords},
     )  # fmt: skip
-    assert done.returncode == 1, f"{args}\n{done.stderr[-3000:]}"
+    assert done.returncode == (3 if "audit" in args else 1), f"{args}\n{done.stderr[-3000:]}"
     assert "cannot connect to" in done.stdout + done.stderr, "the run did try the (absent) servers"
     for output in outputs:
         assert output.is_file(), f"{output} was not written"
+    if pushes:
+        assert "metrics_not_pushed" in done.stderr, "the metrics were pushed to the ConfigMap's Pushgateway"
     assert not any(p in done.stderr for p in passwords.values())
+
+
+# --- the grace after SIGTERM --------------------------------------------------------------------------------------
+
+# After the tool's grace, the abort (connection.ABORT_CANCEL_S, twice) and the report still need time before SIGKILL.
+GRACE_MARGIN_S = 2 * ABORT_CANCEL_S + 5
+KUBERNETES_DEFAULT_GRACE_S = 30
+
+
+def tool_grace(args: list[str]) -> float:
+    """The --grace an orchestrator run is given (`--grace=X` or `--grace X`), else the built-in default."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--grace="):
+            return parse_duration(arg.partition("=")[2], "--grace")
+        if arg == "--grace":
+            return parse_duration(args[i + 1], "--grace")
+    return Budgets().grace
+
+
+@pytest.mark.parametrize(("name", "document"), workloads(), ids=[n for n, _ in workloads()])
+def test_each_pod_outlives_the_tools_grace_by_a_margin(name: str, document: dict[str, Any]) -> None:
+    spec = pod_template(document)["spec"]  # type: ignore[index]
+    runs = [c for c in spec["containers"] if c["image"].startswith(ORCHESTRATOR_IMAGE)]
+    period = spec.get("terminationGracePeriodSeconds", KUBERNETES_DEFAULT_GRACE_S)
+    for container in runs:
+        grace = tool_grace(container.get("args", []))
+        assert period >= grace + GRACE_MARGIN_S, (
+            f"{name}: terminationGracePeriodSeconds {period} leaves no margin after --grace {grace:g}s: SIGKILL "
+            "would cut the abort or the report"
+        )
+
+
+def test_the_rollouts_let_long_migrations_finish() -> None:
+    for path in ("rollout-job.yaml", "rollout-indexed-job.yaml"):
+        [job] = documents(K8S / path)
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        assert tool_grace(container["args"]) >= BUILTIN.statement_timeout, path
+
+
+def test_the_systemd_unit_outlives_the_tools_grace_by_a_margin() -> None:
+    unit = (ROOT / "deploy" / "systemd" / "orchestrator-audit.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit, re.M | re.S)
+    assert exec_start is not None
+    [stop] = re.findall(r"^TimeoutStopSec=(\S+)$", unit, re.M)
+    grace = tool_grace(exec_start.group(1).replace("\\\n", " ").split())
+    assert parse_duration(stop, "TimeoutStopSec") >= grace + GRACE_MARGIN_S

@@ -880,7 +880,7 @@ def test_the_password_never_appears_in_any_result(
     assert results["provisioned"].ok
     assert results["failed migration"].error is not None
     assert results["failed migration"].error.code == "migration_failed"
-    assert results["wrong password"].status is Status.UNREACHABLE
+    assert results["wrong password"].status is Status.DENIED
     assert results["unreachable"].status is Status.UNREACHABLE
     for label, result in results.items():
         said = everything_said(result)

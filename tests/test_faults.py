@@ -5,6 +5,7 @@ happened, nothing is run twice, and no wait is endless."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from fleetkit import ROOT, make_migrations, popen, run_fleet_job, write_registry
 from pgfixtures import (
     PG_PASSWORD,
     database_exists,
+    execute_sync,
     fetch_sync,
     fetchval_sync,
+    quote_ident,
     run_sync,
     spares_of,
     unique_db_name,
@@ -365,7 +368,7 @@ def test_a_refused_login_is_not_retried(tmp_path: Path, db_name: str, db_url: st
     report = run_fleet_job(Command.MIGRATE, registry, migrations, budgets=Budgets(retries=2, retry_backoff=0.01))
 
     school = report.outcomes[0].result
-    assert school.status is Status.UNREACHABLE and school.error is not None
+    assert school.status is Status.DENIED and school.error is not None and school.error.code == "auth_failed"
     assert "password authentication failed" in school.error.message
     assert not school.error.retryable and school.attempts == 1
     assert proxy.logins == 1, "a wrong password is tried once: repeated failures can lock the account"
@@ -420,3 +423,40 @@ def test_a_connection_lost_while_taking_a_spare_leaves_the_spare_or_the_school_a
     claimed = "SELECT count(*) FROM pg_database WHERE datname LIKE 'orchestrator\\_taking\\_%'"
     assert fetchval_sync(pg.url(), claimed) == 0, "a claimed copy whose maker is gone is dropped by the rerun"
     run_sync(template.keep_ready(DatabaseTarget.parse(pg.url()), name, source, opts, 0))
+
+
+# --- orchestrator template ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_template_tries_a_server_again_after_a_lost_connection_within_retries(
+    tmp_path: Path, pg: DevServer, proxy: FaultProxy, retries: int
+) -> None:
+    # The link dies right after the server answered the maintenance session's first query: a transient failure.
+    # --retries 1 tries the server again (and the template is made); --retries 0 reports it.
+    from orchestrator.job import Request, prepare
+    from orchestrator.settings import SchoolSettings
+    from orchestrator.template_fleet import keep_templates
+
+    name = unique_db_name("tplretry")
+    migrations = make_migrations(tmp_path / "migrations", {"1_create_a.sql": "CREATE TABLE a (id int);\n"})
+    registry = registry_through(proxy, unique_db_name("unused"), tmp_path)
+    proxy.drop_after_reply("shobj_description")
+    budgets = Budgets(retries=retries, retry_backoff=0.01)
+    request = Request(Command.TEMPLATE, registry=registry, migrations=migrations, spares=0,
+                      school=SchoolSettings(template=name), budgets=budgets)  # fmt: skip
+    try:
+        os.environ["PGPW"] = PG_PASSWORD
+        report = run_sync(keep_templates(prepare(request)))
+        [server] = report.servers
+        assert proxy.dropped.is_set()
+        if retries:
+            assert server.ok and server.attempts == 2, server
+            assert fetchval_sync(pg.url(), "SELECT count(*) FROM pg_database WHERE datname = $1", name) == 1
+        else:
+            assert not server.ok and server.retryable and server.attempts == 1, server
+            assert report.to_dict()["servers"][0]["attempts"] == 1
+    finally:
+        if fetchval_sync(pg.url(), "SELECT count(*) FROM pg_database WHERE datname = $1", name):
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
+            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(name)} WITH (FORCE)")

@@ -225,7 +225,7 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
         assert PG_PASSWORD not in text
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["schema_version"] == 1
-    assert data["summary"]["by_status"] == {"applied": 1, "failed": 1, "unreachable": 1}
+    assert data["summary"]["by_status"] == {"applied": 1, "failed": 1, "denied": 1}  # the wrong password
     schools = {s["id"]: s for s in data["schools"]}
     assert schools["ok"]["applied"] == [1, 2, 3] and schools["ok"]["version_after"] == 3
     assert schools["ok"]["tags"] == ["north"]
@@ -446,3 +446,61 @@ def test_a_school_the_plan_pass_found_up_to_date_is_not_opened_again(tmp_path: P
     assert results["a"].status is Status.UP_TO_DATE
     assert "up to date in the read-only plan pass: not opened again" in results["a"].notes
     assert not fetchval_sync(pg.url(a), "SELECT to_regclass('_sqlx_migrations') IS NOT NULL"), "a was never opened"
+
+
+def test_grace_bounds_how_long_a_running_migration_may_go_on_after_sigterm(tmp_path: Path, pg: DevServer) -> None:
+    # A 60 s migration and --grace 1s: SIGTERM lets it run about a second, then aborts it (the default grace, 20 s,
+    # would outlast the bound below); the file's transaction rolls back, the ledger keeps only what committed.
+    migrations = make_migrations(
+        tmp_path / "migrations",
+        {**BASIC, "2_slow_step.sql": "INSERT INTO log (note) VALUES ('two');\nCREATE TABLE two (id int);\n"
+         "SELECT pg_sleep(60);\n"},
+    )  # fmt: skip
+    [school] = [make_school(pg, "grace_1s")]
+    registry = fleet_registry(tmp_path / "t.yaml", pg, [school])
+    proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--grace", "1s",
+                 "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not fetchval_sync(
+        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' "
+        f"AND pid <> pg_backend_pid() AND datname = '{school}'"
+    ):  # fmt: skip
+        assert time.monotonic() < deadline and proc.poll() is None, "the slow migration never started"
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - signalled
+
+    assert proc.returncode == 130, stderr
+    assert 1.0 <= took < 15.0, f"aborted {took:.1f}s after SIGTERM, with --grace 1s"
+    assert "running ones get 1s to finish" in stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True and report["aborted"] is True
+    [running] = report["schools"]
+    assert running["status"] == "failed" and running["error"]["code"] == "interrupted"
+    assert history(pg, school) == [1]
+    assert_consistent(pg, school)
+    assert not fetchval_sync(pg.url(school), "SELECT to_regclass('two') IS NOT NULL"), "the cut file rolled back"
+
+
+def test_grace_is_a_duration_checked_before_any_connection(tmp_path: Path) -> None:
+    for bad in ("soon", "-1s"):
+        result = cli("migrate", "--yes", "-D", "postgresql://u@127.0.0.1:1/x", "--grace", bad)
+        assert result.returncode == 2 and "--grace" in result.stderr, (bad, result.stderr)
+
+
+def test_exclude_tag_leaves_the_tagged_schools_untouched(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations", {"1_create_a.sql": "CREATE TABLE a (id int);\n"})
+    schools = [make_school(pg, f"xtag_{i}") for i in range(3)]
+    registry = write_registry(tmp_path / "t.yaml", [
+        ("open", registry_url(pg, schools[0]), ["north"]),
+        ("paused", registry_url(pg, schools[1]), ["north", "paused"]),
+        ("other", registry_url(pg, schools[2]), []),
+    ])  # fmt: skip
+    result = cli("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--no-progress",
+                 "--tag", "north", "--exclude-tag", "paused", "--report", str(tmp_path / "r.json"))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [s["id"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]] == ["open"]
+    assert history(pg, schools[0]) == [1]
+    assert "_sqlx_migrations" not in tables(pg, schools[1]) and "_sqlx_migrations" not in tables(pg, schools[2])

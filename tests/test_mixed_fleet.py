@@ -25,7 +25,7 @@ from orchestrator.audit.schema import SchemaSnapshot, diff, snapshot
 from orchestrator.connection import SessionSettings, session
 from orchestrator.devserver import DevServer
 from orchestrator.job import Command, Request, prepare
-from orchestrator.outcome import DatabaseResult
+from orchestrator.outcome import DatabaseResult, Status
 from orchestrator.settings import Gate, SchoolSettings
 from orchestrator.target import DatabaseTarget
 from orchestrator.template_fleet import TemplateReport
@@ -155,15 +155,17 @@ def test_reference_urls_one_per_version_are_each_used_for_their_own_version(
 def test_a_school_whose_version_has_no_reference_server_says_so_instead_of_comparing_across_versions(
     tmp_path: Path, pg: DevServer, fleet: dict[str, tuple[DevServer, str]], migrations: Path
 ) -> None:
-    found = findings(audit(tmp_path, fleet, migrations, pg.url()))  # a reference for the old version only
+    report = audit(tmp_path, fleet, migrations, pg.url())  # a reference for the old version only
+    found = findings(report)
 
     assert found["old1"] == found["old2"] == []
+    schools = {s.tenant.id: s for s in report.schools}
     for sid in ("new1", "new2"):
-        assert len(found[sid]) == 1
-        assert found[sid][0].startswith(
-            "expected schema could not be built: no --reference-url server runs PostgreSQL 18, this school's version"
-        )
-        assert "definition differs" not in found[sid][0]
+        assert found[sid] == [], "not compared is not drift"
+        assert schools[sid].status is Status.NO_REFERENCE and not schools[sid].clean
+        why = schools[sid].reference_error or ""
+        assert why.startswith("no --reference-url server runs PostgreSQL 18, this school's version"), why
+    assert report.verdict == "not_audited"
 
 
 def test_the_audit_command_on_a_mixed_fleet_exits_0(
@@ -216,9 +218,10 @@ def test_the_rehearsal_runs_on_every_version_and_catches_a_file_only_one_of_them
 def test_a_reference_url_that_does_not_answer_is_named_where_its_version_is_missing(
     tmp_path: Path, pg: DevServer, fleet: dict[str, tuple[DevServer, str]], migrations: Path, unreachable_url: str
 ) -> None:
-    found = findings(audit(tmp_path, fleet, migrations, unreachable_url, pg.url()))
+    report = audit(tmp_path, fleet, migrations, unreachable_url, pg.url())
 
-    assert found["old1"] == found["old2"] == []
-    assert "no --reference-url server runs PostgreSQL 18" in found["new1"][0]
-    assert "not reached: cannot connect to" in found["new1"][0]
-    assert PG_PASSWORD not in found["new1"][0]
+    assert findings(report) == {"old1": [], "old2": [], "new1": [], "new2": []}
+    why = next(s for s in report.schools if s.tenant.id == "new1").reference_error or ""
+    assert "no --reference-url server runs PostgreSQL 18" in why
+    assert "not reached: cannot connect to" in why
+    assert PG_PASSWORD not in why

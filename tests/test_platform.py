@@ -256,3 +256,36 @@ def test_an_admin_database_that_does_not_answer_exits_2_naming_the_source_withou
     assert result.returncode == 2, result.stdout + result.stderr
     assert "the registry source postgresql://admin:***@127.0.0.1:1/admin did not answer" in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_a_multi_line_source_query_with_tabs_is_read_from_the_admin_database(tmp_path: Path, pg: DevServer) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    school = make_school(pg, "src_ml")
+    admin = admin_database(pg, [
+        ("school-ml", passwordless_url(pg, school), [], True, None),
+        ("school-off", passwordless_url(pg, school + "_off"), [], False, None),
+    ])  # fmt: skip
+    registry = tmp_path / "t.yaml"
+    registry.write_text(
+        "source:\n"
+        "  url: ${ADMIN_DATABASE_URL}\n"
+        "  query: |\n"
+        "    SELECT slug AS id,\n"
+        "    \tdb_url AS url  -- a comment, and a tab before this line\n"
+        "    FROM schools\n"
+        "    WHERE active\n"
+    )
+    os.environ["ADMIN_DATABASE_URL"] = passwordless_url(pg, admin)
+    result = cli("status", "--registry", str(registry), "--migrations", str(migrations), "--report",
+                 str(tmp_path / "r.json"), env={"PGPASSWORD": PG_PASSWORD})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr  # status: pending files are not a failure
+    assert [s["id"] for s in json.loads((tmp_path / "r.json").read_text())["schools"]] == ["school-ml"]
+
+
+def test_a_source_query_with_another_control_character_is_refused(tmp_path: Path) -> None:
+    registry = tmp_path / "t.yaml"
+    registry.write_text('source:\n  url: postgresql://u@127.0.0.1:1/admin\n  query: "SELECT 1 AS id\\x01, 2 AS url"\n')
+    result = cli("status", "--registry", str(registry), "--migrations", str(make_migrations(tmp_path / "m")))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{registry}:3: source.query contains a control character (U+0001)" in " ".join(result.stderr.split())
+    assert "did not answer" not in result.stderr, "refused before any connection"

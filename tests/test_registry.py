@@ -116,6 +116,16 @@ def test_selection_by_id_tag_and_exclude(tmp_path: Path) -> None:
     assert caught.value.hint == "tags in the registry: canary, north"
 
 
+def test_exclude_tag_leaves_out_every_school_with_the_tag_and_a_misspelt_one_is_refused(tmp_path: Path) -> None:
+    registry = load_registry(write(tmp_path, GOOD), env={"ALPHA_PW": "x"})
+    assert [t.id for t in select(registry, Selection(exclude_tags=("north",)))] == ["school-bravo"]
+    assert [t.id for t in select(registry, Selection(exclude_tags=("north", "canary")))] == ["school-bravo"]
+    with pytest.raises(UsageError, match="no tenant selected: --tag 'canary', --exclude-tag 'north'"):
+        select(registry, Selection(tags=("canary",), exclude_tags=("north",)))  # excluding wins
+    with pytest.raises(UsageError, match="no tenant is tagged 'nroth'"):
+        select(registry, Selection(exclude_tags=("nroth",)))
+
+
 def test_shards_cover_the_fleet_exactly_once() -> None:
     ids = [f"school-{i}" for i in range(500)]
     for count in (1, 3, 7):

@@ -9,8 +9,9 @@ from pathlib import Path
 from orchestrator.errors import MigrationFailed
 from orchestrator.fleet import FleetRun, TenantOutcome
 from orchestrator.outcome import DatabaseResult, MigrationStep, Status
+from orchestrator.output_files import write_atomically
 from orchestrator.registry import single_tenant
-from orchestrator.report import RunReport, read_previous_run, write_atomically
+from orchestrator.report import RunReport, read_previous_run
 
 
 def sample_report(schools: int) -> RunReport:

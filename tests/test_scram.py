@@ -9,7 +9,7 @@ from pgfixtures import PG_PASSWORD, execute_sync, run_sync, unique_db_name
 from orchestrator import scram
 from orchestrator.connection import SessionSettings, session
 from orchestrator.devserver import DevServer
-from orchestrator.errors import Unreachable
+from orchestrator.errors import AuthFailed
 from orchestrator.target import DatabaseTarget
 
 
@@ -47,7 +47,7 @@ def test_each_role_has_its_own_and_a_wrong_password_is_still_refused(pg: DevServ
 
     assert open_sessions(pg.url(), 2) == ["postgres"] * 2
     assert open_sessions(other, 2) == [role] * 2
-    with pytest.raises(Unreachable, match="refused the login"):
+    with pytest.raises(AuthFailed, match="refused the login"):
         open_sessions(pg.url().replace(f":{PG_PASSWORD}@", ":not-the-password@", 1), 1)
 
     info = scram.pbkdf2_hmac.cache_info()

@@ -12,14 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
-from fleetkit import ROOT, registry_url, write_registry
+from fleetkit import ROOT, make_migrations, registry_url, write_registry
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from pgfixtures import PG_PASSWORD, execute_sync, ledger, quote_ident, spares_of, unique_db_name
+from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, ledger, quote_ident, run_sync, spares_of, unique_db_name
 from typer.testing import CliRunner, Result
 
 import orchestrator
@@ -224,3 +225,42 @@ def test_a_registry_template_over_two_schools_of_one_server_is_one_line_and_one_
     assert "template: " + template + " on 1 server(s), keeping 1 spare(s) each" in result.stderr
     [case] = ET.parse(junit).getroot().iter("testcase")
     assert case.get("name") == f"127.0.0.1:{pg.port} {template}" and case.find("failure") is None
+
+
+@pytest.mark.parametrize("per_server", [1, 2])
+def test_per_server_bounds_the_builds_on_one_server(
+    pg: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_server: int
+) -> None:
+    # Two templates on one server (each school its own): --per-server bounds how many are built at once there, as
+    # it bounds the sessions of every other command. The real keep_ready runs; the wrapper only counts.
+    import orchestrator.template as template_module
+    from orchestrator.job import Request, prepare
+    from orchestrator.template_fleet import keep_templates
+
+    names = [unique_db_name("tplps") for _ in range(2)]
+    entries = [f"  - id: s{i}\n    url: {registry_url(pg, f'x{i}')}\n    template: {n}\n" for i, n in enumerate(names)]
+    (tmp_path / "t.yaml").write_text("tenants:\n" + "".join(entries))
+    running, most, real = [0], [0], template_module.keep_ready
+
+    async def counted(*args: Any) -> Any:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            await anyio.sleep(0.5)  # both would be inside at once without the bound
+            return await real(*args)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(template_module, "keep_ready", counted)
+    monkeypatch.setenv("PGPW", PG_PASSWORD)
+    request = Request(Command.TEMPLATE, registry=tmp_path / "t.yaml", migrations=make_migrations(tmp_path / "m"),
+                      school=SchoolSettings(per_server=per_server), spares=0)  # fmt: skip
+    try:
+        report = run_sync(keep_templates(prepare(request)))
+        assert report.ok, report.to_dict()
+        assert most[0] == per_server
+    finally:
+        for name in names:
+            if fetch_sync(pg.url(), "SELECT 1 FROM pg_database WHERE datname = $1", name):
+                execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
+                execute_sync(pg.url(), f"DROP DATABASE {quote_ident(name)} WITH (FORCE)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from orchestrator.errors import UnsafeMigrations
 from orchestrator.job import Command, Request, prepare
 from orchestrator.outcome import Status
 from orchestrator.runner import run_any
+from orchestrator.settings import Gate
 
 REVERSIBLE = {
     "1_people.up.sql": "CREATE TABLE people (id int);\n",
@@ -163,13 +165,33 @@ def test_an_audit_is_a_run_span_with_a_span_per_school_and_its_counts(
     assert run.parent is None and attrs(run)["orchestrator.command"] == "audit"
     assert (attrs(run)["orchestrator.schools.clean"], attrs(run)["orchestrator.schools.schema_drift"]) == (1, 1)
     assert run.status.status_code is StatusCode.ERROR
-    assert run.status.description == "1 school(s) with drift or not read"
+    assert run.status.description == "1 school(s) with drift"
     per_school = [s for s in children(finished, run) if s.name == "audit school"]
     assert sorted(attrs(s)["orchestrator.school.id"] for s in per_school) == ["s0", "s1"]
     assert all(attrs(s)["orchestrator.status"] == "up_to_date" for s in per_school), "the ledgers agree"
     built = [s for s in children(finished, run) if s.kind is SpanKind.CLIENT]  # the expected schema, built
     assert [attrs(s)["orchestrator.migration.version"] for s in built] == [1, 2, 3]
     assert not any(PG_PASSWORD in every_text(s) for s in finished)
+
+
+def test_an_audit_that_could_not_compare_its_schools_ends_its_span_saying_so_not_drift(
+    tmp_path: Path, pg: DevServer, spans: InMemorySpanExporter, unreachable_url: str
+) -> None:
+    migrations = make_migrations(tmp_path / "migrations")
+    registry = fleet_registry(
+        tmp_path / "t.yaml", pg, [make_school(pg, "uncompared_a"), make_school(pg, "uncompared_b")]
+    )
+    assert run_fleet_job(Command.MIGRATE, registry, migrations).ok
+    spans.clear()
+
+    gate = Gate(reference_url=(unreachable_url,))  # no server to build the expected schema on
+    report = run_sync(run_any(prepare(Request(Command.AUDIT, registry=registry, migrations=migrations, gate=gate))))
+
+    assert report.verdict == "not_audited"
+    run = only(spans.get_finished_spans(), "orchestrator audit")
+    assert (attrs(run)["orchestrator.schools.drift"], attrs(run)["orchestrator.schools.no_reference"]) == (0, 2)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "2 school(s) not audited"
 
 
 def test_a_failing_file_carries_its_sqlstate_and_no_span_carries_the_password(
@@ -443,15 +465,25 @@ def test_a_collector_that_never_answers_delays_the_exit_by_the_export_budget_at_
     assert tracing._delivery.budget == 0.3
     for name in ("orchestrator status", "status school"):
         provider.get_tracer("test").start_span(name).end()
+    # What the SDK's exporter logs when an export request times out, which in CI sometimes came before the exit:
+    # said here every time, so the order never decides the outcome.
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning(
+        "Transient error Read timed out encountered while exporting span batch, retrying in 1s."
+    )
 
     started = time.monotonic()
     tracing.shutdown()
     waited = time.monotonic() - started
 
     assert waited < 0.3 + 2, f"the exit waited {waited:.1f}s for a collector that never answers"
-    assert [(level, event) for level, event, _ in recorder.said] == [("warning", "tracing.export")]
-    time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more
-    assert len(recorder.said) == 1
+    # Said once: one warning. Which comes first, the export's own timeout or the exit's budget, and whether the
+    # SDK's retry message arrives before the exit, is a race between threads; the SDK's messages are relayed at
+    # debug level, which an operator sees only when asking for it.
+    warnings = [(event, values) for level, event, values in recorder.said if level != "debug"]
+    assert [event for event, _ in warnings] == ["tracing.export"], recorder.said
+    said_by_the_exit = len(recorder.said)
+    time.sleep(0.5)  # the abandoned export gives up meanwhile, and says nothing more, not even at debug level
+    assert len(recorder.said) == said_by_the_exit, recorder.said[said_by_the_exit:]
 
 
 @pytest.mark.parametrize(

@@ -244,9 +244,9 @@ def test_an_audit_of_a_school_it_may_not_read_is_not_clean(pg: DevServer, strang
         "audit", "-D", stranger, "--migrations", str(PROJECT_MIGRATIONS), "--no-schema", "--json", secrets=("Str4nger",)
     )
 
-    assert result.exit_code == 1
+    assert result.exit_code == 3, "not audited: neither clean (0) nor drift (1)"
     [school] = json.loads(result.stdout)["schools"]
-    assert (school["status"], school["drift"]) == ("denied", True)
+    assert (school["status"], school["drift"], school["audited"]) == ("denied", False, False)
 
 
 def test_a_role_without_connect_is_denied_not_unreachable(pg: DevServer, stranger: str) -> None:
@@ -307,7 +307,7 @@ def test_a_password_variable_cannot_retarget_a_school_to_another_database(pg: De
 
     assert result.exit_code == 1, "the whole value is the password, and it is the wrong one"
     [outcome] = json.loads(result.stdout)["schools"]
-    assert (outcome["database"], outcome["status"]) == (target, "unreachable")
+    assert (outcome["database"], outcome["status"]) == (target, "denied")
     assert not has_history(pg.url(other)) and not has_history(pg.url(target))
 
 

@@ -6,8 +6,9 @@ the report goes through `html.escape`: school ids, servers and finding texts com
 databases, so they are untrusted text here.
 
 Stable hooks for tests and scrapers: `id="summary"` (cards `id="count-<state>"` with `data-count`), `id="histogram"`
-(bars `class="bar"` with `data-version`/`data-count`), `id="fingerprint-summary"`, `id="drift-table"` (rows with
-`data-school`) and `id="clean-schools"`.
+(bars `class="bar"` with `data-version`/`data-count`), `id="fingerprint-summary"`, `id="drift-table"` and
+`id="not-audited-table"` (rows with `data-school`; a school that could not be read or compared is listed apart from
+drift) and `id="clean-schools"`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ _CARDS = (
     ("drift", "drift", "drift"),
     ("schema_drift", "schema drift", "schema"),
     ("pending", "pending", "pending"),
+    ("not_audited", "not audited", "unreachable"),
     ("unreachable", "unreachable", "unreachable"),
     ("unreadable", "unreadable", "unreachable"),
+    ("no_reference", "no reference", "unreachable"),
 )
 
 _CSS = """
@@ -46,6 +49,7 @@ code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, mono
 #verdict { padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 12px 0; }
 #verdict.clean { background: #dafbe1; color: var(--clean); border: 1px solid #aceebb; }
 #verdict.drift { background: #ffebe9; color: var(--schema); border: 1px solid #ffcecb; }
+#verdict.not-audited { background: #fff8c5; color: var(--pending); border: 1px solid #eed888; }
 .interrupted { background: #fff8c5; border: 1px solid #eed888; color: var(--pending); padding: 8px 14px;
   border-radius: 6px; margin: 12px 0; }
 #summary { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -173,8 +177,6 @@ def _fingerprints(report: AuditReport) -> str:
 
 def _status(school: SchoolAudit) -> tuple[str, str]:
     """(text, css class) of a drifting school's status badge."""
-    if not school.readable:
-        return school.result.status.value, "unreachable"
     if school.schema_drift:
         return "schema drift", "schema"
     if school.findings and all(f.kind == "pending" for f in school.findings):
@@ -192,10 +194,10 @@ def _row(school: SchoolAudit, latest: int | None) -> str:
         f"{escape(f.text)}</li>"
         for f in school.findings
     ]
-    if school.result.error is not None:
-        items.append(
-            f'<li class="finding error"><span class="kind">error</span> {escape(school.result.error.message)}</li>'
-        )
+    items += [
+        f'<li class="finding error"><span class="kind">not audited</span> {escape(why)}</li>'
+        for why in school.why_not_audited()
+    ]
     pending = school.result.pending
     pending_title = f' title="{escape(", ".join(map(str, pending)))}"' if pending else ""
     pending_text = str(len(pending)) if school.readable else "?"
@@ -211,9 +213,30 @@ def _row(school: SchoolAudit, latest: int | None) -> str:
     )
 
 
+def _not_audited(report: AuditReport) -> str:
+    """The schools the audit could not read or compare, apart from drift: a problem of access, not of a schema."""
+    schools = [s for s in report.schools if s.not_audited is not None and not s.drift]
+    if not schools:
+        return ""
+    rows = [
+        f'<tr class="school unreachable" data-school="{escape(s.tenant.id)}">'
+        f'<td class="id">{escape(s.tenant.id)}</td><td class="server mono">{escape(s.result.server)}</td>'
+        f'<td><span class="status">{escape(s.status.value)}</span></td>'
+        f'<td><ul class="findings">{"".join(f"<li>{escape(w)}</li>" for w in s.why_not_audited() or s.result.notes)}'
+        "</ul></td></tr>"
+        for s in schools
+    ]
+    return (
+        '<section id="not-audited"><h2>Not audited</h2><p>Neither clean nor drift: what kept the audit from reading '
+        "or comparing these schools.</p>"
+        '<table id="not-audited-table"><thead><tr><th>School</th><th>Server</th><th>Status</th><th>Why</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
 def _drift(report: AuditReport) -> str:
     drifting = [s for s in report.schools if s.drift]
-    clean = [s for s in report.schools if not s.drift]
+    clean = [s for s in report.schools if s.clean]
     parts = ['<section id="drift"><h2>Drift</h2>']
     if drifting:
         parts.append(
@@ -240,13 +263,16 @@ def render_html(report: AuditReport) -> str:
     """The whole page, self-contained."""
     counts = report.counts()
     title = f"Schema audit: {_when(report.started_at)}"
-    drifting = sum(1 for s in report.schools if s.drift)
-    if report.clean:
-        verdict = f'<p id="verdict" class="clean">All {counts["schools"]} schools are clean.</p>'
+    total = counts["schools"]
+    if report.verdict == "clean":
+        verdict = f'<p id="verdict" class="clean">All {total} schools are clean.</p>'
+    elif report.verdict == "drift":
+        also = f"; {counts['not_audited']} could not be audited" if counts["not_audited"] else ""
+        verdict = f'<p id="verdict" class="drift">{counts["drift"]} of {total} schools drifted{also}.</p>'
     else:
         verdict = (
-            f'<p id="verdict" class="drift">{drifting} of {counts["schools"]} '
-            f"{'school needs' if counts['schools'] == 1 else 'schools need'} attention.</p>"
+            f'<p id="verdict" class="not-audited">{counts["not_audited"]} of {total} schools could not be audited; '
+            "none drifted.</p>"
         )
     interrupted = (
         '<p class="interrupted" id="interrupted">The audit was interrupted: not every school was checked.</p>'
@@ -267,6 +293,7 @@ def render_html(report: AuditReport) -> str:
         f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>"
         f'<header><h1 id="title">{escape(title)}</h1>{meta}</header>'
         f"{verdict}{interrupted}{_summary(report)}{_histogram(report)}{_fingerprints(report)}{_drift(report)}"
+        f"{_not_audited(report)}"
         f"<footer>orchestrator {escape(__version__)} · finished {escape(_when(report.finished_at))}</footer>"
         "</body></html>\n"
     )

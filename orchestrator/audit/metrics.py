@@ -1,7 +1,9 @@
 """The audit as Prometheus metrics, for node_exporter's textfile collector.
 
 The nightly audit writes e.g. `/var/lib/node_exporter/textfile/orchestrator_audit.prom`; node_exporter serves it
-and alerts fire on `orchestrator_audit_school_drift == 1` or a stale `orchestrator_audit_last_run_timestamp_seconds`.
+and alerts fire on `orchestrator_audit_school_drift == 1` (drift found), `orchestrator_audit_school_not_audited == 1`
+(the audit could not read or compare the school: a down server, a refused login, no CREATEDB where references are
+built; a different page from drift), or a stale `orchestrator_audit_last_run_timestamp_seconds`.
 The file is replaced atomically, because the collector may read it at any moment and a half-written file is dropped
 (with an error metric) rather than partly read.
 
@@ -12,30 +14,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge
 
-from ..report import write_atomically
+from .. import metrics
+from ..output_files import write_atomically
 from .model import AuditReport
 
 _PREFIX = "orchestrator_audit_"
 _SCHOOL_LABELS = ("school", "server")
 
 #: the `state` label values of orchestrator_audit_schools, in AuditReport.counts() terms
-STATES = ("clean", "drift", "schema_drift", "pending", "unreachable", "unreadable")
+STATES = ("clean", "drift", "schema_drift", "pending", "not_audited", "unreachable", "unreadable", "no_reference")
 
 
 def _gauge(registry: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-    return Gauge(_PREFIX + name, doc, labelnames=labels, registry=registry)
+    return metrics.gauge(registry, _PREFIX + name, doc, labels)
 
 
 def render_prometheus(report: AuditReport) -> str:
     """The report in the Prometheus text exposition format (version 0.0.4)."""
-    # A private registry: the process-wide default one would add python_* / process_* metrics and collide across
-    # calls.
-    registry = CollectorRegistry(auto_describe=True)
+    return metrics.render(audit_registry(report))
+
+
+def audit_registry(report: AuditReport) -> CollectorRegistry:
+    """The audit's metrics (the textfile's and what `--pushgateway` pushes)."""
+    registry = metrics.new_registry()
 
     drift = _gauge(
-        registry, "school_drift", "1 unless the school is clean (findings, or not read), else 0.", _SCHOOL_LABELS
+        registry,
+        "school_drift",
+        "1 if the audit found drift on the school, 0 if it audited the school and found none; absent when it could "
+        "not audit it (see school_not_audited).",
+        _SCHOOL_LABELS,
+    )
+    not_audited = _gauge(
+        registry,
+        "school_not_audited",
+        "1 for a school the audit could not read or compare; reason: its status (unreachable, no_database, denied, "
+        "unreadable, no_reference, skipped). Absent for an audited school.",
+        (*_SCHOOL_LABELS, "reason"),
     )
     pending = _gauge(registry, "school_pending_migrations", "Migrations not yet applied on the school.", _SCHOOL_LABELS)
     reachable = _gauge(registry, "school_reachable", "1 if the audit could connect to the school.", _SCHOOL_LABELS)
@@ -47,7 +64,11 @@ def render_prometheus(report: AuditReport) -> str:
     )
     for school in report.schools:
         labels = {"school": school.tenant.id, "server": school.result.server}
-        drift.labels(**labels).set(1 if school.drift else 0)
+        # Not audited is unknown, not a false 0 (nor a drift page): its own series says why.
+        if school.drift or school.not_audited is None:
+            drift.labels(**labels).set(1 if school.drift else 0)
+        if school.not_audited is not None:
+            not_audited.labels(**labels, reason=school.not_audited.value).set(1)
         reachable.labels(**labels).set(1 if school.reachable else 0)
         readable.labels(**labels).set(1 if school.readable else 0)
         # An unread school's pending list is unknown, not empty: leave the series absent instead of a false 0.
@@ -75,7 +96,7 @@ def render_prometheus(report: AuditReport) -> str:
     _gauge(registry, "schema_fingerprints", "Distinct live-schema fingerprints across the fleet.").set(
         len(report.fingerprint_groups())
     )
-    return generate_latest(registry).decode("utf-8")
+    return registry
 
 
 def write_prometheus(report: AuditReport, path: Path | str) -> None:

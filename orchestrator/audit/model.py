@@ -16,7 +16,8 @@ from ..junit import JunitCase, render_junit
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 
-AUDIT_SCHEMA_VERSION = 1
+# 2: `drift` is findings only; a school the audit could not read or compare is `audited: false`, its status says why
+AUDIT_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class SchoolAudit:
     # Applied versions with no file in the source (--ignore-missing): the schema was compared with what the files
     # create only.
     fileless: tuple[int, ...] = ()
+    # Why the live schema was not compared: its expected schema could not be built (no CREATEDB where references
+    # are built, no server of the school's version, its migrations failing in a scratch database). Not drift.
+    reference_error: str | None = None
 
     @property
     def schema_matches(self) -> bool:
@@ -62,12 +66,41 @@ class SchoolAudit:
 
     @property
     def drift(self) -> bool:
-        """Not clean: findings, or a school the audit could not read (never counted clean)."""
-        return bool(self.findings) or not self.readable
+        """Drift found: findings (history, extensions, schema). A school the audit could not read or compare is
+        not drift (see `not_audited`); it is never counted clean either."""
+        return bool(self.findings)
+
+    @property
+    def not_audited(self) -> Status | None:
+        """Why the school was not (fully) audited: not reached, not read or not attempted (its status), or its
+        schema not compared (`no_reference`); None when it was."""
+        if not self.readable or self.result.status is Status.SKIPPED:  # skipped: an interrupt came first
+            return self.result.status
+        return Status.NO_REFERENCE if self.reference_error is not None else None
+
+    @property
+    def clean(self) -> bool:
+        return not self.drift and self.not_audited is None
+
+    @property
+    def status(self) -> Status:
+        """One status: drift wins (what was found is there, whatever could not be compared), then why the school
+        was not audited, else `up_to_date`."""
+        if self.drift:
+            return Status.DRIFT
+        return self.not_audited or self.result.status
 
     @property
     def schema_drift(self) -> bool:
         return any(f.kind == "schema" for f in self.findings)
+
+    def why_not_audited(self) -> list[str]:
+        """What kept the audit from reading or comparing the school, with what to do (empty when audited)."""
+        error = self.result.error
+        said = [error.message + (f" -> {error.hint}" if error.hint else "")] if error else []
+        if self.reference_error is not None:
+            said.append(f"schema not compared: its expected schema could not be built: {self.reference_error}")
+        return said
 
     @property
     def pending_count(self) -> int:
@@ -80,8 +113,10 @@ class SchoolAudit:
             "database": self.result.database,
             "server": self.result.server,
             "postgres_major": self.server_major,
-            "status": "drift" if self.drift and self.readable else self.result.status.value,
+            "status": self.status.value,
             "drift": self.drift,
+            "audited": self.not_audited is None,
+            "reference_error": self.reference_error,
             "version": self.result.version_after,
             "pending": self.result.pending,
             "findings": [f.to_dict() for f in self.findings],
@@ -108,11 +143,23 @@ class AuditReport:
 
     @property
     def clean(self) -> bool:
-        return not self.interrupted and not any(s.drift for s in self.schools)
+        return not self.interrupted and all(s.clean for s in self.schools)
 
     @property
     def ok(self) -> bool:
         return self.clean
+
+    @property
+    def drift_found(self) -> bool:
+        return any(s.drift for s in self.schools)
+
+    @property
+    def verdict(self) -> str:
+        """`clean`; `drift` when some school drifted (it wins over schools not audited: drift is what pages);
+        `not_audited` when some school could not be audited (or the audit was interrupted) and none drifted."""
+        if self.clean:
+            return "clean"
+        return "drift" if self.drift_found else "not_audited"
 
     def json_chunks(self) -> Iterator[str]:
         yield self._json
@@ -128,9 +175,9 @@ class AuditReport:
                 name=s.tenant.id,
                 classname=f"audit.{s.result.server}",
                 time_s=s.result.duration_s,
-                failure=(f"{len(s.findings)} finding(s)" if s.readable else s.result.status.value) if s.drift else None,
-                failure_type="drift" if s.readable else s.result.status.value,
-                details="\n".join([f.text for f in s.findings] + ([s.result.error.message] if s.result.error else [])),
+                failure=(f"{len(s.findings)} finding(s)" if s.drift else s.status.value) if not s.clean else None,
+                failure_type=s.status.value,
+                details="\n".join([f.text for f in s.findings] + s.why_not_audited()),
             )
             for s in self.schools
         ]
@@ -149,15 +196,25 @@ class AuditReport:
         return sorted(groups.items(), key=lambda kv: -len(kv[1]))
 
     def counts(self) -> dict[str, int]:
+        """Schools per state; a school may be in several (drift and no_reference: its history drifted, its schema
+        could not be compared). `not_audited` covers unreachable, unreadable (denied included), no_reference and
+        schools an interrupt left unread."""
         return {
             "schools": len(self.schools),
-            "clean": sum(1 for s in self.schools if not s.drift),
-            "drift": sum(1 for s in self.schools if s.drift and s.readable),
+            "clean": sum(1 for s in self.schools if s.clean),
+            "drift": sum(1 for s in self.schools if s.drift),
             "schema_drift": sum(1 for s in self.schools if s.schema_drift),
             "pending": sum(1 for s in self.schools if s.pending_count),
+            "not_audited": sum(1 for s in self.schools if s.not_audited is not None),
             "unreachable": sum(1 for s in self.schools if not s.reachable),
             "unreadable": sum(1 for s in self.schools if s.reachable and not s.readable),
+            "no_reference": sum(1 for s in self.schools if s.readable and s.reference_error is not None),
         }
+
+    def not_audited_by_status(self) -> dict[str, int]:
+        """Why schools were not audited, by status (e.g. {"no_reference": 2, "denied": 1}), most first."""
+        counts = Counter(s.not_audited.value for s in self.schools if s.not_audited is not None)
+        return dict(counts.most_common())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +224,7 @@ class AuditReport:
             "finished_at": self.finished_at.isoformat(),
             "duration_s": round(self.duration_s, 3),
             "clean": self.clean,
+            "verdict": self.verdict,
             "interrupted": self.interrupted,
             "migrations": {
                 "directory": self.migrations_dirs[0],  # the first (schema 1's field); all of them below
@@ -174,6 +232,7 @@ class AuditReport:
                 "latest_version": self.latest_version,
             },
             "summary": self.counts(),
+            "not_audited": self.not_audited_by_status(),
             "version_histogram": [{"version": v, "schools": n} for v, n in self.version_histogram()],
             "fingerprint_groups": [{"fingerprint": f, "schools": ids} for f, ids in self.fingerprint_groups()],
             "schools": [s.to_dict() for s in self.schools],

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 
 from .. import engine
 from ..bootstrap import scratch_database
+from ..command import Command
 from ..connection import session
 from ..engine import EngineOptions
-from ..errors import DatabaseError, MigrationFailed
+from ..errors import DatabaseError, MigrationFailed, PermissionDenied
 from ..job import Job
 from ..logsetup import get_logger
 from ..serverversion import first_server_per_major
@@ -33,6 +34,7 @@ from .inspect import LiveState
 from .schema import SchemaSnapshot, fingerprint, snapshot
 
 log = get_logger("orchestrator.audit")
+_ELSEWHERE = "give --reference-url a server where the URL's role may create databases, or grant that role CREATEDB"
 UNDEFINED_FUNCTION = "42883"
 
 # What a school's expected schema depends on: its server's major version, the migrations it applied, and the
@@ -61,6 +63,16 @@ def extensions_created(source: MigrationSource) -> dict[str, int]:
             raw = match.group(1)
             found.setdefault(raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower(), m.version)
     return found
+
+
+def default_reference_server(job: Job) -> str | None:
+    """host:port where an audit without --reference-url creates its scratch databases: the first school's server
+    (a later school's when that one cannot be read; one per PostgreSQL version). None when it creates none there
+    (--reference-url given, or --no-schema)."""
+    if job.command is not Command.AUDIT or not job.request.audit_schema or job.request.gate.reference_url:
+        return None
+    first = job.tenants[0]
+    return (first.direct or first.target).server
 
 
 def reference_key(state: LiveState, source: MigrationSource) -> ReferenceKey:
@@ -126,6 +138,8 @@ async def _build(server: DatabaseTarget, job: Job, key: ReferenceKey) -> Referen
     try:
         async with scratch_database(server, "ref", options.session) as scratch:
             return await build_expected(scratch, subset, options)
+    except PermissionDenied as exc:  # most often no CREATEDB: the school is not audited (no_reference), not drift
+        return Reference(None, None, f"{exc.message} ({_ELSEWHERE})")
     except DatabaseError as exc:
         return Reference(None, None, exc.message)
 

@@ -20,7 +20,7 @@ from ..job import Job
 from ..outcome import DatabaseResult, Status
 from ..registry import Tenant
 from .inspect import LiveState, inspect_school
-from .model import AuditReport, Finding, SchoolAudit
+from .model import AuditReport, SchoolAudit
 from .reference import Reference, ReferenceKey, build_references, extensions_created, reference_key
 from .schema import SchemaSnapshot, diff, fingerprint
 
@@ -49,8 +49,8 @@ async def run_audit(job: Job, observer: Observer | None = None) -> AuditReport:
         if with_schema and state.schema is not None:
             origins = _extension_origins(job, outcome.tenant, state, created)
             _compare(audit, state, references.get(reference_key(state, job.source)), job.source.where, origins)
-        if audit.findings and audit.result.status is Status.UP_TO_DATE:
-            audit.result.status = Status.DRIFT
+        if audit.result.status is Status.UP_TO_DATE:
+            audit.result.status = audit.status  # drift, or no_reference: read, but its schema not compared
         schools.append(audit)
     return AuditReport(
         schools,
@@ -135,8 +135,8 @@ def _compare(
 ) -> None:
     assert state.schema is not None
     if reference is None or reference.schema is None:
-        why = reference.error if reference else "no reference was built"
-        audit.findings.append(Finding("schema", f"expected schema could not be built: {why}"))
+        # Not drift: the school could not be compared (audit.not_audited); what was read still counts.
+        audit.reference_error = (reference.error if reference else None) or "no reference was built"
         return
     audit.expected_fingerprint = reference.fingerprint
     if state.fileless:

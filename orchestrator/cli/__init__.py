@@ -1,8 +1,8 @@
 """The `orchestrator` command: flags in, rendering out. Logic lives in job, runner, fleet and engine; running a
 command is cli/run.py, imported only when a command runs.
 
-Exit codes: 0 every selected database ended ok (audit: no drift); 1 any did not, or the run halted; 2 invalid
-input (nothing was touched); 130 interrupted.
+Exit codes: 0 every selected database ended ok (audit: no drift); 1 any did not, the run halted, or an output file
+could not be written after the run; 2 invalid input (nothing was touched); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .options import LOGGING, Flags, apply_flags_logging, with_flags
 app = typer.Typer(
     name="orchestrator",
     help="Fleet migration orchestrator for per-school PostgreSQL databases (SQLx-compatible).\n\n"
-    "Work on one database with -D URL (or DATABASE_URL), or on the schools of a registry (tenants.yaml).",
+    "Work on one database with -D URL (-D - for $DATABASE_URL), or on the schools of a registry (tenants.yaml).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,

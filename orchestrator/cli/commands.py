@@ -16,22 +16,16 @@ from ..settings import DEFAULT_SPARES
 from . import app
 from .options import (
     CONFIRM,
-    DATABASES,
     EXTENSIONS,
     FLEET,
     GATE,
-    JSON_OUT,
-    JUNIT,
     LEDGER,
+    METRICS,
     ONBOARDING,
     PLAN_FIRST,
     PREFLIGHT_AND_YES,
-    QUIET,
     REFERENCE_URL,
-    REPORT,
     ROLLOUT,
-    SELECTION,
-    SESSION,
     Flags,
     Group,
     command,
@@ -40,7 +34,6 @@ from .options import (
 TargetVersion = Annotated[int | None, typer.Option("--target", help="Apply up to and including this version.")]
 
 AUDIT_REFERENCE = Group("Scratch databases", (REFERENCE_URL,))
-TEMPLATE_OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, QUIET))  # one line per server: no progress to turn off
 
 
 def execute(flags: Flags, command: Command, **specific: Any) -> None:
@@ -49,7 +42,7 @@ def execute(flags: Flags, command: Command, **specific: Any) -> None:
     run(flags, command, **specific)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PLAN_FIRST, METRICS)
 def migrate(
     flags: Flags,
     target: TargetVersion = None,
@@ -87,7 +80,7 @@ def bootstrap(flags: Flags) -> None:
     execute(flags, Command.BOOTSTRAP)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PREFLIGHT_AND_YES)
+@command(app, *FLEET, LEDGER, ROLLOUT, GATE, ONBOARDING, EXTENSIONS, PREFLIGHT_AND_YES, METRICS)
 def provision(flags: Flags) -> None:
     """Onboard schools in one idempotent call: create the database if missing (a copy of --template, when given),
     its extensions and history table, then apply every migration not in it yet. -D URL for one school, or the
@@ -95,7 +88,7 @@ def provision(flags: Flags) -> None:
     execute(flags, Command.PROVISION)
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST, METRICS)
 def revert(
     flags: Flags,
     target: Annotated[int, typer.Option("--target", help="Revert down to this version (0 = everything).")],
@@ -104,7 +97,7 @@ def revert(
     execute(flags, Command.REVERT, revert_to=target, dry_run=flags.values["dry_run"])
 
 
-@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST)
+@command(app, *FLEET, LEDGER, ROLLOUT, PLAN_FIRST, METRICS)
 def resolve(
     flags: Flags,
     applied: Annotated[
@@ -166,32 +159,31 @@ def resolve(
     execute(flags, command, resolve=given[0], schema_evidence=schema_evidence, allow_unverified=allow_unverified)
 
 
-@command(app, *FLEET, LEDGER, AUDIT_REFERENCE, EXTENSIONS)
+@command(app, *FLEET, LEDGER, AUDIT_REFERENCE, EXTENSIONS, METRICS)
 def audit(
     flags: Flags,
     no_schema: Annotated[
         bool, typer.Option("--no-schema", help="Check history drift only.", rich_help_panel="Audit")
     ] = False,
-    metrics: Annotated[
-        Path | None,
-        typer.Option(
-            "--metrics", help="Prometheus text file for node_exporter's textfile collector.", rich_help_panel="Audit"
-        ),
-    ] = None,
     html: Annotated[
         Path | None, typer.Option("--html", help="One self-contained HTML page.", rich_help_panel="Audit")
     ] = None,
 ) -> None:
-    """Nightly drift audit, read-only: pending, edited, missing or half-applied migrations, and live schemas that
-    differ from what their migrations produce. Exit 1 when anything drifts."""
+    """Nightly drift audit, read-only on schools: pending, edited, missing or half-applied migrations, and live
+    schemas that differ from what their migrations produce (built in scratch databases on the first school's server
+    unless --reference-url is given). Exit 0 clean; 1 drift found (even if some schools could not be audited); 3
+    some school could not be audited (unreachable, denied, unreadable, no_reference) and none drifted; 2 invalid
+    input; 130 interrupted."""
     from ..audit.html import render_html
-    from ..audit.metrics import render_prometheus
 
-    extra = [(path, render) for path, render in ((metrics, render_prometheus), (html, render_html)) if path]
+    extra = [("--html", html, render_html)] if html else []
     execute(flags, Command.AUDIT, audit_schema=not no_schema, extra_files=extra)
 
 
-@command(app, DATABASES, SELECTION, SESSION, ONBOARDING, EXTENSIONS, TEMPLATE_OUTPUTS, CONFIRM)
+# The shared groups too, so one script's flags work on every command: --concurrency and --per-server bound the
+# builds and --retries retries a server's transient failure (template_fleet.py); --no-progress and
+# --server-down-after have nothing to act on (one line per server, at the end; each server is tried once).
+@command(app, *FLEET, ONBOARDING, EXTENSIONS, CONFIRM, METRICS)
 def template(
     flags: Flags,
     spares: Annotated[

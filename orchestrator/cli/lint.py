@@ -101,19 +101,31 @@ def register(app: typer.Typer) -> None:
         description: list[str] = typer.Argument(
             ..., help="What the migration does, e.g. add library books", metavar="<words>..."
         ),
+        reversible: bool = typer.Option(
+            False, "--reversible", "-r", help="An .up.sql and .down.sql pair (refused where the first is simple)."
+        ),
+        simple: bool = typer.Option(
+            False,
+            "--simple",
+            help="One <version>_<description>.sql, without a down file (refused where the first migration is a pair).",
+        ),
     ) -> None:
-        """Create a new reversible migration (an .up.sql and .down.sql pair), as `sqlx migrate add -r` does."""
+        """Create a new migration, as `sqlx migrate add` does: the kind of the directory's first migration, and a
+        reversible pair (.up.sql and .down.sql) in an empty one."""
         from ..newfile import new_migration
 
         try:
-            up, down = new_migration(flags.values["migrations"], " ".join(description))
+            if reversible and simple:
+                raise UsageError("-r and --simple contradict each other", hint="give one or the other")
+            kind = True if reversible else (False if simple else None)
+            paths = new_migration(flags.values["migrations"], " ".join(description), reversible=kind)
         except InvalidInput as err:
             fail_usage(err)
         if json_logs():
             from .events import wrote
 
-            wrote(up)
-            wrote(down)
+            for path in paths:
+                wrote(path)
             return
-        typer.echo(up)
-        typer.echo(down)
+        for path in paths:
+            typer.echo(path)

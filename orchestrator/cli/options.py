@@ -50,6 +50,7 @@ class Flag:
     default: Any = None
     show_default: bool | str = True
     metavar: str | None = None  # e.g. <duration>; None: typer's, from the type
+    envvar: str | None = None  # read when the flag is not typed (an empty value counts as unset)
 
     def parameter(self, panel: str) -> inspect.Parameter:
         is_flag = self.type is bool
@@ -59,6 +60,7 @@ class Flag:
             rich_help_panel=panel,
             show_default=False if is_flag else self.show_default,
             metavar=self.metavar,
+            envvar=self.envvar,
         )
         return inspect.Parameter(
             self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=Annotated[self.type, option]
@@ -86,8 +88,8 @@ DATABASES = Group(
     "Databases",
     (
         Flag("database_url", str | None, ("-D", "--database-url"),
-             "One database instead of the registry's schools.", show_default="$DATABASE_URL without --registry",
-             metavar="<url>"),
+             "One database instead of the registry's schools; `-D -` takes its URL from $DATABASE_URL (an exported "
+             "DATABASE_URL is not used otherwise).", show_default=False, metavar="<url>"),
         Flag("registry", Path, ("--registry",), "The tenant registry (YAML).", DEFAULT_REGISTRY),
         Flag("migrations", list[Path], ("--migrations",), "Directory of SQLx migration files; repeatable: "
              "several directories (e.g. a main one and a deferred one) form one source over one ledger.",
@@ -115,6 +117,8 @@ SELECTION = Group(
              metavar="<tag>"),
         Flag("exclude", list[str] | None, ("--exclude",), "Leave this school out (repeatable).", show_default=False,
              metavar="<id>"),
+        Flag("exclude_tag", list[str] | None, ("--exclude-tag",), "Leave out schools with this tag (repeatable; "
+             "wins over --tenant and --tag).", show_default=False, metavar="<tag>"),
         Flag("shard", str | None, ("--shard",), "I/N: this process's share of the fleet, 0 <= I < N "
              "(N processes cover every school exactly once).", show_default=False, metavar="<I/N>"),
         Flag("resume", Path | None, ("--resume",), "Only the schools that did not end ok in this earlier --report.",
@@ -134,6 +138,9 @@ BUDGETS = Group(
              "one server (connection refused, timed out or reset, or a reply deadline passed), its other schools end "
              "unreachable at once (0 = never).",
              _budgets.server_down_after),
+        _duration("grace", "--grace", "After the first Ctrl-C or SIGTERM (nothing new starts), how long running "
+                  "work may go on before it is aborted (a second signal aborts at once). Give a pod's "
+                  "terminationGracePeriodSeconds (systemd: TimeoutStopSec) this plus a margin.", _budgets.grace),
     ),
 )  # fmt: skip
 ROLLOUT = Group(
@@ -168,6 +175,18 @@ QUIET = Flag("quiet", bool, ("--quiet",), "Only what is not ok (each such school
              "and errors: no plan, no progress, no ok schools. --json's stdout is the same.",
              _outputs.quiet)  # fmt: skip
 OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS, QUIET))
+# The run's outcome for Prometheus (docs/metrics.md): commands that change the fleet, and the audit.
+METRICS = Group(
+    "Metrics",
+    (
+        Flag("metrics", Path | None, ("--metrics",), "Write the run's Prometheus metrics here (a textfile for "
+             "node_exporter's textfile collector, replaced atomically).", show_default=False),
+        Flag("pushgateway", str | None, ("--pushgateway",), "Push the same metrics to this Prometheus Pushgateway "
+             "(job `orchestrator`, grouping key `command`, and `shard` with --shard). A failed push is a warning: "
+             "the exit code stays the run's.", show_default=False, metavar="<url>",
+             envvar="ORCHESTRATOR_PUSHGATEWAY"),
+    ),
+)  # fmt: skip
 REFERENCE_URL = Flag(
     "reference_url", list[str] | None, ("--reference-url",), "Server for scratch databases (needs CREATEDB); "
     "repeatable: one per PostgreSQL major version in the fleet.",
@@ -254,6 +273,7 @@ class Flags:
                 ids=tuple(v["tenant"] or ()),
                 tags=tuple(v["tag"] or ()),
                 exclude=tuple(v["exclude"] or ()),
+                exclude_tags=tuple(v["exclude_tag"] or ()),
                 shard=parse_shard(v["shard"]) if v["shard"] else None,
                 resume=v["resume"],
             ),
@@ -264,6 +284,7 @@ class Flags:
                 server_down_after=v.get("server_down_after", _budgets.server_down_after),
                 canary=v.get("canary", _budgets.canary),
                 max_failures=FailureBudget.parse(v.get("max_failures")),
+                grace=parse_duration(v.get("grace", _budgets.grace), "--grace"),
             ),
             school=self.school_settings(),
             outputs=Outputs(
@@ -272,6 +293,8 @@ class Flags:
                 json=v.get("json_out", _outputs.json),
                 progress=not v.get("no_progress", not _outputs.progress),
                 quiet=v.get("quiet", _outputs.quiet),
+                metrics=v.get("metrics", _outputs.metrics),
+                pushgateway=v.get("pushgateway", _outputs.pushgateway),
             ),
             gate=Gate(
                 **{k: v[k] for k in ("allow_unsafe", "rehearse", "preflight") if k in v},
@@ -316,12 +339,27 @@ class Flags:
         return self._target()
 
     def _target(self) -> tuple[str | None, Path]:
-        """-D wins; then an explicit --registry; then $DATABASE_URL; then the default registry."""
+        """-D URL, or `-D -` for $DATABASE_URL; else the registry. An exported DATABASE_URL is used only when asked
+        for: it is sqlx's habit, and quietly taking it (or quietly not) would pick one database or the whole fleet
+        behind the operator's back. So the default registry, taken while it is set, says so once."""
         url, registry = self.values["database_url"], self.values["registry"]
         if url is not None and "registry" in self.given:
             raise UsageError("give either -D URL or --registry PATH, not both")
-        if url is None and "registry" not in self.given and os.environ.get("DATABASE_URL"):
-            url = os.environ["DATABASE_URL"]
+        exported = os.environ.get("DATABASE_URL")
+        if url == "-":
+            if not exported:
+                raise UsageError(
+                    "-D - takes the database's URL from $DATABASE_URL, which is not set",
+                    hint="export DATABASE_URL=postgres://user@host/db first, or give the URL itself: -D URL",
+                )
+            return exported, registry
+        if url is None and exported and "registry" not in self.given:
+            from ..logsetup import get_logger
+
+            get_logger("orchestrator.cli").warning(
+                "database_url.ignored",
+                message=f"DATABASE_URL is set but ignored: the registry {registry} is used; pass -D - to use it",
+            )
         return url, registry
 
 

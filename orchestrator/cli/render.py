@@ -17,7 +17,7 @@ from rich.markup import escape
 from ..errors import InvalidInput
 from ..fleet import Observer, TenantOutcome
 from ..job import Job
-from ..logsetup import json_logs
+from ..logsetup import get_logger, json_logs
 from ..outcome import DatabaseResult, Status
 from ..report import RunReport
 from ..runner import Report
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..template_fleet import TemplateGroup, TemplateReport
 
 EXIT_OK, EXIT_NOT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_NOT_AUDITED = 3  # audit: some school could not be audited and none drifted (drift found wins: 1)
 
 STATUS_STYLE = {
     Status.APPLIED: "green",
@@ -97,6 +98,28 @@ def print_plan(console: Console, job: Job) -> None:
             f"  waves: {waves}; concurrency {budgets.concurrency}, {per_server_text(job)} per server; {budget}; "
             f"{budgets.retries} retries for transient errors"
         )
+
+
+def print_scratch_notice(job: Job) -> None:
+    """Say where the audit will create scratch databases (a write, on a server the operator may think it only
+    reads): on stderr, or one `audit.scratch_databases` event with --log-format json."""
+    from ..audit.reference import default_reference_server
+
+    server = default_reference_server(job)
+    if server is None:
+        return
+    where = (
+        f"the expected schemas are built in scratch databases (created, then dropped; CREATEDB needed) on {server}, "
+        "the first school's server (the next school's if that one cannot be read; one per PostgreSQL version)"
+    )
+    hint = (
+        "to build them elsewhere, give --reference-url URL: a server of the schools' PostgreSQL version where the "
+        "URL's role may create databases (one per version)"
+    )
+    if json_logs():
+        get_logger("orchestrator.audit").warning("audit.scratch_databases", server=server, message=where, hint=hint)
+        return
+    make_console(stderr=True).print(f"[yellow]note[/]: {escape(where)}; {escape(hint)}", highlight=False)
 
 
 def print_plan_head(console: Console, job: Job, what: str) -> None:
@@ -330,6 +353,30 @@ def print_gate_and_rehearsal(console: Console, job: Job, report: RunReport) -> N
         console.print(f"rehearsal: {escape(line)}", highlight=False)
 
 
+def print_unwritten(console: Console, flag: str, path: Path, error: OSError) -> None:
+    """An output file the run could not write although it was checked before (a full disk, a volume gone). The
+    run's result was shown above; the exit code says the run's record is missing."""
+    reason = error.strerror or str(error)
+    hint = f"the previous {path} (if any) is left as it was; free space or fix the volume, then run again"
+    if json_logs():
+        get_logger("orchestrator.cli").error("output_not_written", flag=flag, path=str(path), reason=reason, hint=hint)
+        return
+    console.print(f"[red]error[/]: {flag} {escape(str(path))} was not written: {escape(reason)}", highlight=False)
+    console.print(f"  what to do: {escape(hint)}", highlight=False)
+
+
+def print_push_failed(console: Console, url: str, error: Exception) -> None:
+    """A Pushgateway that could not take the metrics: a warning, the exit code stays the run's."""
+    reason = str(getattr(error, "reason", None) or error)
+    if json_logs():
+        get_logger("orchestrator.cli").warning("metrics_not_pushed", pushgateway=url, reason=reason)
+        return
+    console.print(
+        f"[yellow]warning[/]: metrics not pushed to {escape(url)}: {escape(reason)} (the exit code is the run's)",
+        highlight=False,
+    )
+
+
 def print_no_preflight(console: Console) -> None:
     if json_logs():
         events.no_preflight()
@@ -384,10 +431,11 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print(f"[yellow]interrupted[/]: running schools {running}; the rest were skipped")
 
 
-def print_next_steps(console: Console, job: Job, report: Report) -> None:
+def print_next_steps(console: Console, job: Job, report: Report, *, report_written: bool = True) -> None:
+    """What to do after a run that did not end ok; --resume named only when the report was written."""
     if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan") or quiet_asked(job):
         return
-    report_path = job.request.outputs.report
+    report_path = job.request.outputs.report if report_written else None
     if json_logs():
         events.next_steps(report.command, report_path)
         return
@@ -406,6 +454,13 @@ def print_wrote(console: Console, job: Job, path: Path) -> None:
         events.wrote(path)
     elif not quiet_asked(job):
         console.print(f"wrote {path}")
+
+
+def print_pushed(console: Console, job: Job, url: str) -> None:
+    if json_logs():
+        get_logger("orchestrator.cli").info("metrics_pushed", pushgateway=url)
+    elif not quiet_asked(job):
+        console.print(f"pushed metrics to {url}")
 
 
 def print_aborted(console: Console) -> None:
@@ -447,27 +502,39 @@ def print_audit(console: Console, report: AuditReport, *, quiet: bool = False) -
             f"{schools(partial)} hold versions with no file in the given directories (--ignore-missing): their "
             "schemas were compared only with what the files create"
         )
+    from rich.table import Table
+
     drifting = [s for s in report.schools if s.drift]
     if drifting:
-        from rich.table import Table
-
         table = Table(title=f"drift in {len(drifting)} of {len(report.schools)} schools")
         for column in ("school", "server", "status", "version", "findings"):
             table.add_column(column, overflow="fold")
         for s in drifting:
-            findings = [f.text for f in s.findings]
-            if s.result.error:
-                findings.append(s.result.error.message + (f" -> {s.result.error.hint}" if s.result.error.hint else ""))
-            status = "drift" if s.reachable else s.result.status.value
             table.add_row(
-                escape(s.tenant.id), s.result.server, status, version(s.result.version_after),
-                escape("\n".join(findings)),
+                escape(s.tenant.id), s.result.server, "drift", version(s.result.version_after),
+                escape("\n".join([f.text for f in s.findings] + s.why_not_audited())),
             )  # fmt: skip
         console.print(table)
-    verdict = "[green]clean[/]" if report.clean else "[red]drift found[/]"
+    # Apart from drift: a school that could not be read or compared is a problem of access, not of its schema.
+    unaudited = [s for s in report.schools if s.not_audited is not None and not s.drift]
+    if unaudited:
+        table = Table(title=f"not audited: {len(unaudited)} of {len(report.schools)} schools")
+        for column in ("school", "server", "status", "why"):
+            table.add_column(column, overflow="fold")
+        for s in unaudited:
+            said = s.why_not_audited() or s.result.notes
+            table.add_row(escape(s.tenant.id), s.result.server, s.status.value, escape("\n".join(said)))
+        console.print(table)
+    verdict = {
+        "clean": "[green]clean[/]",
+        "drift": "[red]drift found[/]",
+        "not_audited": "[yellow]not every school could be audited[/]",
+    }[report.verdict]
+    why = ", ".join(f"{n} {status}" for status, n in report.not_audited_by_status().items())
+    not_audited = f"{counts['not_audited']} not audited" + (f" ({why})" if why else "")
     console.print(
         f"[bold]summary[/]: {counts['schools']} schools: {counts['clean']} clean, {counts['drift']} drift "
-        f"({counts['schema_drift']} schema, {counts['pending']} pending), {counts['unreachable']} unreachable: "
+        f"({counts['schema_drift']} schema, {counts['pending']} pending), {not_audited}: "
         f"{verdict} ({report.duration_s:.2f}s)"
     )
 

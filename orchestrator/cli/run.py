@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +17,25 @@ from .. import eventloop
 from ..command import Command
 from ..confirm import to_confirm
 from ..errors import InvalidInput
-from ..job import Job, prepare
+from ..job import Job, Request, prepare
 from ..logsetup import json_logs, register_secrets
-from ..report import RunReport, write_atomically
+from ..output_files import OutputFile, check_outputs, write_atomically
+from ..report import RunReport
 from ..runner import Report, plan_first, plans_first, preflight_skipped, refuse_before_writing, run_any
 from ..target import DatabaseTarget
 from . import render
 from .options import Flags
-from .render import EXIT_INTERRUPTED, EXIT_NOT_OK, EXIT_OK, fail_usage
+from .render import EXIT_INTERRUPTED, EXIT_NOT_AUDITED, EXIT_NOT_OK, EXIT_OK, fail_usage
 
-# Extra files a command writes from its report (the audit's metrics and HTML page): (path, contents).
-ExtraFile = tuple[Path, Callable[[Any], str | Iterable[str]]]
+# Extra files a command writes from its report (the audit's HTML page): (flag, path, contents).
+ExtraFile = tuple[str, Path, Callable[[Any], str | Iterable[str]]]
 
 
 def execute(
     flags: Flags,
     command: Command,
     *,
-    extra_files: Iterable[ExtraFile] = (),
+    extra_files: Sequence[ExtraFile] = (),
     **specific: Any,
 ) -> None:
     """Validate (exit 2 on bad input), show the plan, confirm, run with progress, render, write the outputs, exit.
@@ -44,6 +45,7 @@ def execute(
     (`confirm.py`): asked on a terminal (stdin), refused without one unless --yes."""
     try:
         request = flags.request(command, **specific)
+        check_outputs(request.outputs, [OutputFile(f, path) for f, path, _ in extra_files], inputs_of(request))
         job = prepare(request)
     except InvalidInput as error:
         fail_usage(error)
@@ -52,6 +54,7 @@ def execute(
     outputs = request.outputs
     human = render.make_console(stderr=outputs.json)
     render.print_plan(human, job)
+    render.print_scratch_notice(job)
     progress_console = render.progress_console(human)
     show_progress = outputs.progress and not outputs.quiet and not request.single and not json_logs()
     planned = plan_pass(job, human, progress_console, show_progress)
@@ -64,8 +67,8 @@ def execute(
         fail_usage(error)
     progress_lines = show_progress and outcomes and not progress_console.is_terminal  # each school's line shown
     render.print_report(human, job, report, progress_lines=progress_lines)
-    write_outputs(human, report, job, extra_files)
-    raise typer.Exit(exit_code(report))
+    written = write_outputs(human, report, job, extra_files)
+    raise typer.Exit(exit_code(report, written))
 
 
 def plan_pass(job: Job, human: Console, progress_console: Console, show_progress: bool) -> RunReport | None:
@@ -110,7 +113,9 @@ def execute_template(flags: Flags, spares: int) -> None:
     from ..template_fleet import keep_templates, template_groups
 
     try:
-        job = prepare(flags.request(Command.TEMPLATE, spares=spares))
+        request = flags.request(Command.TEMPLATE, spares=spares)
+        check_outputs(request.outputs, inputs=inputs_of(request))
+        job = prepare(request)
         groups = template_groups(job)
     except InvalidInput as error:
         fail_usage(error)
@@ -120,8 +125,14 @@ def execute_template(flags: Flags, spares: int) -> None:
     confirm_writing(job, None, human, assume_yes=flags.values.get("yes", False))
     report = eventloop.run(keep_templates, job)
     render.print_templates(human, report, quiet=job.request.outputs.quiet)
-    write_outputs(human, report, job, ())
-    raise typer.Exit(exit_code(report))
+    written = write_outputs(human, report, job, ())
+    raise typer.Exit(exit_code(report, written))
+
+
+def inputs_of(request: Request) -> list[OutputFile]:
+    """What the run reads, which no output may replace."""
+    registry = [] if request.single else [OutputFile("--registry", request.registry)]
+    return [*registry, *(OutputFile("--migrations", d) for d in request.migrations)]
 
 
 def register_job_secrets(job: Job) -> None:
@@ -130,22 +141,52 @@ def register_job_secrets(job: Job) -> None:
     register_secrets([*(s for t in job.tenants for s in t.target.secrets), *reference])
 
 
-def write_outputs(human: Console, report: Report, job: Job, extra_files: Iterable[ExtraFile]) -> None:
+def write_outputs(human: Console, report: Report, job: Job, extra_files: Sequence[ExtraFile]) -> bool:
+    """Write each output file (atomically: a failure leaves the previous file as it was) and push the metrics.
+    Returns False when a file could not be written (said, with what to do); a failed push is a warning only."""
+    from .. import metrics  # prometheus_client: only when a run ends
+
     outputs = job.request.outputs
     files: list[ExtraFile] = []
     if outputs.report:
-        files.append((outputs.report, lambda r: r.json_chunks()))
+        files.append(("--report", outputs.report, lambda r: r.json_chunks()))
     if outputs.junit:
-        files.append((outputs.junit, lambda r: r.junit_xml()))
-    for path, contents in [*files, *extra_files]:
-        write_atomically(path, contents(report))
-        render.print_wrote(human, job, path)
-    render.print_next_steps(human, job, report)
+        files.append(("--junit", outputs.junit, lambda r: r.junit_xml()))
+    registry = metrics.registry_for(report) if outputs.metrics or outputs.pushgateway else None
+    if outputs.metrics and registry is not None:
+        text = metrics.render(registry)
+        files.append(("--metrics", outputs.metrics, lambda _: text))
+    unwritten = set()
+    for flag, path, contents in [*files, *extra_files]:
+        try:
+            write_atomically(path, contents(report))
+        except OSError as exc:
+            unwritten.add(flag)
+            render.print_unwritten(human, flag, path, exc)
+        else:
+            render.print_wrote(human, job, path)
+    if outputs.pushgateway and registry is not None:
+        try:
+            group = metrics.grouping_key(metrics.command_of(report), job.request.selection.shard)
+            metrics.push(registry, outputs.pushgateway, group)
+        except (OSError, ValueError) as exc:
+            render.print_push_failed(human, outputs.pushgateway, exc)
+        else:
+            render.print_pushed(human, job, outputs.pushgateway)
+    render.print_next_steps(human, job, report, report_written="--report" not in unwritten)
     if outputs.json:
         sys.stdout.writelines(report.json_chunks())
+    return not unwritten
 
 
-def exit_code(report: Report) -> int:
+def exit_code(report: Report, written: bool = True) -> int:
+    """Every command's exit code, here only: 0 ok, 1 not ok (the audit: drift found; or an output that could not be
+    written after an otherwise ok run: the run's record is missing), 3 the audit could not audit some school and
+    found no drift, 130 interrupted (2, invalid input, is raised before anything runs)."""
+    from ..audit.model import AuditReport
+
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if report.ok else EXIT_NOT_OK
+    if report.ok:
+        return EXIT_OK if written else EXIT_NOT_OK
+    return EXIT_NOT_AUDITED if isinstance(report, AuditReport) and report.verdict == "not_audited" else EXIT_NOT_OK
