@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean compile
+.PHONY: demo test lint bench bench-serve clean compile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ BENCH_ARGS ?= --schools 1000 --cold-rounds 1 --repeat 3
 bench: $(STAMP) compile
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# Onboarding through `orchestrator serve` against the CLI, spares ready (bench/serve.py; about a minute).
+bench-serve: $(STAMP) compile
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/serve.py $(BENCH_SERVE_ARGS)
 
 clean:
 	-$(BIN)/python -m orchestrator.devserver stop --dir .demo/pg 2>/dev/null

@@ -102,6 +102,36 @@ class UnsafeMigrations(InvalidInput):
     code = "unsafe_migrations"
 
 
+class RequestRefused(InvalidInput):
+    """An HTTP request to `orchestrator serve` that cannot be served as sent (a body that is not the JSON object
+    asked for, an id or URL the registry would refuse): answered with a 4xx, nothing done."""
+
+    code = "bad_request"
+
+
+class BodyTooLarge(RequestRefused):
+    code = "body_too_large"
+
+
+class UnknownSchool(RequestRefused):
+    """The id is in no registry entry (read again to be sure) and the request gave no URL for it."""
+
+    code = "unknown_school"
+
+
+class SchoolConflict(RequestRefused):
+    """The URL given for a school names another database than the registry's entry for that id, or the database of
+    another school."""
+
+    code = "school_conflict"
+
+
+class Unauthorized(RequestRefused):
+    """No `Authorization: Bearer <token>`, or not the service's token."""
+
+    code = "unauthorized"
+
+
 # --- database errors: become a per-database outcome ---------------------------------------------------------------
 
 

@@ -17,9 +17,9 @@ import anyio
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-_USE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+USE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def run(func: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
     """`anyio.run(func, *args)` on the fastest loop available."""
-    return anyio.run(func, *args, backend_options={"use_uvloop": _USE_UVLOOP})
+    return anyio.run(func, *args, backend_options={"use_uvloop": USE_UVLOOP})

@@ -214,8 +214,8 @@ def prepare(request: Request) -> Job:
             selection = replace(selection, only=previous.not_ok)
         tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
         every_school = {t.id for t in tenants} == {t.id for t in schools}
-        if request.command.writes:  # writes and SQLx's lock go to `direct_url` where one is given (not a pooler)
-            tenants = [replace(t, target=t.direct) if t.direct else t for t in tenants]
+        if request.command.writes:
+            tenants = direct(tenants)
     check_templates(request.school, tenants, defaults, schools)
     lint = None
     if request.command.applies_migrations:
@@ -225,6 +225,22 @@ def prepare(request: Request) -> Job:
         if not request.gate.allow_unsafe:
             gate.refuse_edits(lint)  # the rest is judged where each file would run, after a plan pass (runner)
     return Job(request, source, tenants, defaults, lint, every_school)
+
+
+def direct(tenants: Sequence[Tenant]) -> list[Tenant]:
+    """Writes and SQLx's lock go to `direct_url` where one is given (not a pooler)."""
+    return [replace(t, target=t.direct) if t.direct else t for t in tenants]
+
+
+def for_schools(job: Job, tenants: Sequence[Tenant], schools: Sequence[Tenant], command: Command | None = None) -> Job:
+    """The job's loaded source, lint and settings over other schools, for `command` (default: the job's). The
+    service prepares once and makes one of these per request: the files are not read and linted again. `schools`:
+    schools besides `tenants` whose database --template must not be (prepare() checked the registry's already)."""
+    request = job.request if command is None else replace(job.request, command=command)
+    chosen = direct(tenants) if request.command.writes else list(tenants)
+    check_templates(request.school, chosen, job.defaults, schools)
+    lint = job.lint if request.command.applies_migrations else None
+    return Job(request, job.source, chosen, job.defaults, lint, every_school=False)
 
 
 def check_resolve(request: Request, source: MigrationSource) -> None:

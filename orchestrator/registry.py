@@ -36,7 +36,8 @@ try:
 except ImportError:  # PyYAML built without libyaml
     from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
 
-_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # a tenant id: a slug (written once; the service's API states it too)
+_ID = re.compile(ID_PATTERN)
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # The only numbers: plain decimal, as JSON writes them. YAML 1.1 also reads 0123 (octal), 0x1F, 1_000 and 12:30
 # (base 60) as numbers; here they stay text, so an id or a duration is never silently converted.
@@ -162,6 +163,16 @@ def check_school(target: DatabaseTarget) -> None:
             "own (its scratch databases, template builds and spares), never a school's",
             hint=f"rename the school's database to a name not starting with {TOOL_PREFIX!r} "
             "(ALTER DATABASE ... RENAME TO ...) and put the new name in its URL",
+        )
+
+
+def check_tenant_id(tenant_id: str, location: Location | None = None) -> None:
+    """Raise RegistryError unless `tenant_id` is a slug, as every tenant id must be."""
+    if not _ID.fullmatch(tenant_id):
+        raise RegistryError(
+            f"tenant id {excerpt(tenant_id)} is not a slug",
+            location=location,
+            hint="use lowercase letters, digits, '-', '_' and '.' (at most 63), starting with a letter or digit",
         )
 
 
@@ -307,12 +318,7 @@ class _Loader:
         self.require(fields, node, "tenant", hint="each tenant needs `id: <slug>` and `url: postgresql://...`")
         id_node = fields["id"][1]
         tenant_id = self.text(id_node, "id")
-        if not _ID.fullmatch(tenant_id):
-            raise RegistryError(
-                f"tenant id {excerpt(tenant_id)} is not a slug",
-                location=self.at(id_node),
-                hint="use lowercase letters, digits, '-', '_' and '.' (at most 63), starting with a letter or digit",
-            )
+        check_tenant_id(tenant_id, self.at(id_node))
         target = self.target(fields["url"][1])
         direct = self.target(fields["direct_url"][1]) if "direct_url" in fields else None
         if direct is not None and direct.database != target.database:
@@ -674,3 +680,11 @@ def single_tenant(url: str) -> Tenant:
     target = DatabaseTarget.parse(url)
     check_school(target)
     return Tenant(id=target.database, target=target)
+
+
+def caller_tenant(tenant_id: str, url: str, where: str) -> Tenant:
+    """A school named by a caller rather than a file (the service's `PUT /v1/schools/{id}` with a URL): read exactly
+    as a row of a registry source is (id a slug, URL parsed, never the maintenance database nor a name of the tool's
+    own). Raises RegistryError (its message names `where`)."""
+    loader = _RowLoader(Path(where), f"school {excerpt(tenant_id, 60)}")
+    return loader.tenant(row_node({"id": tenant_id, "url": url}))

@@ -62,7 +62,7 @@ class RunReport:
 
     def school_dicts(self) -> Iterator[dict[str, Any]]:
         for o in self.outcomes:
-            yield {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
+            yield school_dict(o)
 
     def json_chunks(self) -> Iterator[str]:
         """The JSON report piece by piece, one school per line: 100,000 schools never sit in memory as one
@@ -104,6 +104,11 @@ class RunReport:
             },
             "version_histogram": [{"version": version, "schools": n} for version, n in self.version_histogram()],
         }
+
+
+def school_dict(o: TenantOutcome) -> dict[str, Any]:
+    """One school's entry in the report (and the service's answer for one school)."""
+    return {"id": o.tenant.id, "tags": list(o.tenant.tags), "wave": o.wave, **o.result.to_dict()}
 
 
 def to_junit(report: RunReport) -> str:

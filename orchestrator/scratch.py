@@ -32,8 +32,9 @@ import secrets
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -112,14 +113,82 @@ async def maker_session(maintenance: DatabaseTarget, settings: SessionSettings) 
     """A session on the server's maintenance database for making scratch databases: closed however the block ends,
     even cancelled (its locks say its maker lives; they must go with it, not linger in a forgotten connection).
     Proven pinned first (pooler.ensure_pinned): through a transaction pooler those locks would mean nothing, and
-    a refused school gets nothing created."""
-    conn = await open_session(maintenance, settings)
+    a refused school gets nothing created. Under `keeping(sessions)` (the service) a block that ended normally, out
+    of any transaction, gives its session back for the next one instead (its scratch locks were released by
+    `discard`, the template's lock by `template_lock`); any other end closes it, as without."""
+    kept = _KEPT.get()
+    key = (maintenance.dsn, settings)
+    conn = await kept.take(key) if kept is not None else None
+    if conn is None:
+        conn = await open_session(maintenance, settings)
+        fresh = True
+    else:
+        fresh = False
+    done = False
     try:
-        await ensure_pinned(conn)
+        if fresh:
+            await ensure_pinned(conn)
         yield conn
+        done = True
     finally:
         with anyio.CancelScope(shield=True):
-            await close_quietly(conn)
+            if not (done and kept is not None and kept.give_back(key, conn)):
+                await close_quietly(conn)
+
+
+class KeptSessions:
+    """Maintenance sessions kept open between onboardings (`orchestrator serve`): a connection and its login cost
+    more than the rest of taking a spare. At most `per_key` idle sessions per server and role; one idle for longer
+    than IDLE_CHECK_S is asked a `SELECT 1` before it is used again (a restarted server closed it)."""
+
+    IDLE_CHECK_S = 30.0
+
+    def __init__(self, per_key: int = 4) -> None:
+        self.per_key = per_key
+        self._idle: dict[tuple[str, SessionSettings], list[tuple[Session, float]]] = {}
+
+    async def take(self, key: tuple[str, SessionSettings]) -> Session | None:
+        idle = self._idle.get(key, [])
+        while idle:
+            conn, since = idle.pop()
+            if conn.is_closed():
+                continue
+            if time.monotonic() - since > self.IDLE_CHECK_S:
+                try:
+                    with anyio.fail_after(conn.settings.bookkeeping_timeout or 5.0):
+                        await conn.fetchval("SELECT 1")
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                    conn.terminate()
+                    continue
+            return conn
+        return None
+
+    def give_back(self, key: tuple[str, SessionSettings], conn: Session) -> bool:
+        """False: not kept (closed, in a transaction, or enough idle ones already): the caller closes it."""
+        idle = self._idle.setdefault(key, [])
+        if conn.is_closed() or conn.is_in_transaction() or len(idle) >= self.per_key:
+            return False
+        idle.append((conn, time.monotonic()))
+        return True
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn, _ in idle:
+                conn.terminate()  # its locks, if any, go with it
+        self._idle.clear()
+
+
+_KEPT: ContextVar[KeptSessions | None] = ContextVar("orchestrator_kept_sessions", default=None)
+
+
+@contextmanager
+def keeping(sessions: KeptSessions) -> Iterator[None]:
+    """Within the block (and the tasks started in it), maintenance sessions are reused through `sessions`."""
+    token = _KEPT.set(sessions)
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
 
 
 async def _claim(conn: asyncpg.Connection, purpose: str) -> str:

@@ -40,6 +40,14 @@ GIT_HISTORY_SECONDS = 10.0
 # `--pushgateway`: how long the push of a run's metrics may take; a slow or absent gateway costs no more than this.
 PUSH_TIMEOUT_S = 5.0
 
+# `orchestrator serve`: where it listens; how old the fleet survey behind GET /v1/fleet may get (--survey-every);
+# the largest request body it reads (a PUT's body is one URL); how many recent onboardings it remembers for the
+# dashboard. (How long running onboardings get after SIGTERM is the run's --grace, Budgets.grace.)
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_SURVEY_EVERY = 300.0
+SERVE_BODY_LIMIT = 16 * 1024
+SERVE_RECENT_ONBOARDINGS = 200
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -240,3 +248,12 @@ def parse_shard(text: str) -> tuple[int, int]:
             hint="e.g. --shard 0/4 ... --shard 3/4 (Kubernetes: --shard $JOB_COMPLETION_INDEX/N)",
         )
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) for --listen. Raises UsageError."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {excerpt(text)} is not HOST:PORT", hint="e.g. --listen 0.0.0.0:8080")
+    return host, int(port)

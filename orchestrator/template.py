@@ -74,6 +74,9 @@ SPARE_MARKER_PREFIX = "orchestrator spare: "
 REJECTED_NAME_PREFIX = "orchestrator_rejected_"  # a spare found holding something else: set aside, never dropped
 REJECTED_MARKER_PREFIX = "orchestrator rejected spare: "
 CHECKSUM_HEX = 24
+# How a new school's note says it was made (`made_from` reads them back: one wording, written once).
+FROM_SPARE = "a ready copy"
+FROM_TEMPLATE = "template"
 _SESSIONS_GONE_WAIT_S = 5.0  # a closed session's backend exits on its own time; PostgreSQL itself waits 5 s too
 
 
@@ -182,10 +185,24 @@ async def create_school(
         return engine.Created.NOT_BY_US  # another process created the school's database meanwhile
     # The template holds exactly the files (its marker's ledger, checked before the copy) and the extensions.
     result.version_after = copied.version
-    how = f"a ready copy ({copied.spare}) of template {name}" if copied.spare else f"template {name}"
+    how = f"{FROM_SPARE} ({copied.spare}) of template {name}" if copied.spare else f"{FROM_TEMPLATE} {name}"
     result.notes.append(f"created database {target.database} from {how} at {_version_text(copied.version)}")
     log.info("template.copied", template=name, database=target.database, version=copied.version, spare=copied.spare)
     return engine.Created.COMPLETE
+
+
+def made_from(result: DatabaseResult) -> str:
+    """How an onboarding made the school, from its result: "spare" (a ready copy renamed), "template" (a copy of
+    it), "files" (created empty, then every file applied) or "existing" (it was there already)."""
+    if not result.created_database:
+        return "existing"
+    made = f"created database {result.database} from "
+    for note in result.notes:
+        if note.startswith(made + FROM_SPARE + " "):
+            return "spare"
+        if note.startswith(made + FROM_TEMPLATE + " "):
+            return "template"
+    return "files"
 
 
 # --- deciding ------------------------------------------------------------------------------------------------------

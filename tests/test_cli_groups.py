@@ -12,7 +12,10 @@ from orchestrator.cli import app, options
 
 # Commands that do not work over schools: `lint` reads files (and, with --baseline, the ledgers: LEDGERS), `new`
 # writes one. Every other command is a fleet command, so a command added later is checked without naming it here.
-NOT_FLEET = {"lint", "new"}
+NOT_FLEET = {"lint", "new", "serve"}
+# `serve` selects no schools and writes no report (it onboards the school each request names, and answers over
+# HTTP): it takes the groups that describe where and how it works.
+SERVICE_GROUPS = ("DATABASES", "BUDGETS", "SESSION", "LOGGING")
 SHARED = ("DATABASES", "SELECTION", "BUDGETS", "SESSION", "OUTPUTS", "LOGGING")
 # Own options that share a name but not a meaning, on purpose: --target is "up to" on migrate/plan, "down to" (and
 # required) on revert; `new --migrations` is the one directory it writes into, not a source of several.
@@ -39,6 +42,11 @@ def test_every_fleet_command_takes_every_flag_of_the_shared_groups() -> None:
     )
     missing = {name: sorted(shared_flags() - declarations(c)) for name, c in fleet.items()}
     assert not {name: flags for name, flags in missing.items() if flags}, "fleet commands lacking shared flags"
+
+
+def test_the_service_takes_the_groups_that_apply_to_it() -> None:
+    wanted = {decl for name in SERVICE_GROUPS for flag in getattr(options, name).flags for decl in flag.decls}
+    assert not sorted(wanted - declarations(commands()["serve"]))
 
 
 def describe(param: Any) -> tuple[Any, ...]:

@@ -7,11 +7,16 @@ Offline: the API schemas come inside the kubernetes-validate wheel (a dev depend
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,8 +70,9 @@ def workloads() -> list[tuple[str, dict[str, Any]]]:
 
 
 def config_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    """What config.yaml defines, by (kind, name)."""
-    return {(d["kind"], d["metadata"]["name"]): d for d in documents(K8S / "config.yaml")}
+    """What config.yaml and the Secrets' files define, by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for _, d in all_documents() if d["kind"] in ("ConfigMap", "Secret",
+            "PersistentVolumeClaim")}  # fmt: skip
 
 
 # --- 1. valid Kubernetes objects ------------------------------------------------------------------------------
@@ -74,8 +80,9 @@ def config_objects() -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_there_are_manifests_to_check() -> None:
     names = {path.name for path in MANIFESTS}
-    assert {"config.yaml", "rollout-job.yaml", "audit-cronjob.yaml", "template-cronjob.yaml"} <= names
-    assert len(workloads()) >= 5
+    assert {"config.yaml", "rollout-job.yaml", "audit-cronjob.yaml", "template-cronjob.yaml", "serve.yaml",
+            "serve-token.yaml"} <= names  # fmt: skip
+    assert len(workloads()) >= 6
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -215,13 +222,14 @@ def test_the_pod_security_check_sees_each_broken_rule(breakage: str) -> None:
 # --- 3. the containers' args, run -------------------------------------------------------------------------------
 
 
-def orchestrator_containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(id, workload, container) for every container that runs the orchestrator's image."""
+def orchestrator_containers(service: bool = False) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(id, workload, container) for every container that runs the orchestrator's image: the commands that run to
+    an end, or (`service`) those that run `orchestrator serve`."""
     for name, document in workloads():
         template = pod_template(document)
         assert template is not None
         for container in template["spec"]["containers"]:
-            if container["image"].startswith(ORCHESTRATOR_IMAGE):
+            if container["image"].startswith(ORCHESTRATOR_IMAGE) and ("serve" in container["args"]) == service:
                 yield f"{name}:{container['name']}", document, container
 
 
@@ -259,6 +267,9 @@ class Pod:
         for variable in container.get("env", []):
             if "value" in variable:
                 self.env[variable["name"]] = variable["value"]
+            elif "secretKeyRef" in variable["valueFrom"]:
+                ref = variable["valueFrom"]["secretKeyRef"]
+                self.env[variable["name"]] = defined[("Secret", ref["name"])]["stringData"][ref["key"]]
             else:
                 self.env[variable["name"]] = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
         self.secrets = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
@@ -306,6 +317,20 @@ class Pod:
         return arg
 
 
+def registry_nowhere(pod: Pod, container: dict[str, Any]) -> dict[str, str]:
+    """Point the pod's registry (the ConfigMap's) at local ports where nothing listens (no name is looked up);
+    returns the password variables it refers to, each with a made-up value."""
+    [registry_arg] = [a for a in container["args"] if a.startswith("--registry=")]
+    registry = Path(pod.local(registry_arg.partition("=")[2])[0])
+    text = registry.read_text()
+    servers = sorted(set(re.findall(r"@([\w.-]+):\d+/", text)))
+    assert servers, "the registry names no server"
+    for server in servers:
+        text = re.sub(rf"@{re.escape(server)}:\d+/", f"@127.0.0.1:{free_port()}/", text)
+    registry.write_text(text)
+    return {name: f"pw-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
+
+
 def test_the_rollouts_and_the_template_job_push_their_metrics() -> None:
     pushing = {cid for cid, _, container in orchestrator_containers()
                if any(s.get("configMapRef", {}).get("name") == "orchestrator-metrics"
@@ -335,16 +360,7 @@ def test_each_container_s_args_are_accepted_with_the_shipped_registry(
     outputs onto the pod's writable volumes."""
     pod = Pod(tmp_path, document, container, index)
     assert pod.secrets == ["school-db-passwords"]  # created out of band (deploy/README.md)
-    [registry_arg] = [a for a in container["args"] if a.startswith("--registry=")]
-    registry = Path(pod.local(registry_arg.partition("=")[2])[0])
-    text = registry.read_text()
-    # The registry's servers, each at a local port where nothing listens (no name is looked up).
-    servers = sorted(set(re.findall(r"@([\w.-]+):\d+/", text)))
-    assert servers, "the registry names no server"
-    for server in servers:
-        text = re.sub(rf"@{re.escape(server)}:\d+/", f"@127.0.0.1:{free_port()}/", text)
-    registry.write_text(text)
-    passwords = {name: f"pw-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
+    passwords = registry_nowhere(pod, container)
 
     outputs = []
     for arg in container["args"]:
@@ -416,3 +432,105 @@ def test_the_systemd_unit_outlives_the_tools_grace_by_a_margin() -> None:
     [stop] = re.findall(r"^TimeoutStopSec=(\S+)$", unit, re.M)
     grace = tool_grace(exec_start.group(1).replace("\\\n", " ").split())
     assert parse_duration(stop, "TimeoutStopSec") >= grace + GRACE_MARGIN_S
+
+
+# --- 4. the service: orchestrator serve --------------------------------------------------------------------------
+
+SERVICES = list(orchestrator_containers(service=True))
+
+
+def _serve() -> tuple[dict[str, Any], dict[str, Any]]:
+    [(_, deployment, container)] = SERVICES
+    return deployment, container
+
+
+def test_the_service_is_a_deployment_behind_a_service() -> None:
+    deployment, container = _serve()
+    assert deployment["kind"] == "Deployment"
+    [service] = [
+        d for _, d in all_documents() if d["kind"] == "Service" and d["metadata"]["name"] == "orchestrator-serve"
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    [port] = service["spec"]["ports"]
+    assert port["targetPort"] in ports
+    # It listens on every address of the pod, at the port the Service and the probes name.
+    [listen] = [a.partition("=")[2] for a in container["args"] if a.startswith("--listen=")]
+    assert listen == f"0.0.0.0:{ports[port['targetPort']]}"
+
+
+def test_the_service_s_probes_and_grace() -> None:
+    deployment, container = _serve()
+    ports = {p["name"] for p in container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert container[probe]["httpGet"]["path"] == path
+        assert container[probe]["httpGet"]["port"] in ports
+    # Kubernetes kills the pod terminationGracePeriodSeconds after SIGTERM: later than the tool's own grace for
+    # running onboardings, with room for the abort and the shutdown.
+    assert (
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        >= tool_grace(container["args"]) + GRACE_MARGIN_S
+    )
+
+
+def test_the_service_s_token_comes_from_its_secret() -> None:
+    _, container = _serve()
+    [token] = [e for e in container["env"] if e["name"] == "ORCHESTRATOR_API_TOKEN"]
+    ref = token["valueFrom"]["secretKeyRef"]
+    secret = config_objects()[("Secret", ref["name"])]
+    assert ref["key"] in secret["stringData"]
+    # The placeholder is no token anyone could use: empty, so the service refuses to start until it is filled in.
+    assert secret["stringData"][ref["key"]] == ""
+    assert not any(a.startswith("--token") for a in container["args"])  # never on a command line (ps shows it)
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["school-db-passwords"]
+
+
+def _get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_service_s_args_serve_and_answer_the_probes(tmp_path: Path) -> None:
+    """The container's args with the shipped registry (its servers: ports where nothing listens) and a token in
+    place of the Secret's placeholder: the service starts, /healthz (liveness) answers 200 while /readyz (readiness)
+    says 503 (no server answered), SIGTERM ends it with 0. The shipped placeholder itself is refused (exit 2)."""
+    deployment, container = _serve()
+    pod = Pod(tmp_path, deployment, container, "0")
+    passwords = registry_nowhere(pod, container)
+    port = free_port()
+    # Here on the loopback and a free port, where the pod has 0.0.0.0:8080 (test_the_service_is_a_deployment_...).
+    args = [f"--listen=127.0.0.1:{port}" if a.startswith("--listen=") else pod.arg(a) for a in container["args"]]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL", "ORCHESTRATOR_API"))}
+    env = {**clean, **pod.env, **passwords}
+    assert env["ORCHESTRATOR_API_TOKEN"] == ""  # the Secret as shipped
+    refused = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    assert refused.returncode == 2 and "API token" in refused.stderr, refused.stderr[-2000:]
+
+    token = "t" * 32
+    log = (tmp_path / "serve.log").open("wb")
+    env["ORCHESTRATOR_API_TOKEN"] = token
+    service = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=log, stderr=subprocess.STDOUT,
+                               cwd=ROOT, stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert service.poll() is None, (tmp_path / "serve.log").read_text()
+            with contextlib.suppress(OSError):
+                if _get(port, container["livenessProbe"]["httpGet"]["path"]) == 200:
+                    break
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        assert _get(port, container["readinessProbe"]["httpGet"]["path"]) == 503
+        assert _get(port, container["startupProbe"]["httpGet"]["path"]) == 200
+    finally:
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()
+    assert not any(p in (tmp_path / "serve.log").read_text() for p in [token, *passwords.values()])

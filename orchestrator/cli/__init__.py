@@ -83,7 +83,7 @@ def run_with_json_errors() -> int:
 
 
 # Registered last: the command modules add their commands to `app`.
-from . import commands  # noqa: E402, F401
+from . import commands, serve  # noqa: E402, F401
 from .lint import register as _register_lint  # noqa: E402
 
 _register_lint(app)

@@ -28,6 +28,7 @@ from .options import (
     ROLLOUT,
     Flags,
     Group,
+    Spares,
     command,
 )
 
@@ -186,14 +187,7 @@ def audit(
 @command(app, *FLEET, ONBOARDING, EXTENSIONS, CONFIRM, METRICS)
 def template(
     flags: Flags,
-    spares: Annotated[
-        int,
-        typer.Option(
-            "--spares",
-            help="Ready copies of the template to keep on each server (0 drops them all).",
-            rich_help_panel=ONBOARDING.panel,
-        ),
-    ] = DEFAULT_SPARES,
+    spares: Spares = DEFAULT_SPARES,
 ) -> None:
     """Build or refresh the template on each server of the selected schools and keep --spares ready copies of it:
     onboarding a school then renames a spare (milliseconds) instead of copying the template. Run it after a

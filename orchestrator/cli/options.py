@@ -224,6 +224,16 @@ EXTENSIONS = Group(
              "says (a school then is exactly what `sqlx migrate run` builds).", False),
     ),
 )  # fmt: skip
+# `template` keeps them; `serve` keeps them topped up in the background. One flag, one help.
+Spares = Annotated[
+    int,
+    typer.Option(
+        "--spares",
+        help="Ready copies of the template to keep on each server (0 drops them all); `serve` tops them up in the "
+        "background as onboardings take them.",
+        rich_help_panel=ONBOARDING.panel,
+    ),
+]
 DRY_RUN = Flag("dry_run", bool, ("--dry-run",), "Only show what would run where; read-only, takes no lock.", False)
 PREFLIGHT = Flag(
     "preflight", bool, ("--preflight/--no-preflight",), "Over a registry, first a read-only plan pass (the "
@@ -270,12 +280,12 @@ class Flags:
             database_url=database_url,
             registry=registry,
             selection=Selection(
-                ids=tuple(v["tenant"] or ()),
-                tags=tuple(v["tag"] or ()),
-                exclude=tuple(v["exclude"] or ()),
-                exclude_tags=tuple(v["exclude_tag"] or ()),
-                shard=parse_shard(v["shard"]) if v["shard"] else None,
-                resume=v["resume"],
+                ids=tuple(v.get("tenant") or ()),
+                tags=tuple(v.get("tag") or ()),
+                exclude=tuple(v.get("exclude") or ()),
+                exclude_tags=tuple(v.get("exclude_tag") or ()),
+                shard=parse_shard(v["shard"]) if v.get("shard") else None,
+                resume=v.get("resume"),
             ),
             # A group a command does not take: its settings' defaults (e.g. no rollout group: no waves).
             budgets=Budgets(

@@ -22,6 +22,7 @@ from ..logsetup import json_logs, register_secrets
 from ..output_files import OutputFile, check_outputs, write_atomically
 from ..report import RunReport
 from ..runner import Report, plan_first, plans_first, preflight_skipped, refuse_before_writing, run_any
+from ..settings import parse_duration, parse_listen
 from ..target import DatabaseTarget
 from . import render
 from .options import Flags
@@ -190,3 +191,23 @@ def exit_code(report: Report, written: bool = True) -> int:
     if report.ok:
         return EXIT_OK if written else EXIT_NOT_OK
     return EXIT_NOT_AUDITED if isinstance(report, AuditReport) and report.verdict == "not_audited" else EXIT_NOT_OK
+
+
+def execute_serve(flags: Flags, *, listen: str, token_file: Path | None, spares: int, survey_every: str) -> None:
+    """`orchestrator serve`: validate (exit 2: the flags, the token, the files, the registry), then serve until
+    SIGTERM (exit 0)."""
+    from ..serve import auth
+    from ..serve.state import Service, service_request
+
+    try:
+        every = parse_duration(survey_every, "--survey-every")
+        request = service_request(flags.request(Command.PROVISION), spares=spares, survey_every=every)
+        host, port = parse_listen(listen)
+        token = auth.load_token(token_file)
+        service = Service(request, survey_every=every)
+        service.load()
+    except InvalidInput as error:
+        fail_usage(error)
+    from ..serve.server import serve
+
+    raise typer.Exit(EXIT_OK if serve(service, token, host, port) else EXIT_NOT_OK)
