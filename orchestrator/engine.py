@@ -423,10 +423,11 @@ async def run_session(
         result.notes.append(note)
         result.created_database = not dropped
     result.duration_s = time.perf_counter() - started
+    # Debug: the CLI says each school's outcome once (its result line, or `school_result` with JSON logs).
     if result.error is not None:
-        bound.warning("database.failed", status=result.status.value, code=result.error.code, error=result.error.message)
+        bound.debug("database.failed", status=result.status.value, code=result.error.code, error=result.error.message)
     else:
-        bound.info(
+        bound.debug(
             "database.done",
             status=result.status.value,
             applied=result.applied_versions,

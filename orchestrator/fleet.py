@@ -111,7 +111,7 @@ class _State:
         threshold = self.options.budgets.server_down_after
         if threshold and count >= threshold and server not in self.servers_down:
             self.servers_down[server] = f"server down: {count} connection attempts in a row failed"
-            log.warning("fleet.server_down", server=server, failed_attempts=count)
+            log.info("fleet.server_down", server=server, failed_attempts=count)  # the summary says it (once)
 
     @property
     def accepting(self) -> bool:
@@ -143,7 +143,7 @@ async def run_fleet(
             failed = [o.tenant.id for o in state.results.values() if o.wave == name and not o.result.ok]
             if name == "canary" and failed and not state.halted:
                 state.halted = f"canary wave failed ({', '.join(failed)}): the rest was not started"
-                log.warning("fleet.halted", reason=state.halted)
+                log.info("fleet.halted", reason=state.halted)
     outcomes = []
     wave_of = {t.id: name for name, group in waves for t in group}
     for t in tenants:
@@ -204,13 +204,13 @@ async def _worker(
         if result.status in state.options.halt_on and not state.halted:
             why = result.error.message if result.error else result.status.value
             state.halted = f"{tenant.id} is {result.status.value} ({why}): no new school was started"
-            log.warning("fleet.halted", reason=state.halted)
+            log.info("fleet.halted", reason=state.halted)
         if not result.ok:
             state.failures += 1
             budget = state.options.budgets.max_failures
             if budget and state.failures >= budget.limit(state.total) and not state.halted:
                 state.halted = f"{state.failures} schools failed, reaching --max-failures {budget}"
-                log.warning("fleet.halted", reason=state.halted)
+                log.info("fleet.halted", reason=state.halted)
         if observer:
             observer(outcome)
 

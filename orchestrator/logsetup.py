@@ -135,6 +135,8 @@ def _apply_pending(structlog: Any) -> None:
             add_school,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # JSON: a traceback becomes the event's `exception` string (the console renderer prints it itself).
+            *([structlog.processors.format_exc_info] if fmt == "json" else []),
             scrub_processor,
             renderer,
         ],

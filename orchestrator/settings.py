@@ -6,7 +6,7 @@ The option groups (what the command line shows as panels, and what the Python AP
   running work may go on after Ctrl-C / SIGTERM (--grace);
 - `SchoolSettings`: the per-school settings, which the registry may set too (--connect-timeout/--lock-timeout/
   --statement-timeout/--lock-wait/--per-server/--template, --extension/--no-extensions);
-- `Outputs`: where results go (--report/--junit/--json/--no-progress);
+- `Outputs`: where results go (--report/--junit/--json/--no-progress/--quiet);
 - `Gate`: the safety gate (--allow-unsafe/--rehearse/--reference-url).
 
 Precedence happens in `resolve()` and nowhere else: flag (or API argument) > the tenant's own registry entry >
@@ -203,6 +203,7 @@ class Outputs:
     junit: Path | None = None
     json: bool = False  # the JSON report on stdout, human output on stderr
     progress: bool = True  # a live bar on a terminal, one line per school elsewhere
+    quiet: bool = False  # only what is not ok, the summary and errors (no plan, no progress, no ok schools)
     metrics: Path | None = None  # Prometheus text file (node_exporter's textfile collector)
     pushgateway: str | None = None  # the same metrics pushed to this Prometheus Pushgateway
 

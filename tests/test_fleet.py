@@ -240,7 +240,7 @@ def test_reports_say_what_happened_to_each_school_without_secrets(tmp_path: Path
     assert len([c for c in cases if c.find("failure") is not None]) == 2
     # JSON log mode: stderr is JSON lines only (no progress lines, no human text), each event bound to its school.
     log_lines = [json.loads(line) for line in result.stderr.splitlines()]
-    assert any(e.get("school") == "bad" and e["event"] == "database.failed" for e in log_lines)
+    assert any(e.get("tenant") == "bad" and e["event"] == "school_result" and not e["ok"] for e in log_lines)
 
 
 def test_invalid_input_exits_2_before_touching_anything(tmp_path: Path, pg: DevServer) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from ..errors import InvalidInput, UsageError
+from ..logsetup import json_logs
 from ..settings import DEFAULT_MIGRATIONS
 from .options import LEDGER, LEDGERS, MIGRATIONS, Flags, command, fail_usage
 
@@ -86,7 +87,12 @@ def register(app: typer.Typer) -> None:
                 )
         except InvalidInput as err:
             fail_usage(err)
-        typer.echo(renderers[output_format](report), nl=False)
+        if json_logs() and output_format is LintFormat.text:  # the text report, as events
+            from .events import lint as lint_events
+
+            lint_events(report)
+        else:
+            typer.echo(renderers[output_format](report), nl=False)
         raise typer.Exit(0 if report.ok else 1)
 
     @command(app, MIGRATIONS, name="new")
@@ -115,5 +121,11 @@ def register(app: typer.Typer) -> None:
             paths = new_migration(flags.values["migrations"], " ".join(description), reversible=kind)
         except InvalidInput as err:
             fail_usage(err)
+        if json_logs():
+            from .events import wrote
+
+            for path in paths:
+                wrote(path)
+            return
         for path in paths:
             typer.echo(path)

@@ -171,7 +171,10 @@ JSON_OUT = Flag("json_out", bool, ("--json",), "Print the JSON report on stdout 
                 _outputs.json)  # fmt: skip
 NO_PROGRESS = Flag("no_progress", bool, ("--no-progress",), "No progress bar or per-school progress lines.",
                    not _outputs.progress)  # fmt: skip
-OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS))
+QUIET = Flag("quiet", bool, ("--quiet",), "Only what is not ok (each such school with its hint), the summary "
+             "and errors: no plan, no progress, no ok schools. --json's stdout is the same.",
+             _outputs.quiet)  # fmt: skip
+OUTPUTS = Group("Outputs", (REPORT, JUNIT, JSON_OUT, NO_PROGRESS, QUIET))
 # The run's outcome for Prometheus (docs/metrics.md): commands that change the fleet, and the audit.
 METRICS = Group(
     "Metrics",
@@ -299,6 +302,7 @@ class Flags:
                 junit=v.get("junit", _outputs.junit),
                 json=v.get("json_out", _outputs.json),
                 progress=not v.get("no_progress", not _outputs.progress),
+                quiet=v.get("quiet", _outputs.quiet),
                 metrics=v.get("metrics", _outputs.metrics),
                 pushgateway=v.get("pushgateway", _outputs.pushgateway),
             ),
@@ -427,8 +431,11 @@ def apply_flags_logging(flags: Flags) -> None:
 
 def apply_logging(log_format: str, log_level: str | None) -> None:
     if log_format not in LOG_FORMATS:
-        raise UsageError(f"--log-format {log_format!r} is not {' or '.join(LOG_FORMATS)}")
+        raise UsageError(
+            f"--log-format {log_format!r} is not {' or '.join(LOG_FORMATS)}", hint="e.g. --log-format json"
+        )
     level = log_level or ("info" if log_format == "json" else "warning")
     if level not in LOG_LEVELS:
-        raise UsageError(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        configure_logging(log_format, "info")  # the refusal itself in the format asked for
+        raise UsageError(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}", hint="e.g. --log-level debug")
     configure_logging(log_format, level)

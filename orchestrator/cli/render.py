@@ -21,6 +21,7 @@ from ..logsetup import get_logger, json_logs
 from ..outcome import DatabaseResult, Status
 from ..report import RunReport
 from ..runner import Report
+from . import events
 
 if TYPE_CHECKING:
     from ..audit.model import AuditReport
@@ -64,7 +65,7 @@ def status_text(status: Status) -> str:
 def fail_usage(error: InvalidInput) -> NoReturn:
     """Bad input: say what is wrong and what to do, exit 2 (nothing was touched)."""
     if json_logs():  # stderr carries JSON lines only
-        get_logger("orchestrator.cli").error("invalid_input", code=error.code, message=error.message, hint=error.hint)
+        events.invalid_input(error)
         raise typer.Exit(EXIT_INVALID)
     console = make_console(stderr=True)
     console.print(f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False)
@@ -73,7 +74,18 @@ def fail_usage(error: InvalidInput) -> NoReturn:
     raise typer.Exit(EXIT_INVALID)
 
 
+def quiet_asked(job: Job) -> bool:
+    """--quiet: only what is not ok, the summary and errors."""
+    return job.request.outputs.quiet
+
+
 def print_plan(console: Console, job: Job) -> None:
+    if json_logs():
+        events.plan(job)
+        return
+    if quiet_asked(job):
+        print_warnings(console, job)
+        return
     request, source = job.request, job.source
     where = "1 database" if request.single else f"{schools(len(job.tenants))} on {len(job.servers)} server(s)"
     read_only = "" if job.writes else "; read-only"
@@ -113,6 +125,11 @@ def print_scratch_notice(job: Job) -> None:
 def print_plan_head(console: Console, job: Job, what: str) -> None:
     """The plan's first line (the command, then `what`), and what loading the migration files warned about."""
     console.print(f"[bold]{job.command.value}[/]: {what}")
+    print_warnings(console, job)
+
+
+def print_warnings(console: Console, job: Job) -> None:
+    """What loading the migration files warned about (shown with --quiet too)."""
     for warning in job.source.warnings:
         console.print(f"[yellow]warning[/]: {escape(str(warning))}")
 
@@ -132,24 +149,41 @@ def print_report(console: Console, job: Job, report: Report, *, progress_lines: 
         from ..template_fleet import TemplateReport  # the audit's or the template command's report
 
         if isinstance(report, TemplateReport):
-            print_templates(console, report)
+            print_templates(console, report, quiet=quiet_asked(job))
         else:
-            print_audit(console, report)
+            print_audit(console, report, quiet=quiet_asked(job))
+        return
+    if json_logs():  # each school's result was an event as it ended
+        events.gate_and_rehearsal(job, report)
+        events.summary(report, versions=not job.writes)
         return
     print_gate_and_rehearsal(console, job, report)
     if job.request.single:
-        print_single(console, report)
+        print_single(console, report, quiet=quiet_asked(job))
         return
-    if not job.writes:
+    if not job.writes and not quiet_asked(job):
         print_histogram(console, report)
-    print_results(console, report, ok_already_listed=progress_lines)
+    print_results(console, report, listed=progress_lines, quiet=quiet_asked(job))
     print_summary(console, report)
 
 
+def progress_console(human: Console) -> Console:
+    """A live bar goes to stderr when it is a terminal; otherwise each school's line is part of the human output,
+    in order with the plan and the summary."""
+    bar = make_console(stderr=True)
+    return bar if bar.is_terminal else human
+
+
 @contextmanager
-def progress(console: Console, total: int, enabled: bool) -> Iterator[Observer | None]:
-    """A live bar on a terminal; one line per school otherwise (CI logs); nothing when disabled."""
-    if not enabled:
+def progress(console: Console, total: int, enabled: bool, *, outcomes: bool = True) -> Iterator[Observer | None]:
+    """A live bar on a terminal; one line per school otherwise (CI logs), its hint under it when it did not end ok:
+    each school's one line, not repeated at the end; nothing when disabled. `outcomes=False` (the read-only plan
+    pass, the audit's read): what the schools said is not their outcome, so a bar at most. With JSON logs, one
+    `school_result` event per school whatever `enabled` says (that is the log)."""
+    if json_logs():
+        yield events.school_result if outcomes else None
+        return
+    if not enabled or (not outcomes and not console.is_terminal):
         yield None
         return
     if console.is_terminal:
@@ -181,11 +215,8 @@ def progress(console: Console, total: int, enabled: bool) -> Iterator[Observer |
         nonlocal done
         done += 1
         pct = 100 * done // max(total, 1)
-        console.print(
-            f"[{done}/{total} {pct:3d}%] {outcome.tenant.id}: {line_summary(outcome.result)}",
-            highlight=False,
-            markup=False,
-        )
+        line, *why = school_lines(outcome)
+        console.print("\n".join([f"[{done}/{total} {pct:3d}%] {line}", *why]), highlight=False, markup=False)
 
     yield on_line
 
@@ -204,13 +235,16 @@ def line_summary(r: DatabaseResult) -> str:
     return ", ".join(parts) + f" ({r.duration_s:.2f}s)"
 
 
-def print_single(console: Console, report: RunReport) -> None:
-    """One database: say what happened to each migration."""
+def print_single(console: Console, report: RunReport, *, quiet: bool = False) -> None:
+    """One database: say what happened to each migration (--quiet: what happened, and the error)."""
     r = report.outcomes[0].result
     console.print(
         f"{escape(r.database)} on {escape(r.server)}: {status_text(r.status)} (version {version(r.version_before)} -> "
         f"{version(r.version_after)}, {r.duration_s:.2f}s)"
     )
+    if quiet:
+        print_error(console, r)
+        return
     for note in r.notes:
         console.print(f"  - {escape(note)}")
     for step in r.steps:
@@ -233,29 +267,35 @@ def print_error(console: Console, r: DatabaseResult) -> None:
         console.print(f"  [bold]what to do[/]: {escape(r.error.hint)}", highlight=False)
 
 
-def print_results(console: Console, report: RunReport, *, ok_already_listed: bool) -> None:
+def print_results(console: Console, report: RunReport, *, listed: bool, quiet: bool = False) -> None:
     """A table on a terminal; in logs and pipes one plain line per school (grep-friendly, and cheap at fleet
-    size), leaving out the ok schools when the progress lines already named each one."""
+    size), none when the progress lines already gave each school its line. --quiet: the schools not ok only."""
     if console.is_terminal:
-        print_table(console, report)
+        print_table(console, report, quiet=quiet)
         return
-    lines = []
-    for o in report.outcomes:
-        r = o.result
-        if ok_already_listed and r.ok:
-            continue
-        lines.append(f"{o.tenant.id} ({r.server}): {line_summary(r)}")
-        if r.error and r.error.hint:
-            lines.append(f"  -> {r.error.hint}")
-        elif r.status is Status.SKIPPED and len(r.notes) > 1:  # the first is on the line itself
-            lines.append(f"  -> {'; '.join(r.notes[1:])}")
+    if listed:
+        return
+    lines = [line for o in report.outcomes if not (quiet and o.result.ok) for line in school_lines(o)]
     if lines:  # one print: rich renders each call on its own (a 1,000-school list costs 60 ms line by line)
         console.print("\n".join(lines), markup=False, highlight=False)
 
 
-def print_table(console: Console, report: RunReport) -> None:
+def school_lines(o: TenantOutcome) -> list[str]:
+    """A school's line in logs and pipes, and its hint (or why it was skipped) under it."""
+    r = o.result
+    lines = [f"{o.tenant.id} ({r.server}): {line_summary(r)}"]
+    if r.error and r.error.hint:
+        lines.append(f"  -> {r.error.hint}")
+    elif r.status is Status.SKIPPED and len(r.notes) > 1:  # the first is on the line itself
+        lines.append(f"  -> {'; '.join(r.notes[1:])}")
+    return lines
+
+
+def print_table(console: Console, report: RunReport, *, quiet: bool = False) -> None:
     outcomes = report.outcomes
-    shown = outcomes if len(outcomes) <= TABLE_LIMIT else [o for o in outcomes if not o.result.ok]
+    shown = outcomes if len(outcomes) <= TABLE_LIMIT and not quiet else [o for o in outcomes if not o.result.ok]
+    if not shown:
+        return
     from rich.table import Table  # on a terminal only: logs and pipes get plain lines
 
     table = Table(title=f"{report.command}: {schools(len(outcomes))}", show_lines=False)
@@ -288,7 +328,7 @@ def print_table(console: Console, report: RunReport) -> None:
             error,
         )
     console.print(table)
-    if len(shown) < len(outcomes):
+    if len(shown) < len(outcomes) and not quiet:
         console.print(f"({len(outcomes) - len(shown)} schools that ended ok are not listed; see --report)")
 
 
@@ -338,6 +378,9 @@ def print_push_failed(console: Console, url: str, error: Exception) -> None:
 
 
 def print_no_preflight(console: Console) -> None:
+    if json_logs():
+        events.no_preflight()
+        return
     console.print(
         "[yellow]warning[/]: --no-preflight: no read-only plan pass. A file edited since some schools applied it is "
         "not refused before writing: other schools get its new bytes until the first one found holding the old "
@@ -345,8 +388,14 @@ def print_no_preflight(console: Console) -> None:
     )
 
 
-def print_preflight(console: Console, planned: RunReport) -> None:
-    """What a rollout is about to do, from a read-only plan pass: histogram, then who gets what."""
+def print_preflight(console: Console, job: Job, planned: RunReport) -> None:
+    """What a rollout is about to do, from a read-only plan pass: histogram, then who gets what, and how many
+    schools stand otherwise (each school's own line comes with the rollout's results, once)."""
+    if json_logs():
+        events.preflight(planned)
+        return
+    if quiet_asked(job):
+        return
     print_histogram(console, planned)
     by_steps: dict[tuple[int, ...], int] = {}
     for o in planned.outcomes:
@@ -360,9 +409,8 @@ def print_preflight(console: Console, planned: RunReport) -> None:
     others = {k: v for k, v in counts.items() if k not in (Status.PLANNED.value,)}
     if others:
         console.print("  " + ", ".join(f"{n} {status}" for status, n in sorted(others.items())))
-    for o in planned.outcomes:
-        if not o.result.ok:
-            console.print(f"  [red]{escape(o.tenant.id)}[/]: {escape(line_summary(o.result))}", highlight=False)
+    for server, why in events.servers_found_down(planned).items():
+        console.print(f"  [red]server down[/]: {escape(server)}: {escape(why)}", highlight=False)
 
 
 def print_summary(console: Console, report: RunReport) -> None:
@@ -383,8 +431,13 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print(f"[yellow]interrupted[/]: running schools {running}; the rest were skipped")
 
 
-def print_next_steps(console: Console, report: Report, report_path: str | None) -> None:
-    if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan"):
+def print_next_steps(console: Console, job: Job, report: Report, *, report_written: bool = True) -> None:
+    """What to do after a run that did not end ok; --resume named only when the report was written."""
+    if not isinstance(report, RunReport) or report.ok or report.command in ("status", "plan") or quiet_asked(job):
+        return
+    report_path = job.request.outputs.report if report_written else None
+    if json_logs():
+        events.next_steps(report.command, report_path)
         return
     if report_path:
         again = f"`orchestrator {report.command} --resume {report_path}` redoes only the schools that did not end ok"
@@ -393,22 +446,47 @@ def print_next_steps(console: Console, report: Report, report_path: str | None) 
             f"run `orchestrator {report.command}` again (with --report PATH, a later --resume PATH redoes only "
             "the schools that did not end ok)"
         )
-    console.print(f"next: fix what the table says; then {again}")
+    console.print(f"next: fix what the results above say; then {again}")
+
+
+def print_wrote(console: Console, job: Job, path: Path) -> None:
+    if json_logs():
+        events.wrote(path)
+    elif not quiet_asked(job):
+        console.print(f"wrote {path}")
+
+
+def print_pushed(console: Console, job: Job, url: str) -> None:
+    if json_logs():
+        get_logger("orchestrator.cli").info("metrics_pushed", pushgateway=url)
+    elif not quiet_asked(job):
+        console.print(f"pushed metrics to {url}")
+
+
+def print_aborted(console: Console) -> None:
+    if json_logs():
+        events.aborted()
+    else:
+        console.print("aborted: nothing was written")
 
 
 def make_console(*, stderr: bool) -> Console:
     """Rich wraps at 80 columns when not on a terminal; CI logs and pipes read better unwrapped. With
-    --log-format json, stderr carries JSON lines only: human text meant for it is dropped."""
+    --log-format json, stderr carries JSON lines only and stdout the --json report only: human text is dropped
+    (what it says is an event: cli/events.py)."""
     stream = sys.stderr if stderr else sys.stdout
-    if stderr and json_logs():
+    if json_logs():
         return Console(file=stream, quiet=True)
     return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=not stream.isatty())
 
 
-def print_audit(console: Console, report: AuditReport) -> None:
+def print_audit(console: Console, report: AuditReport, *, quiet: bool = False) -> None:
+    if json_logs():
+        events.audit(report)
+        return
     counts = report.counts()
     groups = report.fingerprint_groups()
-    if groups:
+    if groups and not quiet:
         # Two separate questions, answered apart so the lines never seem to disagree: are the live schemas alike,
         # and are they what the migrations produce?
         identical = len(groups[0][1])
@@ -419,7 +497,7 @@ def print_audit(console: Console, report: AuditReport) -> None:
             f"live schemas: {identical} alike" + (f", {differ} differ from those" if differ else "")
             + (f"; {matching} of {len(compared)} as their migrations produce" if compared else "")
         )  # fmt: skip
-    if partial := sum(1 for s in report.schools if s.fileless):
+    if (partial := sum(1 for s in report.schools if s.fileless)) and not quiet:
         console.print(
             f"{schools(partial)} hold versions with no file in the given directories (--ignore-missing): their "
             "schemas were compared only with what the files create"
@@ -462,6 +540,12 @@ def print_audit(console: Console, report: AuditReport) -> None:
 
 
 def print_template_plan(console: Console, job: Job, groups: list[TemplateGroup]) -> None:
+    if json_logs():
+        events.template_plan(job, groups)
+        return
+    if quiet_asked(job):
+        print_warnings(console, job)
+        return
     templates = ", ".join(sorted({g.template for g in groups}))
     servers = len({g.server for g in groups})
     where = f"{escape(templates)} on {servers} server(s), keeping {job.request.spares} spare(s) each"
@@ -477,12 +561,17 @@ def template_state(s: ServerTemplate) -> str:
     return "current"
 
 
-def print_templates(console: Console, report: TemplateReport) -> None:
-    """One line per server and template: its version and spares, or why it is not ready."""
+def print_templates(console: Console, report: TemplateReport, *, quiet: bool = False) -> None:
+    """One line per server and template: its version and spares, or why it is not ready (--quiet: those only)."""
+    if json_logs():
+        events.templates(report, [template_state(s) for s in report.servers])
+        return
     for s in report.servers:
         where = f"{escape(s.server)}: {escape(s.template)}"
         if s.error is not None:
             console.print(f"{where}: [red]not ready[/]: {escape(s.error)}", highlight=False)
+            continue
+        if quiet:
             continue
         console.print(
             f"{where} at {version(s.version)}, {template_state(s)}; {s.spares} spare(s) ready "

@@ -56,16 +56,17 @@ def execute(
     human = render.make_console(stderr=outputs.json)
     render.print_plan(human, job)
     render.print_scratch_notice(job)
-    progress_console = render.make_console(stderr=True)
-    show_progress = outputs.progress and not request.single and not json_logs()  # JSON logs: per-school events
+    progress_console = render.progress_console(human)
+    show_progress = outputs.progress and not outputs.quiet and not request.single and not json_logs()
     planned = plan_pass(job, human, progress_console, show_progress)
     confirm_writing(job, planned, human, assume_yes=flags.values.get("yes", False))
+    outcomes = command is not Command.AUDIT  # the audit's outcome per school is its verdict, rendered at the end
     try:
-        with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+        with render.progress(progress_console, len(job.tenants), show_progress, outcomes=outcomes) as observer:
             report = eventloop.run(functools.partial(run_any, planned=planned), job, observer)
     except InvalidInput as error:  # the safety gate, after its read-only plan pass: nothing was written
         fail_usage(error)
-    progress_lines = show_progress and not progress_console.is_terminal  # one line per school was shown
+    progress_lines = show_progress and outcomes and not progress_console.is_terminal  # each school's line shown
     render.print_report(human, job, report, progress_lines=progress_lines)
     written = write_outputs(human, report, job, extra_files)
     raise typer.Exit(exit_code(report, written))
@@ -77,9 +78,9 @@ def plan_pass(job: Job, human: Console, progress_console: Console, show_progress
         if preflight_skipped(job):
             render.print_no_preflight(human)
         return None
-    with render.progress(progress_console, len(job.tenants), enabled=show_progress) as observer:
+    with render.progress(progress_console, len(job.tenants), show_progress, outcomes=False) as observer:
         planned = eventloop.run(plan_first, job, observer)
-    render.print_preflight(human, planned)
+    render.print_preflight(human, job, planned)
     try:
         refuse_before_writing(job, planned)
     except InvalidInput as error:
@@ -89,14 +90,14 @@ def plan_pass(job: Job, human: Console, progress_console: Console, show_progress
 
 def confirm_writing(job: Job, planned: RunReport | None, human: Console, *, assume_yes: bool) -> None:
     """Ask on a terminal (the question on stderr: --json and a piped stdout neither skip nor pollute it); without
-    one, refuse (exit 2, nothing written) unless --yes."""
+    one, or with JSON logs (stderr holds JSON only), refuse (exit 2, nothing written) unless --yes."""
     confirmation = to_confirm(job, planned)
     if confirmation is None or assume_yes:
         return
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty() or json_logs():
         fail_usage(confirmation.refusal())
     if not ask(confirmation.question):
-        human.print("aborted: nothing was written")
+        render.print_aborted(human)
         raise typer.Exit(EXIT_NOT_OK)
 
 
@@ -124,7 +125,7 @@ def execute_template(flags: Flags, spares: int) -> None:
     render.print_template_plan(human, job, groups)
     confirm_writing(job, None, human, assume_yes=flags.values.get("yes", False))
     report = eventloop.run(keep_templates, job)
-    render.print_templates(human, report)
+    render.print_templates(human, report, quiet=job.request.outputs.quiet)
     written = write_outputs(human, report, job, ())
     raise typer.Exit(exit_code(report, written))
 
@@ -164,7 +165,7 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Sequenc
             unwritten.add(flag)
             render.print_unwritten(human, flag, path, exc)
         else:
-            human.print(f"wrote {path}")
+            render.print_wrote(human, job, path)
     if outputs.pushgateway and registry is not None:
         try:
             group = metrics.grouping_key(metrics.command_of(report), job.request.selection.shard)
@@ -172,9 +173,8 @@ def write_outputs(human: Console, report: Report, job: Job, extra_files: Sequenc
         except (OSError, ValueError) as exc:
             render.print_push_failed(human, outputs.pushgateway, exc)
         else:
-            human.print(f"pushed metrics to {outputs.pushgateway}")
-    report_path = str(outputs.report) if outputs.report and "--report" not in unwritten else None
-    render.print_next_steps(human, report, report_path)
+            render.print_pushed(human, job, outputs.pushgateway)
+    render.print_next_steps(human, job, report, report_written="--report" not in unwritten)
     if outputs.json:
         sys.stdout.writelines(report.json_chunks())
     return not unwritten
