@@ -57,7 +57,7 @@ from .lock import lock_holder, migration_lock
 from .logsetup import get_logger
 from .outcome import DatabaseResult, MigrationStep, Status, status_for
 from .pooler import ensure_pinned
-from .settings import BUILTIN
+from .settings import BUILTIN, DROP_AGAIN_S
 from .source import Migration, MigrationSource
 from .sqltext import line_of, split_statements
 from .sqlx import advisory_lock_key
@@ -359,11 +359,19 @@ async def run_session(
                 result.created_database = created is not Created.NOT_BY_US
                 return created
 
+            async def create_shielded() -> Created:
+                # A cancellation during CREATE DATABASE would lose whether the server made it (and so whether it is
+                # ours to drop again): the creation finishes (its session's timeouts bound it), then the cancellation
+                # lands in the work below.
+                with anyio.CancelScope(shield=True):
+                    made = await create_it()
+                return made
+
             if create == "first":
                 # Onboarding: the school is expected new, so no connection attempt is spent finding out that its
                 # database is missing (create_database checks pg_database, and leaves an existing one alone).
                 try:
-                    created = await create_it()
+                    created = await create_shielded()
                 except DatabaseError as creating:
                     try:  # the maintenance database out of reach (a pooler that only knows the school): try it
                         conn = await open_session(target, options.session)
@@ -375,7 +383,7 @@ async def run_session(
                 except DatabaseMissing:
                     if not create:
                         raise
-                    created = await create_it()
+                    created = await create_shielded()
             if created is Created.COMPLETE and not known_pooler(target):
                 # A new database's first session is the slowest part of onboarding from a template (the server
                 # builds its caches), and would only find the copy up to date. Behind a pooler it still runs, for
@@ -392,13 +400,23 @@ async def run_session(
                 drop_if_unresponsive(conn, exc)
             error = as_database_error(target, exc, "working")
             result.status, result.error = status_for(error), error
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside (the service's grace ran out): a database this call created and left holding
+            # nothing is dropped again, as after a failure, before the cancellation goes on.
+            if created is Created.EMPTY and not result.steps and not known_pooler(target):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(DROP_AGAIN_S):
+                    if conn is not None:
+                        await close_quietly(conn)
+                        conn = None
+                    await drop_if_ours(target, options.session)
+            raise
         finally:
             if conn is not None:
                 with anyio.CancelScope(shield=True):
                     await close_quietly(conn)
     if scope.cancelled_caught and result.error is None:
         result.status, result.error = Status.FAILED, aborted(target)
-    elif created is Created.EMPTY and result.error is not None and not result.steps and not known_pooler(target):
+    if created is Created.EMPTY and result.error is not None and not result.steps and not known_pooler(target):
         # A database this call created, left useless by the failure (e.g. an extension the server lacks): dropped
         # again when it provably holds nothing but our bootstrap (behind a pooler that cannot be proven).
         dropped, note = await drop_if_ours(target, options.session)

@@ -92,6 +92,7 @@ class Job:
     lint: LintReport | None = None  # the safety gate's findings, for commands that apply migrations
     # Over a registry: the selection left none of its schools out, whichever flags made it (a write then asks first).
     every_school: bool = False
+    registry_source: DatabaseTarget | None = None  # the admin database of a `source:` registry (serve refuses it)
 
     @property
     def command(self) -> Command:
@@ -201,7 +202,7 @@ def prepare(request: Request) -> Job:
                 "not go with -D",
                 hint="drop -D to work on the registry, or drop the selection flags",
             )
-        tenants, defaults = [single_tenant(request.database_url)], EMPTY
+        tenants, defaults, registry_source = [single_tenant(request.database_url)], EMPTY, None
         schools: Sequence[Tenant] = tenants
         every_school = False
     else:
@@ -213,6 +214,7 @@ def prepare(request: Request) -> Job:
                 refuse_split(previous, source)
             selection = replace(selection, only=previous.not_ok)
         tenants, defaults, schools = select(registry, selection), registry.defaults, registry.tenants
+        registry_source = registry.source
         every_school = {t.id for t in tenants} == {t.id for t in schools}
         if request.command.writes:
             tenants = direct(tenants)
@@ -224,7 +226,7 @@ def prepare(request: Request) -> Job:
         lint = gate.lint_up_to(source, request.target_version)
         if not request.gate.allow_unsafe:
             gate.refuse_edits(lint)  # the rest is judged where each file would run, after a plan pass (runner)
-    return Job(request, source, tenants, defaults, lint, every_school)
+    return Job(request, source, tenants, defaults, lint, every_school, registry_source)
 
 
 def direct(tenants: Sequence[Tenant]) -> list[Tenant]:

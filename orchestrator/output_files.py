@@ -115,7 +115,10 @@ def _example(flag: str) -> str:
 
 def write_atomically(path: Path, text: str | Iterable[str]) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`: readers see the old
-    file or the new one, never half a file, and a failure (a full disk, an interrupt) leaves the old one as it was."""
+    file or the new one, never half a file, and a failure (a full disk, an interrupt) leaves the old one as it was.
+    A symlink is followed (the file it names was checked, and is the one replaced): renaming over the link itself
+    would replace e.g. /dev/stdout (-> /proc/self/fd/1) with a regular file, as root."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

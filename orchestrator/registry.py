@@ -76,6 +76,7 @@ class Registry:
     path: Path
     tenants: tuple[Tenant, ...]
     defaults: SchoolSettings = EMPTY  # the registry's `defaults:`
+    source: DatabaseTarget | None = None  # the admin database of a `source:` registry: never a school's
 
     def __len__(self) -> int:
         return len(self.tenants)
@@ -374,6 +375,18 @@ def _from_source(source: RegistrySource, fleet: _Fleet) -> None:
     for row in rows:
         label = f"source row id={excerpt(str(row.get('id')), 60)}"
         fleet.add(row_node(row), _RowLoader(fleet.loader.path, label))
+    admin = set(source.target.places)
+    for tenant in fleet.tenants:
+        if any(
+            admin & set(t.places)
+            for t in ((tenant.target,) if tenant.direct is None else (tenant.target, tenant.direct))
+        ):
+            raise RegistryError(
+                f"school {tenant.id!r} names the admin database {excerpt(source.target.redacted, 200)}, the one "
+                "`source:` reads the schools from",
+                location=source.where,
+                hint="every school needs its own database; the admin database is never migrated",
+            )
 
 
 def load_registry(path: Path | str, env: Mapping[str, str] | None = None) -> Registry:
@@ -502,7 +515,7 @@ def _parse(raw: bytes, loader: _Loader) -> Registry:
             "the registry has no `tenants:` list (nor a `source:`)", location=Location(path, start_line)
         )
     fleet.check(tenants_line, from_source=source is not None)
-    return Registry(path, tuple(fleet.tenants), defaults)
+    return Registry(path, tuple(fleet.tenants), defaults, None if source is None else source.target)
 
 
 class _Fleet:
@@ -516,7 +529,7 @@ class _Fleet:
         self.problems: list[RegistryError] = []
         self.problem_count = 0
         self.ids: dict[str, str] = {}  # id -> where it was first seen, for messages
-        self.databases: dict[tuple[tuple[tuple[str, int], ...], str], Tenant] = {}
+        self.databases: dict[tuple[tuple[str, int], str], Tenant] = {}  # by each (address, database) it reaches
         self.templates: dict[str, Location] = {}  # template name -> where it is first given
 
     def add(self, node: yaml.Node, loader: _Loader | None = None) -> None:
@@ -540,7 +553,7 @@ class _Fleet:
         # another school's url or direct_url.
         targets = [tenant.target] if tenant.direct is None else [tenant.target, tenant.direct]
         for target in targets:
-            other = self.databases.get(target.identity)
+            other = next((o for o in map(self.databases.get, target.places) if o is not None), None)
             if other is not None:
                 self.problem(
                     RegistryError(
@@ -554,7 +567,7 @@ class _Fleet:
                 return
         self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
         for target in targets:
-            self.databases[target.identity] = tenant
+            self.databases.update(dict.fromkeys(target.places, tenant))
         self.tenants.append(tenant)
         self.template_at(tenant.settings.template, loader.at(_value_of(node, "template")))
 

@@ -47,6 +47,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_SURVEY_EVERY = 300.0
 SERVE_BODY_LIMIT = 16 * 1024
 SERVE_RECENT_ONBOARDINGS = 200
+# Cancelled from outside (serve's grace ran out): the drop of an empty database the request created gets this long.
+DROP_AGAIN_S = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

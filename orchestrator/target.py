@@ -126,6 +126,12 @@ class DatabaseTarget:
         """Which database this is, however the URL spells its server: two schools must never share one."""
         return self.addresses, self.database
 
+    @property
+    def places(self) -> tuple[tuple[tuple[str, int], str], ...]:
+        """Each (address, database) this URL may reach: asyncpg connects to the first host that answers, so two URLs
+        sharing any one of them may be one database (`h1:5432,h2:5432/db` is `h1:5432/db` while h1 is up)."""
+        return tuple((address, self.database) for address in self.addresses)
+
     def with_database(self, database: str) -> DatabaseTarget:
         """The same server and credentials, another database (e.g. the maintenance database `postgres`)."""
         parts = urlsplit(self.dsn)

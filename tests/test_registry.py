@@ -423,6 +423,8 @@ def test_secrets_in_the_query_string_are_scrubbed(tmp_path: Path) -> None:
         ("postgresql://u@[::1]/school_a", "postgresql://u@[::]/school_a"),
         ("postgresql://u@10.0.0.7/school_a", "postgresql://u@10.7/school_a"),
         ("postgresql://u@10.0.0.7/school_a", "postgresql://u@[::ffff:10.0.0.7]/school_a"),
+        ("postgresql://u@db1:5432/school_a", "postgresql://u@db1:5432,db2:5432/school_a"),  # db1 first, while up
+        ("postgresql://u@db2:5432,db1:5432/school_a", "postgresql://u@db1:5432/school_a"),
     ],
 )
 def test_spellings_of_one_database_are_duplicates(tmp_path: Path, first: str, second: str) -> None:

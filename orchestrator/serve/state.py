@@ -138,7 +138,8 @@ class Service:
             self.servers.setdefault(tenant.server, ServerHealth())
 
     def _stamp(self) -> tuple[Any, ...]:
-        """What the files and the registry file look like (names, sizes, times): a change means a reload."""
+        """What the files and the registry file look like (names, sizes, times): a change means a reload. The ctime
+        and the inode too: `cp -p`, `rsync -t` and tar keep the mtime, and an edit may keep the size."""
         entries: list[Any] = []
         for path in (*self.request.migrations, self.request.registry):
             try:
@@ -146,10 +147,10 @@ class Service:
                     with os.scandir(path) as it:
                         for e in it:
                             st = e.stat()
-                            entries.append((str(path), e.name, st.st_mtime_ns, st.st_size))
+                            entries.append((str(path), e.name, *_looks(st)))
                 else:
                     st = path.stat()
-                    entries.append((str(path), st.st_mtime_ns, st.st_size))
+                    entries.append((str(path), *_looks(st)))
             except OSError:
                 entries.append((str(path), None))
         return tuple(sorted(entries, key=repr))
@@ -198,7 +199,13 @@ class Service:
                     hint="leave the URL out to use the registry's, or change the registry first",
                 )
             return known
-        other = self._databases().get(given.target.identity)
+        admin = self.ready_job.registry_source
+        if admin is not None and set(admin.places) & set(given.target.places):
+            raise SchoolConflict(
+                f"{given.target.redacted} is the registry's admin database (its `source:`), not a school's",
+                hint="every school needs its own database",
+            )
+        other = next((o for o in map(self._databases().get, given.target.places) if o is not None), None)
         if other is not None:
             raise SchoolConflict(
                 f"{given.target.redacted} is the database of school {other}", hint="every school needs its own database"
@@ -208,8 +215,11 @@ class Service:
     def _databases(self) -> dict[Any, str]:
         """Each known school's database (url and direct_url, by identity) -> its id."""
         if self._identities is None or self._identities[0] is not self.job:
-            self._identities = (self.job, {t.identity: s.id for s in self.ready_job.tenants for t in _targets(s)})
-        return {**self._identities[1], **{t.identity: s.id for s in self.extra.values() for t in _targets(s)}}
+            self._identities = (
+                self.job,
+                {p: s.id for s in self.ready_job.tenants for t in _targets(s) for p in t.places},
+            )
+        return {**self._identities[1], **{p: s.id for s in self.extra.values() for t in _targets(s) for p in t.places}}
 
     def _known(self, tenant_id: str) -> Tenant | None:
         return self._listed.get(tenant_id) or self.extra.get(tenant_id)
@@ -279,9 +289,9 @@ class Service:
         if tenant.id in self._listed:
             yield
             return
-        mine = tenant.target.identity
+        mine = set(tenant.target.places)
         for other, (held, _) in self._claims.items():
-            if (other == tenant.id) != (held.target.identity == mine):
+            if (other == tenant.id) != bool(mine & set(held.target.places)):
                 raise SchoolConflict(
                     f"school {other} is being onboarded on {held.target.redacted} right now",
                     hint="one school, one database: wait for that request, then check the id and the URL",
@@ -336,6 +346,10 @@ class Service:
             health.last_answer_at, health.error = at, None
         else:
             health.error = error
+
+
+def _looks(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 # A school PUT with its URL whose server could not be reached safely: not remembered (its server is not the fleet's).
