@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgfixtures import PG_PASSWORD, create_database, run_sync, unique_db_name
+from pgfixtures import PG_PASSWORD, create_database, fetchval_sync, run_sync, unique_db_name
 
 from orchestrator.devserver import DevServer
 from orchestrator.job import Command, Request, prepare
@@ -110,6 +111,18 @@ def popen(*args: str) -> subprocess.Popen[str]:
         env={**os.environ, "PGPW": PG_PASSWORD},
         cwd=ROOT,
     )
+
+
+def wait_for_slow_file(server: DevServer, proc: subprocess.Popen[str], databases_like: str) -> None:
+    """Until a school whose database matches `databases_like` (a LIKE pattern) runs a slow file (pg_sleep) in the
+    rollout itself: the orchestrator's session, not its plan pass, which opens sessions on the same databases first."""
+    deadline = time.monotonic() + 30
+    while fetchval_sync(
+        server.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
+        "AND datname LIKE $1 AND query LIKE '%pg_sleep%'", databases_like,
+    ) == 0:  # fmt: skip
+        assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
+        time.sleep(0.05)
 
 
 def by_id(report: RunReport) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from fleetkit import (
     popen,
     registry_url,
     run_fleet_job,
+    wait_for_slow_file,
     write_registry,
 )
 from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, fetchval_sync, run_sync
@@ -267,14 +268,7 @@ def test_a_signal_lets_running_schools_finish_and_skips_the_rest(
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations), "--concurrency", "1",
                  "--report", str(tmp_path / "r.json"), "--no-progress")  # fmt: skip
-    deadline = time.monotonic() + 30
-    # The rollout's slow file running (not its plan pass, which opens sessions on the same databases first).
-    while fetchval_sync(
-        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        f"AND datname LIKE 't_slow_sig_{signum.name.lower()}%' AND query LIKE '%pg_sleep%'"
-    ) == 0:  # fmt: skip
-        assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
-        time.sleep(0.05)
+    wait_for_slow_file(pg, proc, f"t_slow_sig_{signum.name.lower()}%")
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

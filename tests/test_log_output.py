@@ -6,14 +6,23 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, popen, registry_url, write_registry
-from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync
+from fleetkit import (
+    ROOT,
+    cli,
+    fleet_registry,
+    make_migrations,
+    make_school,
+    popen,
+    registry_url,
+    wait_for_slow_file,
+    write_registry,
+)
+from pgfixtures import PG_PASSWORD, execute_sync
 
 from orchestrator.devserver import DevServer, free_port
 
@@ -174,13 +183,7 @@ def test_a_sigterm_in_json_mode_is_json_too(tmp_path: Path, pg: DevServer) -> No
     registry = fleet_registry(tmp_path / "t.yaml", pg, schools)
     proc = popen("--log-format=json", "migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations),
                  "--concurrency", "1")  # fmt: skip
-    deadline = time.monotonic() + 30
-    while fetchval_sync(
-        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 't_slow_jsonterm%' "
-        "AND query LIKE '%pg_sleep%'"
-    ) == 0:  # fmt: skip
-        assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
-        time.sleep(0.05)
+    wait_for_slow_file(pg, proc, "t_slow_jsonterm%")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

@@ -14,14 +14,23 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, popen, registry_url, write_registry
+from fleetkit import (
+    ROOT,
+    cli,
+    fleet_registry,
+    make_migrations,
+    make_school,
+    popen,
+    registry_url,
+    wait_for_slow_file,
+    write_registry,
+)
 from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -333,13 +342,7 @@ def test_an_interrupted_rollout_writes_and_pushes_metrics_that_say_so(tmp_path: 
         proc = popen("migrate", "--yes", "--registry", str(registry), "--migrations", str(migrations),
                      "--concurrency", "1", "--no-progress", "--metrics", str(tmp_path / "m.prom"), "--pushgateway",
                      gateway.url)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while fetchval_sync(
-            pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-            "AND datname LIKE 't_slow_outsig%' AND query LIKE '%pg_sleep%'"
-        ) == 0:  # fmt: skip
-            assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
-            time.sleep(0.05)
+        wait_for_slow_file(pg, proc, "t_slow_outsig%")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

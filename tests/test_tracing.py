@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, run_fleet_job
+from fleetkit import ROOT, cli, fleet_registry, make_migrations, make_school, run_fleet_job, wait_for_slow_file
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -364,14 +364,7 @@ def test_an_interrupted_run_still_exports_its_spans(tmp_path: Path, pg: DevServe
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PGPW": PG_PASSWORD, **otel_env(collector.endpoint)},
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    # The rollout's slow file running (not the plan pass before it).
-    while fetchval_sync(
-        pg.url(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator' "
-        "AND datname LIKE 't_slow_otlp_sig%' AND query LIKE '%pg_sleep%'"
-    ) == 0:  # fmt: skip
-        assert time.monotonic() < deadline and proc.poll() is None, "the rollout never started"
-        time.sleep(0.05)
+    wait_for_slow_file(pg, proc, "t_slow_otlp_sig%")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
