@@ -199,10 +199,19 @@ class Tab:
         self.page.wait_for_selector(f'body[data-state="{state}"]', timeout=WAIT_MS)
 
     def log_in(self, token: str = TOKEN) -> None:
+        self._submit(token)
+        self.state("ready")
+
+    def log_in_refused(self, token: str) -> None:
+        """A token the service refuses: its error shown, the form still asking."""
+        self._submit(token)
+        self.page.wait_for_selector("#token-error", state="visible", timeout=WAIT_MS)
+        self.state("login")
+
+    def _submit(self, token: str) -> None:
         self.state("login")
         self.page.fill("#token-input", token)
         self.page.click("#token-form button[type=submit]")
-        self.state("ready")
 
     def rows(self, table: str, key: str) -> dict[str, Any]:
         """The rows of a table by their `data-<key>`: attributes and cell texts, as the browser built them."""
@@ -347,11 +356,7 @@ def test_survey_now_asks_for_a_new_survey(tab: Tab, stand_in: StandIn) -> None:
 
 def test_a_401_forgets_the_token_and_asks_again(tab: Tab, stand_in: StandIn) -> None:
     page = tab.open()
-    tab.state("login")
-    page.fill("#token-input", "not-the-token")
-    page.click("#token-form button[type=submit]")
-    page.wait_for_selector("#token-error", state="visible", timeout=WAIT_MS)
-    tab.state("login")
+    tab.log_in_refused("not-the-token")
     assert page.is_visible("#token-error") and "refused" in (page.text_content("#token-error") or "")
     assert tab.token_stored() is None and not page.is_visible("#dashboard")
     assert stand_in.fleet_requests() == ["Bearer not-the-token"]
@@ -494,11 +499,7 @@ def test_the_real_service_refuses_a_wrong_token_and_the_form_comes_back(browser:
     tab = Tab(browser, live.service.base)
     try:
         page = tab.open()
-        tab.state("login")
-        page.fill("#token-input", "not-the-token")
-        page.click("#token-form button[type=submit]")
-        page.wait_for_selector("#token-error", state="visible", timeout=WAIT_MS)
-        tab.state("login")
+        tab.log_in_refused("not-the-token")
         assert page.is_visible("#token-error") and not page.is_visible("#dashboard")
         assert tab.token_stored() is None
         tab.log_in(TOKEN)
