@@ -154,3 +154,10 @@ async def until_unlocked(server_url: str, name: str) -> None:
                 await anyio.sleep(0.02)
     finally:
         await conn.close()
+
+
+def drop_template(server_url: str, template: str) -> None:
+    """Drop a test's template and its spares (a template must stop being one before it can be dropped)."""
+    for database in [*spares_of(server_url, template), template]:
+        execute_sync(server_url, f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
+        execute_sync(server_url, f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")

@@ -17,10 +17,10 @@ from pgfixtures import (
     create_database,
     database_exists,
     drop_database,
+    drop_template,
     execute_sync,
     fetch_sync,
     ledger,
-    quote_ident,
     run_sync,
     spares_of,
     unique_db_name,
@@ -66,9 +66,7 @@ def fleet(servers: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         log = service.log_text()
         assert code == 0, log
         assert PG_PASSWORD not in log
-        for database in [*spares_of(pg.url(), template), template]:
-            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+        drop_template(pg.url(), template)
 
 
 def _ledger_rows(pg: DevServer, database: str) -> list[object]:

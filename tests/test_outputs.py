@@ -31,7 +31,7 @@ from fleetkit import (
     wait_for_slow_file,
     write_registry,
 )
-from pgfixtures import PG_PASSWORD, execute_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
+from pgfixtures import PG_PASSWORD, drop_template, execute_sync, fetchval_sync, unique_db_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.devserver import DevServer, free_port
@@ -360,9 +360,7 @@ def test_an_interrupted_rollout_writes_and_pushes_metrics_that_say_so(tmp_path: 
 def template(pg: DevServer) -> Iterator[str]:
     name = unique_db_name("outtpl")
     yield name
-    for database in [*spares_of(pg.url(), name), name]:
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+    drop_template(pg.url(), name)
 
 
 def test_template_metrics_give_each_server_s_version_and_spares(tmp_path: Path, pg: DevServer, template: str) -> None:

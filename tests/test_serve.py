@@ -15,10 +15,10 @@ from pgfixtures import (
     PG_PASSWORD,
     database_exists,
     drop_database,
+    drop_template,
     execute_sync,
     fetch_sync,
     ledger,
-    quote_ident,
     run_sync,
     spares_of,
     unique_db_name,
@@ -82,9 +82,7 @@ def fleet(servers: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         assert PG_PASSWORD not in log
         for answer in service.answers:
             assert PG_PASSWORD not in answer.text
-        for database in [*spares_of(pg.url(), template), template]:
-            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+        drop_template(pg.url(), template)
 
 
 @pytest.fixture

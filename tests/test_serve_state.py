@@ -15,10 +15,8 @@ from pgfixtures import (
     PG_PASSWORD,
     database_exists,
     drop_database,
-    execute_sync,
-    quote_ident,
+    drop_template,
     run_sync,
-    spares_of,
     unique_db_name,
 )
 
@@ -34,9 +32,7 @@ from orchestrator.serve.state import Service, service_request
 def template(pg: DevServer) -> Iterator[str]:
     name = unique_db_name("statetpl")
     yield name
-    for database in [*spares_of(pg.url(), name), name]:
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+    drop_template(pg.url(), name)
 
 
 def service(tmp_path: Path, pg: DevServer, defaults: str = "") -> Service:

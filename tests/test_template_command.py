@@ -20,7 +20,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from pgfixtures import PG_PASSWORD, execute_sync, fetch_sync, ledger, quote_ident, run_sync, spares_of, unique_db_name
+from pgfixtures import (
+    PG_PASSWORD,
+    drop_template,
+    execute_sync,
+    fetch_sync,
+    ledger,
+    quote_ident,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 from typer.testing import CliRunner, Result
 
 import orchestrator
@@ -57,9 +67,7 @@ def template(pg: DevServer) -> Iterator[str]:
     """A template name of this test's own; the template and its spares are dropped afterwards."""
     name = unique_db_name("tplcmd")
     yield name
-    for database in [*spares_of(pg.url(), name), name]:
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(database)} IS_TEMPLATE false")
-        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+    drop_template(pg.url(), name)
 
 
 def invoke(*args: str) -> Result:
