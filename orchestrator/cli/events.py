@@ -165,6 +165,23 @@ def wrote(path: Path) -> None:
     log.info("wrote", path=str(path))
 
 
+def output_not_written(flag: str, path: Path, reason: str, hint: str) -> None:
+    log.error("output_not_written", flag=flag, path=str(path), reason=reason, hint=hint)
+
+
+def metrics_pushed(url: str) -> None:
+    log.info("metrics_pushed", pushgateway=url)
+
+
+def metrics_not_pushed(url: str, reason: str) -> None:
+    log.warning("metrics_not_pushed", pushgateway=url, reason=reason)
+
+
+def scratch_databases(server: str, message: str, hint: str) -> None:
+    """Where the audit will create scratch databases: the audit's own event."""
+    get_logger("orchestrator.audit").warning("audit.scratch_databases", server=server, message=message, hint=hint)
+
+
 def aborted() -> None:
     log.warning("aborted", message="not confirmed: nothing was written")
 

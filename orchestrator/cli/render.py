@@ -17,7 +17,7 @@ from rich.markup import escape
 from ..errors import InvalidInput
 from ..fleet import Observer, TenantOutcome
 from ..job import Job
-from ..logsetup import get_logger, json_logs
+from ..logsetup import json_logs
 from ..outcome import DatabaseResult, Status
 from ..report import RunReport
 from ..runner import Report
@@ -117,7 +117,7 @@ def print_scratch_notice(job: Job) -> None:
         "URL's role may create databases (one per version)"
     )
     if json_logs():
-        get_logger("orchestrator.audit").warning("audit.scratch_databases", server=server, message=where, hint=hint)
+        events.scratch_databases(server, where, hint)
         return
     make_console(stderr=True).print(f"[yellow]note[/]: {escape(where)}; {escape(hint)}", highlight=False)
 
@@ -359,7 +359,7 @@ def print_unwritten(console: Console, flag: str, path: Path, error: OSError) -> 
     reason = error.strerror or str(error)
     hint = f"the previous {path} (if any) is left as it was; free space or fix the volume, then run again"
     if json_logs():
-        get_logger("orchestrator.cli").error("output_not_written", flag=flag, path=str(path), reason=reason, hint=hint)
+        events.output_not_written(flag, path, reason, hint)
         return
     console.print(f"[red]error[/]: {flag} {escape(str(path))} was not written: {escape(reason)}", highlight=False)
     console.print(f"  what to do: {escape(hint)}", highlight=False)
@@ -369,7 +369,7 @@ def print_push_failed(console: Console, url: str, error: Exception) -> None:
     """A Pushgateway that could not take the metrics: a warning, the exit code stays the run's."""
     reason = str(getattr(error, "reason", None) or error)
     if json_logs():
-        get_logger("orchestrator.cli").warning("metrics_not_pushed", pushgateway=url, reason=reason)
+        events.metrics_not_pushed(url, reason)
         return
     console.print(
         f"[yellow]warning[/]: metrics not pushed to {escape(url)}: {escape(reason)} (the exit code is the run's)",
@@ -458,7 +458,7 @@ def print_wrote(console: Console, job: Job, path: Path) -> None:
 
 def print_pushed(console: Console, job: Job, url: str) -> None:
     if json_logs():
-        get_logger("orchestrator.cli").info("metrics_pushed", pushgateway=url)
+        events.metrics_pushed(url)
     elif not quiet_asked(job):
         console.print(f"pushed metrics to {url}")
 
