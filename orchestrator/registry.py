@@ -70,6 +70,11 @@ class Tenant:
     def server(self) -> str:
         return self.target.server
 
+    @property
+    def targets(self) -> tuple[DatabaseTarget, ...]:
+        """Both of the school's URLs (url, and direct_url when given): each names its database."""
+        return (self.target,) if self.direct is None else (self.target, self.direct)
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -377,10 +382,7 @@ def _from_source(source: RegistrySource, fleet: _Fleet) -> None:
         fleet.add(row_node(row), _RowLoader(fleet.loader.path, label))
     admin = set(source.target.places)
     for tenant in fleet.tenants:
-        if any(
-            admin & set(t.places)
-            for t in ((tenant.target,) if tenant.direct is None else (tenant.target, tenant.direct))
-        ):
+        if any(admin & set(t.places) for t in tenant.targets):
             raise RegistryError(
                 f"school {tenant.id!r} names the admin database {excerpt(source.target.redacted, 200)}, the one "
                 "`source:` reads the schools from",
@@ -551,8 +553,7 @@ class _Fleet:
             return
         # Both of a school's URLs name its database (direct_url: the same one, without the pooler): neither may be
         # another school's url or direct_url.
-        targets = [tenant.target] if tenant.direct is None else [tenant.target, tenant.direct]
-        for target in targets:
+        for target in tenant.targets:
             other = next((o for o in map(self.databases.get, target.places) if o is not None), None)
             if other is not None:
                 self.problem(
@@ -566,7 +567,7 @@ class _Fleet:
                 )
                 return
         self.ids[tenant.id] = f"line {tenant.line}" if tenant.line else "by another source row"
-        for target in targets:
+        for target in tenant.targets:
             self.databases.update(dict.fromkeys(target.places, tenant))
         self.tenants.append(tenant)
         self.template_at(tenant.settings.template, loader.at(_value_of(node, "template")))

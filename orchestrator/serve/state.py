@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,7 +31,6 @@ from ..report import RunReport
 from ..runner import run
 from ..scratch import KeptSessions, keeping
 from ..settings import SERVE_RECENT_ONBOARDINGS
-from ..target import DatabaseTarget
 from ..template import made_from
 from .metrics import Metrics
 
@@ -193,7 +192,7 @@ class Service:
             raise RequestRefused(error.message, hint=error.hint) from None
         register_secrets(given.target.secrets)
         if known is not None:
-            if given.target.identity not in {t.identity for t in _targets(known)}:
+            if given.target.identity not in {t.identity for t in known.targets}:
                 raise SchoolConflict(
                     f"school {tenant_id} is {known.target.redacted} in the registry, not {given.target.redacted}",
                     hint="leave the URL out to use the registry's, or change the registry first",
@@ -217,9 +216,9 @@ class Service:
         if self._identities is None or self._identities[0] is not self.job:
             self._identities = (
                 self.job,
-                {p: s.id for s in self.ready_job.tenants for t in _targets(s) for p in t.places},
+                {p: s.id for s in self.ready_job.tenants for t in s.targets for p in t.places},
             )
-        return {**self._identities[1], **{p: s.id for s in self.extra.values() for t in _targets(s) for p in t.places}}
+        return {**self._identities[1], **{p: s.id for s in self.extra.values() for t in s.targets for p in t.places}}
 
     def _known(self, tenant_id: str) -> Tenant | None:
         return self._listed.get(tenant_id) or self.extra.get(tenant_id)
@@ -372,10 +371,6 @@ class _Limits:
     async def __aexit__(self, *exc: object) -> None:
         self.total.release()
         self.server.release()
-
-
-def _targets(tenant: Tenant) -> Sequence[DatabaseTarget]:
-    return (tenant.target,) if tenant.direct is None else (tenant.target, tenant.direct)
 
 
 def service_request(request: Request, *, spares: int, survey_every: float) -> Request:
