@@ -263,12 +263,33 @@ async def _watch_client(conn: asyncpg.Connection) -> None:
 
 
 async def _drop(conn: asyncpg.Connection, name: str) -> None:
-    """Drop a scratch database (a template flag taken off first: a template cannot be dropped). FORCE: the sessions
-    left on one are its maker's (a statement of a killed maker runs on, orphaned, until the server notices), and
-    nobody else has business in a scratch database."""
+    """Drop a scratch database (a template flag taken off first: a template cannot be dropped)."""
     if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name):
         await conn.execute(f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
-    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    await drop_database(conn, name)
+
+
+# The sessions on a database that this role may end (pg_terminate_backend's own rule).
+_END_OWN_SESSIONS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid() AND usesysid IS NOT NULL AND pg_has_role(usesysid, 'USAGE')
+"""
+
+
+async def drop_database(conn: asyncpg.Connection, name: str) -> None:
+    """DROP DATABASE a database of ours (scratch, spare) WITH (FORCE): the sessions left on one are its maker's (a
+    statement of a killed maker runs on, orphaned, until the server notices), and nobody else has business there.
+
+    FORCE refuses outright, for a role that is not a superuser, when any session there is not one it may end, and an
+    autovacuum worker (which belongs to no role) is such a session: a freshly built template is just what
+    autovacuum visits. Then the role ends the sessions it may end and drops without FORCE, which asks autovacuum to
+    leave and waits for it (the server's own 5 s); a session of another role is still there then, and the drop fails
+    (ObjectInUseError), as it should."""
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    except asyncpg.InsufficientPrivilegeError:
+        await conn.execute(_END_OWN_SESSIONS, name)
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
 
 
 # --- the clean-up ---------------------------------------------------------------------------------------------------

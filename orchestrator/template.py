@@ -632,7 +632,7 @@ async def _drop_spare(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
     try:
         if await conn.fetchval(scratch.COMMENT_OF, row["datname"]) != row["comment"]:
             return False
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(row['datname'])} WITH (FORCE)")
+        await scratch.drop_database(conn, row["datname"])
         return True
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         log.warning("template.spare_not_dropped", database=row["datname"], error=describe(exc))

@@ -15,15 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
+from conftest import Servers
 from fleetkit import ROOT, cli, popen, registry_url, write_registry
 from pgfixtures import (
+    PG_PASSWORD,
     abandoned_scratch,
     create_database,
     database_exists,
     drop_database,
     execute_sync,
+    fetch,
     fetch_sync,
     fetchval_sync,
     quote_ident,
@@ -270,6 +274,47 @@ def test_the_clean_up_never_drops_a_scratch_database_its_own_session_is_making(p
 
     assert dropped == [] and still_there
     assert scratch_left(pg) == []
+
+
+def test_a_role_without_superuser_drops_its_scratch_database_while_autovacuum_works_in_it(servers: Servers) -> None:
+    # DROP ... WITH (FORCE) refuses a non-superuser outright when an autovacuum worker (a session of no role) is in
+    # the database, and a fresh template build is just what autovacuum visits: found as a leftover build in CI.
+    server = servers.get("autovacuum")  # its own server: autovacuum looks every second here
+    execute_sync(server.url(), "ALTER SYSTEM SET autovacuum_naptime = 1")
+    execute_sync(server.url(), "SELECT pg_reload_conf()")
+    role = unique_db_name("maker")
+    execute_sync(server.url(), f"CREATE ROLE {quote_ident(role)} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'")
+    as_role = server.url("postgres").replace("//postgres:", f"//{role}:", 1)
+
+    async def drop_with_autovacuum_inside() -> str:
+        conn = await asyncpg.connect(as_role)
+        try:
+            made = await scratch.make(conn, "ref")
+            inside = await asyncpg.connect(as_role.rsplit("/", 1)[0] + "/" + made.name)
+            try:  # a table autovacuum visits at once and then works through slowly (a page every 100 ms)
+                await inside.execute(
+                    "CREATE TABLE t (n int) WITH (autovacuum_vacuum_insert_threshold = 1,"
+                    " autovacuum_vacuum_insert_scale_factor = 0, autovacuum_analyze_threshold = 1,"
+                    " autovacuum_analyze_scale_factor = 0, autovacuum_vacuum_cost_delay = 100,"
+                    " autovacuum_vacuum_cost_limit = 1);"
+                    " INSERT INTO t SELECT generate_series(1, 100000)"
+                )
+            finally:
+                await inside.close()
+            with anyio.fail_after(HANG_GUARD_S):  # (only a superuser sees another role's backend_type)
+                while not await fetch(
+                    server.url(), "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND "
+                    "backend_type = 'autovacuum worker'", made.name,
+                ):  # fmt: skip
+                    await anyio.sleep(0.1)
+            await scratch.discard(conn, made)
+            return made.name
+        finally:
+            await conn.close()
+
+    name = run_sync(drop_with_autovacuum_inside)
+
+    assert not run_sync(database_exists(server.url(), name)), "dropped, autovacuum or not"
 
 
 @contextmanager
