@@ -13,7 +13,9 @@ same kind of school as the onboarding figure), adopts them the way a real projec
 - a burst of `--burst` PUTs at once (one connection each), every one must end ok; then `/v1/fleet` and
   `pg_database` are polled until the spares are back to N;
 - the floor: as many onboardings in this process (`engine.provision` taking a spare, no HTTP, no service), paced
-  alike, on spares made in-process; the API's figures are printed as ratios to it;
+  alike, on spares made in-process and as warm as the service (maintenance session kept, spares sealed and taken
+  unread: spare_seals.py); the API's figures are printed as ratios to it; as context, the same with every spare
+  read first (the CLI's and the Python API's way);
 - the same onboarding through the CLI, `orchestrator provision -D URL --template T --extension uuid-ossp`, a spare
   ready each time (`--cli-rounds`, median): what calling the CLI per school costs.
 
@@ -37,6 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,9 @@ from bench import (
 from orchestrator import engine, eventloop, template
 from orchestrator.devserver import DevServer, free_port
 from orchestrator.engine import EngineOptions
+from orchestrator.scratch import KeptSessions, keeping
 from orchestrator.source import load_migrations
+from orchestrator.spare_seals import SpareSeals, remembering
 from orchestrator.target import DatabaseTarget
 
 TARGET_P50_MS = 20.0
@@ -237,10 +242,13 @@ def _options() -> EngineOptions:
     return EngineOptions(extensions=("uuid-ossp",))  # the registry's: the template's extensions
 
 
-async def _top_up(server: DevServer, migrations: Path, spares: int) -> None:
-    ready = await template.keep_ready(
-        DatabaseTarget.parse(server.url()), TEMPLATE, load_migrations(migrations), _options(), spares
-    )
+async def _top_up(server: DevServer, migrations: Path, spares: int, seals: SpareSeals | None = None) -> None:
+    """The spares made (or read) as `orchestrator template --spares N` would; with `seals`, sealed in them as the
+    service seals its own."""
+    with remembering(seals) if seals is not None else nullcontext():
+        ready = await template.keep_ready(
+            DatabaseTarget.parse(server.url()), TEMPLATE, load_migrations(migrations), _options(), spares
+        )
     if ready.error is not None:
         say(f"  note: making spares: {ready.error}")
 
@@ -255,22 +263,32 @@ async def _spares_in_database(server: DevServer) -> int:
     return sum(1 for row in comments if (template.parse_spare(row["comment"]) or ("",))[0] == TEMPLATE)
 
 
-async def _engine_floor(urls: list[str], migrations: Path, pace_s: float) -> tuple[list[float], Counter[str]]:
+async def _engine_floor(
+    urls: list[str], migrations: Path, pace_s: float, seals: SpareSeals | None
+) -> tuple[list[float], Counter[str]]:
     """The same onboardings in this process, no HTTP and no service: `engine.provision` with the template's creator
-    (a spare taken), paced alike: the floor of the API's figure (the service adds HTTP, the job, its budgets)."""
+    (a spare taken), paced alike. With `seals` (the spares made under them), as warm as the service (its maintenance
+    session kept, the spares it made taken unread): the floor of the API's figure (the service adds HTTP, the job,
+    its budgets). Without: what the Python API and the CLI pay for the database work (every spare read first)."""
     source = load_migrations(migrations)
     options = _options()
     create = template.creator(TEMPLATE, source, options)
     times: list[float] = []
     paths: Counter[str] = Counter()
-    started = time.perf_counter()
-    for i, url in enumerate(urls):
-        await anyio.sleep(max(0.0, started + i * pace_s - time.perf_counter()))
-        began = time.perf_counter()
-        done = await engine.provision(DatabaseTarget.parse(url), source, options, creator=create)
-        times.append((time.perf_counter() - began) * 1000)
-        spare = done.ok and any("from a ready copy (" in note for note in done.notes)
-        paths["spare" if spare else f"{done.status.value}, no spare"] += 1
+    kept = KeptSessions()
+    with ExitStack() as warm:
+        if seals is not None:
+            warm.enter_context(keeping(kept))
+            warm.enter_context(remembering(seals))
+            warm.callback(kept.close)
+        started = time.perf_counter()
+        for i, url in enumerate(urls):
+            await anyio.sleep(max(0.0, started + i * pace_s - time.perf_counter()))
+            began = time.perf_counter()
+            done = await engine.provision(DatabaseTarget.parse(url), source, options, creator=create)
+            times.append((time.perf_counter() - began) * 1000)
+            spare = done.ok and any("from a ready copy (" in note for note in done.notes)
+            paths["spare" if spare else f"{done.status.value}, no spare"] += 1
     return times, paths
 
 
@@ -351,9 +369,14 @@ def _against(
     client.close()
 
     # The floor, in this process; the spares made first as `orchestrator template --spares N` would (untimed).
-    eventloop.run(_top_up, server, migrations, args.spares)
+    seals = SpareSeals()
+    eventloop.run(_top_up, server, migrations, args.spares, seals)
     floor, floor_paths = eventloop.run(
-        _engine_floor, [new_school("floor")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000
+        _engine_floor, [new_school("floor")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000, seals
+    )
+    eventloop.run(_top_up, server, migrations, args.spares)
+    cold, cold_paths = eventloop.run(
+        _engine_floor, [new_school("cold")[1] for _ in range(args.onboardings)], migrations, args.pace_ms / 1000, None
     )
 
     cli: list[float] = []
@@ -392,6 +415,9 @@ def _against(
     say(f"  floor: engine.provision in-process (no HTTP, no service), paced alike: p50 {floor_p50:.1f} ms, "
         f"p95 {percentile(floor, 95):.1f} ms; paths: {_counted(floor_paths)}")  # fmt: skip
     say(f"    API p50 / floor p50 {p50 / floor_p50:.2f}x, API p95 / floor p95 {p95 / percentile(floor, 95):.2f}x")
+    say(f"  context: the same, every spare read first (the CLI's and the Python API's way: no seals): p50 "
+        f"{statistics.median(cold):.1f} ms, p95 {percentile(cold, 95):.1f} ms; "
+        f"paths: {_counted(cold_paths)}")  # fmt: skip
     say(f"  CLI, orchestrator provision -D URL --template T, a spare ready (median of {args.cli_rounds})")
     say(f"        {cli_ms:8.1f} ms   (runs: {', '.join(f'{t:.0f}' for t in cli)}); paths: {_counted(cli_paths)}")
     say(f"  CLI / API p50 {ratio:6.1f}x      target >= {TARGET_CLI_RATIO:g}x  {verdict(ratio >= TARGET_CLI_RATIO)}")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import asyncpg
 
-from . import engine, scratch
+from . import engine, scratch, spare_seals
 from .audit.reference import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
@@ -459,9 +459,14 @@ async def _take_spare(
         if marker is None or not _holds(marker, wanted.ledger, wanted.extensions):
             continue
         try:
+            if await spare_seals.take_sealed(conn, target.server, row["datname"], target.database):
+                log.info("template.spare_taken", spare=row["datname"], database=target.database, read=False)
+                return _Copied(True, marker.version, row["datname"])  # made or read by this process, untouched since
             made = await scratch.take_over(conn, row["datname"], "taking", open_it=True)
         except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError):
             continue  # another onboarding took it first (or something holds it): the next one
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return _Copied(False)  # another process created the school's database meanwhile
         try:
             wrong = await _wrong_content(target.with_database(made.name), marker, options)
             await _wait_until_unused(conn, made.name)
@@ -604,26 +609,74 @@ async def _keep_ready(
         for extra in ready[spares:]:
             if await _drop_spare(conn, extra):
                 result.dropped += 1
+        ready = ready[:spares]
+        if (seals := spare_seals.current()) is not None:  # the service: read those it did not make, sealed then
+            ready = [row for row in ready if await _read_into_seal(conn, server, name, row, options, result)]
         for _ in range(spares - len(ready)):
-            await _make_spare(conn, name, state.marker)
+            await _make_spare(conn, server.server, name, state.marker)
             result.made += 1
-        result.spares = min(spares, len(ready)) + result.made
+        result.spares = len(ready) + result.made
+        if seals is not None:
+            spares_now = await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX, None)
+            seals.keep_only(server.server, (row["datname"] for row in spares_now))
 
 
-async def _make_spare(conn: asyncpg.Connection, name: str, marker: Marker) -> None:
-    """A copy of the template as scratch (dropped if this run stops, by the next run if it is killed), then, in one
-    transaction, given the spare's mark, closed to connections and a spare's name: a spare is always finished."""
-    made = await scratch.make(conn, "newspare", _copy_of(conn, name))
-    spare = quote_ident(SPARE_NAME_PREFIX + secrets.token_hex(8))
+async def _read_into_seal(
+    conn: asyncpg.Connection,
+    server: DatabaseTarget,
+    name: str,
+    row: asyncpg.Record,
+    options: EngineOptions,
+    result: ServerTemplate,
+) -> bool:
+    """A spare this process has no seal of (another process made it, or this one before a restart): read as an
+    onboarding reads it, then a spare again under a new name, sealed; one that holds something else is set aside.
+    False: not a spare any more (set aside, or taken meanwhile)."""
+    seals = spare_seals.current()
+    if seals is None or seals.knows(server.server, row["datname"]):
+        return True
+    marker = _spare_of(row["comment"], name)
+    assert marker is not None
     try:
-        await conn.execute(
-            f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(spare_comment(name, marker))};"
-            f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
-            f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {spare}"
-        )
-        made.kept = True
+        made = await scratch.take_over(conn, row["datname"], "checking", open_it=True)
+    except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError):
+        return False  # taken by an onboarding meanwhile (or something holds it: left for the next pass)
+    try:
+        wrong = await _wrong_content(server.with_database(made.name), marker, options)
+        await _wait_until_unused(conn, made.name)
+        if wrong is not None:
+            aside = await _set_aside(conn, made, name, row["datname"], wrong)
+            result.notes.append(
+                f"ready copy {row['datname']} of template {name} not kept: {wrong}; set aside as {aside}"
+            )
+            return False
+        await _finish_spare(conn, server.server, made, row["comment"])
+        return True
     finally:
         await scratch.discard(conn, made)
+
+
+async def _make_spare(conn: asyncpg.Connection, server: str, name: str, marker: Marker) -> None:
+    """A copy of the template as scratch (dropped if this run stops, by the next run if it is killed), then a
+    spare."""
+    made = await scratch.make(conn, "newspare", _copy_of(conn, name))
+    try:
+        await _finish_spare(conn, server, made, spare_comment(name, marker))
+    finally:
+        await scratch.discard(conn, made)
+
+
+async def _finish_spare(conn: asyncpg.Connection, server: str, made: Scratch, comment: str) -> None:
+    """Scratch database `made` given the spare's mark, closed to connections and a spare's name in one transaction
+    (a spare is always finished), then sealed (spare_seals.py; in the service)."""
+    spare = SPARE_NAME_PREFIX + secrets.token_hex(8)
+    await conn.execute(
+        f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
+        f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
+        f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(spare)}"
+    )
+    made.kept = True
+    await spare_seals.seal(conn, server, spare)
 
 
 async def _drop_spare(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:

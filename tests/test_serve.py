@@ -249,6 +249,26 @@ def test_the_spares_are_topped_up_after_an_onboarding(fleet: Fleet, new_db: str)
         time.sleep(0.2)
 
 
+def test_the_service_takes_a_spare_it_made_or_read_without_opening_it_again(fleet: Fleet, new_db: str) -> None:
+    """The service seals each spare it makes or reads (spare_seals.py), and takes a sealed one by a rename alone: the
+    server counts no session on the new school's database (its OID is the spare's) beyond those the spare had."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while fleet.service.call("GET", "/v1/fleet").body["servers"][0]["spares_ready"] < 2:  # a top-up pass is done
+        assert time.monotonic() < deadline, "the spares were not kept ready"
+        time.sleep(0.2)
+    postgres = with_database(fleet.pg.url(), "postgres")
+    sessions = "SELECT d.oid, s.sessions FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE "
+    spares = dict(fetch_sync(postgres, sessions + "starts_with(d.datname, 'orchestrator_spare_')"))
+
+    answer = put(fleet, "sealed", {"url": fleet.url(new_db)})
+
+    assert answer.status == 200 and any("a ready copy" in note for note in answer.body["notes"]), answer.text
+    [(oid, count)] = fetch_sync(postgres, sessions + "d.datname = $1", new_db)
+    assert spares[oid] == count, "taken unread: no session on it since the service made (or read) it"
+
+
 def test_onboardings_share_one_maintenance_session(fleet: Fleet, new_db: str) -> None:
     """The service keeps its session to the server's `postgres` open between onboardings (a login per school costs
     more than taking a spare): the same backend serves the next one."""

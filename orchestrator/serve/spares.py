@@ -14,6 +14,7 @@ from ..errors import InvalidInput
 from ..job import for_schools
 from ..logsetup import get_logger
 from ..runner import run_any
+from ..spare_seals import remembering
 from ..template_fleet import TemplateReport
 from .state import ServerHealth, Service
 
@@ -33,7 +34,8 @@ async def keep_spares(service: Service) -> None:
 
 async def top_up(service: Service) -> None:
     try:
-        report = await run_any(for_schools(service.ready_job, service.tenants, (), Command.TEMPLATE))
+        with remembering(service.seals):  # each spare made (or read) sealed: onboardings take it unread
+            report = await run_any(for_schools(service.ready_job, service.tenants, (), Command.TEMPLATE))
     except InvalidInput:
         return  # no school onboards from a template: no spares to keep
     assert isinstance(report, TemplateReport)

@@ -31,6 +31,7 @@ from ..report import RunReport
 from ..runner import run
 from ..scratch import KeptSessions, keeping
 from ..settings import SERVE_RECENT_ONBOARDINGS
+from ..spare_seals import SpareSeals, remembering
 from ..template import made_from
 from .metrics import Metrics
 
@@ -87,6 +88,7 @@ class Service:
     refill: anyio.Event = field(default_factory=anyio.Event)  # set when an onboarding used up a spare
     stamp: tuple[Any, ...] = ()
     kept: KeptSessions = field(default_factory=KeptSessions)
+    seals: SpareSeals = field(default_factory=SpareSeals)  # the spares it made or read: taken unread if untouched
     _listed: dict[str, Tenant] = field(default_factory=dict)  # the registry's schools by id
     _identities: tuple[Job | None, dict[Any, str]] | None = None
     _reloading: anyio.Lock = field(default_factory=anyio.Lock)
@@ -236,7 +238,8 @@ class Service:
         with self._claimed(tenant):
             async with self._one_at_a_time(tenant), self._limits(tenant, job):
                 try:
-                    with keeping(self.kept):  # one open maintenance session per server, not one per school
+                    # One open maintenance session per server, not one per school; spares sealed (spare_seals.py).
+                    with keeping(self.kept), remembering(self.seals):
                         report = await run(for_schools(job, [tenant], (), Command.PROVISION))
                 except UnsafeMigrations as error:
                     raise Refused(error, 422) from None
