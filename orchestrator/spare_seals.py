@@ -7,12 +7,14 @@ itself knows more than its mark: the spare's OID, its comment, and how many sess
 then (`pg_stat_database.sessions`, counted as each session starts). What a database holds changes only through a
 session on it, so a spare whose OID, comment and session count are still what this process saw, its statistics
 never reset since (its own `stats_reset`, and the server's: `pg_stat_bgwriter.stats_reset`, set anew when a crash
-loses the counters), holds what it held then.
+loses the counters), holds what it held then. Its `ALTER DATABASE ... SET` values, which need no session on it,
+are compared too.
 
 The comparison runs in the transaction that renames the spare to the school, after the rename: a session still on
-it refuses the rename, and no session can start on it until that transaction ends (the rename holds the database's
-lock). Any difference, or a server that cannot tell (before PostgreSQL 14, `track_counts` off): the transaction is
-rolled back and the spare is read as before.
+it refuses the rename, and none can start on it until that transaction ends, since it is still closed to connections
+(compared too) and an ALTER DATABASE opening it waits for the transaction that renamed it (both update its
+pg_database row). Any difference, or a server that cannot tell (before PostgreSQL 14, `track_counts` off): the
+transaction is rolled back and the spare is read as before.
 
 Only under `remembering(seals)`: the service keeps one for its life (its own spares, and others' once it has read
 them). The CLI and the Python API read every spare they take.
@@ -36,8 +38,11 @@ log = get_logger("orchestrator.template")
 # The first statistics read of its transaction (a transaction of its own, or the rename's): the server's stats
 # snapshot is taken fresh then, not cached from earlier in the transaction.
 _READ = """
-SELECT d.oid, s.sessions, s.stats_reset IS NOT NULL AS reset, shobj_description(d.oid, 'pg_database') AS comment,
-       (SELECT stats_reset FROM pg_stat_bgwriter) AS epoch, current_setting('track_counts')::bool AS counted
+SELECT d.oid, d.datallowconn AS open, s.sessions, s.stats_reset IS NOT NULL AS reset,
+       shobj_description(d.oid, 'pg_database') AS comment,
+       (SELECT stats_reset FROM pg_stat_bgwriter) AS epoch, current_setting('track_counts')::bool AS counted,
+       (SELECT array_agg(array_to_string(setconfig, ',') ORDER BY setrole) FROM pg_db_role_setting
+        WHERE setdatabase = d.oid) AS settings
 FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid
 WHERE d.datname = $1
 """
@@ -48,9 +53,11 @@ class Seal:
     """What this process saw of a spare: it holds the same only while all of it is unchanged."""
 
     oid: int
+    open: bool  # open to connections (a spare never is: none can start on it)
     sessions: int  # sessions the server had counted on it
     comment: str | None
     epoch: datetime  # the server's statistics reset time (a crash or a reset of the counters changes it)
+    settings: tuple[str, ...] = ()  # its ALTER DATABASE ... SET values (made without a session on it)
 
 
 class SpareSeals:
@@ -101,7 +108,7 @@ async def read_seal(conn: asyncpg.Connection, name: str) -> Seal | None:
     row = await conn.fetchrow(_READ, name)
     if row is None or not row["counted"] or row["reset"] or row["epoch"] is None:
         return None
-    return Seal(row["oid"], row["sessions"], row["comment"], row["epoch"])
+    return Seal(row["oid"], row["open"], row["sessions"], row["comment"], row["epoch"], tuple(row["settings"] or ()))
 
 
 async def seal(conn: asyncpg.Connection, server: str, name: str) -> None:

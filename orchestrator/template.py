@@ -493,12 +493,21 @@ async def _take_spare(
     return None
 
 
+# A copy of the template has none: CREATE DATABASE does not copy them; they are given without a session on it.
+_HAS_SETTINGS = """
+SELECT EXISTS (SELECT 1 FROM pg_db_role_setting
+               WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+
+
 async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineOptions) -> str | None:
     """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and its catalog rows:
     an untouched copy of the build the template is; a spare of an older release, its schema's fingerprint)."""
     catalog = schema = None
     try:
         async with session(spare, options.session) as conn:
+            if await conn.fetchval(_HAS_SETTINGS):
+                return "it has settings of its own (ALTER DATABASE ... SET), which every session on it would start with"
             applied = await read_history(conn)
             if applied is not None and marker.catalog is not None:
                 catalog = await catalog_digest(conn)

@@ -38,7 +38,7 @@ from orchestrator.engine import EngineOptions
 from orchestrator.outcome import DatabaseResult
 from orchestrator.scratch import literal
 from orchestrator.source import load_migrations
-from orchestrator.spare_seals import SpareSeals, remembering
+from orchestrator.spare_seals import SpareSeals, remembering, take_sealed
 from orchestrator.target import DatabaseTarget
 from orchestrator.template import REJECTED_NAME_PREFIX, SPARE_NAME_PREFIX
 
@@ -146,7 +146,13 @@ def replaced_under_its_name(pg: DevServer, spare: str) -> None:
     execute_sync(pg.url(), f"DROP DATABASE {quote_ident(forged + '_real')}")
 
 
+def given_a_setting(pg: DevServer, spare: str) -> None:
+    """A setting every session on the school will start with, given without a session on the spare."""
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} SET search_path = not_the_schema")
+
+
 ADVERSARIES: dict[str, Callable[[DevServer, str], None]] = {
+    "given_a_setting": given_a_setting,
     "opened_changed_and_closed": opened_and_changed,
     "changed_then_its_statistics_reset": lambda pg, spare: opened_and_changed(
         pg, spare, then="; SELECT pg_stat_reset()"
@@ -173,6 +179,35 @@ def test_adversary_a_sealed_spare_changed_since_is_read_and_set_aside(
         assert len(rejected(pg)) == 1
     finally:
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def test_adversary_a_sealed_spare_opened_after_it_was_looked_at_is_not_taken_unread(
+    pg: DevServer, migrations: Path, template_name: str
+) -> None:
+    """Opened to connections between the onboarding's look at the spares (which skips open ones) and its rename: a
+    session could start on it before the rename commits. Nothing is renamed; the onboarding reads it instead."""
+    seals = SpareSeals()
+    keep_spares(pg, migrations, template_name, 1, seals)
+    [spare] = spares_of(pg.url(), template_name)
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
+    school = unique_db_name("seal_open")
+
+    async def take() -> bool:
+        conn = await asyncpg.connect(pg.url())
+        try:
+            with remembering(seals):
+                return await take_sealed(conn, f"127.0.0.1:{pg.port}", spare, school)
+        finally:
+            await conn.close()
+
+    assert seals.knows(f"127.0.0.1:{pg.port}", spare), "sealed under the server's name as targets give it"
+    taken = run_sync(take)
+    left = fetchval_sync(pg.url(), "SELECT datallowconn FROM pg_database WHERE datname = $1", spare)
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")  # for the clean-up
+
+    assert taken is False
+    assert left is True, "left as it was, under its name"
+    assert not fetch_sync(pg.url(), "SELECT 1 FROM pg_database WHERE datname = $1", school)
 
 
 def test_adversary_a_crash_that_loses_the_session_counts_does_not_hide_a_change(
