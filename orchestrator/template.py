@@ -21,12 +21,14 @@ holds is recorded in its comment (the marker), read from the maintenance databas
 spares under construction and a template being replaced are the tool's scratch databases (scratch.py: marked, held
 by this process's maintenance session, dropped if the work stops, by the next run's clean-up if it is killed).
 
-Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`.
+Readers copy under the lock's shared mode and builders hold it exclusively, both waiting at most `lock_wait`; the
+making of spares holds a lock of its own exclusively, and the template's shared.
 Whenever the template cannot be used (busy, owned by another role, not one this tool built, built with other
 extensions, holding files this checkout lacks, a build that failed), the school is created by applying the
 migrations, and its report says why. Before any of these ways, a file whose bytes differ from what the template holds
 for its version (the marker keeps each version's checksum) refuses the onboarding: no way around the one checksum.
-A spare is read before it becomes the school (its ledger and catalog rows against its marker): see `_take_spare`.
+A spare is read before it becomes the school (its ledger and catalog rows against its marker): see `_take_spare`;
+in the service, one it made or read itself is taken unread while nothing has been in it since (spare_seals.py).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from .target import DatabaseTarget
 log = get_logger("orchestrator.template")
 
 TEMPLATE_LOCK_CLASS = 0x4F524348  # 'ORCH'
+SPARES_LOCK_CLASS = 0x4F525350  # 'ORSP': making a template's spares
 MARKER_PREFIX = "orchestrator template: "
 # WAL_LOG (PostgreSQL 15+'s default, written out so the choice is visible): the copy goes block by block through the
 # WAL, so a small template costs a few MB of WAL and no checkpoint. FILE_COPY writes less WAL for a large template
@@ -328,11 +331,10 @@ async def _current_template(
     source: MigrationSource,
     options: EngineOptions,
     notes: list[str],
-    *,
-    exclusive: bool = False,
 ) -> AsyncIterator[TemplateState]:
     """The template, current (built or refreshed first when it is missing or behind), held under its lock: shared
-    (enough to copy it), or exclusive when asked or when this call had to build it."""
+    (enough to copy it), or exclusive when this call had to build or refresh it."""
+    exclusive = False
     while True:
         async with template_lock(conn, name, exclusive=exclusive, wait_s=options.lock_wait):
             state = await read_state(conn, name)
@@ -368,29 +370,32 @@ def _copy_of(conn: asyncpg.Connection, name: str) -> str:
 
 
 @asynccontextmanager
-async def template_lock(conn: asyncpg.Connection, name: str, *, exclusive: bool, wait_s: float) -> AsyncIterator[None]:
+async def template_lock(
+    conn: asyncpg.Connection, name: str, *, exclusive: bool, wait_s: float, of_spares: bool = False
+) -> AsyncIterator[None]:
     """The server-wide lock of template `name`, in the maintenance session `conn`: shared to copy it, exclusive to
-    build or replace it. Waits at most `wait_s` (queued fairly: a builder is not starved by a stream of copies)."""
+    build or replace it. Waits at most `wait_s` (queued fairly: a builder is not starved by a stream of copies).
+    `of_spares`: the lock of making its spares instead, a lock of its own so that copies go on meanwhile."""
     key = zlib.crc32(name.encode()) - (1 << 31)  # a signed int4
     mode = "" if exclusive else "_shared"
+    lock_class = SPARES_LOCK_CLASS if of_spares else TEMPLATE_LOCK_CLASS
     try:
         if wait_s <= 0:
-            if not await conn.fetchval(f"SELECT pg_try_advisory_lock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key):
+            if not await conn.fetchval(f"SELECT pg_try_advisory_lock{mode}($1, $2)", lock_class, key):
                 raise asyncpg.LockNotAvailableError("the template lock is held")
         else:
             async with conn.transaction():  # a session-level lock outlives the transaction that waited for it
                 await conn.execute(f"SET LOCAL lock_timeout = {max(1, int(wait_s * 1000))}")
-                await conn.execute(f"SELECT pg_advisory_lock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key)
+                await conn.execute(f"SELECT pg_advisory_lock{mode}($1, $2)", lock_class, key)
     except asyncpg.LockNotAvailableError:
-        raise TemplateUnavailable(
-            f"busy: another process held its lock (building or refreshing it) for more than {wait_s:g}s"
-        ) from None
+        doing = "making its spares" if of_spares else "building or refreshing it"
+        raise TemplateUnavailable(f"busy: another process held its lock ({doing}) for more than {wait_s:g}s") from None
     try:
         yield
     finally:
         with anyio.CancelScope(shield=True):
             try:
-                await conn.execute(f"SELECT pg_advisory_unlock{mode}($1, $2)", TEMPLATE_LOCK_CLASS, key)
+                await conn.execute(f"SELECT pg_advisory_unlock{mode}($1, $2)", lock_class, key)
             except Exception:
                 conn.terminate()  # closing the session releases the lock
 
@@ -600,10 +605,11 @@ async def _keep_ready(
     result: ServerTemplate,
 ) -> None:
     name = result.template
-    # Exclusive: two runs at once make the spares one after the other, not twice the number asked for. Onboardings
-    # take spares without the lock; only one that has to copy the template waits (at most --lock-wait).
-    current = _current_template(conn, server, name, wanted, source, options, result.notes, exclusive=True)
-    async with current as state:
+    # The spares' own lock, exclusive: two runs at once make the spares one after the other, not twice the number
+    # asked for. The template's lock only shared (a spare is a copy like an onboarding's, unless the template must
+    # be built or refreshed first): onboardings that copy the template go on meanwhile, and take spares unlocked.
+    spares_lock = template_lock(conn, name, exclusive=True, wait_s=options.lock_wait, of_spares=True)
+    async with spares_lock, _current_template(conn, server, name, wanted, source, options, result.notes) as state:
         assert state.marker is not None
         result.version = state.marker.version
         ready: list[asyncpg.Record] = []

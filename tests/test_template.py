@@ -25,6 +25,7 @@ from pgfixtures import (
     create_database,
     database_exists,
     execute_sync,
+    fetch,
     fetch_sync,
     fetchval_sync,
     ledger,
@@ -638,6 +639,50 @@ def test_two_runs_keeping_spares_ready_at_once_make_the_number_asked_not_twice(
     assert all(r.ok for r in results), [r.error for r in results]
     assert sorted(r.made for r in results) == [0, 2]
     assert len(spares_of(pg.url(), template)) == 2
+    keep_ready(pg, migrations, template, 0)
+
+
+TEMPLATE_LOCK_HELD = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::int::oid"
+
+
+def test_an_onboarding_copies_the_template_while_spares_are_being_made(
+    pg: DevServer, migrations: Path, template: str
+) -> None:
+    """Making spares holds the template's lock shared (and a lock of its own): a school that finds no spare ready
+    is copied from the template meanwhile, not held until every spare is made (a burst of onboardings waited)."""
+    keep_ready(pg, migrations, template, 0)
+    source = load_migrations(migrations)
+    options = EngineOptions(extensions=UUID_OSSP)
+    school = unique_db_name("while_spares")
+    ended: list[str] = []
+
+    async def both() -> DatabaseResult:
+        results: list[DatabaseResult] = []
+
+        async def spares() -> None:
+            await template_module.keep_ready(DatabaseTarget.parse(pg.url()), template, source, options, 6)
+            ended.append("spares")
+
+        async def onboarding() -> None:
+            with anyio.fail_after(60):  # the spares being made (the template's lock held), none finished yet
+                while not await fetch(pg.url(), TEMPLATE_LOCK_HELD, TEMPLATE_LOCK_CLASS):
+                    await anyio.sleep(0.002)
+            creator = template_module.creator(template, source, options)
+            results.append(
+                await engine.provision(DatabaseTarget.parse(pg.url(school)), source, options, creator=creator)
+            )
+            ended.append("school")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(spares)
+            tg.start_soon(onboarding)
+        return results[0]
+
+    result = run_sync(both())
+
+    assert result.ok, result.error
+    assert f"from template {template}" in " ".join(result.notes) or "from a ready copy" in " ".join(result.notes)
+    assert ended == ["school", "spares"], "the school waited for the spares"
     keep_ready(pg, migrations, template, 0)
 
 
