@@ -1,0 +1,97 @@
+"""Adversary tests of the sealed-spare path (spare_seals.py): ways to change a sealed spare that its seal does not see,
+so that a school is handed a database the template does not hold."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import make_migrations
+from pgfixtures import drop_template, execute_sync, fetch_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
+from test_spare_seals import expected_ledger, keep_spares, ledger, onboard, rejected
+
+from orchestrator.devserver import DevServer
+from orchestrator.scratch import literal
+from orchestrator.spare_seals import SpareSeals
+
+FILES = {"1_one.sql": "CREATE TABLE one (id int);\n", "2_two.sql": "CREATE TABLE two (id int);\n"}
+
+
+@pytest.fixture
+def migrations(tmp_path: Path) -> Path:
+    return make_migrations(tmp_path / "m", FILES)
+
+
+@pytest.fixture
+def template_name(pg: DevServer) -> Iterator[str]:
+    name = unique_db_name("advtpl")
+    yield name
+    drop_template(pg.url(), name)
+    for aside in rejected(pg):
+        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
+
+
+def comment_of(pg: DevServer, database: str) -> str:
+    return str(fetchval_sync(pg.url(), "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                             "WHERE datname = $1", database))  # fmt: skip
+
+
+def has_evil(pg: DevServer, school: str) -> bool:
+    return bool(fetch_sync(pg.url(school), "SELECT 1 FROM pg_tables WHERE tablename = 'not_the_schema'"))
+
+
+def taken_and_checked(pg: DevServer, migrations: Path, name: str, spare: str, seals: SpareSeals) -> None:
+    school = unique_db_name("adv_school")
+    try:
+        result = onboard(pg, migrations, name, school, seals)
+        assert not has_evil(pg, school), "the school was handed a database holding what the template does not"
+        assert ledger(pg.url(school)) == expected_ledger(migrations)
+        assert f"ready copy {spare} of template {name} not used" in " ".join(result.notes), result.notes
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+@pytest.mark.xfail(strict=True, reason="CREATE DATABASE ... OID forges the whole seal")
+def test_adversary_dropped_and_recreated_with_the_same_oid(pg: DevServer, migrations: Path, template_name: str) -> None:
+    """CREATE DATABASE ... OID n (PostgreSQL 15+, any role with CREATEDB, n >= 16384) gives a new database the
+    dropped spare's OID; a new database has no statistics (0 sessions, never reset), so every field of the seal is
+    forged: the copy holding something else, made from another database without a session on the new one."""
+    seals = SpareSeals()
+    keep_spares(pg, migrations, template_name, 1, seals)
+    [spare] = spares_of(pg.url(), template_name)
+    oid = fetchval_sync(pg.url(), "SELECT oid FROM pg_database WHERE datname = $1", spare)
+    comment = comment_of(pg, spare)
+    source = unique_db_name("evil_src")
+    execute_sync(pg.url(), f"CREATE DATABASE {quote_ident(source)} TEMPLATE {quote_ident(spare)}")
+    try:
+        execute_sync(pg.url(source), "CREATE TABLE not_the_schema (x int)")
+        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(spare)}")
+        execute_sync(pg.url(), f"CREATE DATABASE {quote_ident(spare)} OID {oid} TEMPLATE {quote_ident(source)}"
+                     " ALLOW_CONNECTIONS false")  # fmt: skip
+        execute_sync(pg.url(), f"COMMENT ON DATABASE {quote_ident(spare)} IS {literal(comment)}")
+        taken_and_checked(pg, migrations, template_name, spare, seals)
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(source)} WITH (FORCE)")
+
+
+def psql(pg: DevServer, conninfo: str, sql: str) -> str:
+    return subprocess.run([str(pg.bindir / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-Atc", sql, conninfo],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="walsender sessions are not counted in pg_stat_database.sessions")
+def test_adversary_changed_through_a_replication_connection(
+    pg: DevServer, migrations: Path, template_name: str
+) -> None:
+    """A logical replication connection (`replication=database`, a walsender) runs plain SQL in the database it
+    connects to, and the server counts only client backends in pg_stat_database.sessions: opened, changed through
+    a walsender, closed, and the seal holds (superuser, or any role with REPLICATION)."""
+    seals = SpareSeals()
+    keep_spares(pg, migrations, template_name, 1, seals)
+    [spare] = spares_of(pg.url(), template_name)
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
+    psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
+    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    taken_and_checked(pg, migrations, template_name, spare, seals)
