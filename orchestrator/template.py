@@ -499,6 +499,12 @@ SELECT EXISTS (SELECT 1 FROM pg_db_role_setting
                WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
 """
 
+# Nor grants, a connection limit, or IS_TEMPLATE: CREATE DATABASE gives a copy none of them (its owner may give them
+# to a spare without a session on it; a school's database must not start with them).
+_ROW_CHANGED = """
+SELECT datistemplate OR datconnlimit <> -1 OR datacl IS NOT NULL FROM pg_database WHERE datname = current_database()
+"""
+
 
 async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineOptions) -> str | None:
     """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and its catalog rows:
@@ -508,6 +514,8 @@ async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineO
         async with session(spare, options.session) as conn:
             if await conn.fetchval(_HAS_SETTINGS):
                 return "it has settings of its own (ALTER DATABASE ... SET), which every session on it would start with"
+            if await conn.fetchval(_ROW_CHANGED):
+                return "its pg_database row is not a fresh copy's (grants, a connection limit, or made a template)"
             applied = await read_history(conn)
             if applied is not None and marker.catalog is not None:
                 catalog = await catalog_digest(conn)

@@ -54,7 +54,6 @@ def taken_and_checked(pg: DevServer, migrations: Path, name: str, spare: str, se
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
 
 
-@pytest.mark.xfail(strict=True, reason="CREATE DATABASE ... OID forges the whole seal")
 def test_adversary_dropped_and_recreated_with_the_same_oid(pg: DevServer, migrations: Path, template_name: str) -> None:
     """CREATE DATABASE ... OID n (PostgreSQL 15+, any role with CREATEDB, n >= 16384) gives a new database the
     dropped spare's OID; a new database has no statistics (0 sessions, never reset), so every field of the seal is
@@ -82,7 +81,6 @@ def psql(pg: DevServer, conninfo: str, sql: str) -> str:
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="walsender sessions are not counted in pg_stat_database.sessions")
 def test_adversary_changed_through_a_replication_connection(
     pg: DevServer, migrations: Path, template_name: str
 ) -> None:
@@ -112,7 +110,6 @@ ROW_CHANGES: dict[str, Callable[[DevServer, str], None]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="neither the seal nor the read looks at the spare's pg_database row")
 @pytest.mark.parametrize("change", ROW_CHANGES, ids=list(ROW_CHANGES))
 def test_adversary_its_own_row_changed_without_a_session(
     pg: DevServer, migrations: Path, template_name: str, change: str
