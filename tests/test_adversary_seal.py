@@ -4,12 +4,23 @@ so that a school is handed a database the template does not hold."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fleetkit import make_migrations
-from pgfixtures import drop_template, execute_sync, fetch_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
+from fleetkit import cli, make_migrations, registry_url, write_registry
+from pgfixtures import (
+    PG_PASSWORD,
+    drop_template,
+    execute_sync,
+    fetch_sync,
+    fetchval_sync,
+    quote_ident,
+    spares_of,
+    unique_db_name,
+)
+from servekit import start
 from test_spare_seals import expected_ledger, keep_spares, ledger, onboard, rejected
 
 from orchestrator.devserver import DevServer
@@ -183,3 +194,60 @@ def test_adversary_opened_and_changed_where_the_read_does_not_look(
         assert not fetchval_sync(pg.url(school), UNREAD_SEEN[change]), "the school holds what the template does not"
     finally:
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def test_adversary_the_service_is_not_handed_a_spare_recreated_under_its_oid(pg: DevServer, tmp_path: Path) -> None:
+    """End to end: `orchestrator serve` reads and seals the spares `orchestrator template` made; both are then
+    dropped and made anew from a changed copy under their OIDs, names and comments; a PUT of a new school must not
+    get one."""
+    migrations = make_migrations(tmp_path / "migrations")
+    name, school = unique_db_name("advsrvtpl"), unique_db_name("adv_srv_school")
+    registry = write_registry(
+        tmp_path / "tenants.yaml",
+        [("known", registry_url(pg, school + "_k"), [])],
+        defaults=f"defaults:\n  template: {name}\n",
+    )
+    made = cli("template", "--registry", str(registry), "--migrations", str(migrations), "--spares", "2", "--yes")
+    assert made.returncode == 0, made.stdout + made.stderr
+    before = set(spares_of(pg.url(), name))
+    service = start(
+        tmp_path / "serve.log",
+        "--registry", str(registry), "--migrations", str(migrations), "--spares", "2", "--survey-every", "1h",
+        "--retries", "0", "--log-format", "json",
+    )  # fmt: skip
+    sources: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (set(spares_of(pg.url(), name)) - before) or len(spares_of(pg.url(), name)) < 2:
+            assert time.monotonic() < deadline, "the service did not read (and seal) the spares"
+            time.sleep(0.2)
+        for spare in spares_of(pg.url(), name):
+            oid = fetchval_sync(pg.url(), "SELECT oid FROM pg_database WHERE datname = $1", spare)
+            comment = comment_of(pg, spare)
+            sessions = fetchval_sync(pg.url(), "SELECT sessions FROM pg_stat_database WHERE datname = $1", spare)
+            sources.append(unique_db_name("evil_src"))
+            execute_sync(pg.url(), f"CREATE DATABASE {quote_ident(sources[-1])} TEMPLATE {quote_ident(spare)}")
+            execute_sync(pg.url(sources[-1]), "CREATE TABLE not_the_schema (x int)")
+            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(spare)}")
+            execute_sync(
+                pg.url(), f"CREATE DATABASE {quote_ident(spare)} OID {oid} TEMPLATE {quote_ident(sources[-1])}"
+            )
+            for _ in range(sessions):  # the service read each: one session counted, forged as well
+                execute_sync(pg.url(spare), "SELECT 1")
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+            execute_sync(pg.url(), f"COMMENT ON DATABASE {quote_ident(spare)} IS {literal(comment)}")
+
+        answer = service.call("PUT", "/v1/schools/adv-srv", {"url": registry_url(pg, school).replace(
+            "${PGPW}", PG_PASSWORD)})  # fmt: skip
+
+        assert answer.status == 200, answer.text
+        assert not has_evil(pg, school), "the service handed the school a database the template does not hold"
+    finally:
+        assert service.stop() == 0, service.log_text()
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+        for source in sources:
+            execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(source)} WITH (FORCE)")
+        drop_template(pg.url(), name)
+        for aside in rejected(pg):
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(aside)} IS_TEMPLATE false")
+            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
