@@ -684,16 +684,18 @@ async def _make_spare(conn: asyncpg.Connection, server: str, name: str, marker: 
 
 
 async def _finish_spare(conn: asyncpg.Connection, server: str, made: Scratch, comment: str) -> None:
-    """Scratch database `made` given the spare's mark, closed to connections and a spare's name in one transaction
-    (a spare is always finished), then sealed (spare_seals.py; in the service)."""
+    """Scratch database `made` given the spare's mark, closed to connections, a spare's name and sealed
+    (spare_seals.py; in the service) in one transaction: a spare is always finished, and nothing done to it once it
+    is one (a grant by anyone watching for new spares) is in its seal (its row is ours until the commit)."""
     spare = SPARE_NAME_PREFIX + secrets.token_hex(8)
-    await conn.execute(
-        f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
-        f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
-        f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(spare)}"
-    )
+    async with conn.transaction():
+        await conn.execute(
+            f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
+            f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
+            f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(spare)}"
+        )
+        await spare_seals.seal(conn, server, spare)
     made.kept = True
-    await spare_seals.seal(conn, server, spare)
 
 
 async def _drop_spare(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
