@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from conftest import Servers
 from fleetkit import cli, make_migrations, registry_url, write_registry
 from pgfixtures import (
     PG_PASSWORD,
@@ -284,3 +285,50 @@ def test_adversary_changed_between_the_spares_making_and_its_seal(
         assert fetchval_sync(pg.url(), "SELECT datacl FROM pg_database WHERE datname = $1", school) is None
     finally:
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def test_adversary_two_services_on_one_server(pg: DevServer, migrations: Path, template_name: str) -> None:
+    """Two services (two SpareSeals) keeping spares of one template on one server: each top-up reads the other's
+    spares (unknown to it) under new names, so the other's seals no longer name a spare. Whatever the order, a school
+    is given the template's content, and changes made to a spare one of them sealed are not taken unread by either."""
+    first, second = SpareSeals(), SpareSeals()
+    keep_spares(pg, migrations, template_name, 2, first)
+    keep_spares(pg, migrations, template_name, 2, second)  # reads and renames the first's spares
+    for spare in spares_of(pg.url(), template_name):
+        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
+        psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
+        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    schools = [unique_db_name("adv_two") for _ in range(2)]
+    try:
+        for school, seals in zip(schools, (first, second), strict=True):
+            onboard(pg, migrations, template_name, school, seals)
+            assert not has_evil(pg, school)
+            assert ledger(pg.url(school)) == expected_ledger(migrations)
+    finally:
+        for school in schools:
+            execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def test_adversary_a_clean_restart_between_making_and_taking(servers: Servers, migrations: Path) -> None:
+    """A clean restart (`pg_ctl stop -m fast`, start) keeps the statistics (and their epoch): an untouched sealed spare
+    is still taken unread; one opened and changed through a walsender around the restart is read and set aside."""
+    server = servers.get("restart")
+    seals, name = SpareSeals(), unique_db_name("restarttpl")
+    keep_spares(server, migrations, name, 2, seals)
+    untouched, changed = spares_of(server.url(), name)
+    execute_sync(server.url(), f"ALTER DATABASE {quote_ident(changed)} ALLOW_CONNECTIONS true")
+    psql(server, server.url(changed) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
+    server.stop()
+    server.start()
+    execute_sync(server.url(), f"ALTER DATABASE {quote_ident(changed)} ALLOW_CONNECTIONS false")
+    schools = [unique_db_name("adv_restart") for _ in range(2)]
+    results = [onboard(server, migrations, name, school, seals) for school in schools]
+    sessions = [fetchval_sync(server.url(), "SELECT sessions FROM pg_stat_database WHERE datname = $1", school)
+                for school in schools]  # fmt: skip
+    notes = " ".join(note for result in results for note in result.notes)
+    assert f"ready copy {changed} of template {name} not used" in notes, notes
+    assert f"ready copy ({untouched})" in notes, notes
+    assert sessions[notes.index(untouched) > notes.index(changed)] == 0, "the untouched spare was taken unread"
+    for school in schools:
+        assert not has_evil(server, school)
+        assert ledger(server.url(school)) == expected_ledger(migrations)
