@@ -170,12 +170,18 @@ UNREAD_CHANGES: dict[str, str] = {
     "a_publication": "CREATE PUBLICATION not_the_schema FOR TABLE one",  # pg_publication(_rel): not in the digest
     "an_operator": "CREATE OPERATOR public.=== (LEFTARG = int4, RIGHTARG = int4, FUNCTION = int4eq)",  # pg_operator
     "a_row_in_a_table": "INSERT INTO one VALUES (666)",  # rows: catalog.py says so
+    # pg_subscription is shared (and superuser's): enabled (a publisher with wal_level=logical), its worker starts
+    # writing into the school the moment it is opened; disabled here (no publisher needed), still the school's.
+    "a_subscription": "CREATE SUBSCRIPTION not_the_schema CONNECTION 'dbname=nowhere' PUBLICATION p"
+    " WITH (connect = false)",
 }
 UNREAD_SEEN: dict[str, str] = {
     "public_schema_create_for_all": "SELECT has_schema_privilege('public', 'public', 'CREATE')",
     "a_publication": "SELECT EXISTS (SELECT 1 FROM pg_publication)",
     "an_operator": "SELECT EXISTS (SELECT 1 FROM pg_operator WHERE oprname = '===')",
     "a_row_in_a_table": "SELECT EXISTS (SELECT 1 FROM one)",
+    "a_subscription": "SELECT EXISTS (SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid"
+    " WHERE d.datname = current_database())",
 }
 
 
@@ -197,7 +203,19 @@ def test_adversary_opened_and_changed_where_the_read_does_not_look(
         onboard(pg, migrations, template_name, school, seals)
         assert not fetchval_sync(pg.url(school), UNREAD_SEEN[change]), "the school holds what the template does not"
     finally:
+        drop_subscriptions(pg)
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def drop_subscriptions(pg: DevServer) -> None:
+    """A database with a subscription cannot be dropped: the subscriptions first (opened to drop them)."""
+    rows = fetch_sync(pg.url(), "SELECT s.subname, d.datname, d.datallowconn FROM pg_subscription s "
+                      "JOIN pg_database d ON d.oid = s.subdbid")  # fmt: skip
+    for subname, datname, allowed in rows:
+        if not allowed:
+            execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(datname)} ALLOW_CONNECTIONS true")
+        execute_sync(pg.url(datname), f"ALTER SUBSCRIPTION {quote_ident(subname)} SET (slot_name = NONE)")
+        execute_sync(pg.url(datname), f"DROP SUBSCRIPTION {quote_ident(subname)}")
 
 
 def test_adversary_the_service_is_not_handed_a_spare_recreated_under_its_oid(pg: DevServer, tmp_path: Path) -> None:
