@@ -4,6 +4,7 @@ so that a school is handed a database the template does not hold."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -350,3 +351,33 @@ def test_adversary_a_clean_restart_between_making_and_taking(servers: Servers, m
     for school in schools:
         assert not has_evil(server, school)
         assert ledger(server.url(school)) == expected_ledger(migrations)
+
+
+def test_adversary_a_createdb_role_recreates_its_spare_under_its_oid(pg: DevServer, migrations: Path) -> None:
+    """The usual production setup: the spares' owner has CREATEDB and nothing more; CREATE DATABASE ... OID is
+    its to use (from 16384 up), so the same role may forge a sealed spare."""
+    role, template_name = "adv_seal_maker", unique_db_name("advroletpl")
+    execute_sync(pg.url(), f"DROP ROLE IF EXISTS {role}")
+    execute_sync(pg.url(), f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'adv-pw'")
+    maker = dataclasses.replace(pg, user=role, password="adv-pw")
+    source = unique_db_name("evil_src")
+    try:
+        seals = SpareSeals()
+        keep_spares(maker, migrations, template_name, 1, seals)
+        [spare] = spares_of(maker.url(), template_name)
+        oid = fetchval_sync(maker.url(), "SELECT oid FROM pg_database WHERE datname = $1", spare)
+        comment = comment_of(maker, spare)
+        execute_sync(maker.url(), f"CREATE DATABASE {quote_ident(source)} TEMPLATE {quote_ident(spare)}")
+        execute_sync(maker.url(source), "CREATE TABLE not_the_schema (x int)")
+        execute_sync(maker.url(), f"DROP DATABASE {quote_ident(spare)}")
+        execute_sync(maker.url(), f"CREATE DATABASE {quote_ident(spare)} OID {oid} TEMPLATE {quote_ident(source)}"
+                     " ALLOW_CONNECTIONS false")  # fmt: skip
+        execute_sync(maker.url(), f"COMMENT ON DATABASE {quote_ident(spare)} IS {literal(comment)}")
+        taken_and_checked(maker, migrations, template_name, spare, seals)
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(source)} WITH (FORCE)")
+        drop_template(pg.url(), template_name)
+        for aside in rejected(pg):
+            execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
+        execute_sync(pg.url(), f"DROP OWNED BY {role}")
+        execute_sync(pg.url(), f"DROP ROLE {role}")
