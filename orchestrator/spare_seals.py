@@ -10,6 +10,13 @@ never reset since (its own `stats_reset`, and the server's: `pg_stat_bgwriter.st
 loses the counters), holds what it held then. Its `ALTER DATABASE ... SET` values, which need no session on it,
 are compared too.
 
+The session count alone is not enough: the server counts client backends only (a walsender of a `replication=database`
+connection runs plain SQL in its database uncounted), and the OID, the comment and the statistics of a database
+dropped and made anew with `CREATE DATABASE ... OID n` (PostgreSQL 15+, any role with CREATEDB) are all the old one's.
+So the seal also holds the version of the spare's pg_database row (its xmin): opening it to connections, granting on
+it, making it a template, giving it a connection limit, an owner or a tablespace, dropping and recreating it all
+write a new row version. That is read in the rename's transaction just before the rename (which writes the next).
+
 The comparison runs in the transaction that renames the spare to the school, after the rename: a session still on
 it refuses the rename, and none can start on it until that transaction ends, since it is still closed to connections
 (compared too) and an ALTER DATABASE opening it waits for the transaction that renamed it (both update its
@@ -25,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -38,7 +45,7 @@ log = get_logger("orchestrator.template")
 # The first statistics read of its transaction (a transaction of its own, or the rename's): the server's stats
 # snapshot is taken fresh then, not cached from earlier in the transaction.
 _READ = """
-SELECT d.oid, d.datallowconn AS open, s.sessions, s.stats_reset IS NOT NULL AS reset,
+SELECT d.oid, d.xmin::text::bigint AS row, d.datallowconn AS open, s.sessions, s.stats_reset IS NOT NULL AS reset,
        shobj_description(d.oid, 'pg_database') AS comment,
        (SELECT stats_reset FROM pg_stat_bgwriter) AS epoch, current_setting('track_counts')::bool AS counted,
        (SELECT array_agg(array_to_string(setconfig, ',') ORDER BY setrole) FROM pg_db_role_setting
@@ -46,6 +53,8 @@ SELECT d.oid, d.datallowconn AS open, s.sessions, s.stats_reset IS NOT NULL AS r
 FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid
 WHERE d.datname = $1
 """
+
+_ROW_VERSION = "SELECT xmin::text::bigint FROM pg_database WHERE datname = $1"
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Seal:
     comment: str | None
     epoch: datetime  # the server's statistics reset time (a crash or a reset of the counters changes it)
     settings: tuple[str, ...] = ()  # its ALTER DATABASE ... SET values (made without a session on it)
+    row: int = 0  # the xmin of its pg_database row: any change to the row (or a new database) writes a new one
 
 
 class SpareSeals:
@@ -108,7 +118,8 @@ async def read_seal(conn: asyncpg.Connection, name: str) -> Seal | None:
     row = await conn.fetchrow(_READ, name)
     if row is None or not row["counted"] or row["reset"] or row["epoch"] is None:
         return None
-    return Seal(row["oid"], row["open"], row["sessions"], row["comment"], row["epoch"], tuple(row["settings"] or ()))
+    settings = tuple(row["settings"] or ())
+    return Seal(row["oid"], row["open"], row["sessions"], row["comment"], row["epoch"], settings, row["row"])
 
 
 async def seal(conn: asyncpg.Connection, server: str, name: str) -> None:
@@ -137,9 +148,13 @@ async def take_sealed(conn: asyncpg.Connection, server: str, spare: str, school:
     new = quote_ident(school)
     try:
         async with conn.transaction():
+            # The row version before the rename (which writes a new one); no statistics read yet in this
+            # transaction (read_seal's must be its first).
+            if await conn.fetchval(_ROW_VERSION, spare) != seen.row:
+                raise _Changed
             await conn.execute(f"ALTER DATABASE {quote_ident(spare)} RENAME TO {new}")
             now = await read_seal(conn, school)
-            if now != seen:
+            if now is None or replace(now, row=seen.row) != seen:
                 raise _Changed
             await conn.execute(f"ALTER DATABASE {new} ALLOW_CONNECTIONS true; COMMENT ON DATABASE {new} IS NULL")
     except _Changed:

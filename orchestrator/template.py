@@ -504,6 +504,12 @@ SELECT EXISTS (SELECT 1 FROM pg_db_role_setting
                WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
 """
 
+# Nor grants, a connection limit, or IS_TEMPLATE: CREATE DATABASE gives a copy none of them (its owner may give them
+# to a spare without a session on it; a school's database must not start with them).
+_ROW_CHANGED = """
+SELECT datistemplate OR datconnlimit <> -1 OR datacl IS NOT NULL FROM pg_database WHERE datname = current_database()
+"""
+
 
 async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineOptions) -> str | None:
     """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and its catalog rows:
@@ -513,6 +519,8 @@ async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineO
         async with session(spare, options.session) as conn:
             if await conn.fetchval(_HAS_SETTINGS):
                 return "it has settings of its own (ALTER DATABASE ... SET), which every session on it would start with"
+            if await conn.fetchval(_ROW_CHANGED):
+                return "its pg_database row is not a fresh copy's (grants, a connection limit, or made a template)"
             applied = await read_history(conn)
             if applied is not None and marker.catalog is not None:
                 catalog = await catalog_digest(conn)
@@ -682,16 +690,18 @@ async def _make_spare(conn: asyncpg.Connection, server: str, name: str, marker: 
 
 
 async def _finish_spare(conn: asyncpg.Connection, server: str, made: Scratch, comment: str) -> None:
-    """Scratch database `made` given the spare's mark, closed to connections and a spare's name in one transaction
-    (a spare is always finished), then sealed (spare_seals.py; in the service)."""
+    """Scratch database `made` given the spare's mark, closed to connections, a spare's name and sealed
+    (spare_seals.py; in the service) in one transaction: a spare is always finished, and nothing done to it once it
+    is one (a grant by anyone watching for new spares) is in its seal (its row is ours until the commit)."""
     spare = SPARE_NAME_PREFIX + secrets.token_hex(8)
-    await conn.execute(
-        f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
-        f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
-        f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(spare)}"
-    )
+    async with conn.transaction():
+        await conn.execute(
+            f"COMMENT ON DATABASE {quote_ident(made.name)} IS {literal(comment)};"
+            f" ALTER DATABASE {quote_ident(made.name)} ALLOW_CONNECTIONS false;"
+            f" ALTER DATABASE {quote_ident(made.name)} RENAME TO {quote_ident(spare)}"
+        )
+        await spare_seals.seal(conn, server, spare)
     made.kept = True
-    await spare_seals.seal(conn, server, spare)
 
 
 async def _drop_spare(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
