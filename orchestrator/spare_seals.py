@@ -47,6 +47,7 @@ log = get_logger("orchestrator.template")
 _READ = """
 SELECT d.oid, d.xmin::text::bigint AS row, d.datallowconn AS open, s.sessions, s.stats_reset IS NOT NULL AS reset,
        shobj_description(d.oid, 'pg_database') AS comment,
+       concat_ws(' ', d.datdba, d.dattablespace, d.datistemplate, d.datconnlimit, d.datacl) AS attributes,
        (SELECT stats_reset FROM pg_stat_bgwriter) AS epoch, current_setting('track_counts')::bool AS counted,
        (SELECT array_agg(array_to_string(setconfig, ',') ORDER BY setrole) FROM pg_db_role_setting
         WHERE setdatabase = d.oid) AS settings
@@ -68,6 +69,9 @@ class Seal:
     epoch: datetime  # the server's statistics reset time (a crash or a reset of the counters changes it)
     settings: tuple[str, ...] = ()  # its ALTER DATABASE ... SET values (made without a session on it)
     row: int = 0  # the xmin of its pg_database row: any change to the row (or a new database) writes a new one
+    # The row's owner, tablespace, template flag, connection limit and grants: compared after the rename too, for a
+    # change committed between the row version's check and the rename (which then updates the changed row).
+    attributes: str = ""
 
 
 class SpareSeals:
@@ -119,7 +123,9 @@ async def read_seal(conn: asyncpg.Connection, name: str) -> Seal | None:
     if row is None or not row["counted"] or row["reset"] or row["epoch"] is None:
         return None
     settings = tuple(row["settings"] or ())
-    return Seal(row["oid"], row["open"], row["sessions"], row["comment"], row["epoch"], settings, row["row"])
+    return Seal(
+        row["oid"], row["open"], row["sessions"], row["comment"], row["epoch"], settings, row["row"], row["attributes"]
+    )
 
 
 async def seal(conn: asyncpg.Connection, server: str, name: str) -> None:

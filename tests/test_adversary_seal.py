@@ -381,3 +381,32 @@ def test_adversary_a_createdb_role_recreates_its_spare_under_its_oid(pg: DevServ
             execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
         execute_sync(pg.url(), f"DROP OWNED BY {role}")
         execute_sync(pg.url(), f"DROP ROLE {role}")
+
+
+def test_adversary_a_grant_between_the_row_versions_check_and_the_rename(
+    pg: DevServer, migrations: Path, template_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row version is read just before the rename, which then updates whatever row is there: a grant committed
+    in between (here it always wins that race: run as the rename's statement is written) must still be seen."""
+    seals = SpareSeals()
+    keep_spares(pg, migrations, template_name, 1, seals)
+    [spare] = spares_of(pg.url(), template_name)
+    real_quote = spare_seals.quote_ident
+    granted: list[str] = []
+
+    def quote_after_a_grant(name: str) -> str:
+        if name == spare and not granted:  # the rename's statement, after the row version's check
+            psql(pg, pg.url(), f"GRANT CREATE ON DATABASE {real_quote(spare)} TO PUBLIC")
+            granted.append(name)
+        return real_quote(name)
+
+    monkeypatch.setattr(spare_seals, "quote_ident", quote_after_a_grant)
+    school = unique_db_name("adv_between")
+    try:
+        result = onboard(pg, migrations, template_name, school, seals)
+
+        assert granted, "the race was run"
+        assert f"ready copy {spare} of template {template_name} not used" in " ".join(result.notes), result.notes
+        assert fetchval_sync(pg.url(), "SELECT datacl FROM pg_database WHERE datname = $1", school) is None
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
