@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -59,8 +62,17 @@ def test_db_names_are_unique_short_and_lowercase() -> None:
     assert with_database("postgresql://u:p@h:1/a", "b") == "postgresql://u:p@h:1/b"
 
 
-def test_existing_datadir_keeps_its_port_and_restarts(tmp_path: Path) -> None:
-    datadir = tmp_path / "data"
+@pytest.fixture
+def own_dir() -> Iterator[Path]:
+    """A directory for a cluster, not under pytest's basetemp: another pytest session starting on this machine
+    re-chmods /tmp/pytest-of-<user> to 0700, which locks the postgres OS user (root runs servers as postgres) out."""
+    path = Path(tempfile.mkdtemp(prefix="orchestrator-test-devserver-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_existing_datadir_keeps_its_port_and_restarts(own_dir: Path) -> None:
+    datadir = own_dir / "data"
     with create_server(datadir, password=PG_PASSWORD) as server:
         assert server.is_running()
         server.start()  # idempotent
@@ -82,11 +94,11 @@ def test_a_postgresql_18_server_comes_from_the_wheel_with_the_same_setup(pg18: D
         fetchval_sync(DevServer(pg18.datadir, pg18.port, "not-the-password").url(), "SELECT 1")
 
 
-def test_an_existing_cluster_keeps_its_version(tmp_path: Path) -> None:
-    datadir = tmp_path / "data"
+def test_an_existing_cluster_keeps_its_version(own_dir: Path) -> None:
+    datadir = own_dir / "data"
     create_server(datadir, password=PG_PASSWORD, major=18)  # initdb only
     assert load_server(datadir).major == 18
     with pytest.raises(DevServerError, match="holds a PostgreSQL 18 cluster, not 7"):
         create_server(datadir, password=PG_PASSWORD, major=7)
     with pytest.raises(DevServerError, match="no PostgreSQL 7 server binaries found"):
-        create_server(tmp_path / "other", password=PG_PASSWORD, major=7)
+        create_server(own_dir / "other", password=PG_PASSWORD, major=7)
