@@ -1,21 +1,30 @@
-"""A digest of a database's own catalog rows: equal for a database and its copies, different once anything is defined,
-dropped or altered in one of them.
+"""A digest of what a database holds: equal for a database and its copies, different once anything is defined,
+dropped, altered, granted or written in one of them.
 
 Why not the audit's schema fingerprint: it describes a schema (the same for any two databases the files built), and
 reading it costs 50-170 ms for 60-300 files; a spare must prove it is an untouched copy of one build, cheaply.
 `CREATE DATABASE ... TEMPLATE` copies the catalogs row for row, object ids included, so the rows of every object
 made in the database (oid >= 16384, FirstNormalObjectId) hash the same in the copy; any DDL in it changes, adds or
 removes rows, and new objects get new ids from the server-wide counter, so a database built apart (a forged copy)
-does not match either. Left out: what VACUUM and ANALYZE change on their own (relpages, reltuples, relallvisible,
-the frozen xids), and the relation files' numbers (a copy strategy is free to pick new ones). Not covered: rows in
-tables (the ledger is read on its own).
+does not match either. Of the objects initdb made (oid < 16384), the owner and grants are digested (the database's
+owner owns its `public` schema from PostgreSQL 15 on, and may open it to everyone). Also digested: the rows of
+every table and the state of every sequence the role may read (a copy's are the build's), and the subscriptions
+that write into the database (a copy has none). Left out: what VACUUM and ANALYZE change on their own (relpages,
+reltuples, relallvisible, the frozen xids, statistics), and the relation files' numbers (a copy strategy is free to
+pick new ones).
+
+The digest names its version (`v2:`): a marker holding another version's (an older release's) is not compared with
+it; the template is rebuilt once and its spares made again (template.py).
 """
 
 from __future__ import annotations
 
 import asyncpg
 
+from .connection import quote_ident
+
 FIRST_NORMAL_OID = 16384
+DIGEST_VERSION = "v2:"
 # pg_class without what VACUUM and ANALYZE change (relpages, reltuples, relallvisible, the frozen xids) and the file's
 # number (relfilenode): every other column of PostgreSQL 12 and later, written out.
 _CLASS_ROW = (
@@ -29,28 +38,85 @@ _ATTRIBUTE_ROW = (
     "c.atthasmissing, c.attidentity, c.attgenerated, c.attisdropped, c.attislocal, c.attinhcount, c.attcollation, "
     "c.attstattarget, c.attstorage, c.attacl, c.attoptions, c.attfdwoptions, c.attmissingval)"
 )
-# (catalog, the row as text, the column naming the object the row is about, the order of its rows). Rows are
-# ordered by key, not by their text: sorting 10,000 texts costs 300 ms, the whole digest 10-40 ms.
-_CATALOGS: tuple[tuple[str, str, str, str], ...] = (
-    ("pg_namespace", "c::text", "oid", "oid"),
-    ("pg_class", _CLASS_ROW + "::text", "oid", "oid"),
-    ("pg_attribute", _ATTRIBUTE_ROW + "::text", "attrelid", "attrelid, attnum"),
-    ("pg_attrdef", "c::text", "oid", "oid"),
-    ("pg_constraint", "c::text", "oid", "oid"),
-    ("pg_index", "c::text", "indexrelid", "indexrelid"),
-    ("pg_inherits", "c::text", "inhrelid", "inhrelid, inhseqno"),
-    ("pg_sequence", "c::text", "seqrelid", "seqrelid"),
-    ("pg_type", "c::text", "oid", "oid"),
-    ("pg_enum", "c::text", "oid", "oid"),
-    ("pg_proc", "c::text", "oid", "oid"),
-    ("pg_trigger", "c::text", "oid", "oid"),
-    ("pg_policy", "c::text", "oid", "oid"),
-    ("pg_rewrite", "c::text", "oid", "oid"),
-    ("pg_extension", "c::text", "oid", "oid"),
-    ("pg_description", "c::text", "objoid", "objoid, classoid, objsubid"),
-    ("pg_default_acl", "c::text", "oid", "oid"),
-    ("pg_statistic_ext", "c::text", "oid", "oid"),
+# (catalog, the row as text, the column naming the object the row is about, the order of its rows, the first
+# PostgreSQL major that has it). Rows are ordered by key, not by their text: sorting 10,000 texts costs 300 ms, the
+# whole digest 10-40 ms.
+_CATALOGS: tuple[tuple[str, str, str, str, int], ...] = (
+    ("pg_namespace", "c::text", "oid", "oid", 0),
+    ("pg_class", _CLASS_ROW + "::text", "oid", "oid", 0),
+    ("pg_attribute", _ATTRIBUTE_ROW + "::text", "attrelid", "attrelid, attnum", 0),
+    ("pg_attrdef", "c::text", "oid", "oid", 0),
+    ("pg_constraint", "c::text", "oid", "oid", 0),
+    ("pg_index", "c::text", "indexrelid", "indexrelid", 0),
+    ("pg_inherits", "c::text", "inhrelid", "inhrelid, inhseqno", 0),
+    ("pg_sequence", "c::text", "seqrelid", "seqrelid", 0),
+    ("pg_type", "c::text", "oid", "oid", 0),
+    ("pg_enum", "c::text", "oid", "oid", 0),
+    ("pg_proc", "c::text", "oid", "oid", 0),
+    ("pg_trigger", "c::text", "oid", "oid", 0),
+    ("pg_policy", "c::text", "oid", "oid", 0),
+    ("pg_rewrite", "c::text", "oid", "oid", 0),
+    ("pg_extension", "c::text", "oid", "oid", 0),
+    ("pg_description", "c::text", "objoid", "objoid, classoid, objsubid", 0),
+    ("pg_default_acl", "c::text", "oid", "oid", 0),
+    ("pg_statistic_ext", "c::text", "oid", "oid", 0),
+    # v2: every other catalog of objects made in a database.
+    ("pg_aggregate", "c::text", "aggfnoid", "aggfnoid", 0),
+    ("pg_am", "c::text", "oid", "oid", 0),
+    ("pg_amop", "c::text", "oid", "oid", 0),
+    ("pg_amproc", "c::text", "oid", "oid", 0),
+    ("pg_cast", "c::text", "oid", "oid", 0),
+    ("pg_collation", "c::text", "oid", "oid", 0),
+    ("pg_conversion", "c::text", "oid", "oid", 0),
+    ("pg_event_trigger", "c::text", "oid", "oid", 0),
+    ("pg_foreign_data_wrapper", "c::text", "oid", "oid", 0),
+    ("pg_foreign_server", "c::text", "oid", "oid", 0),
+    ("pg_foreign_table", "c::text", "ftrelid", "ftrelid", 0),
+    ("pg_init_privs", "c::text", "objoid", "objoid, classoid, objsubid", 0),
+    ("pg_language", "c::text", "oid", "oid", 0),
+    ("pg_largeobject_metadata", "c::text", "oid", "oid", 0),
+    ("pg_opclass", "c::text", "oid", "oid", 0),
+    ("pg_operator", "c::text", "oid", "oid", 0),
+    ("pg_opfamily", "c::text", "oid", "oid", 0),
+    ("pg_partitioned_table", "c::text", "partrelid", "partrelid", 0),
+    ("pg_publication", "c::text", "oid", "oid", 0),
+    ("pg_publication_namespace", "c::text", "oid", "oid", 15),
+    ("pg_publication_rel", "c::text", "oid", "oid", 0),
+    ("pg_range", "c::text", "rngtypid", "rngtypid", 0),
+    ("pg_seclabel", "c::text", "objoid", "objoid, classoid, objsubid", 0),
+    ("pg_transform", "c::text", "oid", "oid", 0),
+    ("pg_ts_config", "c::text", "oid", "oid", 0),
+    ("pg_ts_config_map", "c::text", "mapcfg", "mapcfg, maptokentype, mapseqno", 0),
+    ("pg_ts_dict", "c::text", "oid", "oid", 0),
+    ("pg_ts_parser", "c::text", "oid", "oid", 0),
+    ("pg_ts_template", "c::text", "oid", "oid", 0),
+    ("pg_user_mappings", "ROW(c.umid, c.srvid, c.umuser)::text", "umid", "umid", 0),  # the catalog is not readable
 )
+# initdb's objects (oid < 16384) whose owner or grants the database's owner (or a superuser) may change:
+# (catalog, owner column, grants column).
+_BUILTIN_GRANTS: tuple[tuple[str, str, str], ...] = (
+    ("pg_namespace", "nspowner", "nspacl"),
+    ("pg_class", "relowner", "relacl"),
+    ("pg_proc", "proowner", "proacl"),
+    ("pg_type", "typowner", "typacl"),
+    ("pg_language", "lanowner", "lanacl"),
+)
+# The subscriptions writing into this database (a shared catalog: a copy starts with none). The columns every role
+# may read.
+_SUBSCRIPTIONS = (
+    "(SELECT coalesce(md5(string_agg(ROW(s.oid, s.subname, s.subowner, s.subenabled, s.subslotname, "
+    "s.subpublications)::text, E'\\n' ORDER BY s.oid)), '') FROM pg_subscription s "
+    "WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+)
+# The tables and sequences whose content is digested: permanent ones the role may read (one it may not read has
+# grants that are not the build's, which the catalogs show).
+_HOLDERS = """
+SELECT c.oid, n.nspname, c.relname, c.relkind::text AS relkind
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid >= 16384 AND c.relkind IN ('r', 'S') AND c.relpersistence = 'p'
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY c.oid
+"""
 
 
 def _digest_of(catalog: str, row: str, key: str, order: str) -> str:
@@ -60,9 +126,37 @@ def _digest_of(catalog: str, row: str, key: str, order: str) -> str:
     )
 
 
-DIGEST_SQL = "SELECT md5(concat_ws(' ',\n  " + ",\n  ".join(_digest_of(*entry) for entry in _CATALOGS) + "\n))"
+def _grants_of(catalog: str, owner: str, grants: str) -> str:
+    return (
+        f"(SELECT coalesce(md5(string_agg(ROW(c.oid, c.{owner}, c.{grants})::text, E'\\n' ORDER BY c.oid)), '') "
+        f"FROM {catalog} c WHERE c.oid < {FIRST_NORMAL_OID} AND (c.{grants} IS NOT NULL OR c.{owner} <> 10))"
+    )
+
+
+def _content_of(schema: str, name: str, kind: str) -> str:
+    relation = f"{quote_ident(schema)}.{quote_ident(name)}"
+    if kind == "S":
+        return f"(SELECT ROW(t.last_value, t.is_called)::text FROM {relation} t)"
+    return f"(SELECT coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM ONLY {relation} t)"
+
+
+def digest_sql(major: int, holders: list[asyncpg.Record]) -> str:
+    """The digest's query on a server of PostgreSQL `major`, with the content of `holders` (_HOLDERS' rows)."""
+    parts = [_digest_of(*entry[:4]) for entry in _CATALOGS if major >= entry[4]]
+    parts += [_grants_of(*entry) for entry in _BUILTIN_GRANTS]
+    parts.append(_SUBSCRIPTIONS)
+    parts += [_content_of(h["nspname"], h["relname"], h["relkind"]) for h in holders]
+    return "SELECT md5(concat_ws(' ',\n  " + ",\n  ".join(parts) + "\n))"
 
 
 async def catalog_digest(conn: asyncpg.Connection) -> str:
-    """The digest of `conn`'s database's catalog rows (one query)."""
-    return str(await conn.fetchval(DIGEST_SQL))
+    """The digest of what `conn`'s database holds (two queries: which tables, then the digest). Run it in one
+    transaction of REPEATABLE READ or a read-only snapshot when others may write meanwhile."""
+    holders = await conn.fetch(_HOLDERS)
+    sql = digest_sql(conn.get_server_version().major, holders)
+    return DIGEST_VERSION + str(await conn.fetchval(sql))
+
+
+def is_current(digest: str | None) -> bool:
+    """Whether `digest` (a marker's) was made by this release's catalog_digest, and so may be compared with it."""
+    return digest is not None and digest.startswith(DIGEST_VERSION)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import asyncpg
 
-from . import engine, scratch, spare_seals
+from . import catalog, engine, scratch, spare_seals
 from .audit.reference import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
@@ -240,8 +240,9 @@ def _is_current(state: TemplateState | None, wanted: _Wanted, name: str) -> bool
     if set(state.marker.extensions) != set(wanted.extensions):
         built, asked = (", ".join(e) or "none" for e in (state.marker.extensions, wanted.extensions))
         raise TemplateUnavailable(f"it was built with extensions [{built}], this school is set up with [{asked}]")
-    # A marker without per-version checksums (an older release's) is rebuilt once, to carry them.
-    return state.marker.ledger == wanted.ledger and state.marker.checksums is not None
+    # A marker without per-version checksums or with another version's digest (an older release's) is rebuilt once.
+    marker = state.marker
+    return marker.ledger == wanted.ledger and marker.checksums is not None and catalog.is_current(marker.catalog)
 
 
 def refuse_other_bytes(state: TemplateState | None, source: MigrationSource, name: str, server: str) -> None:
@@ -441,8 +442,9 @@ def _spare_of(comment: str | None, name: str) -> Marker | None:
 
 
 def _holds(marker: Marker, ledger: str, extensions: tuple[str, ...]) -> bool:
-    """Whether a copy at `marker` holds exactly `ledger`, with `extensions`."""
-    return marker.ledger == ledger and set(marker.extensions) == set(extensions)
+    """Whether a copy at `marker` holds exactly `ledger`, with `extensions`, and can be read against it (a copy of an
+    older release's template, whose digest is another version's, is dropped and made again)."""
+    return marker.ledger == ledger and set(marker.extensions) == set(extensions) and catalog.is_current(marker.catalog)
 
 
 async def _take_spare(
@@ -512,9 +514,8 @@ SELECT datistemplate OR datconnlimit <> -1 OR datacl IS NOT NULL FROM pg_databas
 
 
 async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineOptions) -> str | None:
-    """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and its catalog rows:
-    an untouched copy of the build the template is; a spare of an older release, its schema's fingerprint)."""
-    catalog = schema = None
+    """What a claimed spare holds that its marker does not say; None: what it says (its ledger, and the digest of
+    what it holds, catalog.py: an untouched copy of the build the template is)."""
     try:
         async with session(spare, options.session) as conn:
             if await conn.fetchval(_HAS_SETTINGS):
@@ -522,10 +523,7 @@ async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineO
             if await conn.fetchval(_ROW_CHANGED):
                 return "its pg_database row is not a fresh copy's (grants, a connection limit, or made a template)"
             applied = await read_history(conn)
-            if applied is not None and marker.catalog is not None:
-                catalog = await catalog_digest(conn)
-            elif applied is not None:
-                schema = fingerprint(await snapshot(conn))
+            digest = await catalog_digest(conn) if applied is not None else None
     except DatabaseError as exc:
         raise TemplateUnavailable(f"a ready copy could not be checked: {exc}") from None
     if applied is None:
@@ -534,10 +532,11 @@ async def _wrong_content(spare: DatabaseTarget, marker: Marker, options: EngineO
         return "its _sqlx_migrations holds a failed migration"
     if ledger_digest({v: row.checksum for v, row in applied.items()}) != marker.ledger:
         return "its _sqlx_migrations rows are not the template's"
-    if marker.catalog is not None and catalog != marker.catalog:
-        return "its catalogs are not the template's: something was defined, dropped or altered in it since it was made"
-    if marker.catalog is None and schema != marker.schema:
-        return "its schema is not the template's"
+    if digest != marker.catalog:
+        return (
+            "what it holds is not the template's: something was defined, dropped, altered, granted or written in it "
+            "since it was made"
+        )
     return None
 
 
@@ -842,14 +841,14 @@ async def _mark(build: _Build, options: EngineOptions, source: MigrationSource) 
         applied = await read_applied(conn)
         if build.schema is None:
             build.schema = await snapshot(conn)
-        catalog = await catalog_digest(conn)
+        digest = await catalog_digest(conn)
     checksums = {v: row.checksum for v, row in applied.items() if row.success}
     ledger = ledger_digest(checksums)
     if ledger != ledger_digest({m.version: m.checksum for m in source}):
         raise TemplateUnavailable("after building it, its _sqlx_migrations rows do not match the migration files")
     held = tuple((v, short_checksum(c)) for v, c in sorted(checksums.items()))
     schema = fingerprint(build.schema)
-    build.marker = Marker(max(checksums, default=None), ledger, options.extensions, schema, held, catalog)
+    build.marker = Marker(max(checksums, default=None), ledger, options.extensions, schema, held, digest)
 
 
 def _first_difference(expected: _Build, actual: _Build) -> str:

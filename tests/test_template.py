@@ -711,11 +711,12 @@ def test_two_onboardings_racing_for_one_spare_both_end_ok(pg: DevServer, migrati
     assert spares_of(pg.url(), template) == []
 
 
-def test_a_template_and_spare_of_an_older_release_are_still_checked_and_the_template_is_rebuilt(
+def test_a_template_and_spare_of_an_older_release_are_rebuilt_and_replaced_not_taken(
     pg: DevServer, migrations: Path, template: str
 ) -> None:
-    """Markers written before per-version checksums and catalog digests: the spare is read against its schema
-    fingerprint instead, and the template is rebuilt once to carry them (it could not tell an edited file)."""
+    """Markers written before per-version checksums and this release's content digest (catalog.py, `v2:`): the
+    spare cannot be read against its marker, so it is never taken (the next top-up replaces it), and the template is
+    rebuilt once to carry them (it could not tell an edited file)."""
     keep_ready(pg, migrations, template, 1)
     [spare] = spares_of(pg.url(), template)
     for database, prefix in ((template, "orchestrator template: "), (spare, "orchestrator spare: ")):
@@ -726,14 +727,16 @@ def test_a_template_and_spare_of_an_older_release_are_still_checked_and_the_temp
         else:
             old = json.loads(comment.removeprefix(prefix))
             marker = json.loads(old["marker"].removeprefix("orchestrator template: "))
-            del marker["catalog"]
+            marker["catalog"] = marker["catalog"].removeprefix("v2:")  # the first release's digest had no version
             old["marker"] = "orchestrator template: " + json.dumps(marker, sort_keys=True)
         execute_sync(pg.url(), f'COMMENT ON DATABASE "{database}" IS {literal(prefix + json.dumps(old))}')
 
-    from_spare = onboard(pg, migrations, template, "old_spare")
-    from_template = onboard(pg, migrations, template, "old_template")
+    first = onboard(pg, migrations, template, "old_spare")
 
-    assert from_spare.ok and "from a ready copy" in from_spare.notes[0], from_spare.notes
-    assert from_template.ok and from_template.notes[0].startswith(f"refreshed template {template}"), from_template.notes
+    assert first.ok and first.notes[0].startswith(f"refreshed template {template}"), first.notes
+    assert not any("ready copy" in note for note in first.notes), first.notes
     marker = template_row(pg, template)["marker"]
-    assert set(marker["checksums"]) == {str(FIRST), str(SECOND), str(LATEST)} and len(marker["catalog"]) == 32
+    assert set(marker["checksums"]) == {str(FIRST), str(SECOND), str(LATEST)} and marker["catalog"].startswith("v2:")
+    topped = keep_ready(pg, migrations, template, 1)
+    assert (topped.dropped, topped.made) == (1, 1) and spare not in spares_of(pg.url(), template)
+    assert "from a ready copy" in onboard(pg, migrations, template, "new_spare").notes[0]
