@@ -306,3 +306,20 @@ def test_a_forged_spare_name_is_not_taken_on_a_seal_of_another_name(
         assert ledger(pg.url(school)) == expected_ledger(migrations)
     finally:
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+def test_a_spare_of_a_project_with_hundreds_of_tables_is_read_and_taken(pg: DevServer, tmp_path: Path) -> None:
+    """The read's digest covers every table's rows: one query whatever their number (a function would take at most
+    100 arguments: a project of 60 files has more tables than that)."""
+    tables = "".join(f"CREATE TABLE t{i} (id int PRIMARY KEY, name text);\n" for i in range(150))
+    migrations = make_migrations(tmp_path / "many", {"1_many.sql": tables + "INSERT INTO t7 VALUES (1, 'seed');\n"})
+    name, school = unique_db_name("manytpl"), unique_db_name("many_school")
+    try:
+        keep_spares(pg, migrations, name, 1, None)
+        result = onboard(pg, migrations, name, school, None)
+
+        assert any("from a ready copy" in note for note in result.notes), result.notes
+        assert fetchval_sync(pg.url(school), "SELECT name FROM t7") == "seed"
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+        drop_template(pg.url(), name)
