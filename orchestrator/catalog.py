@@ -109,12 +109,14 @@ _SUBSCRIPTIONS = (
     "WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))"
 )
 # The tables and sequences whose content is digested: permanent ones the role may read (one it may not read has
-# grants that are not the build's, which the catalogs show).
+# grants that are not the build's, which the catalogs show), and of those only the ones with a page on disk: a row
+# needs one, and most of a new school's tables are empty (a copy's empty tables have none; a table written to in a
+# copy and emptied again keeps its page, so it is digested there and not in the build: they differ, as they should).
 _HOLDERS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text AS relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid >= 16384 AND c.relkind IN ('r', 'S') AND c.relpersistence = 'p'
-  AND has_table_privilege(c.oid, 'SELECT')
+  AND has_table_privilege(c.oid, 'SELECT') AND pg_relation_size(c.oid) > 0
 ORDER BY c.oid
 """
 
