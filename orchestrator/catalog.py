@@ -10,8 +10,9 @@ does not match either. Of the objects initdb made (oid < 16384), the owner and g
 owner owns its `public` schema from PostgreSQL 15 on, and may open it to everyone). Also digested: the rows of
 every table and the state of every sequence the role may read (a copy's are the build's), and the subscriptions
 that write into the database (a copy has none). Left out: what VACUUM and ANALYZE change on their own (relpages,
-reltuples, relallvisible, the frozen xids, statistics), and the relation files' numbers (a copy strategy is free to
-pick new ones).
+reltuples, relallvisible, the frozen xids, statistics), the relation files' numbers (a copy strategy is free to
+pick new ones), and the rows of unlogged tables (a crash empties them, the template's too: every later copy would
+differ from the template's marker and be set aside).
 
 The digest names its version (`v2:`): a marker holding another version's (an older release's) is not compared with
 it; the template is rebuilt once and its spares made again (template.py).
