@@ -18,13 +18,13 @@ merges re-records after a clean lint.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Location, MigrationSourceError
+from ..output_files import write_atomically
 from ..source import MigrationFile
 from .catalog import finding
 from .findings import Finding
@@ -92,10 +92,9 @@ def render_released(entries: Mapping[str, str]) -> str:
 
 
 def write_released(path: Path, entries: Mapping[str, str]) -> None:
-    """Write the sum file atomically, so an interrupted release never leaves half a record."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_released(entries), encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
+    """Write the sum file atomically and durably (output_files.write_atomically: flushed to disk, then renamed), so
+    an interrupted release or a crash never leaves half a record."""
+    write_atomically(path, render_released(entries))
 
 
 def record_release(path: Path, files: Sequence[MigrationFile]) -> list[str]:
