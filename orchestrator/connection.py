@@ -179,17 +179,16 @@ async def open_session(target: DatabaseTarget, settings: SessionSettings, *, rea
             _POOLERS.add(target.server)
             conn = await _connect(target, settings, read_only=read_only, pooled=True)
     except asyncpg.ProtocolViolationError as exc:
-        if "does not exist" not in str(exc):  # PgBouncer says ERROR where PostgreSQL says FATAL 3D000
+        # PgBouncer says ERROR 08P01 where PostgreSQL says FATAL 3D000 or 28P01.
+        if "authentication failed" in str(exc):
+            raise _login_refused(target, exc) from None
+        if "does not exist" not in str(exc):
             raise _unreachable(target, settings, exc) from None
         raise _missing(target) from None
     except asyncpg.InvalidCatalogNameError:
         raise _missing(target) from None
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
-        raise AuthFailed(
-            f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
-            hint="check the role and password in the school's URL (its registry entry, or -D; or the ${VAR} it "
-            "comes from), and that the server's pg_hba.conf lets that role in from here",
-        ) from None
+        raise _login_refused(target, exc) from None
     except asyncpg.InsufficientPrivilegeError as exc:  # e.g. no CONNECT on the database
         raise permission_denied(target, exc) from None
     except asyncpg.TooManyConnectionsError as exc:
@@ -201,6 +200,14 @@ async def open_session(target: DatabaseTarget, settings: SessionSettings, *, rea
         raise _unreachable(target, settings, exc) from None
     group.opened(conn)
     return conn
+
+
+def _login_refused(target: DatabaseTarget, exc: BaseException) -> AuthFailed:
+    return AuthFailed(
+        f"{target.server} refused the login for {target.database}: {target.scrub(describe(exc))}",
+        hint="check the role and password in the school's URL (its registry entry, or -D; or the ${VAR} it "
+        "comes from), and that the server's pg_hba.conf (or the pooler's auth_file) lets that role in from here",
+    )
 
 
 def _missing(target: DatabaseTarget) -> DatabaseMissing:

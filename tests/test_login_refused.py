@@ -75,3 +75,20 @@ def test_a_refused_login_is_denied_and_does_not_trip_the_server_down_breaker(
         assert not fetchval_sync(pg.url(schools[sid]), "SELECT to_regclass('_sqlx_migrations') IS NOT NULL"), sid
     assert WRONG_PASSWORD not in result.stdout + result.stderr
     assert PG_PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_login_a_pooler_refuses_is_denied_too(tmp_path: Path, pg: DevServer) -> None:
+    """PgBouncer refuses a wrong password with ERROR 08P01 (a protocol violation to the driver), where PostgreSQL
+    says FATAL 28P01: still `denied`, tried once, not `unreachable` (which reads as an outage)."""
+    from pgbouncer import PgBouncer
+
+    school = make_school(pg, "login_pooled")
+    migrations = make_migrations(tmp_path / "migrations")
+    with PgBouncer(pg, PG_PASSWORD, "session") as bouncer:
+        result = cli("status", "-D", bouncer.url(WRONG_PASSWORD, school), "--migrations", str(migrations), "--json")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    [report] = json.loads(result.stdout)["schools"]
+    assert (report["status"], report["error"]["code"], report["attempts"]) == ("denied", "auth_failed", 1), report
+    assert "pooler's auth_file" in report["error"]["hint"]
+    assert WRONG_PASSWORD not in result.stdout + result.stderr
