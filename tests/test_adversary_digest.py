@@ -9,11 +9,25 @@ from pathlib import Path
 import pytest
 from conftest import Servers
 from fleetkit import make_migrations
-from pgfixtures import drop_template, execute_sync, fetchval_sync, quote_ident, spares_of, unique_db_name
+from pgfixtures import (
+    PG_PASSWORD,
+    drop_template,
+    execute_sync,
+    fetchval_sync,
+    quote_ident,
+    run_sync,
+    spares_of,
+    unique_db_name,
+)
 from test_adversary_seal import drop_subscriptions
 from test_spare_seals import crash, expected_ledger, keep_spares, ledger, onboard, rejected
 
+import orchestrator
+from orchestrator import template
 from orchestrator.devserver import DevServer
+from orchestrator.engine import EngineOptions
+from orchestrator.source import load_migrations
+from orchestrator.target import DatabaseTarget
 
 # A template with something of each kind to tamper with: seed rows, a materialized view, a large object, a function.
 FILES = {
@@ -166,3 +180,45 @@ def test_a_spare_of_a_template_whose_server_crashed_is_taken(servers: Servers, t
     finally:
         execute_sync(server.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
         _clean(server, name)
+
+
+@pytest.mark.parametrize("server_fixture", ["pg", "pg18"])
+def test_a_role_that_is_not_superuser_keeps_and_reads_spares_with_large_objects_and_sequences(
+    request: pytest.FixtureRequest, tmp_path: Path, server_fixture: str
+) -> None:
+    """The admin service's role (CREATEDB, no superuser) may not read pg_largeobject: it reads the large objects
+    through lo_get(); a clean spare is taken, one whose large object it overwrote is set aside. PostgreSQL 18 too."""
+    server: DevServer = request.getfixturevalue(server_fixture)
+    role, name = unique_db_name("digrole"), unique_db_name("digrole_tpl")
+    execute_sync(server.url(), f"CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'")
+    migrations = make_migrations(tmp_path / "m", FILES)
+
+    def as_role(database: str) -> str:
+        return server.url(database).replace("//postgres:", f"//{role}:", 1)
+
+    def keep(spares: int) -> None:
+        done = run_sync(template.keep_ready, DatabaseTarget.parse(as_role("postgres")), name,
+                        load_migrations(migrations), EngineOptions(extensions=()), spares)  # fmt: skip
+        assert done.ok, done.error
+
+    schools = [unique_db_name("digrole_school") for _ in range(2)]
+    try:
+        keep(1)
+        clean = orchestrator.provision(as_role(schools[0]), migrations=migrations, template=name, extensions=())
+        assert clean.ok, clean.error
+        no_spare_set_aside(clean.notes, name)
+        assert any("from a ready copy" in note for note in clean.notes), clean.notes
+
+        keep(1)
+        [spare] = spares_of(server.url(), name)
+        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
+        execute_sync(as_role(spare), "SELECT lo_put((SELECT min(oid) FROM pg_largeobject_metadata), 0, 'evil')")
+        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+        changed = orchestrator.provision(as_role(schools[1]), migrations=migrations, template=name, extensions=())
+        assert changed.ok, changed.error
+        assert f"ready copy {spare} of template {name} not used" in " ".join(changed.notes), changed.notes
+    finally:
+        for school in schools:
+            execute_sync(server.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+        _clean(server, name)
+        execute_sync(server.url(), f'DROP ROLE IF EXISTS "{role}"')
