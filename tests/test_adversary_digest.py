@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from conftest import Servers
 from fleetkit import make_migrations
@@ -222,3 +223,28 @@ def test_a_role_that_is_not_superuser_keeps_and_reads_spares_with_large_objects_
             execute_sync(server.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
         _clean(server, name)
         execute_sync(server.url(), f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_adversary_an_expression_index_rebuilt_over_another_function_body(
+    tmp_path: Path, pg: DevServer, template_name: str
+) -> None:
+    """An index's entries are not digested, nor its file's number: the function of an expression index replaced,
+    the index rebuilt (REINDEX), the function put back (CREATE OR REPLACE keeps its OID: its pg_proc row is the
+    build's again). The school's unique index then lets a duplicate in, and finds nothing by that expression."""
+    migrations = make_migrations(tmp_path / "m", {
+        "1_users.sql": "CREATE FUNCTION norm(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT lower($1)';\n"
+        "CREATE TABLE users (name text);\nCREATE UNIQUE INDEX users_norm ON users (norm(name));\n"
+        "INSERT INTO users VALUES ('Alice');\n",
+    })  # fmt: skip
+    keep_spares(pg, migrations, template_name, 1, None)
+    [spare] = spares_of(pg.url(), template_name)
+    body = "CREATE OR REPLACE FUNCTION norm(text) RETURNS text LANGUAGE sql IMMUTABLE AS "
+    _opened(pg, spare, f"{body} 'SELECT $1'; REINDEX INDEX users_norm; {body} 'SELECT lower($1)'")
+    school = unique_db_name("adv_reindexed")
+    try:
+        result = onboard(pg, migrations, template_name, school, None)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            execute_sync(pg.url(school), "INSERT INTO users VALUES ('alice')")
+        assert f"ready copy {spare} of template {template_name} not used" in " ".join(result.notes), result.notes
+    finally:
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
