@@ -10,9 +10,8 @@ does not match either. Of the objects initdb made (oid < 16384), the owner and g
 owner owns its `public` schema from PostgreSQL 15 on, and may open it to everyone). Also digested: the rows of
 every table and the state of every sequence the role may read (a copy's are the build's), and the subscriptions
 that write into the database (a copy has none). Left out: what VACUUM and ANALYZE change on their own (relpages,
-reltuples, relallvisible, the frozen xids, statistics), the relation files' numbers (a copy strategy is free to
-pick new ones), and the rows of unlogged tables (a crash empties them, the template's too: every later copy would
-differ from the template's marker and be set aside).
+reltuples, relallvisible, the frozen xids, statistics), and the rows of unlogged tables (a crash empties them, the
+template's too: every later copy would differ from the template's marker and be set aside).
 
 The digest names its version (`v2:`): a marker holding another version's (an older release's) is not compared with
 it; the template is rebuilt once and its spares made again (template.py).
@@ -26,12 +25,15 @@ from .connection import quote_ident
 
 FIRST_NORMAL_OID = 16384
 DIGEST_VERSION = "v2:"
-# pg_class without what VACUUM and ANALYZE change (relpages, reltuples, relallvisible, the frozen xids) and the file's
-# number (relfilenode): every other column of PostgreSQL 12 and later, written out.
+# pg_class without what VACUUM and ANALYZE change (relpages, reltuples, relallvisible, the frozen xids): every other
+# column of PostgreSQL 12 and later, written out. The file's number (relfilenode) too: a copy keeps it (its pg_class
+# rows are the template's, and name its files), and whatever rewrites a relation gives it a new one: REINDEX over
+# another body of an expression index's function (then put back), VACUUM FULL, CLUSTER, TRUNCATE, REFRESH.
 _CLASS_ROW = (
-    "ROW(c.oid, c.relname, c.relnamespace, c.reltype, c.reloftype, c.relowner, c.relam, c.reltoastrelid, c.relkind, "
-    "c.relnatts, c.relchecks, c.relhasrules, c.relhastriggers, c.relrowsecurity, c.relforcerowsecurity, "
-    "c.relpersistence, c.relispopulated, c.relispartition, c.relreplident, c.relacl, c.reloptions, c.relpartbound)"
+    "ROW(c.oid, c.relname, c.relnamespace, c.reltype, c.reloftype, c.relowner, c.relam, c.relfilenode, "
+    "c.reltoastrelid, c.relkind, c.relnatts, c.relchecks, c.relhasrules, c.relhastriggers, c.relrowsecurity, "
+    "c.relforcerowsecurity, c.relpersistence, c.relispopulated, c.relispartition, c.relreplident, c.relacl, "
+    "c.reloptions, c.relpartbound)"
 )
 # pg_attribute, the largest (10,000 rows for 300 files): what DDL sets, written out (a third cheaper than every column).
 # `{compression}`: attcompression (ALTER COLUMN ... SET COMPRESSION) from PostgreSQL 14 on.
