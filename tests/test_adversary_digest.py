@@ -36,6 +36,10 @@ FILES = {
     "2_two.sql": "CREATE MATERIALIZED VIEW mv AS SELECT id FROM one;\n"
     "SELECT lo_from_bytea(0, 'seed');\n"
     "CREATE FUNCTION f() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';\n",
+    "3_three.sql": "CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';\n"
+    "CREATE TRIGGER t BEFORE INSERT ON one FOR EACH ROW EXECUTE FUNCTION trg();\n"
+    "CREATE SEQUENCE s;\nSELECT nextval('s');\nCREATE INDEX one_id ON one (id);\n"
+    "ALTER TABLE one ALTER COLUMN t SET STORAGE EXTERNAL;\nINSERT INTO one VALUES (2, repeat('x', 10000));\n",
 }
 
 
@@ -128,6 +132,40 @@ def test_adversary_a_change_the_digest_does_not_see(
         assert f"ready copy {spare} of template {template_name} not used" in " ".join(result.notes), result.notes
     finally:
         drop_subscriptions(pg)
+        execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
+
+
+# Changes the digest sees (the spare is set aside): kept here so that a later digest does not lose them.
+SEEN: dict[str, str] = {
+    "a_seed_row_updated_in_place": "UPDATE one SET t = 'evil' WHERE id = 1",
+    "a_toasted_value_replaced": "UPDATE one SET t = repeat('y', 10000) WHERE id = 2",
+    "a_sequence_set": "SELECT setval('s', 1000)",
+    "a_statistics_target": "ALTER TABLE one ALTER COLUMN id SET STATISTICS 5",
+    "a_column_grant": "GRANT SELECT (id) ON one TO PUBLIC",
+    "an_index_made_invalid": "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'one_id'::regclass",
+    "a_trigger_disabled": "ALTER TABLE one DISABLE TRIGGER t",
+    "row_level_security_enabled": "ALTER TABLE one ENABLE ROW LEVEL SECURITY",
+    "a_replica_identity": "ALTER TABLE one REPLICA IDENTITY FULL",
+    "a_rule": "CREATE RULE r AS ON DELETE TO one DO INSTEAD NOTHING",
+    "a_trigger_functions_body": "CREATE OR REPLACE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS "
+    "'BEGIN NEW.t := ''evil''; RETURN NEW; END'",
+    "default_privileges": "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+    "select_revoked_from_its_owner": "REVOKE SELECT ON one FROM CURRENT_USER",
+    "a_large_object_granted": "DO $$ BEGIN EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO PUBLIC', "
+    "(SELECT min(oid) FROM pg_largeobject_metadata)); END $$",
+}
+
+
+@pytest.mark.parametrize("change", SEEN, ids=list(SEEN))
+def test_adversary_a_change_the_digest_sees(pg: DevServer, migrations: Path, template_name: str, change: str) -> None:
+    keep_spares(pg, migrations, template_name, 1, None)
+    [spare] = spares_of(pg.url(), template_name)
+    _opened(pg, spare, SEEN[change])
+    school = unique_db_name("adv_seen")
+    try:
+        result = onboard(pg, migrations, template_name, school, None)
+        assert f"ready copy {spare} of template {template_name} not used" in " ".join(result.notes), result.notes
+    finally:
         execute_sync(pg.url(), f"DROP DATABASE IF EXISTS {quote_ident(school)} WITH (FORCE)")
 
 
