@@ -10,9 +10,8 @@ does not match either. Of the objects initdb made (oid < 16384), the owner and g
 owner owns its `public` schema from PostgreSQL 15 on, and may open it to everyone). Also digested: the rows of
 every table and the state of every sequence the role may read (a copy's are the build's), and the subscriptions
 that write into the database (a copy has none). Left out: what VACUUM and ANALYZE change on their own (relpages,
-reltuples, relallvisible, the frozen xids, statistics), the relation files' numbers (a copy strategy is free to
-pick new ones), and the rows of unlogged tables (a crash empties them, the template's too: every later copy would
-differ from the template's marker and be set aside).
+reltuples, relallvisible, the frozen xids, statistics), and the rows of unlogged tables (a crash empties them, the
+template's too: every later copy would differ from the template's marker and be set aside).
 
 The digest names its version (`v2:`): a marker holding another version's (an older release's) is not compared with
 it; the template is rebuilt once and its spares made again (template.py).
@@ -26,18 +25,22 @@ from .connection import quote_ident
 
 FIRST_NORMAL_OID = 16384
 DIGEST_VERSION = "v2:"
-# pg_class without what VACUUM and ANALYZE change (relpages, reltuples, relallvisible, the frozen xids) and the file's
-# number (relfilenode): every other column of PostgreSQL 12 and later, written out.
+# pg_class without what VACUUM and ANALYZE change (relpages, reltuples, relallvisible, the frozen xids): every other
+# column of PostgreSQL 12 and later, written out. The file's number (relfilenode) too: a copy keeps it (its pg_class
+# rows are the template's, and name its files), and whatever rewrites a relation gives it a new one: REINDEX over
+# another body of an expression index's function (then put back), VACUUM FULL, CLUSTER, TRUNCATE, REFRESH.
 _CLASS_ROW = (
-    "ROW(c.oid, c.relname, c.relnamespace, c.reltype, c.reloftype, c.relowner, c.relam, c.reltoastrelid, c.relkind, "
-    "c.relnatts, c.relchecks, c.relhasrules, c.relhastriggers, c.relrowsecurity, c.relforcerowsecurity, "
-    "c.relpersistence, c.relispartition, c.relreplident, c.relacl, c.reloptions, c.relpartbound)"
+    "ROW(c.oid, c.relname, c.relnamespace, c.reltype, c.reloftype, c.relowner, c.relam, c.relfilenode, "
+    "c.reltoastrelid, c.relkind, c.relnatts, c.relchecks, c.relhasrules, c.relhastriggers, c.relrowsecurity, "
+    "c.relforcerowsecurity, c.relpersistence, c.relispopulated, c.relispartition, c.relreplident, c.relacl, "
+    "c.reloptions, c.relpartbound)"
 )
 # pg_attribute, the largest (10,000 rows for 300 files): what DDL sets, written out (a third cheaper than every column).
+# `{compression}`: attcompression (ALTER COLUMN ... SET COMPRESSION) from PostgreSQL 14 on.
 _ATTRIBUTE_ROW = (
     "ROW(c.attrelid, c.attnum, c.attname, c.atttypid, c.atttypmod, c.attndims, c.attnotnull, c.atthasdef, "
     "c.atthasmissing, c.attidentity, c.attgenerated, c.attisdropped, c.attislocal, c.attinhcount, c.attcollation, "
-    "c.attstattarget, c.attstorage, c.attacl, c.attoptions, c.attfdwoptions, c.attmissingval)"
+    "c.attstattarget, c.attstorage{compression}, c.attacl, c.attoptions, c.attfdwoptions, c.attmissingval)"
 )
 # (catalog, the row as text, the column naming the object the row is about, the order of its rows, the first
 # PostgreSQL major that has it). Rows are ordered by key, not by their text: sorting 10,000 texts costs 300 ms, the
@@ -75,7 +78,6 @@ _CATALOGS: tuple[tuple[str, str, str, str, int], ...] = (
     ("pg_foreign_table", "c::text", "ftrelid", "ftrelid", 0),
     ("pg_init_privs", "c::text", "objoid", "objoid, classoid, objsubid", 0),
     ("pg_language", "c::text", "oid", "oid", 0),
-    ("pg_largeobject_metadata", "c::text", "oid", "oid", 0),
     ("pg_opclass", "c::text", "oid", "oid", 0),
     ("pg_operator", "c::text", "oid", "oid", 0),
     ("pg_opfamily", "c::text", "oid", "oid", 0),
@@ -92,7 +94,12 @@ _CATALOGS: tuple[tuple[str, str, str, str, int], ...] = (
     ("pg_ts_parser", "c::text", "oid", "oid", 0),
     ("pg_ts_template", "c::text", "oid", "oid", 0),
     ("pg_user_mappings", "ROW(c.umid, c.srvid, c.umuser)::text", "umid", "umid", 0),  # the catalog is not readable
+    # What depends on what, of objects made in the database: ALTER EXTENSION ... ADD and ALTER ... DEPENDS ON
+    # EXTENSION change nothing else (the object then leaves pg_dump's output, or is dropped with the extension).
+    ("pg_depend", "c::text", "objid", "objid, classid, objsubid, refclassid, refobjid, refobjsubid, deptype", 0),
 )
+# Large objects: every one (initdb makes none, and lo_create(oid) takes any free OID, 16384 or not).
+_LARGE_OBJECTS = "(SELECT coalesce(md5(string_agg(c::text, E'\\n' ORDER BY c.oid)), '') FROM pg_largeobject_metadata c)"
 # initdb's objects (oid < 16384) whose owner or grants the database's owner (or a superuser) may change:
 # (catalog, owner column, grants column).
 _BUILTIN_GRANTS: tuple[tuple[str, str, str], ...] = (
@@ -109,16 +116,21 @@ _SUBSCRIPTIONS = (
     "s.subpublications)::text, E'\\n' ORDER BY s.oid)), '') FROM pg_subscription s "
     "WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))"
 )
-# The tables and sequences whose content is digested: permanent ones the role may read (one it may not read has
-# grants that are not the build's, which the catalogs show), and of those only the ones with a page on disk: a row
-# needs one, and most of a new school's tables are empty (a copy's empty tables have none; a table written to in a
-# copy and emptied again keeps its page, so it is digested there and not in the build: they differ, as they should).
+# The tables, materialized views and sequences whose content is digested: permanent ones the role may read (one it
+# may not read has grants that are not the build's, which the catalogs show), and of those only the ones with a page
+# on disk: a row needs one, and most of a new school's tables are empty (a table without rows adds nothing, page or
+# not: VACUUM truncates the empty pages of a table the build wrote to and emptied). Then the large objects' data, if
+# there are any: pg_largeobject when the role may read it, else each through lo_get().
 _HOLDERS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text AS relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid >= 16384 AND c.relkind IN ('r', 'S') AND c.relpersistence = 'p'
+WHERE c.oid >= 16384 AND c.relkind IN ('r', 'm', 'S') AND c.relpersistence = 'p'
   AND has_table_privilege(c.oid, 'SELECT') AND pg_relation_size(c.oid) > 0
-ORDER BY c.oid
+UNION ALL
+SELECT 'pg_largeobject'::regclass::oid, 'pg_catalog', 'pg_largeobject',
+       CASE WHEN has_table_privilege('pg_catalog.pg_largeobject', 'SELECT') THEN 'L' ELSE 'l' END
+WHERE EXISTS (SELECT 1 FROM pg_largeobject_metadata)
+ORDER BY 1
 """
 
 
@@ -136,21 +148,55 @@ def _grants_of(catalog: str, owner: str, grants: str) -> str:
     )
 
 
-def _content_of(schema: str, name: str, kind: str) -> str:
+def _content_of(oid: int, schema: str, name: str, kind: str) -> str:
+    """The content of a relation, named by its OID; NULL (left out of the digest) for a table without rows: one the
+    build left a page of dead rows in and VACUUM (autovacuum's too) truncated since is the same as it was."""
     relation = f"{quote_ident(schema)}.{quote_ident(name)}"
     if kind == "S":
-        return f"(SELECT ROW(t.last_value, t.is_called)::text FROM {relation} t)"
-    return f"(SELECT coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM ONLY {relation} t)"
+        return f"(SELECT '{oid}:' || ROW(t.last_value, t.is_called)::text FROM {relation} t)"
+    if kind == "L":  # the large objects' data, read where it is (superusers; others may not read pg_largeobject)
+        return (
+            "(SELECT 'lo:' || md5(string_agg(ROW(t.loid, t.pageno, t.data)::text, E'\\n' ORDER BY t.loid, t.pageno))"
+            " FROM pg_catalog.pg_largeobject t)"
+        )
+    if kind == "l":  # the same through lo_get(): each one the role may read (an error for one it may not)
+        return (
+            "(SELECT 'lo:' || md5(string_agg(t.oid || ':' || md5(lo_get(t.oid)), E'\\n' ORDER BY t.oid))"
+            " FROM pg_catalog.pg_largeobject_metadata t)"
+        )
+    return f"(SELECT '{oid}:' || md5(string_agg(t::text, E'\\n' ORDER BY t::text)) FROM ONLY {relation} t)"
 
 
 def digest_sql(major: int, holders: list[asyncpg.Record]) -> str:
     """The digest's query on a server of PostgreSQL `major`, with the content of `holders` (_HOLDERS' rows)."""
-    parts = [_digest_of(*entry[:4]) for entry in _CATALOGS if major >= entry[4]]
+    compression = ", c.attcompression" if major >= 14 else ""
+    parts = [
+        _digest_of(catalog, row.format(compression=compression), key, order)
+        for catalog, row, key, order, since in _CATALOGS
+        if major >= since
+    ]
     parts += [_grants_of(*entry) for entry in _BUILTIN_GRANTS]
-    parts.append(_SUBSCRIPTIONS)
-    parts += [_content_of(h["nspname"], h["relname"], h["relkind"]) for h in holders]
+    parts += [_SUBSCRIPTIONS, _LARGE_OBJECTS]
+    parts += [_content_of(h["oid"], h["nspname"], h["relname"], h["relkind"]) for h in holders]
     # An array, not concat_ws(): a function takes at most 100 arguments, and a school has more tables than that.
     return "SELECT md5(array_to_string(ARRAY[\n  " + ",\n  ".join(parts) + "\n], ' '))"
+
+
+# The state of every sequence nextval() moved, written again by setval(): nextval() WAL-logs a value 32 ahead of the one
+# it returns (what a crash may skip), so a crash after the build would leave the template's sequences ahead of its
+# marker (and every later spare set aside); setval() WAL-logs the value itself.
+_SETTLE_SEQUENCES = """
+SELECT count(setval(c.oid, pg_sequence_last_value(c.oid), true))
+FROM pg_class c
+WHERE c.oid >= 16384 AND c.relkind = 'S' AND c.relpersistence = 'p'
+  AND CASE WHEN has_sequence_privilege(c.oid, 'SELECT, UPDATE')
+      THEN pg_sequence_last_value(c.oid) IS NOT NULL ELSE false END
+"""
+
+
+async def settle_sequences(conn: asyncpg.Connection) -> None:
+    """Make the sequences of a database just built (before its digest is taken) hold what a crash recovers."""
+    await conn.execute(_SETTLE_SEQUENCES)
 
 
 async def catalog_digest(conn: asyncpg.Connection) -> str:

@@ -49,7 +49,7 @@ from . import catalog, engine, scratch, spare_seals
 from .audit.reference import build_expected
 from .audit.schema import SchemaSnapshot, diff, fingerprint, snapshot
 from .bootstrap import MAINTENANCE_DATABASE, create_database, creation_denied
-from .catalog import catalog_digest
+from .catalog import catalog_digest, settle_sequences
 from .connection import describe, is_connection_lost, quote_ident, session
 from .engine import EngineOptions
 from .errors import DatabaseError, ModifiedMigration, SplitOnboarding
@@ -837,11 +837,13 @@ async def _create_build(
 
 async def _mark(build: _Build, options: EngineOptions, source: MigrationSource) -> None:
     """The build's marker: its ledger (it must hold exactly the files), extensions and schema fingerprint."""
-    async with session(build.target, options.session) as conn, conn.transaction(readonly=True):
-        applied = await read_applied(conn)
-        if build.schema is None:
-            build.schema = await snapshot(conn)
-        digest = await catalog_digest(conn)
+    async with session(build.target, options.session) as conn:
+        await settle_sequences(conn)
+        async with conn.transaction(readonly=True):
+            applied = await read_applied(conn)
+            if build.schema is None:
+                build.schema = await snapshot(conn)
+            digest = await catalog_digest(conn)
     checksums = {v: row.checksum for v, row in applied.items() if row.success}
     ledger = ledger_digest(checksums)
     if ledger != ledger_digest({m.version: m.checksum for m in source}):
