@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -283,9 +284,9 @@ def test_two_processes_provisioning_at_once_build_the_template_once(
     try:
         # One process builds (the lock granted), the other waits for it (not granted).
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and template_lock_holders(pg) != [False, True]:
+        while time.monotonic() < deadline and template_lock_holders(pg, template) != [False, True]:
             time.sleep(0.05)
-        assert template_lock_holders(pg) == [False, True], "one building, one waiting"
+        assert template_lock_holders(pg, template) == [False, True], "one building, one waiting"
     finally:
         execute_sync(pg.url(), f'CREATE ROLE "{go}"')
     reports = []
@@ -303,10 +304,15 @@ def test_two_processes_provisioning_at_once_build_the_template_once(
     assert template_row(pg, template)["sessions"] == 0 and leftovers(pg) == []
 
 
-def template_lock_holders(pg: DevServer) -> list[bool]:
-    """`granted` of each session holding or waiting for a template lock on the server, sorted."""
+def template_lock_holders(pg: DevServer, template: str) -> list[bool]:
+    """`granted` of each session holding or waiting for `template`'s lock on the server, sorted (another test's
+    template on the same server is not this one's business)."""
+    key = zlib.crc32(template.encode()) - (1 << 31)
     rows = fetch_sync(
-        pg.url(), "SELECT granted FROM pg_locks WHERE locktype = 'advisory' AND classid = $1", TEMPLATE_LOCK_CLASS
+        pg.url(),
+        "SELECT granted FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2::int::oid",
+        TEMPLATE_LOCK_CLASS,
+        key,
     )
     return sorted(r[0] for r in rows)
 
