@@ -11,7 +11,10 @@ owner owns its `public` schema from PostgreSQL 15 on, and may open it to everyon
 every table and the state of every sequence the role may read (a copy's are the build's), and the subscriptions
 that write into the database (a copy has none). Left out: what VACUUM and ANALYZE change on their own (relpages,
 reltuples, relallvisible, the frozen xids, statistics), and the rows of unlogged tables (a crash empties them, the
-template's too: every later copy would differ from the template's marker and be set aside).
+template's too: every later copy would differ from the template's marker and be set aside). Not seen: rows a
+row-level security policy hides from the reading role (a table with FORCE ROW LEVEL SECURITY, read by a role
+without BYPASSRLS): reading with row_security off would make such a project's template need a BYPASSRLS role
+(tests/test_adversary_digest.py keeps the case as a strict xfail).
 
 The digest names its version (`v2:`): a marker holding another version's (an older release's) is not compared with
 it; the template is rebuilt once and its spares made again (template.py).
