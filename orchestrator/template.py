@@ -637,9 +637,12 @@ async def _keep_ready(
         for _ in range(spares - len(ready)):
             await _make_spare(conn, server.server, name, state.marker)
             result.made += 1
-        result.spares = len(ready) + result.made
+        # Counted again: onboardings took spares while this pass made others (the service shows the count).
+        spares_now = await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX, None)
+        markers = [_spare_of(row["comment"], name) for row in spares_now]
+        current = state.marker
+        result.spares = sum(1 for m in markers if m is not None and _holds(m, current.ledger, current.extensions))
         if seals is not None:
-            spares_now = await conn.fetch(_LOOK, None, SPARE_NAME_PREFIX, None)
             seals.keep_only(server.server, (row["datname"] for row in spares_now))
 
 

@@ -25,6 +25,7 @@ from pgfixtures import (
     abandoned_scratch,
     create_database,
     database_exists,
+    execute,
     execute_sync,
     fetch,
     fetch_sync,
@@ -689,6 +690,31 @@ def test_an_onboarding_copies_the_template_while_spares_are_being_made(
     assert result.ok, result.error
     assert f"from template {template}" in " ".join(result.notes) or "from a ready copy" in " ".join(result.notes)
     assert ended == ["school", "spares"], "the school waited for the spares"
+    keep_ready(pg, migrations, template, 0)
+
+
+def test_the_spares_counted_ready_are_those_left_when_the_pass_ends(
+    pg: DevServer, migrations: Path, template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Onboardings take spares while a pass makes others (the service's top-ups, a burst): the count it reports
+    (`orchestrator template`'s line, the service's spares_ready) is what is left at its end, not what it made."""
+    keep_ready(pg, migrations, template, 2)
+    real_make = template_module._make_spare
+    taken: list[str] = []
+
+    async def make_while_one_is_taken(*args: Any) -> None:
+        await real_make(*args)
+        if not taken:  # an onboarding takes one of this template's spares meanwhile
+            rows = await fetch(pg.url(), "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database")
+            victim = next(n for n, c in rows if (template_module.parse_spare(c) or ("",))[0] == template)
+            taken.append(victim)
+            await execute(pg.url(), f"DROP DATABASE {victim}")
+
+    monkeypatch.setattr(template_module, "_make_spare", make_while_one_is_taken)
+    result = keep_ready(pg, migrations, template, 4)
+
+    assert taken and result.made == 2
+    assert result.spares == 3 == len(spares_of(pg.url(), template))
     keep_ready(pg, migrations, template, 0)
 
 
