@@ -119,7 +119,14 @@ _SUBSCRIPTIONS = (
     "s.subpublications)::text, E'\\n' ORDER BY s.oid)), '') FROM pg_subscription s "
     "WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))"
 )
-# The tables, materialized views and sequences whose content is digested: permanent ones the role may read (one it
+# Every sequence's state in one part (a subquery per sequence costs its planning, and a school has one per table:
+# half the digest's time in a new session): the last value nextval() gave, or NULL before the first.
+_SEQUENCES = (
+    "(SELECT coalesce(md5(string_agg(c.oid || ':' || coalesce(pg_sequence_last_value(c.oid)::text, '-'), E'\\n' "
+    "ORDER BY c.oid)), '') FROM pg_class c WHERE c.oid >= 16384 AND CASE WHEN c.relkind = 'S' AND "
+    "c.relpersistence = 'p' THEN has_sequence_privilege(c.oid, 'SELECT') ELSE false END)"  # (no error on a table)
+)
+# The tables and materialized views whose content is digested: permanent ones the role may read (one it
 # may not read has grants that are not the build's, which the catalogs show), and of those only the ones with a page
 # on disk: a row needs one, and most of a new school's tables are empty (a table without rows adds nothing, page or
 # not: VACUUM truncates the empty pages of a table the build wrote to and emptied). Then the large objects' data, if
@@ -127,7 +134,7 @@ _SUBSCRIPTIONS = (
 _HOLDERS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text AS relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid >= 16384 AND c.relkind IN ('r', 'm', 'S') AND c.relpersistence = 'p'
+WHERE c.oid >= 16384 AND c.relkind IN ('r', 'm') AND c.relpersistence = 'p'
   AND has_table_privilege(c.oid, 'SELECT') AND pg_relation_size(c.oid) > 0
 UNION ALL
 SELECT 'pg_largeobject'::regclass::oid, 'pg_catalog', 'pg_largeobject',
@@ -155,8 +162,6 @@ def _content_of(oid: int, schema: str, name: str, kind: str) -> str:
     """The content of a relation, named by its OID; NULL (left out of the digest) for a table without rows: one the
     build left a page of dead rows in and VACUUM (autovacuum's too) truncated since is the same as it was."""
     relation = f"{quote_ident(schema)}.{quote_ident(name)}"
-    if kind == "S":
-        return f"(SELECT '{oid}:' || ROW(t.last_value, t.is_called)::text FROM {relation} t)"
     if kind == "L":  # the large objects' data, read where it is (superusers; others may not read pg_largeobject)
         return (
             "(SELECT 'lo:' || md5(string_agg(ROW(t.loid, t.pageno, t.data)::text, E'\\n' ORDER BY t.loid, t.pageno))"
@@ -179,7 +184,7 @@ def digest_sql(major: int, holders: list[asyncpg.Record]) -> str:
         if major >= since
     ]
     parts += [_grants_of(*entry) for entry in _BUILTIN_GRANTS]
-    parts += [_SUBSCRIPTIONS, _LARGE_OBJECTS]
+    parts += [_SUBSCRIPTIONS, _LARGE_OBJECTS, _SEQUENCES]
     parts += [_content_of(h["oid"], h["nspname"], h["relname"], h["relkind"]) for h in holders]
     # An array, not concat_ws(): a function takes at most 100 arguments, and a school has more tables than that.
     return "SELECT md5(array_to_string(ARRAY[\n  " + ",\n  ".join(parts) + "\n], ' '))"
