@@ -21,7 +21,7 @@ from pgfixtures import (
     unique_db_name,
 )
 from test_adversary_seal import drop_subscriptions
-from test_spare_seals import crash, expected_ledger, keep_spares, ledger, onboard, rejected
+from test_spare_seals import crash, drop_rejected, expected_ledger, keep_spares, ledger, onboard, opened
 
 import orchestrator
 from orchestrator import template
@@ -50,9 +50,7 @@ def migrations(tmp_path: Path) -> Path:
 
 def _clean(server: DevServer, name: str) -> None:
     drop_template(server.url(), name)
-    for aside in rejected(server):
-        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(aside)} IS_TEMPLATE false")
-        execute_sync(server.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
+    drop_rejected(server)
 
 
 @pytest.fixture
@@ -63,11 +61,8 @@ def template_name(pg: DevServer) -> Iterator[str]:
 
 
 def _opened(server: DevServer, database: str, sql: str) -> None:
-    execute_sync(server.url(), f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS true")
-    try:
+    with opened(server, database):
         execute_sync(server.url(database), sql)
-    finally:
-        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS false")
 
 
 # Changes a session on the spare makes that digest v2 did not see; each with what the school would hold.
@@ -250,9 +245,8 @@ def test_a_role_that_is_not_superuser_keeps_and_reads_spares_with_large_objects_
 
         keep(1)
         [spare] = spares_of(server.url(), name)
-        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-        execute_sync(as_role(spare), "SELECT lo_put((SELECT min(oid) FROM pg_largeobject_metadata), 0, 'evil')")
-        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+        with opened(server, spare):
+            execute_sync(as_role(spare), "SELECT lo_put((SELECT min(oid) FROM pg_largeobject_metadata), 0, 'evil')")
         changed = orchestrator.provision(as_role(schools[1]), migrations=migrations, template=name, extensions=())
         assert changed.ok, changed.error
         assert f"ready copy {spare} of template {name} not used" in " ".join(changed.notes), changed.notes
@@ -315,10 +309,9 @@ def test_adversary_rows_row_level_security_hides_from_the_reading_role(tmp_path:
                         load_migrations(migrations), EngineOptions(extensions=()), 1)  # fmt: skip
         assert done.ok, done.error
         [spare] = spares_of(pg.url(), name)
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-        execute_sync(as_role(spare), "ALTER TABLE secret NO FORCE ROW LEVEL SECURITY; "
-                     "INSERT INTO secret VALUES (666, false); ALTER TABLE secret FORCE ROW LEVEL SECURITY")  # fmt: skip
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+        with opened(pg, spare):
+            execute_sync(as_role(spare), "ALTER TABLE secret NO FORCE ROW LEVEL SECURITY; INSERT INTO secret "
+                         "VALUES (666, false); ALTER TABLE secret FORCE ROW LEVEL SECURITY")  # fmt: skip
         result = orchestrator.provision(as_role(school), migrations=migrations, template=name, extensions=())
         assert result.ok, result.error
         assert not fetchval_sync(pg.url(school), "SELECT EXISTS (SELECT 1 FROM secret WHERE id = 666)"), (

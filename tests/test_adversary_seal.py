@@ -25,7 +25,7 @@ from pgfixtures import (
     unique_db_name,
 )
 from servekit import start
-from test_spare_seals import expected_ledger, keep_spares, ledger, onboard, rejected
+from test_spare_seals import drop_rejected, expected_ledger, keep_spares, ledger, onboard, opened, rejected
 
 from orchestrator import spare_seals
 from orchestrator.devserver import DevServer
@@ -45,9 +45,7 @@ def template_name(pg: DevServer) -> Iterator[str]:
     name = unique_db_name("advtpl")
     yield name
     drop_template(pg.url(), name)
-    for aside in rejected(pg):
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(aside)} IS_TEMPLATE false")
-        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
+    drop_rejected(pg)
 
 
 def comment_of(pg: DevServer, database: str) -> str:
@@ -106,9 +104,8 @@ def test_adversary_changed_through_a_replication_connection(
     seals = SpareSeals()
     keep_spares(pg, migrations, template_name, 1, seals)
     [spare] = spares_of(pg.url(), template_name)
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-    psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    with opened(pg, spare):
+        psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
     taken_and_checked(pg, migrations, template_name, spare, seals)
 
 
@@ -156,9 +153,8 @@ def test_adversary_changed_in_a_session_with_track_counts_off(
     seals = SpareSeals()
     keep_spares(pg, migrations, template_name, 1, seals)
     [spare] = spares_of(pg.url(), template_name)
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-    psql(pg, pg.url(spare) + "?options=-ctrack_counts%3Doff", "CREATE TABLE not_the_schema (x int)")
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    with opened(pg, spare):
+        psql(pg, pg.url(spare) + "?options=-ctrack_counts%3Doff", "CREATE TABLE not_the_schema (x int)")
     taken_and_checked(pg, migrations, template_name, spare, seals)
 
 
@@ -195,9 +191,8 @@ def test_adversary_opened_and_changed_where_the_old_read_did_not_look(
     seals = SpareSeals()
     keep_spares(pg, migrations, template_name, 1, seals)
     [spare] = spares_of(pg.url(), template_name)
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-    execute_sync(pg.url(spare), UNREAD_CHANGES[change])
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    with opened(pg, spare):
+        execute_sync(pg.url(spare), UNREAD_CHANGES[change])
     school = unique_db_name("adv_unread")
     try:
         result = onboard(pg, migrations, template_name, school, seals)
@@ -316,9 +311,8 @@ def test_adversary_two_services_on_one_server(pg: DevServer, migrations: Path, t
     keep_spares(pg, migrations, template_name, 2, first)
     keep_spares(pg, migrations, template_name, 2, second)  # reads and renames the first's spares
     for spare in spares_of(pg.url(), template_name):
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-        psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
-        execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+        with opened(pg, spare):
+            psql(pg, pg.url(spare) + "?replication=database", "CREATE TABLE not_the_schema (x int)")
     schools = [unique_db_name("adv_two") for _ in range(2)]
     try:
         for school, seals in zip(schools, (first, second), strict=True):

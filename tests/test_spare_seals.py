@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import asyncpg
@@ -55,8 +55,14 @@ def template_name(pg: DevServer) -> Iterator[str]:
     name = unique_db_name("sealtpl")
     yield name
     drop_template(pg.url(), name)
-    for aside in rejected(pg):
-        execute_sync(pg.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
+    drop_rejected(pg)
+
+
+def drop_rejected(server: DevServer) -> None:
+    """The spares set aside (never dropped by the tool: the test drops them), template or not."""
+    for aside in rejected(server):
+        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(aside)} IS_TEMPLATE false")
+        execute_sync(server.url(), f"DROP DATABASE {quote_ident(aside)} WITH (FORCE)")
 
 
 def rejected(pg: DevServer) -> list[str]:
@@ -125,11 +131,20 @@ def test_without_seals_every_spare_is_read_before_it_is_the_schools(
 # --- what an adversary may do to a sealed spare between its making and its taking -----------------------------------
 
 
+@contextmanager
+def opened(server: DevServer, database: str) -> Iterator[None]:
+    """`database` (a spare) open to connections for the block, as its owner may open it, and closed again after."""
+    execute_sync(server.url(), f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS true")
+    try:
+        yield
+    finally:
+        execute_sync(server.url(), f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS false")
+
+
 def opened_and_changed(pg: DevServer, spare: str, *, then: str = "") -> None:
     """Its owner opens it, changes it (and runs `then` in the same session), and closes it again."""
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS true")
-    execute_sync(pg.url(spare), "DROP TABLE _sqlx_migrations; CREATE TABLE not_the_schema (x int)" + then)
-    execute_sync(pg.url(), f"ALTER DATABASE {quote_ident(spare)} ALLOW_CONNECTIONS false")
+    with opened(pg, spare):
+        execute_sync(pg.url(spare), "DROP TABLE _sqlx_migrations; CREATE TABLE not_the_schema (x int)" + then)
 
 
 def replaced_under_its_name(pg: DevServer, spare: str) -> None:
